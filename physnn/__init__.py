@@ -1,0 +1,22 @@
+"""physnn: train physical neural networks with the hardware in the loop.
+
+The core (this package) knows no particular physics or instrument: it defines
+the :class:`~physnn.system.PhysicalSystem` contract, the model-free
+forward-forward (MF-FF) method, data loaders, run logs and the CLI. Simulators
+live in :mod:`physnn.simulators`, instrument drivers in :mod:`physnn.devices`.
+"""
+
+from .system import PhysicalSystem, QueryStats, SystemSpec
+from .registry import available_systems, build_system, register_system
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PhysicalSystem",
+    "QueryStats",
+    "SystemSpec",
+    "available_systems",
+    "build_system",
+    "register_system",
+    "__version__",
+]

@@ -1,0 +1,294 @@
+"""The black-box contract every physical system honours.
+
+A :class:`PhysicalSystem` is anything that takes a batch of drive values
+``x: [B, n_inputs]`` and returns measurements ``y: [B, n_outputs]``: a
+simulator, a twin fitted to measured data, an AWG + oscilloscope over VISA, a
+microcontroller over serial. Trainers only ever *call* systems; they never look
+inside and never differentiate through them.
+
+Why the base class validates instead of the subclasses: a real bench must never
+receive an out-of-range drive level, so the check happens once, here, before
+``_measure`` (and therefore before any byte goes to an instrument). Nothing is
+silently clipped: a value outside the limits is a bug upstream (an encoder that
+forgot the limits), and hiding it would make simulator runs disagree with the
+bench.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+__all__ = ["SystemSpec", "QueryStats", "PhysicalSystem", "EventHook", "as_batch"]
+
+#: A callback ``hook(kind, fields)`` that receives retries, faults and warnings
+#: from a system (the run file records them in ``/events``).
+EventHook = Callable[[str, dict], None]
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """What a system accepts and returns.
+
+    Attributes:
+        n_inputs: drive channels per sample (SLM pixels, metasurface bits, DACs).
+        n_outputs: measured features per sample (camera pixels, frequency bins).
+        low, high: inclusive drive limits, in the system's own units (phase in
+            units of pi, volts, normalised amplitude).
+        levels: if set, only ``levels`` equally spaced values in ``[low, high]``
+            are allowed (2 for a 1-bit metasurface, 256 for an 8-bit SLM).
+        name: a short name used in messages and run files.
+        units: the unit of the drive values, for messages and run files.
+    """
+
+    n_inputs: int
+    n_outputs: int
+    low: float = 0.0
+    high: float = 1.0
+    levels: int | None = None
+    name: str = "system"
+    units: str = "a.u."
+
+    def __post_init__(self) -> None:
+        for key in ("n_inputs", "n_outputs"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"SystemSpec.{key} must be a positive integer, got {value!r}")
+        for key in ("low", "high"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, float, np.floating, np.integer)) or not math.isfinite(value):
+                raise ValueError(f"SystemSpec.{key} must be a finite number, got {value!r}")
+        if not self.low < self.high:
+            raise ValueError(f"SystemSpec drive limits need low < high, got low={self.low}, high={self.high}")
+        if self.levels is not None and (
+            not isinstance(self.levels, (int, np.integer)) or isinstance(self.levels, bool) or self.levels < 2
+        ):
+            raise ValueError(f"SystemSpec.levels must be an integer >= 2 or None, got {self.levels!r}")
+
+    @property
+    def step(self) -> float | None:
+        """Spacing between allowed levels, or None for a continuous drive."""
+        if self.levels is None:
+            return None
+        return (self.high - self.low) / (self.levels - 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class QueryStats:
+    """Accounting of what was asked of a system.
+
+    ``samples`` is the number that matters for comparing training methods: it
+    is what a bench spends time and wear on. ``seconds`` is the time spent
+    inside ``_measure`` (the device time), not the validation around it.
+    ``counters`` holds device-specific counts (retries, timeouts, saturated
+    samples) so that drivers need not subclass this.
+    """
+
+    calls: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def reset(self) -> None:
+        self.calls = 0
+        self.samples = 0
+        self.seconds = 0.0
+        self.counters = {}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"calls": self.calls, "samples": self.samples, "seconds": self.seconds, **self.counters}
+
+
+def as_batch(x: Any, name: str = "x") -> torch.Tensor:
+    """Turn a tensor or array-like into a detached float32 tensor, no copy when possible."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(x))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must be a tensor or array of numbers, got {type(x).__name__}: {exc}") from None
+    if t.is_complex():
+        raise ValueError(f"{name} must be real-valued, got dtype {t.dtype}")
+    if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)):
+        raise ValueError(f"{name} must hold numbers, got dtype {t.dtype}")
+    return t.to(torch.float32)
+
+
+class PhysicalSystem:
+    """Base of every system: validation, accounting, lifecycle.
+
+    Subclasses implement :meth:`_measure` (a validated ``[B, n_inputs]``
+    float32 tensor on ``self.device`` in, ``[B, n_outputs]`` out) and extend
+    :meth:`describe`. Hardware subclasses override :meth:`open`,
+    :meth:`close` and :meth:`safe_state`.
+
+    Args:
+        spec: what the system accepts and returns.
+        device: where a simulator computes (``"cpu"``, ``"cuda"``); inputs are
+            moved there and outputs moved back to the caller's device.
+        level_tolerance: how far (as a fraction of one level step) a value may
+            sit from an allowed level and still count as on it; absorbs float
+            round-off of encoders, not real mistakes.
+    """
+
+    def __init__(self, spec: SystemSpec, *, device: str | torch.device = "cpu", level_tolerance: float = 1e-3):
+        if not isinstance(spec, SystemSpec):
+            raise TypeError(f"spec must be a SystemSpec, got {type(spec).__name__}")
+        self.spec = spec
+        self.device = torch.device(device)
+        self.level_tolerance = float(level_tolerance)
+        self.stats = QueryStats()
+        self.event_hook: EventHook | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ query
+    def __call__(self, x: Any) -> torch.Tensor:
+        if self._closed:
+            raise RuntimeError(f"{self.spec.name}: the system is closed; call open() before querying it")
+        batch = self.validate_input(x)
+        caller_device = batch.device
+        start = time.perf_counter()
+        with torch.no_grad():
+            y = self._measure(batch.to(self.device))
+        elapsed = time.perf_counter() - start
+        y = self._check_output(y, batch.shape[0])
+        self.stats.calls += 1
+        self.stats.samples += batch.shape[0]
+        self.stats.seconds += elapsed
+        return y.detach().to(device=caller_device, dtype=torch.float32)
+
+    def _measure(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} must implement _measure(x)")
+
+    # ------------------------------------------------------------- validation
+    def validate_input(self, x: Any) -> torch.Tensor:
+        """Check a batch against the spec and return it as float32.
+
+        Raises ``ValueError`` naming the row, column, value and limit of the
+        first offending entry. Called before anything reaches the system.
+        """
+        spec = self.spec
+        t = as_batch(x, f"{spec.name} input")
+        if t.dim() != 2:
+            raise ValueError(
+                f"{spec.name} input must be 2-D [batch, {spec.n_inputs}], got shape {tuple(t.shape)}"
+            )
+        if t.shape[1] != spec.n_inputs:
+            raise ValueError(
+                f"{spec.name} input has {t.shape[1]} columns, the system has n_inputs={spec.n_inputs} "
+                f"(shape {tuple(t.shape)})"
+            )
+        if t.shape[0] == 0:
+            raise ValueError(f"{spec.name} input is an empty batch (shape {tuple(t.shape)})")
+        bad = ~torch.isfinite(t)
+        if bad.any():
+            r, c = _first(bad)
+            raise ValueError(f"{spec.name} input[{r}, {c}] = {t[r, c].item()} is not finite (NaN/inf)")
+        low_bad = t < spec.low
+        if low_bad.any():
+            r, c = _first(low_bad)
+            raise ValueError(
+                f"{spec.name} input[{r}, {c}] = {t[r, c].item():.6g} {spec.units} is below the drive limit "
+                f"low={spec.low:g} {spec.units}"
+            )
+        high_bad = t > spec.high
+        if high_bad.any():
+            r, c = _first(high_bad)
+            raise ValueError(
+                f"{spec.name} input[{r}, {c}] = {t[r, c].item():.6g} {spec.units} is above the drive limit "
+                f"high={spec.high:g} {spec.units}"
+            )
+        if spec.levels is not None:
+            k = (t - spec.low) / spec.step
+            off = (k - torch.round(k)).abs() > self.level_tolerance
+            if off.any():
+                r, c = _first(off)
+                raise ValueError(
+                    f"{spec.name} input[{r}, {c}] = {t[r, c].item():.6g} is not one of the {spec.levels} allowed "
+                    f"levels low + k*{spec.step:.6g} (k = 0..{spec.levels - 1}); quantise it first"
+                )
+        return t
+
+    def _check_output(self, y: Any, batch: int) -> torch.Tensor:
+        name = self.spec.name
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"{name}._measure returned {type(y).__name__}, expected a torch.Tensor")
+        if tuple(y.shape) != (batch, self.spec.n_outputs):
+            raise RuntimeError(
+                f"{name} returned shape {tuple(y.shape)}, expected ({batch}, {self.spec.n_outputs})"
+            )
+        bad = ~torch.isfinite(y)
+        if bad.any():
+            r, c = _first(bad)
+            self.stats.count("non_finite_outputs", int(bad.sum()))
+            raise RuntimeError(f"{name} measured a non-finite value at output[{r}, {c}] = {y[r, c].item()}")
+        return y
+
+    # --------------------------------------------------------------- metadata
+    def describe(self) -> dict[str, Any]:
+        """JSON-able metadata for run files: the class, the spec, the stats.
+
+        Subclasses add their own settings (seed, noise levels, instrument
+        identity) by extending the dict returned here.
+        """
+        return {
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "spec": self.spec.to_dict(),
+            "device": str(self.device),
+            "stats": self.stats.as_dict(),
+        }
+
+    def report_event(self, kind: str, **fields: Any) -> None:
+        """Send a fault, retry or warning to the caller's hook (if any) and count it."""
+        self.stats.count(kind)
+        if self.event_hook is not None:
+            self.event_hook(kind, {"system": self.spec.name, **fields})
+
+    # -------------------------------------------------------------- lifecycle
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def open(self) -> "PhysicalSystem":
+        self._closed = False
+        return self
+
+    def safe_state(self) -> None:
+        """Put outputs in a safe state. Idempotent. A no-op for simulators."""
+
+    def close(self) -> None:
+        if not self._closed:
+            try:
+                self.safe_state()
+            finally:
+                self._closed = True
+
+    def __enter__(self) -> "PhysicalSystem":
+        if self._closed:
+            self.open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        s = self.spec
+        lv = f", levels={s.levels}" if s.levels else ""
+        return f"{type(self).__name__}(n_inputs={s.n_inputs}, n_outputs={s.n_outputs}, low={s.low:g}, high={s.high:g}{lv})"
+
+
+def _first(mask: torch.Tensor) -> tuple[int, int]:
+    idx = mask.nonzero()[0]
+    return int(idx[0]), int(idx[1])

@@ -1,0 +1,44 @@
+"""Shared fixtures and the hardware options.
+
+Hardware tests run only when a real address is given:
+    pytest --visa-address "TCPIP0::192.168.1.5::INSTR" --serial-port /dev/ttyACM0
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(os.environ.get("PHYSNN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--visa-address", default=None, help="VISA resource of a real AWG/scope bench")
+    parser.addoption("--scope-address", default=None, help="VISA resource of the real oscilloscope")
+    parser.addoption("--serial-port", default=None, help="serial port of a real DAQ bench")
+
+
+@pytest.fixture
+def visa_address(request: pytest.FixtureRequest) -> str:
+    addr = request.config.getoption("--visa-address")
+    if not addr:
+        pytest.skip("hardware test: give --visa-address to run it on a real bench")
+    return addr
+
+
+@pytest.fixture
+def serial_port(request: pytest.FixtureRequest) -> str:
+    port = request.config.getoption("--serial-port")
+    if not port:
+        pytest.skip("hardware test: give --serial-port to run it on a real bench")
+    return port
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The project's shared data folder (../shared/data); skips when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder not found at {SHARED_DATA} (set PHYSNN_SHARED_DATA)")
+    return SHARED_DATA
