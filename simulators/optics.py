@@ -4,7 +4,7 @@ Physics
 -------
 A phase-only spatial light modulator (SLM) with ``n_inputs`` pixels shapes a
 monochromatic, coherent beam of total power ``P``. Pixel ``j`` at drive value
-``x_j`` (in units of :math:`\pi` rad, limits 0..2, 8-bit by default) imprints
+``x_j`` (in units of :math:`\pi` rad, limits 0..``phase_range``, 8-bit by default) imprints
 
 .. math:: E_j = \sqrt{P/N_{in}}\; e^{i\pi x_j}.
 
@@ -58,7 +58,9 @@ class OpticalCavity(PhysicalSystem):
         n_outputs: camera pixels read out (default 128).
         matrix: ``"gaussian"`` (random medium) or ``"unitary"`` (lossless cavity).
         mixing: mode-mixing strength for ``"unitary"`` (dimensionless).
-        phase_range: drive limit ``high`` in units of pi (the SLM's stroke; 2.0 = 2 pi).
+        phase_range: drive limit ``high`` in units of pi. Default 1.0 (0..pi): with a full
+            2 pi stroke the lowest and highest drive give the same field, so an encoder that
+            uses the whole range would make its extremes (e.g. a label slot) indistinguishable.
         slm_bits: SLM bit depth (levels = 2**slm_bits); None for an analog drive.
         photons: mean photo-electrons per pixel at unit mean intensity.
         read_noise: camera read noise (e- rms).
@@ -77,7 +79,7 @@ class OpticalCavity(PhysicalSystem):
         *,
         matrix: str = "gaussian",
         mixing: float = 3.0,
-        phase_range: float = 2.0,
+        phase_range: float = 1.0,
         slm_bits: int | None = 8,
         photons: float = 2000.0,
         read_noise: float = 5.0,

@@ -1,0 +1,158 @@
+"""One training run from a :class:`RunConfig`: data, systems, model, MF-FF, run file.
+
+This is what ``physnn train`` runs. It owns the run's resources: systems are
+closed (instruments put in their safe state) and the run file is closed with
+an honest status whatever happens — completed, interrupted by Ctrl-C, or
+failed with an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .config import RunConfig
+from .data import Dataset, load_dataset
+from .model import PNN
+from .registry import build_system
+from .system import PhysicalSystem
+from .train.mfff import MFFF, count_samples
+
+__all__ = ["RunResult", "run_experiment", "build_model", "run_path"]
+
+
+@dataclass
+class RunResult:
+    config: RunConfig
+    path: Path | None
+    train_accuracy: float
+    test_accuracy: float
+    train_queries: int
+    total_queries: int
+    wall_seconds: float
+    history: list[dict]
+    status: str = "completed"
+
+
+def run_path(config: RunConfig) -> Path:
+    """``output`` is a file (``*.h5``) or a folder that gets a time-stamped file name."""
+    out = Path(config.output)
+    if out.suffix in (".h5", ".hdf5"):
+        return out
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return out / f"{config.dataset}-{config.system}-s{config.seed}-{stamp}.h5"
+
+
+def block_seed(seed: int, block: int) -> int:
+    """Distinct, reproducible seeds per block (so two blocks are two different devices)."""
+    return seed * 1000 + block + 1
+
+
+def build_systems(config: RunConfig, data: Dataset) -> list[PhysicalSystem]:
+    systems = []
+    width = data.n_classes + data.n_features
+    for i in range(config.blocks):
+        systems.append(
+            build_system(config.system, n_inputs=width, seed=block_seed(config.seed, i), device=config.device,
+                         **config.system_options)
+        )
+        width = config.hidden
+    return systems
+
+
+def build_model(config: RunConfig, data: Dataset, systems: list[PhysicalSystem]) -> PNN:
+    return PNN(systems, data.n_features, data.n_classes, hidden=config.hidden, skip=config.skip,
+               encoder=config.encoder, goodness=config.goodness, label_scale=config.label_scale, seed=config.seed)
+
+
+def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    m = torch.zeros(n_classes, n_classes, dtype=torch.int64)
+    m.index_put_((y.long(), pred.long()), torch.ones_like(y, dtype=torch.int64), accumulate=True)
+    return m
+
+
+def run_experiment(
+    config: RunConfig,
+    *,
+    write_file: bool = True,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+    resume: str | Path | None = None,
+) -> RunResult:
+    """Train and evaluate one configuration, logging everything to an HDF5 run file."""
+    if resume is not None or write_file:
+        from . import runlog
+    torch.manual_seed(config.seed)  # anything that still uses the global RNG is seeded too
+    data = load_dataset(config.dataset, path=config.data_path or None, test_fraction=config.test_fraction,
+                        seed=config.seed)
+    with contextlib.ExitStack() as stack:
+        systems = build_systems(config, data)
+        for s in systems:
+            stack.callback(s.close)
+        pnn = build_model(config, data, systems)
+        trainer = MFFF(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                       inner_steps=config.inner_steps, theta=config.theta, weight_decay=config.weight_decay,
+                       seed=config.seed, eval_every=config.eval_every, progress=progress)
+        writer = None
+        path: Path | None = None
+        if resume is not None:
+            path = Path(resume)
+            ckpt = runlog.last_checkpoint(path)
+            pnn.load_state_dict(ckpt.model_state)
+            trainer.load_state_dict(pnn, ckpt.trainer_state)
+            trainer.history.epochs = [dict(e) for e in ckpt.history]
+            writer = runlog.RunWriter.resume(path)
+            echo(f"resuming {path} after epoch {trainer.epochs_done}")
+        elif write_file:
+            path = run_path(config)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writer = runlog.RunWriter(
+                path,
+                config=config.to_dict(),
+                seed=config.seed,
+                systems={f"block{i}": s.describe() for i, s in enumerate(systems)},
+                dataset=data.describe(),
+            )
+        if writer is not None:
+            for s in systems:
+                s.event_hook = writer.event
+
+        def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+            acc = f", test accuracy {metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else ""
+            blocks = " ".join(f"{metrics[f'loss/block{i}']:.4f}" for i in range(len(pnn.blocks)))
+            echo(f"epoch {epoch + 1:3d}/{config.epochs}: loss {metrics['loss']:.4f} (blocks {blocks}){acc}, "
+                 f"{int(metrics['train_queries'])} queries")
+            if writer is not None:
+                writer.log_epoch(epoch, metrics)
+                if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+                    writer.checkpoint(epoch, pnn.state_dict(), trainer.state_dict(), trainer.history.epochs)
+
+        t0 = time.perf_counter()
+        status = "failed"
+        try:
+            trainer.fit(pnn, data.x_train, data.y_train, data.x_test, data.y_test, on_epoch_end=on_epoch_end)
+            train_acc = pnn.score(data.x_train, data.y_train)
+            pred = pnn.predict(data.x_test)
+            test_acc = float((pred == data.y_test).float().mean())
+            total, _ = count_samples(systems)
+            train_q = int(sum(e["train_queries"] for e in trainer.history.epochs))
+            if writer is not None:
+                writer.log_summary({"train_accuracy": train_acc, "test_accuracy": test_acc,
+                                    "train_queries": train_q, "total_queries": total})
+                writer.log_confusion(confusion_matrix(pred, data.y_test, data.n_classes).numpy(), data.class_names)
+                for i, (gp, gn) in trainer.history.last_goodness.items():
+                    writer.log_goodness(i, gp.numpy(), gn.numpy())
+            status = "completed"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            if writer is not None:
+                writer.close(status=status)
+        wall = time.perf_counter() - t0
+        return RunResult(config, path, train_acc, test_acc, train_q, total, wall, trainer.history.epochs, status)

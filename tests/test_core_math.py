@@ -1,0 +1,76 @@
+"""Label embedding, encoders, goodness and loss against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from physnn.encoding import Encoder, embed_label
+from physnn.goodness import MeanSquare, PrototypeCosine, ff_loss, make_goodness
+from physnn.system import SystemSpec
+
+
+def test_embed_label_uses_batch_max_by_default():
+    x = torch.tensor([[0.5, -2.0], [1.0, 0.0]])
+    e = embed_label(x, torch.tensor([2, 0]), 3)
+    assert torch.equal(e, torch.tensor([[0, 0, 2.0, 0.5, -2.0], [2.0, 0, 0, 1.0, 0.0]]))
+    e = embed_label(x, torch.tensor([2, 0]), 3, scale="sample_max")
+    assert e[0, 2] == 2.0 and e[1, 0] == 1.0
+    e = embed_label(x, torch.tensor([1, 1]), 3, scale=0.25)
+    assert torch.equal(e[:, :3], torch.tensor([[0, 0.25, 0], [0, 0.25, 0]]))
+
+
+@pytest.mark.parametrize("labels, pattern", [([0, 3], "label 3 is outside 0..2"), ([0], r"labels must have shape \(2,\)")])
+def test_embed_label_errors(labels, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        embed_label(torch.zeros(2, 2), torch.tensor(labels), 3)
+
+
+def test_minmax_encoder_maps_to_limits_and_quantises():
+    spec = SystemSpec(4, 1, low=-1.0, high=3.0, levels=5)  # levels -1, 0, 1, 2, 3
+    enc = Encoder(spec, "minmax")
+    h = torch.tensor([[0.0, 10.0, 5.0, 2.4]])
+    # unit: 0, 1, .5, .24 -> drive -1, 3, 1, -0.04 -> nearest level -1, 3, 1, 0
+    assert torch.equal(enc(h), torch.tensor([[-1.0, 3.0, 1.0, 0.0]]))
+
+
+def test_binary_levels_threshold_at_midpoint_and_padding():
+    spec = SystemSpec(5, 1, levels=2)
+    out = Encoder(spec, "minmax")(torch.tensor([[0.0, 0.49, 0.51, 1.0]]))
+    assert torch.equal(out, torch.tensor([[0.0, 0.0, 1.0, 1.0, 0.0]]))  # last column padded at low
+
+
+def test_abs_l2_encoder():
+    spec = SystemSpec(2, 1)
+    out = Encoder(spec, "abs-l2")(torch.tensor([[3.0, -4.0]]))
+    assert torch.allclose(out, torch.tensor([[0.6, 0.8]]))
+
+
+def test_encoder_refuses_too_wide_input():
+    with pytest.raises(ValueError, match="block input has 3 features but system 'system' has only n_inputs=2"):
+        Encoder(SystemSpec(2, 1), "minmax")(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="unknown encoder 'foo'"):
+        Encoder(SystemSpec(2, 1), "foo")
+
+
+def test_prototype_cosine_by_hand():
+    g = PrototypeCosine(2)
+    g.prototype.copy_(torch.tensor([0.6, 0.8]))
+    h = torch.tensor([[3.0, -4.0], [1.0, 0.0]])
+    # |h| = (3,4): cos = (1.8+3.2)/5 = 1;  (1,0): cos = 0.6
+    assert torch.allclose(g(h), torch.tensor([1.0, 0.6]))
+    assert g.prototype.min() >= 0 and math.isclose(float(PrototypeCosine(7).prototype.norm()), 1.0, rel_tol=1e-6)
+
+
+def test_mean_square_by_hand():
+    assert torch.allclose(MeanSquare()(torch.tensor([[1.0, -3.0]])), torch.tensor([5.0]))
+
+
+def test_ff_loss_by_hand():
+    gp, gn = torch.tensor([0.9, 0.5]), torch.tensor([0.4, 0.5])
+    expected = (math.log1p(math.exp(-10 * 0.5)) + math.log(2)) / 2
+    assert math.isclose(float(ff_loss(gp, gn, 10.0)), expected, rel_tol=1e-6)
+    with pytest.raises(ValueError, match="same shape"):
+        ff_loss(gp, gn[:1], 1.0)
+    with pytest.raises(ValueError, match="unknown goodness 'bad'"):
+        make_goodness("bad", 3)

@@ -1,0 +1,98 @@
+"""Optical cavity simulator: limits, determinism and physical invariants."""
+
+import pytest
+import torch
+
+from physnn.simulators.optics import OpticalCavity
+
+
+def slm(b, n, seed=0, levels=256):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, levels, (b, n), generator=g).float() / (levels - 1)
+
+
+def test_shape_limits_and_levels():
+    s = OpticalCavity(8, 16, seed=0)
+    assert s(slm(5, 8)).shape == (5, 16)
+    with pytest.raises(ValueError, match=r"above the drive limit high=1 pi rad"):
+        s(torch.full((1, 8), 1.5))
+    with pytest.raises(ValueError, match="not one of the 256 allowed levels"):
+        s(torch.full((1, 8), 0.001))
+    with pytest.raises(ValueError, match="matrix must be 'gaussian' or 'unitary'"):
+        OpticalCavity(8, 8, matrix="fog")
+    with pytest.raises(ValueError, match="photons must be a positive finite number"):
+        OpticalCavity(8, 8, photons=-1)
+
+
+def test_determinism_per_seed():
+    x = slm(4, 8)
+    a, b, c = OpticalCavity(8, 16, seed=3), OpticalCavity(8, 16, seed=3), OpticalCavity(8, 16, seed=4)
+    assert torch.equal(a(x), b(x)) and torch.equal(a(x), b(x))  # same noise stream too
+    assert not torch.equal(OpticalCavity(8, 16, seed=3)(x), c(x))
+
+
+def test_unitary_cavity_conserves_energy():
+    s = OpticalCavity(6, 10, matrix="unitary", mixing=4.0, seed=1, dtype=torch.complex128)
+    x = slm(7, 6)
+    total = s.intensity(x).sum(dim=1) / s.spec.n_inputs  # sum_k |U E|^2 over all N = 10 modes
+    assert torch.allclose(total, torch.ones(7, dtype=total.dtype), atol=1e-10)
+
+
+def test_no_mode_mixing_means_no_interference():
+    s = OpticalCavity(6, 6, matrix="unitary", mixing=0.0, seed=1, noise=False)
+    out = s.intensity(slm(5, 6))
+    assert torch.allclose(out, torch.ones_like(out), atol=1e-5)  # each pixel images one SLM pixel
+
+
+def test_gaussian_medium_has_unit_mean_intensity_and_exponential_speckle():
+    s = OpticalCavity(64, 2000, seed=2)
+    i = s.intensity(slm(8, 64)).flatten()
+    assert abs(float(i.mean()) - 1.0) < 0.05
+    assert abs(float(i.std()) - 1.0) < 0.08  # fully developed speckle: std = mean
+
+
+def test_shot_noise_is_poisson():
+    s = OpticalCavity(16, 64, seed=0, photons=1000.0, read_noise=0.0, full_well=1e6, adc_bits=24)
+    x = slm(1, 16).repeat(4000, 1)
+    charge = s(x) * s.full_well  # back to electrons (ADC step 0.06 e-)
+    mean, var = charge.mean(0), charge.var(0)
+    ratio = (var / mean)[mean > 200]
+    assert 0.85 < float(ratio.mean()) < 1.15
+
+
+def test_saturation_and_adc_quantisation():
+    s = OpticalCavity(8, 32, seed=0, photons=1e6, full_well=1000.0, adc_bits=4)
+    y = s(slm(10, 8))
+    assert float(y.max()) == 1.0
+    assert torch.allclose(y * 15, torch.round(y * 15))  # only 16 codes
+
+
+def test_interference_makes_the_response_nonlinear():
+    s = OpticalCavity(8, 32, seed=0, noise=False)
+    a, b = slm(1, 8, 1, levels=2) * 0.5, slm(1, 8, 2, levels=2) * 0.5
+    zero = torch.zeros(1, 8)
+    lin = s.intensity(a) + s.intensity(b) - s.intensity(zero)
+    assert (s.intensity(a + b) - lin).abs().mean() > 0.1
+
+
+def test_complex64_agrees_with_complex128():
+    x = slm(6, 12)
+    lo = OpticalCavity(12, 20, seed=5).intensity(x)
+    hi = OpticalCavity(12, 20, seed=5, dtype=torch.complex128).intensity(x)
+    assert torch.allclose(lo.double(), hi, rtol=1e-4, atol=1e-5)
+
+
+def test_differentiable_mode_has_a_graph_but_call_does_not():
+    s = OpticalCavity(4, 8, seed=0, slm_bits=None)
+    x = torch.full((2, 4), 0.3, requires_grad=True)
+    s.differentiable(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert not s(x).requires_grad
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_matches_cpu():
+    x = slm(4, 8)
+    cpu = OpticalCavity(8, 16, seed=0, noise=False)(x)
+    gpu = OpticalCavity(8, 16, seed=0, noise=False, device="cuda")(x.cuda())
+    assert torch.allclose(cpu, gpu.cpu(), atol=1e-3)
