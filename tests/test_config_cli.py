@@ -1,0 +1,86 @@
+"""Config files and the command line: clear errors for bad input, the main job end to end."""
+
+import pytest
+
+from physnn.cli import main
+from physnn.config import ConfigError, RunConfig, load_config
+
+
+def test_defaults_are_the_main_job():
+    c = RunConfig()
+    assert (c.dataset, c.system, c.blocks) == ("digits", "optics", 2)
+
+
+def test_toml_round_trip_and_unknown_key(tmp_path):
+    p = tmp_path / "run.toml"
+    p.write_text('dataset = "vowels"\nepochs = 3\nseed = 7\n[system_options]\nnoise = false\n')
+    c = load_config(p)
+    assert (c.dataset, c.epochs, c.seed, c.system_options) == ("vowels", 3, 7, {"noise": False})
+    p.write_text("epoch = 3\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'epoch'; valid keys: dataset, .*epochs"):
+        load_config(p)
+
+
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("epochs = -2", r"'epochs' = -2: must be an integer >= 0"),
+        ('epochs = "ten"', r"'epochs' = 'ten': must be an integer"),
+        ("lr = 0", r"'lr' = 0: must be a positive number"),
+        ('dataset = "cifar"', r"'dataset' = 'cifar': unknown dataset; available: digits, vowels"),
+        ("skip = 1", r"'skip' = 1: must be true or false"),
+        ("test_fraction = 1.5", "must lie strictly between 0 and 1"),
+        ("epochs = [", "not valid TOML"),
+    ],
+)
+def test_bad_config_values(tmp_path, text, pattern):
+    p = tmp_path / "bad.toml"
+    p.write_text(text + "\n")
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(p)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"config file not found: .*none.toml"):
+        load_config(tmp_path / "none.toml")
+
+
+@pytest.mark.parametrize(
+    "argv, pattern",
+    [
+        (["train", "--system", "optix"], "unknown system 'optix'; available systems: .*optics"),
+        (["train", "--dataset", "cifar"], "unknown dataset; available: digits"),
+        (["train", "--epochs", "-1"], "'epochs' = -1: must be an integer >= 0"),
+        (["train", "--system-option", "bogus=3", "--epochs", "0"], "system 'optics' has no option\\(s\\) 'bogus'"),
+        (["train", "--dataset", "vowels", "--data-path", "/nonexistent/v.csv"], "vowels data file not found: /nonexistent/v.csv"),
+        (["train", "--config", "/nonexistent/run.toml"], "config file not found"),
+    ],
+)
+def test_cli_errors_are_one_clear_line(argv, pattern, capsys, tmp_path):
+    rc = main(argv + ["--output", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    import re
+
+    assert re.search(pattern, err), err
+    assert "Traceback" not in err
+
+
+def test_cli_systems_lists_specs(capsys):
+    assert main(["systems"]) == 0
+    out = capsys.readouterr().out
+    assert "optics" in out and "identity" in out and "0..1 pi rad" in out
+
+
+@pytest.mark.slow
+def test_cli_train_writes_a_run_file(tmp_path, capsys):
+    out = tmp_path / "r.h5"
+    rc = main(["train", "--epochs", "2", "--hidden", "32", "--output", str(out), "--no-progress", "--seed", "1"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "test accuracy" in text and "physical queries" in text and out.is_file()
+    from physnn import runlog
+
+    run = runlog.load(out)
+    assert run.config["seed"] == 1 and len(run.metrics["epoch"]) == 2
+    assert run.attrs["status"] == "completed"
