@@ -62,6 +62,8 @@ class RunConfig:
     device: str = "cpu"
     output: str = "runs"
     checkpoint_every: int = 1
+    probes: int = 8
+    log_samples: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -88,6 +90,8 @@ class RunConfig:
         need(is_int(self.eval_every) and self.eval_every >= 0, "eval_every", "must be an integer >= 0")
         need(is_int(self.checkpoint_every) and self.checkpoint_every >= 1, "checkpoint_every", "must be an integer >= 1")
         need(is_int(self.seed) and self.seed >= 0, "seed", "must be an integer >= 0")
+        need(is_int(self.probes) and 0 <= self.probes <= 10_000, "probes", "must be an integer in 0..10000")
+        need(isinstance(self.log_samples, bool), "log_samples", "must be true or false")
         need(is_num(self.lr) and self.lr > 0, "lr", "must be a positive number")
         need(is_num(self.theta) and self.theta > 0, "theta", "must be a positive number")
         need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "must be a number >= 0")

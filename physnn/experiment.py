@@ -104,8 +104,11 @@ def run_experiment(
             path = Path(resume)
             ckpt = runlog.last_checkpoint(path)
             pnn.load_state_dict(ckpt.model_state)
-            trainer.load_state_dict(pnn, ckpt.trainer_state)
-            trainer.history.epochs = [dict(e) for e in ckpt.history]
+            trainer.load_state_dict(pnn, ckpt.optim_state)
+            runlog.restore_rng(ckpt.rng_state)
+            trainer.history.epochs = [dict(e) for e in ckpt.extra["history"]]
+            for i, st in enumerate(ckpt.extra.get("system_rng", [])):
+                systems[i].set_rng_state(st)
             writer = runlog.RunWriter.resume(path)
             echo(f"resuming {path} after epoch {trainer.epochs_done}")
         elif write_file:
@@ -118,9 +121,18 @@ def run_experiment(
                 systems={f"block{i}": s.describe() for i, s in enumerate(systems)},
                 dataset=data.describe(),
             )
+        probes: list[torch.Tensor] = []
         if writer is not None:
-            for s in systems:
+            gen = torch.Generator().manual_seed(config.seed + 7919)
+            for i, (s, block) in enumerate(zip(systems, pnn.blocks)):
                 s.event_hook = writer.event
+                if config.log_samples:
+                    s.query_hook = lambda x, y, name=f"block{i}": writer.log_samples(name, x, y)
+                if config.probes:
+                    # fixed drive patterns, re-measured after every epoch to follow drift
+                    probe = block.encoder(torch.rand(config.probes, s.spec.n_inputs, generator=gen))
+                    writer.set_probes(f"block{i}", probe)
+                    probes.append(probe)
 
         def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
             acc = f", test accuracy {metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else ""
@@ -128,9 +140,17 @@ def run_experiment(
             echo(f"epoch {epoch + 1:3d}/{config.epochs}: loss {metrics['loss']:.4f} (blocks {blocks}){acc}, "
                  f"{int(metrics['train_queries'])} queries")
             if writer is not None:
-                writer.log_epoch(epoch, metrics)
+                for i, (s, probe) in enumerate(zip(systems, probes)):
+                    hook, s.query_hook = s.query_hook, None  # probes are not training samples
+                    try:
+                        writer.log_probe(f"block{i}", epoch + 1, s(probe))
+                    finally:
+                        s.query_hook = hook
+                writer.log_epoch(epoch + 1, metrics)
                 if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
-                    writer.checkpoint(epoch, pnn.state_dict(), trainer.state_dict(), trainer.history.epochs)
+                    writer.checkpoint(epoch + 1, pnn.state_dict(), trainer.state_dict(), runlog.capture_rng(),
+                                      extra={"history": trainer.history.epochs,
+                                             "system_rng": [s.get_rng_state() for s in systems]})
 
         t0 = time.perf_counter()
         status = "failed"

@@ -16,6 +16,7 @@ bench.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import _disable_current_modes, is_in_torch_dispatch_mode
 
 __all__ = ["SystemSpec", "QueryStats", "PhysicalSystem", "EventHook", "as_batch"]
 
@@ -151,6 +153,8 @@ class PhysicalSystem:
         self.level_tolerance = float(level_tolerance)
         self.stats = QueryStats()
         self.event_hook: EventHook | None = None
+        #: ``hook(x, y)`` called after every successful query (the run file keeps a subsample).
+        self.query_hook: Callable[[torch.Tensor, torch.Tensor], None] | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ query
@@ -160,14 +164,20 @@ class PhysicalSystem:
         batch = self.validate_input(x)
         caller_device = batch.device
         start = time.perf_counter()
-        with torch.no_grad():
+        # The physics is not digital compute of the model: pause any tensor-dispatch mode (the
+        # torch.utils.flop_counter used by physnn.accounting) while the system measures.
+        pause = _disable_current_modes() if is_in_torch_dispatch_mode(False) else contextlib.nullcontext()
+        with torch.no_grad(), pause:
             y = self._measure(batch.to(self.device))
         elapsed = time.perf_counter() - start
         y = self._check_output(y, batch.shape[0])
         self.stats.calls += 1
         self.stats.samples += batch.shape[0]
         self.stats.seconds += elapsed
-        return y.detach().to(device=caller_device, dtype=torch.float32)
+        y = y.detach().to(device=caller_device, dtype=torch.float32)
+        if self.query_hook is not None:
+            self.query_hook(batch, y)
+        return y
 
     def _measure(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} must implement _measure(x)")
@@ -249,6 +259,33 @@ class PhysicalSystem:
             "device": str(self.device),
             "stats": self.stats.as_dict(),
         }
+
+    def _generators(self, prefix: str = "", seen: set[int] | None = None) -> dict[str, torch.Generator]:
+        """Every ``torch.Generator`` the system (or a system it wraps) draws noise from."""
+        seen = set() if seen is None else seen
+        seen.add(id(self))
+        found: dict[str, torch.Generator] = {}
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Generator):
+                found[prefix + name] = value
+            elif isinstance(value, PhysicalSystem) and id(value) not in seen:
+                found.update(value._generators(f"{prefix}{name}.", seen))
+        return found
+
+    def get_rng_state(self) -> dict[str, torch.Tensor]:
+        """The state of the system's noise generators, so a resumed run draws the same noise.
+
+        Only meaningful for simulators; a real bench's noise cannot be replayed.
+        """
+        return {name: g.get_state() for name, g in self._generators().items()}
+
+    def set_rng_state(self, state: dict[str, torch.Tensor]) -> None:
+        gens = self._generators()
+        unknown = sorted(set(state) - set(gens))
+        if unknown:
+            raise ValueError(f"{self.spec.name}: no random generator(s) {unknown}; this system has {sorted(gens)}")
+        for name, st in state.items():
+            gens[name].set_state(st)
 
     def report_event(self, kind: str, **fields: Any) -> None:
         """Send a fault, retry or warning to the caller's hook (if any) and count it."""

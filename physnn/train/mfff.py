@@ -41,7 +41,7 @@ def count_samples(systems: list[PhysicalSystem]) -> tuple[int, float]:
 
 @dataclass
 class History:
-    """Per-epoch metrics (a list of dicts) plus the last batch's goodness values per block."""
+    """Per-epoch metrics (a list of dicts) plus every goodness value of the last epoch, per block."""
 
     epochs: list[dict[str, float]] = field(default_factory=list)
     last_goodness: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
@@ -170,7 +170,7 @@ class MFFF:
                 t0 = time.perf_counter()
                 losses, gpos, gneg = self._epoch(pnn, x, y, bar)
                 q1, s1 = count_samples(pnn.systems)
-                metrics: dict[str, float] = {"epoch": float(epoch), "train_queries": float(q1 - q0),
+                metrics: dict[str, float] = {"epoch": float(epoch + 1), "train_queries": float(q1 - q0),
                                              "device_seconds": float(s1 - s0)}
                 for i, (l, gp, gn) in enumerate(zip(losses, gpos, gneg)):
                     metrics[f"loss/block{i}"] = l
@@ -205,6 +205,7 @@ class MFFF:
         loss_sum = [0.0] * L
         gp_sum = [0.0] * L
         gn_sum = [0.0] * L
+        g_all: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in range(L)]
         for start in range(0, n, self.batch_size):
             idx = perm[start : start + self.batch_size]
             xb, yb = x[idx], y[idx]
@@ -226,8 +227,10 @@ class MFFF:
                 loss_sum[i] += float(ff_loss(g[:B], g[B:], self.theta)) * B
                 gp_sum[i] += float(g[:B].sum())
                 gn_sum[i] += float(g[B:].sum())
-                self.history.last_goodness[i] = (g[:B].clone(), g[B:].clone())
+                g_all[i].append((g[:B].clone(), g[B:].clone()))
                 h = z
             if bar is not None:
                 bar.update(1)
+        for i in range(L):
+            self.history.last_goodness[i] = (torch.cat([p for p, _ in g_all[i]]), torch.cat([q for _, q in g_all[i]]))
         return [s / n for s in loss_sum], [s / n for s in gp_sum], [s / n for s in gn_sum]

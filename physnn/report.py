@@ -1,0 +1,476 @@
+"""Plots and summaries from run files: ``physnn report``, ``physnn compare``, ``physnn ls``.
+
+Every function reads run files through :func:`physnn.runlog.load`, so it works
+on finished runs, on runs still being written and on runs whose writer was
+killed. Plots are drawn with matplotlib's object API on the Agg canvas: no
+pyplot, no global backend switch, nothing that disturbs a notebook session.
+
+Each plot is made only when its data is in the file; :func:`main_report`
+says in ``summary.md`` (and in the ``skipped`` attribute of its result) which
+plots were skipped and why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .runlog import Run, RunFileError, load
+
+__all__ = ["ReportFiles", "main_report", "compare", "ls", "PLOTS"]
+
+_DPI = 120
+
+
+class ReportFiles(list):
+    """The files :func:`main_report` wrote (a list of paths); ``skipped`` maps plot file -> reason."""
+
+    def __init__(self, files: Sequence[Path] = (), skipped: dict[str, str] | None = None):
+        super().__init__(files)
+        self.skipped: dict[str, str] = dict(skipped or {})
+
+
+# ------------------------------------------------------------------ formatting
+def _pct(v: float) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{100 * v:.1f} %"
+
+
+def _count(v: float) -> str:
+    if v is None or not math.isfinite(v):
+        return "-"
+    return f"{int(round(v)):,}" if abs(v) < 1e7 else f"{v / 1e6:.1f} M"
+
+
+def _duration(s: float) -> str:
+    if s is None or not math.isfinite(s):
+        return "-"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> str:
+    """A fixed-width text table; columns in ``right`` are right-aligned (numbers)."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    esc = [[str(c).replace("|", "\\|") for c in r] for r in rows]
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    return "\n".join(out + ["| " + " | ".join(r) + " |" for r in esc])
+
+
+# --------------------------------------------------------------------- figures
+def _figure(width: float = 7.0, height: float = 4.4) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=_DPI)
+    return path
+
+
+def _epoch_axis(ax: Any) -> None:
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _blocks_of(run: Run, prefix: str) -> list[str]:
+    return [k.split("/", 1)[1] for k in run.metrics if k.startswith(prefix + "/")]
+
+
+def _plot_learning_curves(run: Run, path: Path) -> Path | str:
+    m = run.metrics
+    curves = [(k, label, style) for k, label, style in
+              (("train_accuracy", "training set", "--"), ("test_accuracy", "test set", "-")) if k in m]
+    if not curves:
+        return "no per-epoch accuracy was logged (metrics 'train_accuracy' / 'test_accuracy')"
+    fig = _figure()
+    ax = fig.add_subplot()
+    for key, label, style in curves:
+        ok = np.isfinite(m[key])
+        ax.plot(m["epoch"][ok], 100 * m[key][ok], style, marker="o", markersize=3, label=label)
+    if "test_accuracy" in m and np.isfinite(m["test_accuracy"]).any():
+        i = int(np.nanargmax(m["test_accuracy"]))
+        best = 100 * m["test_accuracy"][i]
+        ax.annotate(f"best {best:.1f} % (epoch {m['epoch'][i]})", (m["epoch"][i], best), xytext=(0, -28),
+                    textcoords="offset points", ha="center", fontsize=9,
+                    arrowprops={"arrowstyle": "->", "color": "0.3"})
+    if run.dataset and isinstance(run.dataset.get("n_classes"), int) and run.dataset["n_classes"] > 1:
+        ax.axhline(100 / run.dataset["n_classes"], color="0.6", lw=1, ls=":", label="chance level")
+    ax.set(ylabel="accuracy (%)", ylim=(0, 100), title=f"Learning curves — {run.name}")
+    _epoch_axis(ax)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def _plot_loss(run: Run, path: Path) -> Path | str:
+    blocks = _blocks_of(run, "loss")
+    if not blocks and "loss" not in run.metrics:
+        return "no loss was logged (metrics 'loss/<block>')"
+    m = run.metrics
+    fig = _figure()
+    ax = fig.add_subplot()
+    values = []
+    for b in blocks:
+        y = m[f"loss/{b}"]
+        ok = np.isfinite(y)
+        ax.plot(m["epoch"][ok], y[ok], marker="o", markersize=3, label=b)
+        values.append(y[ok])
+    if "loss" in m and (len(blocks) != 1):
+        ok = np.isfinite(m["loss"])
+        ax.plot(m["epoch"][ok], m["loss"][ok], "k--", lw=1.2, label="mean over blocks" if blocks else "loss")
+        values.append(m["loss"][ok])
+    v = np.concatenate(values) if values else np.array([])
+    if v.size and (v > 0).all() and v.max() / v.min() > 30:
+        ax.set_yscale("log")
+    ax.set(ylabel="local loss per sample (dimensionless)", title=f"Forward-forward loss of each block — {run.name}")
+    _epoch_axis(ax)
+    ax.grid(alpha=0.3)
+    ax.legend(title="block")
+    return _save(fig, path)
+
+
+def _plot_goodness(run: Run, path: Path) -> Path | str:
+    if not run.goodness:
+        return "no goodness values were logged (RunWriter.log_goodness)"
+    blocks = list(run.goodness)
+    fig = _figure(width=min(4.2 * len(blocks), 12.6) + 0.6, height=3.8)
+    axes = fig.subplots(1, len(blocks), squeeze=False)[0]
+    for ax, b in zip(axes, blocks):
+        g = run.goodness[b]
+        last = int(g["epoch"].max())
+        sel = g["epoch"] == last
+        pos, neg = g["value"][sel & g["positive"]], g["value"][sel & ~g["positive"]]
+        both = np.concatenate([pos, neg])
+        both = both[np.isfinite(both)]
+        n_bins = int(np.clip(2 * np.sqrt(max(pos.size, neg.size, 1)), 8, 40))  # ~2 sqrt(n): readable for 30 or 3000
+        bins = np.histogram_bin_edges(both, bins=n_bins) if both.size else 10
+        for values, label, color in ((pos, "positive (true label)", "tab:green"),
+                                     (neg, "negative (wrong label)", "tab:red")):
+            values = values[np.isfinite(values)]
+            if values.size:
+                ax.hist(values, bins=bins, alpha=0.55, color=color, label=f"{label}, n={values.size}")
+                ax.axvline(values.mean(), color=color, ls="--", lw=1.2)
+        when = f"epoch {last}" if last >= 0 else "before the first epoch"
+        ax.set(xlabel="goodness (a.u.)", ylabel="samples", title=f"{b}, {when}")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.35)  # room for the legend above the peaks
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"Goodness distributions (dashed: means) — {run.name}")
+    return _save(fig, path)
+
+
+def _plot_goodness_means(run: Run, path: Path) -> Path | str:
+    blocks = [b for b in _blocks_of(run, "g_pos") if f"g_neg/{b}" in run.metrics]
+    if not blocks:
+        return "no mean goodness per epoch was logged (metrics 'g_pos/<block>' and 'g_neg/<block>')"
+    m = run.metrics
+    fig = _figure()
+    ax = fig.add_subplot()
+    colors = [f"C{i}" for i in range(10)]
+    for i, b in enumerate(blocks):
+        c = colors[i % 10]
+        ax.plot(m["epoch"], m[f"g_pos/{b}"], "-", color=c, marker="o", markersize=3, label=f"{b} positive")
+        ax.plot(m["epoch"], m[f"g_neg/{b}"], ":", color=c, marker="x", markersize=4, label=f"{b} negative")
+    ax.set(ylabel="mean goodness (a.u.)",
+           title=f"Mean goodness of positive (solid) and negative (dotted) data — {run.name}")
+    _epoch_axis(ax)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=max(1, len(blocks) // 3))
+    return _save(fig, path)
+
+
+def _plot_confusion(run: Run, path: Path) -> Path | str:
+    if not run.confusion:
+        return "no confusion matrix was logged (RunWriter.log_confusion)"
+    c = run.confusion[-1]
+    mat = np.asarray(c["matrix"], dtype=np.int64)
+    labels = c["labels"]
+    n = mat.shape[0]
+    totals = mat.sum(axis=1, keepdims=True)
+    frac = np.divide(mat, totals, out=np.zeros(mat.shape, dtype=float), where=totals > 0)
+    size = min(max(4.5, 0.5 * n + 2.5), 11)
+    fig = _figure(width=size + 1.2, height=size)
+    ax = fig.add_subplot()
+    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, str(mat[i, j]), ha="center", va="center", fontsize=8 if n > 10 else 10,
+                        color="white" if frac[i, j] > 0.6 else "black")
+    ticks = np.arange(n)
+    ax.set_xticks(ticks, labels=labels, rotation=45 if max(map(len, labels)) > 2 else 0)
+    ax.set_yticks(ticks, labels=labels)
+    acc = np.trace(mat) / max(mat.sum(), 1)
+    when = f", epoch {c['epoch']}" if c.get("epoch", -1) >= 0 else ""
+    ax.set(xlabel="predicted class", ylabel="true class",
+           title=f"Confusion matrix ({c.get('split', 'test')} set{when}): accuracy {100 * acc:.1f} %")
+    fig.colorbar(im, ax=ax, label="fraction of the true class (numbers: samples)", shrink=0.85)
+    return _save(fig, path)
+
+
+def _plot_cost(run: Run, path: Path) -> Path | str:
+    m = run.metrics
+    q_keys = [k for k in ("train_queries", "eval_queries") if k in m]
+    panels: list[tuple[str, Callable[[Any], None]]] = []
+    ep = m["epoch"]
+
+    def cum(key: str) -> np.ndarray:
+        return np.cumsum(np.nan_to_num(m[key]))
+
+    if q_keys:
+        def queries(ax: Any) -> None:
+            total = np.zeros(ep.size)
+            for k, label in (("train_queries", "training"), ("eval_queries", "evaluation")):
+                if k in m:
+                    ax.plot(ep, cum(k), marker="o", markersize=3, label=label)
+                    total += cum(k)
+            if len(q_keys) > 1:
+                ax.plot(ep, total, "k--", lw=1.2, label="total")
+            ax.set(ylabel="physical queries\n(samples, cumulative)", title="Queries to the physical systems")
+            ax.legend(fontsize=8)
+        panels.append(("queries", queries))
+    if "device_seconds" in m:
+        def device(ax: Any) -> None:
+            ax.plot(ep, cum("device_seconds"), marker="o", markersize=3, label="inside the physical systems")
+            if "wall_seconds" in m:
+                ax.plot(ep, m["wall_seconds"], "k--", lw=1.2, label="wall clock (whole training)")
+            ax.set(ylabel="time (s, cumulative)", title="Device time")
+            ax.legend(fontsize=8)
+        panels.append(("device", device))
+    if "digital_flops" in m:
+        def flops(ax: Any) -> None:
+            ax.plot(ep, cum("digital_flops"), marker="o", markersize=3)
+            ax.set(ylabel="digital FLOPs (cumulative)", title="Digital compute")
+        panels.append(("flops", flops))
+    if not panels:
+        return "no cost metrics were logged ('train_queries', 'eval_queries', 'device_seconds', 'digital_flops')"
+    fig = _figure(width=7.0, height=2.6 * len(panels) + 0.6)
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (_, draw) in zip(axes, panels):
+        draw(ax)
+        ax.grid(alpha=0.3)
+    _epoch_axis(axes[-1])
+    fig.suptitle(f"Cost of training — {run.name}")
+    return _save(fig, path)
+
+
+def _plot_drift(run: Run, path: Path) -> Path | str:
+    probes = {b: p for b, p in run.probes.items() if p["y"].shape[0] >= 2}
+    if not probes:
+        return "fewer than two probe measurements were logged (RunWriter.set_probes + log_probe)"
+    fig = _figure(width=7.0, height=6.0)
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
+    for i, (b, p) in enumerate(probes.items()):
+        y = p["y"].astype(np.float64)  # [N, P, n_out]
+        ref = y[0]
+        scale = np.sqrt(np.mean(ref ** 2)) or 1.0
+        rel = 100 * np.sqrt(np.mean((y - ref) ** 2, axis=(1, 2))) / scale
+        ax1.plot(p["step"], rel, marker="o", markersize=3, color=f"C{i}", label=b)
+        ax2.plot(p["step"], y.mean(axis=(1, 2)), marker="o", markersize=3, color=f"C{i}",
+                 label=f"{b} ({p['x'].shape[0]} probes)")
+    ax1.set(ylabel="RMS change since the first\nmeasurement (% of RMS output)",
+            title=f"Drift of fixed probe measurements — {run.name}")
+    ax2.set(xlabel="training step", ylabel="mean probe output\n(system units)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+#: (file name, title, function) of every plot main_report can make.
+PLOTS: list[tuple[str, str, Callable[[Run, Path], Path | str]]] = [
+    ("learning_curves.png", "Learning curves", _plot_learning_curves),
+    ("loss.png", "Loss per block", _plot_loss),
+    ("goodness.png", "Goodness distributions", _plot_goodness),
+    ("goodness_means.png", "Mean goodness per epoch", _plot_goodness_means),
+    ("confusion.png", "Confusion matrix", _plot_confusion),
+    ("cost.png", "Queries, device time and compute", _plot_cost),
+    ("drift.png", "Drift probes", _plot_drift),
+]
+
+
+# ---------------------------------------------------------------------- report
+def main_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> ReportFiles:
+    """Write the PNG plots whose data the run holds, and ``summary.md``; return the files written.
+
+    ``out_dir`` defaults to ``<run file without .h5>_report/`` next to the
+    run file. The result's ``skipped`` maps each plot not made to the reason.
+    """
+    run = load(path)
+    out = Path(out_dir) if out_dir is not None else run.path.with_name(run.path.stem + "_report")
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    skipped: dict[str, str] = {}
+    made: list[tuple[str, str]] = []
+    for filename, title, fn in PLOTS:
+        result = fn(run, out / filename)
+        if isinstance(result, Path):
+            written.append(result)
+            made.append((filename, title))
+        else:
+            skipped[filename] = result
+    summary = out / "summary.md"
+    summary.write_text(_summary_markdown(run, made, skipped), encoding="utf-8")
+    written.append(summary)
+    return ReportFiles(written, skipped)
+
+
+def _summary_markdown(run: Run, made: list[tuple[str, str]], skipped: dict[str, str]) -> str:
+    k = run.key_numbers()
+    a = run.attrs
+    commit = a.get("git_commit") or "unknown"
+    best = f"{_pct(k['best_test_accuracy'])} (epoch {k['best_epoch']})" if k["best_epoch"] is not None else "-"
+    rows = [
+        ("file", f"`{run.path}`"),
+        ("status", k["status"]),
+        ("started / ended", f"{a.get('start_time', '-')} / {a.get('end_time') or '-'}"),
+        ("host, seed", f"{a.get('host', '-')}, seed {a.get('seed', '-')}"),
+        ("physnn", f"{a.get('physnn_version', '?')} (git {commit[:12]}), run-format {a.get('format_version')}"),
+        ("epochs logged", f"{k['epochs']} (checkpoints: {k['checkpoints']})"),
+        ("final test accuracy", _pct(k["test_accuracy"])),
+        ("best test accuracy", best),
+        ("final train accuracy", _pct(k["train_accuracy"])),
+        ("physical queries", f"{_count(k['queries'])} samples"),
+        ("device time", _duration(k["device_seconds"])),
+        ("wall time", _duration(k["wall_seconds"])),
+    ]
+    lines = [f"# Run report: {run.name}", "", _md_table(["", ""], rows), ""]
+    if run.systems:
+        srows = []
+        for b, d in run.systems.items():
+            s = d.get("spec", {}) if isinstance(d.get("spec"), dict) else {}
+            limits = f"{s.get('low', '-')} .. {s.get('high', '-')} {s.get('units', '')}".strip()
+            levels = s.get("levels") or "continuous"
+            srows.append([b, str(d.get("class", "-")), str(s.get("n_inputs", "-")), str(s.get("n_outputs", "-")),
+                          limits, str(levels)])
+        lines += ["## Physical systems", "", _md_table(["block", "class", "inputs", "outputs", "drive limits",
+                                                        "levels"], srows), ""]
+    if run.dataset:
+        lines += ["## Data", "", "```json", json.dumps(run.dataset, indent=1)[:3000], "```", ""]
+    lines += ["## Plots", ""]
+    for filename, title in made:
+        lines += [f"### {title}", "", f"![{title}]({filename})", ""]
+    if skipped:
+        lines += ["## Plots not made", ""]
+        lines += [f"- `{f}`: {reason}" for f, reason in skipped.items()]
+        lines.append("")
+    if run.events:
+        counts = Counter(e["kind"] for e in run.events)
+        erows = [[kind, str(n)] for kind, n in counts.most_common()]
+        lines += ["## Events", "", _md_table(["kind", "count"], erows), ""]
+        faults = [e for e in run.events if e["kind"] not in ("run_started", "run_closed", "resumed", "late_metric")]
+        if faults:
+            lines += ["Last events other than start/close:", ""]
+            for e in faults[-10:]:
+                lines.append(f"- `{e['kind']}`: `{json.dumps(e['fields'])[:200]}`")
+            lines.append("")
+    lines += ["## Configuration", "", "```json", json.dumps(run.config, indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------ compare and ls
+def _run_labels(paths: Sequence[Path]) -> list[str]:
+    stems = [p.stem for p in paths]
+    dup = {s for s in stems if stems.count(s) > 1}
+    return [f"{p.parent.name}/{p.stem}" if p.stem in dup else p.stem for p in paths]
+
+
+def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> str:
+    """A table of the key numbers of several runs; with ``out``, also a PNG overlaying their accuracy curves.
+
+    ``out`` is the PNG file (a folder gets ``compare.png`` inside it).
+    """
+    if not paths:
+        raise ValueError("compare needs at least one run file")
+    runs = [load(p) for p in paths]
+    labels = _run_labels([r.path for r in runs])
+    rows = []
+    for label, r in zip(labels, runs):
+        k = r.key_numbers()
+        best = f"{_pct(k['best_test_accuracy'])} @{k['best_epoch']}" if k["best_epoch"] is not None else "-"
+        rows.append([label, k["status"], str(k["epochs"]), _pct(k["train_accuracy"]), _pct(k["test_accuracy"]),
+                     best, _count(k["queries"]), _duration(k["device_seconds"]), _duration(k["wall_seconds"])])
+    table = _table(["run", "status", "epochs", "train acc", "test acc", "best test", "queries", "device time",
+                    "wall time"], rows, right=(2, 3, 4, 5, 6, 7, 8))
+    if out is not None:
+        target = Path(out)
+        if target.suffix.lower() != ".png":
+            target.mkdir(parents=True, exist_ok=True)
+            target = target / "compare.png"
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        fig = _figure(width=8.0, height=4.8)
+        ax = fig.add_subplot()
+        plotted = False
+        for i, (label, r) in enumerate(zip(labels, runs)):
+            m = r.metrics
+            for key, style, suffix in (("test_accuracy", "-", "test"), ("train_accuracy", "--", "train")):
+                if key in m:
+                    ok = np.isfinite(m[key])
+                    ax.plot(m["epoch"][ok], 100 * m[key][ok], style, color=f"C{i % 10}", marker="o", markersize=3,
+                            label=f"{label} ({suffix})")
+                    plotted = True
+        if not plotted:
+            ax.text(0.5, 0.5, "no per-epoch accuracy in these runs", ha="center", va="center",
+                    transform=ax.transAxes)
+        ax.set(ylabel="accuracy (%)", ylim=(0, 100),
+               title="Accuracy of the compared runs (solid: test set, dashed: training set)")
+        _epoch_axis(ax)
+        ax.grid(alpha=0.3)
+        if plotted:
+            ax.legend(fontsize=8, loc="lower right")
+        _save(fig, target)
+        table += f"\n\nplot: {target}"
+    return table
+
+
+def ls(folder: str | os.PathLike = "runs") -> str:
+    """A table of the run files (``*.h5``, ``*.hdf5``) in ``folder``, oldest first, with their key numbers.
+
+    Files that are not readable runs are listed too, with the reason.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"folder {str(folder)!r} does not exist")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{str(folder)!r} is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".h5", ".hdf5") and p.is_file())
+    if not files:
+        return f"no run files (*.h5, *.hdf5) in {folder}"
+    rows: list[tuple[float, list[str]]] = []
+    for p in files:
+        try:
+            r = load(p)
+        except RunFileError as exc:
+            rows.append((math.inf, [p.name, "unreadable", "-", "-", "-", "-", exc.problem.split(";")[0][:80]]))
+            continue
+        k = r.key_numbers()
+        note = "" if k["epochs"] else "no epoch logged yet"
+        cells = [p.name, k["status"], str(k["start_time"]), str(k["epochs"]), _pct(k["test_accuracy"]),
+                 _count(k["queries"]), note]
+        rows.append((float(r.attrs.get("start_time_unix", 0.0)), cells))
+    rows.sort(key=lambda t: t[0])
+    return _table(["file", "status", "started", "epochs", "test acc", "queries", "note"], [r for _, r in rows],
+                  right=(3, 4, 5))

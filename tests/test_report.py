@@ -1,0 +1,160 @@
+"""Reports from run files: every plot from a tiny synthetic run, skipped plots, compare and ls tables."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.image import imread
+
+from physnn import report, runlog
+from physnn.runlog import RunWriter
+
+SYSTEMS = {f"block{i}": {"class": "sim.Optics", "spec": {"n_inputs": 6, "n_outputs": 4, "low": 0.0, "high": 2.0,
+                                                         "units": "pi rad"}} for i in range(2)}
+ALL_PLOTS = ["learning_curves.png", "loss.png", "goodness.png", "goodness_means.png", "confusion.png", "cost.png",
+             "drift.png"]
+
+
+def _full_run(path: Path, epochs: int = 5) -> Path:
+    rng = np.random.default_rng(0)
+    with RunWriter(path, config={"lr": 0.01, "epochs": epochs}, seed=3, systems=SYSTEMS,
+                   dataset={"name": "tiny", "n_classes": 3}) as w:
+        for b in SYSTEMS:
+            w.set_probes(b, rng.random((4, 6)))
+        for e in range(epochs):
+            m = {"loss": 0.6 / (e + 1), "train_accuracy": 0.5 + 0.08 * e, "train_queries": 200,
+                 "device_seconds": 0.25, "wall_seconds": 1.0 + e, "digital_flops": 1e6}
+            for i, b in enumerate(SYSTEMS):
+                m[f"loss/{b}"] = (0.5 + 0.2 * i) / (e + 1)
+                m[f"g_pos/{b}"], m[f"g_neg/{b}"] = 0.5 + 0.05 * e, 0.5 - 0.05 * e
+            if e % 2 == 0:
+                m["test_accuracy"], m["eval_queries"] = 0.45 + 0.1 * e, 60
+            w.log_epoch(e, m)
+            for b in SYSTEMS:
+                w.log_probe(b, 10 * e, 0.3 + 0.01 * e + 0.001 * rng.random((4, 4)))
+        for b in SYSTEMS:
+            w.log_goodness(b, rng.normal(0.8, 0.1, 300), rng.normal(0.3, 0.1, 300))
+        w.log_confusion(np.array([[10, 1, 0], [2, 8, 1], [0, 0, 12]]), ["a", "b", "c"])
+        w.log_summary({"test_accuracy": 0.875, "train_accuracy": 0.8125, "total_queries": 1360})
+        w.event("retry", {"system": "optics", "reason": "timeout"})
+    return path
+
+
+def _check_png(path: Path) -> None:
+    raw = path.read_bytes()
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n", path
+    width, height = struct.unpack(">II", raw[16:24])
+    assert width >= 500 and height >= 400, (path.name, width, height)
+    assert len(raw) > 15_000, (path.name, len(raw))
+    rgb = (imread(path)[..., :3] * 255).astype(np.uint32)
+    colors = np.unique(rgb[..., 0] << 16 | rgb[..., 1] << 8 | rgb[..., 2])
+    assert colors.size > 50, (path.name, colors.size)  # text, lines, fills: not a blank canvas
+
+
+def test_main_report_makes_every_plot_and_a_summary(tmp_path):
+    path = _full_run(tmp_path / "tiny.h5")
+    files = report.main_report(path, tmp_path / "out")
+    assert [f.name for f in files] == ALL_PLOTS + ["summary.md"]
+    assert files.skipped == {}
+    assert all(f.parent == tmp_path / "out" for f in files)
+    for f in files[:-1]:
+        _check_png(f)
+    md = files[-1].read_text()
+    assert md.startswith("# Run report: tiny\n")
+    for line in ("| status | completed |", "| final test accuracy | 87.5 % |",
+                 "| best test accuracy | 85.0 % (epoch 4) |", "| final train accuracy | 81.2 % |",
+                 "| physical queries | 1,360 samples |", "| device time | 1.2 s |",
+                 "| epochs logged | 5 (checkpoints: 0) |",
+                 "| block0 | sim.Optics | 6 | 4 | 0.0 .. 2.0 pi rad | continuous |", "| retry | 1 |"):
+        assert line in md, line
+    for name in ALL_PLOTS:
+        assert f"]({name})" in md
+    assert "Plots not made" not in md
+    assert '"lr": 0.01' in md
+
+
+def test_main_report_skips_plots_without_data_and_says_why(tmp_path):
+    path = tmp_path / "sparse.h5"
+    with RunWriter(path, config={}, seed=0) as w:
+        for e in range(3):
+            w.log_epoch(e, {"loss": 1.0 / (e + 1)})
+    files = report.main_report(path)  # default folder: next to the run file
+    assert [f.name for f in files] == ["loss.png", "summary.md"]
+    assert files[0].parent == tmp_path / "sparse_report"
+    _check_png(files[0])
+    assert set(files.skipped) == set(ALL_PLOTS) - {"loss.png"}
+    assert files.skipped["confusion.png"] == "no confusion matrix was logged (RunWriter.log_confusion)"
+    assert files.skipped["drift.png"].startswith("fewer than two probe measurements")
+    md = files[-1].read_text()
+    assert "## Plots not made" in md and "- `goodness.png`: no goodness values were logged" in md
+    assert "| final test accuracy | - |" in md
+
+
+def test_report_of_a_missing_file_and_of_a_run_without_epochs(tmp_path):
+    with pytest.raises(runlog.RunFileError, match="does not exist"):
+        report.main_report(tmp_path / "missing.h5")
+    assert not (tmp_path / "missing_report").exists()
+    path = tmp_path / "one.h5"
+    with RunWriter(path, config={}, seed=0, systems=SYSTEMS) as w:  # one probe measurement: no drift yet
+        w.set_probes("block0", np.zeros((2, 6)))
+        w.log_probe("block0", 0, np.zeros((2, 4)))
+    files = report.main_report(path, tmp_path / "r")
+    assert [f.name for f in files] == ["summary.md"] and len(files.skipped) == len(ALL_PLOTS)
+
+
+def test_compare_prints_a_table_and_overlays_curves(tmp_path):
+    a = _full_run(tmp_path / "x" / "run.h5", epochs=3)
+    b = _full_run(tmp_path / "y" / "run.h5", epochs=5)
+    table = report.compare([a, b], out=tmp_path / "cmp.png")
+    lines = table.splitlines()
+    assert lines[0].split() == ["run", "status", "epochs", "train", "acc", "test", "acc", "best", "test", "queries",
+                                "device", "time", "wall", "time"]
+    assert lines[2].split()[:13] == ["x/run", "completed", "3", "81.2", "%", "87.5", "%", "65.0", "%", "@2",
+                                     "1,360", "0.8", "s"]
+    assert float(lines[2].split()[13]) < 60 and lines[2].split()[14] == "s"  # wall time of the whole run: timing
+    assert lines[3].split()[:3] == ["y/run", "completed", "5"]
+    assert lines[-1] == f"plot: {tmp_path / 'cmp.png'}"
+    _check_png(tmp_path / "cmp.png")
+    assert "plot:" not in report.compare([a])
+    report.compare([a], out=tmp_path / "folder")
+    _check_png(tmp_path / "folder" / "compare.png")
+    with pytest.raises(ValueError, match="at least one run file"):
+        report.compare([])
+
+
+def test_ls_lists_runs_oldest_first_with_bad_files(tmp_path):
+    _full_run(tmp_path / "b_first.h5", epochs=2)
+    with RunWriter(tmp_path / "a_second.h5", config={}, seed=0) as w:
+        w.log_epoch(0, {"test_accuracy": 0.25, "train_queries": 10})
+    live = RunWriter(tmp_path / "c_live.h5", config={}, seed=0)
+    (tmp_path / "d_notes.h5").write_text("not a run")
+    (tmp_path / "e.txt").write_text("ignored")
+    try:
+        rows = [line.split() for line in report.ls(tmp_path).splitlines()]
+    finally:
+        live.close()
+    assert rows[0] == ["file", "status", "started", "epochs", "test", "acc", "queries", "note"]
+    assert [r[0] for r in rows[2:]] == ["b_first.h5", "a_second.h5", "c_live.h5", "d_notes.h5"]
+    assert rows[2][1] == "completed" and rows[2][3:7] == ["2", "87.5", "%", "1,360"]
+    assert rows[3][3:7] == ["1", "25.0", "%", "10"]
+    assert rows[4][1] == "running" and rows[4][3:] == ["0", "-", "-", "no", "epoch", "logged", "yet"]
+    assert rows[5][:2] == ["d_notes.h5", "unreadable"] and " ".join(rows[5][6:]) == \
+        "is not an HDF5 file (no HDF5 signature)"
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        report.ls(tmp_path / "nowhere")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert report.ls(empty) == f"no run files (*.h5, *.hdf5) in {empty}"
+
+
+def test_checkpoint_count_reaches_the_summary(tmp_path):
+    path = tmp_path / "ck.h5"
+    with RunWriter(path, config={}, seed=0) as w:
+        w.log_epoch(0, {"loss": 1.0})
+        w.checkpoint(0, {"w": torch.zeros(2)})
+    md = report.main_report(path, tmp_path / "o")[-1].read_text()
+    assert "| epochs logged | 1 (checkpoints: 1) |" in md
