@@ -1,0 +1,123 @@
+"""MF-FF through every simulator: accuracy, queries, simulator speed, and the identity control.
+
+For each (data set, system) pair: MF-FF test accuracy (mean ± std over seeds),
+training queries per run, the simulator's own throughput (samples/s on a
+batch of valid random drives), and the same MF-FF stack with the system
+replaced by identity (does the physics add anything?).
+
+    python benchmarks/systems.py                      # all pairs, the default seeds
+    python benchmarks/systems.py --pairs vowels/acoustic-twin --seeds 10
+    python benchmarks/systems.py --quick              # 1 seed, fewer epochs (smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+from physnn.config import RunConfig
+from physnn.experiment import run_experiment
+from physnn.registry import build_system
+
+# The recipe per pair. Vowels: the published recipe (2 blocks, full batch, 200 epochs).
+PAIRS: dict[str, dict] = {
+    "vowels/acoustic-twin": dict(dataset="vowels", system="acoustic-twin", hidden=20, epochs=200, batch_size=256,
+                                 eval_every=0),
+    "vowels/microwave": dict(dataset="vowels", system="microwave", hidden=40, epochs=100, batch_size=64,
+                             eval_every=0),
+    "vowels/acoustics": dict(dataset="vowels", system="acoustics", hidden=20, epochs=30, batch_size=64,
+                             eval_every=0),
+    "digits/optics": dict(dataset="digits", system="optics", epochs=20, eval_every=0),
+    "digits/neuromorphic": dict(dataset="digits", system="neuromorphic", epochs=30, eval_every=0),
+}
+DEFAULT_SEEDS = {"vowels/acoustic-twin": 10, "vowels/microwave": 5, "vowels/acoustics": 2,
+                 "digits/optics": 3, "digits/neuromorphic": 3}
+
+
+def throughput(name: str, n_inputs: int, batch: int = 512, repeats: int = 3) -> float:
+    """Samples/s of one system query on valid random drive values (encoder applied)."""
+    from physnn.encoding import Encoder
+
+    with build_system(name, n_inputs=n_inputs, seed=1) as s:
+        x = Encoder(s.spec, "minmax")(torch.rand(batch, s.spec.n_inputs, generator=torch.Generator().manual_seed(0)))
+        s(x[:8])  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            s(x)
+            best = min(best, time.perf_counter() - t)
+    return batch / best
+
+
+def run_pair(label: str, recipe: dict, seeds: list[int], quick: bool) -> dict:
+    cfg = RunConfig(**recipe)
+    if quick:
+        cfg = cfg.updated(epochs=max(2, cfg.epochs // 10))
+    accs, ident, queries, walls = [], [], [], []
+    for seed in seeds:
+        c = cfg.updated(seed=seed)
+        t = time.perf_counter()
+        r = run_experiment(c, write_file=False, progress=False, echo=lambda m: None)
+        walls.append(time.perf_counter() - t)
+        accs.append(r.test_accuracy)
+        queries.append(r.train_queries)
+        ri = run_experiment(c.updated(system="identity", system_options={}), write_file=False, progress=False,
+                            echo=lambda m: None)
+        ident.append(ri.test_accuracy)
+    from physnn.data import load_dataset
+
+    d = load_dataset(cfg.dataset, test_fraction=cfg.test_fraction, seed=0)
+    sps = throughput(cfg.system, d.n_classes + d.n_features)
+    return dict(label=label, accs=accs, ident=ident, queries=statistics.mean(queries), wall=statistics.mean(walls),
+                sps=sps, epochs=cfg.epochs)
+
+
+def fmt(v: list[float]) -> str:
+    if len(v) == 1:
+        return f"{v[0]:.3f}"
+    return f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", nargs="+", default=list(PAIRS), help=f"any of {', '.join(PAIRS)}")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds per pair (default: per pair)")
+    ap.add_argument("--quick", action="store_true", help="1 seed, a tenth of the epochs")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    unknown = [p for p in args.pairs if p not in PAIRS]
+    if unknown:
+        sys.exit(f"unknown pair(s) {unknown}; choose from {list(PAIRS)}")
+    rows = []
+    for label in args.pairs:
+        n = 1 if args.quick else (args.seeds or DEFAULT_SEEDS[label])
+        try:
+            rows.append(run_pair(label, PAIRS[label], list(range(n)), args.quick))
+        except Exception as exc:  # a missing simulator or data file is reported, not fatal
+            rows.append(dict(label=label, error=f"{type(exc).__name__}: {exc}"))
+        r = rows[-1]
+        print(f"  done {label}: {fmt(r['accs']) if 'accs' in r else r['error']}", file=sys.stderr)
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"{args.threads} thread(s); command: python benchmarks/{os.path.basename(__file__)} {' '.join(sys.argv[1:])}")
+    head = f"{'data/system':22s} {'seeds':>5s} {'epochs':>6s} {'MF-FF test acc':>15s} {'identity ctrl':>15s} " \
+           f"{'train queries':>13s} {'sim samples/s':>13s} {'wall s/run':>10s}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        if "error" in r:
+            print(f"{r['label']:22s} unavailable: {r['error']}")
+            continue
+        print(f"{r['label']:22s} {len(r['accs']):5d} {r['epochs']:6d} {fmt(r['accs']):>15s} {fmt(r['ident']):>15s} "
+              f"{r['queries']:13.0f} {r['sps']:13.0f} {r['wall']:10.1f}")
+
+
+if __name__ == "__main__":
+    main()
