@@ -164,6 +164,19 @@ class OpticalCavity(PhysicalSystem):
         codes = torch.round(charge.clamp(0.0, self.full_well) / self.full_well * full)
         return codes / full
 
+    def drift_parameters(self) -> dict[str, torch.Tensor]:
+        """Live tensors a drift wrapper (:mod:`physnn.simulators.drift`) may change in place.
+
+        The transmission matrix drifts as a whole (the medium moves, the cavity
+        warms). For ``matrix="unitary"`` a drifted matrix is no longer exactly
+        unitary; the energy-conservation invariant holds only without drift.
+        """
+        return {"transmission_matrix": self._T}
+
+    def drift_scales(self) -> dict[str, float]:
+        """Natural size of a unit drift: the rms of one matrix element."""
+        return {"transmission_matrix": 1.0 / math.sqrt(2 * self.spec.n_inputs)}
+
     def differentiable(self, x: torch.Tensor) -> torch.Tensor:
         """The noise-free, unquantised model with its autograd graph.
 

@@ -10,6 +10,12 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# One intra-op thread: the suite's tensors are small, so threads buy nothing and (on a shared or
+# 2-core machine) cost a lot; it also sidesteps a oneMKL bug in multi-threaded batched solves of
+# order >= 151 on CPU (pytorch/pytorch#142815). Simulators guard against that bug themselves too.
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(os.environ.get("PHYSNN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -1,0 +1,264 @@
+"""Tests of the drift wrapper: zero drift is invisible, drift grows, events jump, seeding, accounting."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from physnn.simulators.drift import Drifting
+from physnn.simulators.identity import IdentitySystem
+from physnn.simulators.microwave import MetasurfaceCavity
+from physnn.system import PhysicalSystem, SystemSpec
+
+
+class LinearMap(PhysicalSystem):
+    """y = x @ W with W a drift parameter (real or complex; |.| taken for complex)."""
+
+    def __init__(self, n_in: int = 4, n_out: int = 3, *, complex_weights: bool = False, seed: int = 0):
+        super().__init__(SystemSpec(n_in, n_out, 0.0, 1.0, None, name="linear"))
+        gen = torch.Generator().manual_seed(seed)
+        w = torch.randn(n_in, n_out, generator=gen, dtype=torch.float64)
+        self.weights = torch.complex(w, torch.randn(n_in, n_out, generator=gen, dtype=torch.float64)) if complex_weights else w
+
+    def _measure(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.to(self.weights.dtype) @ self.weights
+        return y.abs().float() if y.is_complex() else y.float()
+
+    def drift_parameters(self) -> dict[str, torch.Tensor]:
+        return {"weights": self.weights}
+
+
+def small_cavity(**kw) -> MetasurfaceCavity:
+    return MetasurfaceCavity(12, 6, cavity_m=(0.2, 0.15), n_scatterers=6, **kw)
+
+
+def bits(n: int, width: int = 12, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 2, (n, width), generator=torch.Generator().manual_seed(seed)).float()
+
+
+# ------------------------------------------------------------------ zero drift
+@pytest.mark.parametrize("noise", [False, True])
+def test_zero_drift_is_identical_to_the_unwrapped_system(noise):
+    plain = small_cavity(noise=noise, seed=3)
+    wrapped = Drifting(small_cavity(noise=noise, seed=3), rate=0.0, seed=1)
+    assert wrapped.target == "parameters" and wrapped.spec == plain.spec
+    for i in range(4):
+        x = bits(8, seed=i)
+        assert torch.equal(wrapped(x), plain(x))
+    assert wrapped.system.builds == 1  # nothing moved, nothing was rebuilt
+    summary = wrapped.describe()["drift"]["parameters"]
+    assert all(v["rms_change"] == 0.0 for v in summary.values())
+
+
+def test_zero_drift_output_target_is_identical():
+    x = torch.rand(5, 4, generator=torch.Generator().manual_seed(0))
+    wrapped = Drifting(IdentitySystem(4), rate=0.0)
+    assert wrapped.target == "output"
+    assert torch.equal(wrapped(x), x) and torch.equal(wrapped(x), x)
+
+
+# ------------------------------------------------------------------ gradual drift
+def test_random_walk_grows_like_sqrt_of_queries():
+    system = LinearMap(50, 40, seed=1)
+    w0 = system.weights.clone()
+    rate = 1e-3
+    wrapped = Drifting(system, rate=rate, seed=2)
+    scale = float(w0.std(unbiased=False))
+    assert wrapped.describe()["drift"]["parameters"]["weights"]["scale"] == pytest.approx(scale)
+    x = torch.rand(10, 50, generator=torch.Generator().manual_seed(0))
+    ratios = []
+    for _ in range(101):  # 100 steps of 10 samples after the first batch
+        wrapped(x)
+        t = wrapped.stats.samples - 10  # the state of the last batch was set at its start
+        rms = float((system.weights - w0).pow(2).mean().sqrt()) / scale
+        if t > 0:
+            ratios.append(rms / (rate * math.sqrt(t)))
+    # 2000 independent elements: the empirical rms concentrates on rate * sqrt(t)
+    assert all(0.9 < q < 1.1 for q in ratios), ratios[:5]
+
+
+def test_microwave_drift_changes_outputs_gradually():
+    probe = bits(1, seed=5)
+    wrapped = Drifting(small_cavity(noise=False, seed=4), rate=3e-3, seed=7)
+    first = wrapped(probe)
+    changes = []
+    for _ in range(40):
+        changes.append(float((wrapped(probe.expand(25, -1))[0] - first).abs().mean()))
+    assert changes[0] > 0  # it does drift...
+    assert changes[0] < 0.1 * max(changes)  # ...slowly at first...
+    early, late = sum(changes[:5]) / 5, sum(changes[-5:]) / 5
+    assert late > 3 * early  # ...and more and more with queries
+    assert wrapped.system.builds > 30  # each batch saw an updated cavity
+    moved = wrapped.describe()["drift"]["parameters"]["scatterer_positions"]
+    assert moved["rms_change_in_scales"] == pytest.approx(3e-3 * math.sqrt(wrapped.stats.samples - 25), rel=0.5)
+
+
+def test_any_system_can_drift_through_its_output():
+    from physnn.simulators.optics import OpticalCavity
+
+    optics = OpticalCavity(8, 6, noise=False, slm_bits=None, seed=1)
+    plain = OpticalCavity(8, 6, noise=False, slm_bits=None, seed=1)
+    wrapped = Drifting(optics, target="output", rate=0.02, seed=3)
+    x = torch.rand(4, 8, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(wrapped(x), plain(x))
+    for _ in range(20):
+        y = wrapped(x)
+    assert (y - plain(x)).abs().max() > 1e-3
+
+
+def test_output_drift_is_relative_gain_and_offset():
+    x = torch.full((4, 3), 0.5)
+    wrapped = Drifting(IdentitySystem(3), rate=0.01, seed=0)
+    y0 = wrapped(x)
+    assert torch.equal(y0, x)  # the first batch is measured at t = 0
+    assert wrapped.describe()["drift"]["parameters"]["offset"]["scale"] == pytest.approx(0.5)
+    for _ in range(50):
+        y = wrapped(x)
+    assert (y - x).abs().max() > 1e-3
+    # every row of a batch sees the same gain and offset
+    assert torch.equal(y, y[:1].expand_as(y))
+    with pytest.raises(TypeError, match="no drift_parameters"):
+        Drifting(IdentitySystem(3), target="parameters")
+
+
+# ------------------------------------------------------------------ periodic, events
+def test_periodic_drift_returns_after_one_period():
+    system = LinearMap(seed=3)
+    w0 = system.weights.clone()
+    wrapped = Drifting(system, mode="periodic", amplitude=0.2, period=100, seed=4)
+    x = torch.rand(25, 4, generator=torch.Generator().manual_seed(1))
+    deviations = []
+    for _ in range(6):  # batches start at t = 0, 25, 50, 75, 100, 125
+        wrapped(x)
+        deviations.append(float((system.weights - w0).abs().max()))
+    assert deviations[0] == 0.0
+    assert deviations[1] > 0.01 and deviations[2] > 0.01
+    assert deviations[4] < 1e-12  # t = 100: one full period
+    assert deviations[5] == pytest.approx(deviations[1], rel=1e-9)
+
+
+def test_event_jumps_at_the_given_query():
+    system = LinearMap(seed=5)
+    seen = []
+    wrapped = Drifting(system, events=[100], event_size=0.5, seed=6)
+    wrapped.event_hook = lambda kind, fields: seen.append((kind, fields))
+    x = torch.rand(10, 4, generator=torch.Generator().manual_seed(2))
+    outputs = [wrapped(x) for _ in range(15)]  # batches start at t = 0, 10, ..., 140
+    before, after = outputs[:10], outputs[10:]
+    assert all(torch.equal(o, outputs[0]) for o in before)  # no drift before t = 100
+    assert (after[0] - outputs[0]).abs().max() > 1e-2  # the batch starting at t = 100 jumped
+    assert all(torch.equal(o, after[0]) for o in after)  # and stays put (rate = 0)
+    assert [k for k, _ in seen] == ["drift_event"] and seen[0][1]["applied_at"] == 100.0
+    d = wrapped.describe()["drift"]
+    assert d["fired_events"] == [{"time": 100.0, "size": 0.5, "applied_at": 100.0}] and d["pending_events"] == []
+    assert wrapped.stats.counters["drift_event"] == 1
+
+
+def test_wall_clock_drift_follows_time_not_queries():
+    now = [0.0]
+    system = LinearMap(seed=7)
+    w0 = system.weights.clone()
+    wrapped = Drifting(system, rate=0.1, clock="wall", time_fn=lambda: now[0], seed=8)
+    x = torch.rand(3, 4, generator=torch.Generator().manual_seed(3))
+    a = wrapped(x)
+    b = wrapped(x)  # no time passed: no drift however many queries
+    assert torch.equal(a, b) and torch.equal(system.weights, w0)
+    now[0] = 60.0
+    c = wrapped(x)
+    assert (c - a).abs().max() > 1e-3
+    assert wrapped.describe()["drift"]["time"] == 60.0
+
+
+def test_complex_parameters_drift_in_both_parts():
+    system = LinearMap(complex_weights=True, seed=9)
+    w0 = system.weights.clone()
+    wrapped = Drifting(system, rate=0.05, seed=1)
+    x = torch.rand(4, 4, generator=torch.Generator().manual_seed(4))
+    wrapped(x)
+    wrapped(x)
+    change = system.weights - w0
+    assert change.real.abs().max() > 0 and change.imag.abs().max() > 0
+
+
+# ------------------------------------------------------------------ seeding, accounting, lifecycle
+def test_drift_is_deterministic_given_the_seed():
+    x = bits(16, seed=9)
+
+    def run(seed: int) -> list[torch.Tensor]:
+        wrapped = Drifting(small_cavity(noise=True, seed=1), rate=5e-3, events=[(32, 0.3)], seed=seed)
+        return [wrapped(x) for _ in range(4)]
+
+    a, b, c = run(11), run(11), run(12)
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    assert not torch.equal(a[-1], c[-1])
+
+
+def test_query_accounting_passes_through():
+    inner = small_cavity(noise=False, seed=2)
+    wrapped = Drifting(inner, rate=1e-3)
+    wrapped(bits(5))
+    wrapped(bits(7, seed=1))
+    assert (wrapped.stats.calls, wrapped.stats.samples) == (2, 12)
+    assert (inner.stats.calls, inner.stats.samples) == (2, 12)
+    with pytest.raises(ValueError, match="not one of the 2 allowed levels"):
+        wrapped(torch.full((1, 12), 0.5))
+    assert wrapped.stats.samples == 12 and inner.stats.samples == 12
+    d = wrapped.describe()
+    json.dumps(d)
+    assert d["system"]["stats"]["samples"] == 12
+    wrapped.close()
+    assert inner.closed and wrapped.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        wrapped(bits(1))
+
+
+def test_differentiable_follows_the_drifted_system():
+    inner = small_cavity(noise=False, seed=5)
+    wrapped = Drifting(inner, events=[0], event_size=0.5)
+    x = bits(3, seed=3)
+    y = wrapped(x)
+    assert torch.allclose(wrapped.differentiable(x), y, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(small_cavity(noise=False, seed=5).noise_free(x), y, rtol=1e-3)
+
+
+def test_bad_arguments_are_named():
+    sys_ = LinearMap()
+    with pytest.raises(ValueError, match="mode must be one of"):
+        Drifting(sys_, mode="sine")
+    with pytest.raises(ValueError, match="needs a positive finite period"):
+        Drifting(sys_, mode="periodic", amplitude=0.1)
+    with pytest.raises(ValueError, match="rate=0.1 applies to mode='random_walk'"):
+        Drifting(sys_, mode="periodic", rate=0.1, period=10)
+    with pytest.raises(ValueError, match="amplitude=0.1 and period=None apply to mode='periodic'"):
+        Drifting(sys_, amplitude=0.1)
+    with pytest.raises(ValueError, match="rate must be a finite number >= 0, got -1"):
+        Drifting(sys_, rate=-1)
+    with pytest.raises(ValueError, match=r"scales has unknown name\(s\) \['temperature'\]"):
+        Drifting(sys_, scales={"temperature": 1.0})
+    with pytest.raises(ValueError, match="event time must be a finite number >= 0"):
+        Drifting(sys_, events=[-5])
+
+
+def test_describe_before_any_query_is_strict_json():
+    wrapped = Drifting(IdentitySystem(3), rate=0.01)
+    text = json.dumps(wrapped.describe(), allow_nan=False)
+    assert '"offset": {"scale": null' in text
+
+
+def test_drifting_is_buildable_by_name_and_checks_its_options():
+    from physnn.registry import build_system
+
+    steady = build_system("drifting", n_inputs=8, base="optics", base_options={"noise": False}, rate=0.0)
+    moving = build_system("drifting", n_inputs=8, base="optics", base_options={"noise": False}, rate=0.05)
+    x = torch.zeros(4, 8)
+    a0, b0 = steady(x), moving(x)
+    for _ in range(30):
+        steady(x)
+        moving(x)
+    assert torch.equal(steady(x), a0)
+    assert not torch.equal(moving(x), b0)
+    with pytest.raises(ValueError, match="system 'drifting' has no option\\(s\\) 'bogus'"):
+        build_system("drifting", bogus=1)
