@@ -31,6 +31,7 @@ _TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--encoder", "encoder", str, "minmax, l2 or abs-l2"),
     ("--seed", "seed", int, "seed of data split, systems, weights and negatives"),
     ("--device", "device", str, "torch device for simulators (cpu, cuda)"),
+    ("--threads", "threads", int, "torch CPU threads (default 1, reproducible; 0 = torch's default)"),
     ("--output", "output", str, "run file (*.h5) or folder for it (default runs/)"),
 ]
 

@@ -63,6 +63,7 @@ class RunConfig:
     output: str = "runs"
     checkpoint_every: int = 1
     probes: int = 8
+    threads: int = 1
     log_samples: bool = True
 
     def __post_init__(self) -> None:
@@ -92,6 +93,7 @@ class RunConfig:
         need(is_int(self.seed) and self.seed >= 0, "seed", "must be an integer >= 0")
         need(is_int(self.probes) and 0 <= self.probes <= 10_000, "probes", "must be an integer in 0..10000")
         need(isinstance(self.log_samples, bool), "log_samples", "must be true or false")
+        need(is_int(self.threads) and 0 <= self.threads <= 1024, "threads", "must be an integer >= 0 (0: torch's default)")
         need(is_num(self.lr) and self.lr > 0, "lr", "must be a positive number")
         need(is_num(self.theta) and self.theta > 0, "theta", "must be a positive number")
         need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "must be a number >= 0")

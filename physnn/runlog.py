@@ -367,7 +367,10 @@ def _restore_tensor(entry: Mapping[str, Any], data: bytes) -> torch.Tensor:
     shape = tuple(entry["shape"])
     if not raw:
         return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype).reshape(shape)
+    # .clone(): torch's allocator aligns to 64 bytes, a bytearray does not. Vectorised kernels
+    # (Adam's updates, MKL) can round differently on unaligned memory, which would make a resumed
+    # run differ from an uninterrupted one in the last bits.
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(dtype).reshape(shape).clone()
 
 
 def _restore_ndarray(entry: Mapping[str, Any], data: bytes) -> np.ndarray:
