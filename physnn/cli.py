@@ -69,7 +69,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = config.updated(system_options=opts)
     print(f"physnn train: {config.dataset} through {config.system} x{config.blocks} blocks, "
           f"{config.epochs} epochs, seed {config.seed}")
-    result = run_experiment(config, progress=not args.no_progress, resume=args.resume)
+    from tqdm.auto import tqdm
+
+    # tqdm.write keeps the per-epoch lines above the progress bar instead of breaking it
+    result = run_experiment(config, progress=not args.no_progress, resume=args.resume, echo=tqdm.write)
     print(f"train accuracy {result.train_accuracy:.4f}, test accuracy {result.test_accuracy:.4f}")
     print(f"physical queries: {result.train_queries} samples in training, {result.total_queries} in total "
           f"(incl. evaluation); wall time {result.wall_seconds:.1f} s")
