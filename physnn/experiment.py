@@ -12,7 +12,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -70,6 +70,18 @@ def build_model(config: RunConfig, data: Dataset, systems: list[PhysicalSystem])
                encoder=config.encoder, goodness=config.goodness, label_scale=config.label_scale, seed=config.seed)
 
 
+def _chain_hooks(first: Callable[[str, dict], None], second: Callable[[str, dict], None] | None):
+    """An event hook that records to the run file and still informs a hook the caller had set."""
+    if second is None:
+        return first
+
+    def hook(kind: str, fields: dict) -> None:
+        first(kind, fields)
+        second(kind, fields)
+
+    return hook
+
+
 def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
     m = torch.zeros(n_classes, n_classes, dtype=torch.int64)
     m.index_put_((y.long(), pred.long()), torch.ones_like(y, dtype=torch.int64), accumulate=True)
@@ -83,8 +95,16 @@ def run_experiment(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     resume: str | Path | None = None,
+    systems: Sequence[PhysicalSystem] | None = None,
 ) -> RunResult:
-    """Train and evaluate one configuration, logging everything to an HDF5 run file."""
+    """Train and evaluate one configuration, logging everything to an HDF5 run file.
+
+    ``systems`` (one per block; the same object may serve several blocks)
+    replaces building ``config.system`` by name: lab scripts build their
+    instruments themselves and hand them over. Either way the systems are
+    closed (instruments put in their safe state) when the run ends, however
+    it ends. ``config.system`` then only names the system in the run file.
+    """
     if resume is not None or write_file:
         from . import runlog
     if config.threads:
@@ -95,8 +115,13 @@ def run_experiment(
     data = load_dataset(config.dataset, path=config.data_path or None, test_fraction=config.test_fraction,
                         seed=config.seed)
     with contextlib.ExitStack() as stack:
-        systems = build_systems(config, data)
-        for s in systems:
+        if systems is None:
+            systems = build_systems(config, data)
+        else:
+            systems = list(systems)
+            if len(systems) != config.blocks:
+                raise ValueError(f"got {len(systems)} systems for blocks={config.blocks}; give one per block")
+        for s in dict.fromkeys(systems):
             stack.callback(s.close)
         pnn = build_model(config, data, systems)
         trainer = MFFF(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
@@ -128,8 +153,9 @@ def run_experiment(
         probes: list[torch.Tensor] = []
         if writer is not None:
             gen = torch.Generator().manual_seed(config.seed + 7919)
+            for s in dict.fromkeys(systems):
+                s.event_hook = _chain_hooks(writer.event, s.event_hook)
             for i, (s, block) in enumerate(zip(systems, pnn.blocks)):
-                s.event_hook = writer.event
                 if config.log_samples:
                     s.query_hook = lambda x, y, name=f"block{i}": writer.log_samples(name, x, y)
                 if config.probes:
