@@ -3,7 +3,7 @@
 
 Simulated (the in-process SCPI bench around the optical simulator, no hardware)::
 
-    python lab_scripts/train_awg_scope.py --simulate --dataset vowels --epochs 10 --out runs/awg-sim
+    python lab_scripts/train_awg_scope.py --simulate --dataset vowels --epochs 10 --output runs/
 
 A real bench (Keysight 33500B/33600A channel 1 -> device under test -> InfiniiVision
 channel 1, AWG trigger out -> scope EXT trigger; see lab_scripts/README.md)::
@@ -12,29 +12,33 @@ channel 1, AWG trigger out -> scope EXT trigger; see lab_scripts/README.md)::
         --awg "TCPIP0::192.168.1.10::inst0::INSTR" --scope "TCPIP0::192.168.1.11::inst0::INSTR" \\
         --vpp 0.5 --offset 0.25 --max-vpp 0.5 --max-offset 0.25 --max-voltage 0.5 \\
         --sample-rate 1e6 --channel-range 1.0 --channel-offset 0.25 \\
-        --dataset vowels --epochs 10 --out runs/awg
+        --dataset vowels --epochs 10 --output runs/awg-bench.h5
 
 Every setting is checked against the limits you give before any byte is sent;
 ``--vpp`` and the ``--max-*`` limits have no defaults on a real bench: they
 are yours to state for your device under test. With one bench, every block of
 the network time-multiplexes it, so its symbol count per sample is the widest
 block input. Ctrl-C at any moment turns the AWG output off (the driver does it
-mid-batch and again on exit). The accuracy, per-epoch history, bench events
-and the bench description go to ``OUT/summary.json``, the trained digital
-weights to ``OUT/model.pt``.
+mid-batch and again on exit).
+
+Everything goes to one HDF5 run file (``--output``): the AWG's and scope's
+identities, limits and settings, per-epoch metrics, checkpoints, every fault
+and retry. Look at it with ``physnn report RUN.h5``; lab_scripts/README.md
+says what the exit codes and the run file's status mean.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
-import torch
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:  # for _bench_common, also when this file is loaded from elsewhere
+    sys.path.insert(0, _HERE)
+
+from _bench_common import Benches, add_training_arguments, bench_flags, train_main  # noqa: E402
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +75,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                    help="scope at full scale: count and flag (default) or stop with an error")
 
 
+def simulated_options(args: argparse.Namespace) -> dict:
+    """Keywords of the ``awg-scope-sim`` factory for --simulate (also recorded as the run's system_options)."""
+    return dict(n_outputs=args.n_outputs, backend=args.backend, features=args.features, on_clip=args.on_clip,
+                max_retries=args.retries, timeout=min(args.timeout, 0.5))
+
+
 def build_bench(args: argparse.Namespace, *, n_inputs: int, seed: int = 0):
     """An AWGScopeSystem from parsed options: the SCPI bench with --simulate, else the instruments."""
     from physnn.devices.awg_scope import AWGScopeSystem, BenchLimits
@@ -79,9 +89,7 @@ def build_bench(args: argparse.Namespace, *, n_inputs: int, seed: int = 0):
     from physnn.devices.transport import VisaTransport
 
     if args.simulate:
-        return simulated_awg_scope(n_inputs=n_inputs, n_outputs=args.n_outputs, backend=args.backend, seed=seed,
-                                   features=args.features, on_clip=args.on_clip, max_retries=args.retries,
-                                   timeout=min(args.timeout, 0.5))
+        return simulated_awg_scope(n_inputs=n_inputs, seed=seed, **simulated_options(args))
     if not (args.awg and args.scope):
         raise SystemExit("error: give --simulate, or both --awg and --scope VISA addresses")
     missing = [f"--{k.replace('_', '-')}" for k in ("vpp", "max_vpp", "max_offset", "max_voltage")
@@ -121,99 +129,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="See lab_scripts/README.md for wiring and choosing limits.")
     add_bench_arguments(p)
-    t = p.add_argument_group("training")
-    t.add_argument("--dataset", default="vowels", help="vowels (default), digits, mnist5k")
-    t.add_argument("--data-path", help="data file or folder (default: the shared data folder)")
-    t.add_argument("--blocks", type=int, default=2, help="PNN blocks (default 2)")
-    t.add_argument("--hidden", type=int, default=20, help="digital layer width (default 20)")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=0.02)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", type=Path, help="folder for summary.json and model.pt")
+    add_training_arguments(p, hidden_default=20, hidden_help="digital layer width (default 20)")
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from physnn.data import load_dataset
+def open_benches(args: argparse.Namespace, width: int, stack: contextlib.ExitStack) -> Benches:
+    """One simulated bench per block (separate devices), or the one real bench shared by every block."""
+    from physnn.experiment import block_seed
 
-    torch.manual_seed(args.seed)
-    data = load_dataset(args.dataset, path=args.data_path, seed=args.seed)
-    width = data.n_classes + data.n_features
-    events: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
-
-    def hook(kind: str, fields: dict) -> None:
-        events.append({"time": time.time(), "kind": kind, **{k: str(v) for k, v in fields.items()}})
-        seen[kind] = seen.get(kind, 0) + 1
-        n = seen[kind]
-        if n <= 3 or n in (10, 100, 1000, 10000):  # every event goes to the summary; the console gets a sample
-            print(f"  bench event #{n} {kind}: {fields}", file=sys.stderr)
-
-    from physnn.devices.errors import InstrumentError
-
-    result: dict[str, Any] = {}
-    try:
-        with contextlib.ExitStack() as stack:
-            _train(args, data, width, hook, stack, result)
-    except InstrumentError as exc:  # limits, identity, a fault that outlived its retries
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        result["status"] = "failed"
-        result["error"] = f"{type(exc).__name__}: {exc}"
-    result["events"] = events
-    status = result.get("status", "failed")
-    # written after the benches are closed (output off), whatever happened above
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "summary.json").write_text(json.dumps(result, indent=2, default=str))
-        print(f"wrote {args.out / 'summary.json'}")
-    if result.get("test_accuracy") is not None:
-        print(f"{status}: test accuracy {result['test_accuracy']:.3f} after {len(result['history'])} epoch(s), "
-              f"{len(events)} bench event(s)")
-    return {"completed": 0, "interrupted": 130}.get(status, 2)
-
-
-def _train(args, data, width, hook, stack, result) -> None:
-    """Build the benches (closed by ``stack``), train, and fill ``result``."""
-    from physnn.model import PNN
-    from physnn.train.mfff import MFFF
-
-    if args.simulate:  # one simulated bench per block, as separate devices
-        benches = []
+    if args.simulate:
+        systems = []
         for i in range(args.blocks):
-            bench = build_bench(args, n_inputs=width if i == 0 else args.hidden, seed=args.seed * 1000 + i + 1)
+            bench = build_bench(args, n_inputs=width if i == 0 else args.hidden, seed=block_seed(args.seed, i))
             stack.callback(bench.close)
-            benches.append(bench)
-    else:  # one bench, time-multiplexed by every block
-        bench = build_bench(args, n_inputs=max(width, args.hidden), seed=args.seed)
-        stack.callback(bench.close)
-        benches = [bench] * args.blocks
-    for b in dict.fromkeys(benches):
-        b.event_hook = hook
-    pnn = PNN(benches, data.n_features, data.n_classes, hidden=args.hidden, seed=args.seed)
-    trainer = MFFF(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, eval_every=1)
-    result["history"] = trainer.history.epochs
-    result["benches"] = [b.describe() for b in dict.fromkeys(benches)]
-    result["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    t0 = time.perf_counter()
-    try:
-        trainer.fit(pnn, data.x_train, data.y_train, data.x_test, data.y_test,
-                    on_epoch_end=lambda e, m: print(f"epoch {e + 1}/{args.epochs}: loss {m['loss']:.4f} "
-                                                    f"test accuracy {m.get('test_accuracy', float('nan')):.3f}"))
-        result["status"] = "completed"
-    except KeyboardInterrupt:
-        result["status"] = "interrupted"
-        print("interrupted: the AWG output is being turned off", file=sys.stderr)
-    finally:
-        result["wall_seconds"] = time.perf_counter() - t0
-        result["test_accuracy"] = trainer.history.epochs[-1].get("test_accuracy") if trainer.history.epochs else None
-        result["benches"] = [b.describe() for b in dict.fromkeys(benches)]
-        if args.out:
-            args.out.mkdir(parents=True, exist_ok=True)
-            torch.save(pnn.state_dict(), args.out / "model.pt")
-            print(f"wrote {args.out / 'model.pt'}")
-            print(f"wrote {args.out / 'model.pt'}")
+            systems.append(bench)
+        return Benches(systems, args.hidden, "awg-scope-sim", simulated_options(args))
+    bench = build_bench(args, n_inputs=max(width, args.hidden), seed=args.seed)
+    stack.callback(bench.close)
+    return Benches([bench] * args.blocks, args.hidden, "awg-scope", bench_flags(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return train_main(parse_args(argv), open_benches)
 
 
 if __name__ == "__main__":

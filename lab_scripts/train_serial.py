@@ -3,35 +3,38 @@
 
 Simulated (a pty fake firmware around the optical simulator, no hardware)::
 
-    python lab_scripts/train_serial.py --simulate --dataset vowels --epochs 10 --out runs/serial-sim
+    python lab_scripts/train_serial.py --simulate --dataset vowels --epochs 10 --output runs/
 
 A real board running lab_scripts/firmware/physnn_daq (safe range 0..2.5 V,
 12-bit DAC and ADC spanning 0..3.3 V)::
 
     python lab_scripts/train_serial.py --port /dev/ttyACM0 --serial DUE-0001 \\
         --low 0 --high 2.5 --dac-volts-per-code 0.000806 --adc-volts-per-code 0.000806 \\
-        --dataset vowels --epochs 10 --out runs/serial
+        --dataset vowels --epochs 10 --output runs/serial-bench.h5
 
 With one board, every block of the network time-multiplexes the same bench, so
 the first block's input (classes + features) must fit the board's DAC count.
 ``--high`` has no default on a real bench: the safe range is yours to state.
 Ctrl-C at any moment leaves the DACs in their safe state (SAFE is sent by the
-driver and again on exit). The run's accuracy, per-epoch history, bench
-events and the bench description go to ``OUT/summary.json``, the trained
-digital weights to ``OUT/model.pt``.
+driver and again on exit).
+
+The run file (``--output``, HDF5) keeps the board's identity, limits and
+calibration with the metrics, checkpoints and every fault or retry;
+``physnn report RUN.h5`` plots it. Exit codes: see lab_scripts/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
-import torch
+_HERE = str(Path(__file__).resolve().parent)
+if _HERE not in sys.path:  # for _bench_common, also when this file is loaded from elsewhere
+    sys.path.insert(0, _HERE)
+
+from _bench_common import Benches, add_training_arguments, bench_flags, train_main  # noqa: E402
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +62,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--baudrate", type=int, default=115200, help="UART speed (ignored by native USB boards)")
 
 
+def simulated_options(args: argparse.Namespace) -> dict:
+    """Keywords of the ``serial-daq-sim`` factory for --simulate (also recorded as the run's system_options)."""
+    opts = dict(n_outputs=args.n_outputs or 48, backend=args.backend, low=args.low, high=args.high,
+                on_clip=args.on_clip, timeout=args.timeout, retries=args.retries)
+    return {k: v for k, v in opts.items() if v is not None}  # high=None: the factory's default, the whole DAC span
+
+
 def build_bench(args: argparse.Namespace, *, n_inputs: int | None = None, seed: int = 0):
     """A SerialDAQSystem from parsed options: the pty fake with --simulate, else the board on --port."""
     from physnn.devices.serial_daq import Calibration, SerialDAQSystem, probe_ident
@@ -66,10 +76,7 @@ def build_bench(args: argparse.Namespace, *, n_inputs: int | None = None, seed: 
     from physnn.devices.transport import SerialTransport
 
     if args.simulate:
-        return simulated_serial_daq(
-            n_inputs=args.n_inputs or n_inputs, n_outputs=args.n_outputs or 48, backend=args.backend, seed=seed,
-            low=args.low, high=args.high, on_clip=args.on_clip, timeout=args.timeout, retries=args.retries,
-        )
+        return simulated_serial_daq(n_inputs=args.n_inputs or n_inputs, seed=seed, **simulated_options(args))
     if not args.port:
         raise SystemExit("error: give --simulate or --port PORT")
     missing = [f"--{k.replace('_', '-')}" for k in ("high", "dac_volts_per_code", "adc_volts_per_code")
@@ -105,87 +112,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="See lab_scripts/firmware/README.md for the board side.")
     add_bench_arguments(p)
-    t = p.add_argument_group("training")
-    t.add_argument("--dataset", default="vowels", help="vowels (default), digits, mnist5k")
-    t.add_argument("--data-path", help="data file or folder (default: the shared data folder)")
-    t.add_argument("--blocks", type=int, default=2, help="PNN blocks (default 2)")
-    t.add_argument("--hidden", type=int, help="digital layer width (default: the bench's DAC count, at most 20)")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=0.02)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", type=Path, help="folder for summary.json and model.pt")
+    add_training_arguments(p, hidden_default=None,
+                           hidden_help="digital layer width (default: the bench's DAC count, at most 20)")
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from physnn.data import load_dataset
-    from physnn.model import PNN
-    from physnn.train.mfff import MFFF
+def open_benches(args: argparse.Namespace, width: int, stack: contextlib.ExitStack) -> Benches:
+    """One simulated bench per block (separate devices), or the one board shared by every block."""
+    from physnn.experiment import block_seed
 
-    torch.manual_seed(args.seed)
-    data = load_dataset(args.dataset, path=args.data_path, seed=args.seed)
-    width = data.n_classes + data.n_features
-    events: list[dict[str, Any]] = []
-
-    seen: dict[str, int] = {}
-
-    def hook(kind: str, fields: dict) -> None:
-        events.append({"time": time.time(), "kind": kind, **{k: str(v) for k, v in fields.items()}})
-        seen[kind] = seen.get(kind, 0) + 1
-        n = seen[kind]
-        if n <= 3 or n in (10, 100, 1000, 10000):  # every event is in the summary; the console gets a sample
-            print(f"  bench event #{n} {kind}: {fields}", file=sys.stderr)
-
-    status = "failed"
-    result: dict[str, Any] = {}
-    with contextlib.ExitStack() as stack:
-        if args.simulate:  # one simulated bench per block, as separate devices
-            hidden = args.hidden or 20
-            benches = []
-            for i in range(args.blocks):
-                bench = build_bench(args, n_inputs=width if i == 0 else hidden, seed=args.seed * 1000 + i + 1)
-                stack.callback(bench.close)
-                benches.append(bench)
-        else:  # one board, time-multiplexed by every block
-            bench = build_bench(args, seed=args.seed)
+    if args.simulate:
+        hidden = args.hidden or 20
+        systems = []
+        for i in range(args.blocks):
+            bench = build_bench(args, n_inputs=width if i == 0 else hidden, seed=block_seed(args.seed, i))
             stack.callback(bench.close)
-            benches = [bench] * args.blocks
-            hidden = args.hidden or min(bench.spec.n_inputs, 20)
-        for b in set(benches):
-            b.event_hook = hook
-        pnn = PNN(benches, data.n_features, data.n_classes, hidden=hidden, seed=args.seed)
-        trainer = MFFF(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, eval_every=1)
-        t0 = time.perf_counter()
-        try:
-            trainer.fit(pnn, data.x_train, data.y_train, data.x_test, data.y_test,
-                        on_epoch_end=lambda e, m: print(f"epoch {e + 1}/{args.epochs}: loss {m['loss']:.4f} "
-                                                        f"test accuracy {m.get('test_accuracy', float('nan')):.3f}"))
-            status = "completed"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            print("interrupted: the bench is being put in its safe state", file=sys.stderr)
-        result = {
-            "status": status,
-            "test_accuracy": trainer.history.epochs[-1].get("test_accuracy") if trainer.history.epochs else None,
-            "wall_seconds": time.perf_counter() - t0,
-            "history": trainer.history.epochs,
-            "events": events,
-            "benches": [b.describe() for b in dict.fromkeys(benches)],
-            "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        }
-        if args.out:
-            args.out.mkdir(parents=True, exist_ok=True)
-            torch.save(pnn.state_dict(), args.out / "model.pt")
-    # the summary is written after the benches are closed (SAFE sent), whatever happened above
-    if args.out:
-        (args.out / "summary.json").write_text(json.dumps(result, indent=2, default=str))
-        print(f"wrote {args.out / 'summary.json'} and {args.out / 'model.pt'}")
-    if result.get("test_accuracy") is not None:
-        print(f"{status}: test accuracy {result['test_accuracy']:.3f} after {len(result['history'])} epoch(s), "
-              f"{len(events)} bench event(s)")
-    return 0 if status == "completed" else 130
+            systems.append(bench)
+        return Benches(systems, hidden, "serial-daq-sim", simulated_options(args))
+    bench = build_bench(args, seed=args.seed)
+    stack.callback(bench.close)
+    hidden = args.hidden or min(bench.spec.n_inputs, 20)
+    return Benches([bench] * args.blocks, hidden, "serial-daq", bench_flags(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return train_main(parse_args(argv), open_benches)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -165,10 +166,6 @@ def run_experiment(
                     probes.append(probe)
 
         def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
-            acc = f", test accuracy {metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else ""
-            blocks = " ".join(f"{metrics[f'loss/block{i}']:.4f}" for i in range(len(pnn.blocks)))
-            echo(f"epoch {epoch + 1:3d}/{config.epochs}: loss {metrics['loss']:.4f} (blocks {blocks}){acc}, "
-                 f"{int(metrics['train_queries'])} queries")
             if writer is not None:
                 for i, (s, probe) in enumerate(zip(systems, probes)):
                     hook, s.query_hook = s.query_hook, None  # probes are not training samples
@@ -181,6 +178,11 @@ def run_experiment(
                     writer.checkpoint(epoch + 1, pnn.state_dict(), trainer.state_dict(), runlog.capture_rng(),
                                       extra={"history": trainer.history.epochs,
                                              "system_rng": [s.get_rng_state() for s in systems]})
+            # printed once the epoch is on disk, so "epoch N" on the console means it is saved
+            acc = f", test accuracy {metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else ""
+            blocks = " ".join(f"{metrics[f'loss/block{i}']:.4f}" for i in range(len(pnn.blocks)))
+            echo(f"epoch {epoch + 1:3d}/{config.epochs}: loss {metrics['loss']:.4f} (blocks {blocks}){acc}, "
+                 f"{int(metrics['train_queries'])} queries")
 
         t0 = time.perf_counter()
         status = "failed"
@@ -201,7 +203,22 @@ def run_experiment(
         except KeyboardInterrupt:
             status = "interrupted"
             raise
+        except BaseException as exc:
+            if writer is not None:
+                writer.event("error", {"type": type(exc).__name__, "message": str(exc)})
+            raise
         finally:
+            # systems first (safe state), so a failure to reach it is still recorded in the run file
+            for s in dict.fromkeys(systems):
+                try:
+                    s.close()
+                except Exception as exc:  # noqa: BLE001 - recorded, then the run file is closed anyway
+                    if writer is None:
+                        raise
+                    writer.event("close_failed", {"system": s.spec.name, "type": type(exc).__name__,
+                                                  "message": str(exc)})
+                    warnings.warn(f"{s.spec.name} could not be closed / put in its safe state: {exc}; "
+                                  f"check the instrument by hand", RuntimeWarning, stacklevel=2)
             if writer is not None:
                 writer.close(status=status)
         wall = time.perf_counter() - t0
