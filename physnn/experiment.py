@@ -83,6 +83,15 @@ def _chain_hooks(first: Callable[[str, dict], None], second: Callable[[str, dict
     return hook
 
 
+def _unlogged_query(system: PhysicalSystem, x: torch.Tensor) -> torch.Tensor:
+    """Query without the sample-logging hook: probe measurements are not training samples."""
+    hook, system.query_hook = system.query_hook, None
+    try:
+        return system(x)
+    finally:
+        system.query_hook = hook
+
+
 def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
     m = torch.zeros(n_classes, n_classes, dtype=torch.int64)
     m.index_put_((y.long(), pred.long()), torch.ones_like(y, dtype=torch.int64), accumulate=True)
@@ -164,15 +173,14 @@ def run_experiment(
                     probe = block.encoder(torch.rand(config.probes, s.spec.n_inputs, generator=gen))
                     writer.set_probes(f"block{i}", probe)
                     probes.append(probe)
+                    if resume is None:  # measured twice before training: the repeatability floor
+                        for _ in range(2):
+                            writer.log_probe(f"block{i}", 0, _unlogged_query(s, probe))
 
         def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
             if writer is not None:
                 for i, (s, probe) in enumerate(zip(systems, probes)):
-                    hook, s.query_hook = s.query_hook, None  # probes are not training samples
-                    try:
-                        writer.log_probe(f"block{i}", epoch + 1, s(probe))
-                    finally:
-                        s.query_hook = hook
+                    writer.log_probe(f"block{i}", epoch + 1, _unlogged_query(s, probe))
                 writer.log_epoch(epoch + 1, metrics)
                 if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
                     writer.checkpoint(epoch + 1, pnn.state_dict(), trainer.state_dict(), runlog.capture_rng(),

@@ -288,11 +288,19 @@ def _plot_drift(run: Run, path: Path) -> Path | str:
         scale = np.sqrt(np.mean(ref ** 2)) or 1.0
         rel = 100 * np.sqrt(np.mean((y - ref) ** 2, axis=(1, 2))) / scale
         ax1.plot(p["step"], rel, marker="o", markersize=3, color=f"C{i}", label=b)
+        steps = np.asarray(p["step"])
+        if len(steps) >= 2 and steps[0] == steps[1]:
+            # two measurements before training: their difference is the repeatability (noise) floor
+            floor = 100 * np.sqrt(np.mean((y[1] - y[0]) ** 2)) / scale
+            ax1.axhline(floor, color=f"C{i}", linestyle=":", linewidth=1,
+                        label=f"{b}: noise floor (repeat at start)")
         ax2.plot(p["step"], y.mean(axis=(1, 2)), marker="o", markersize=3, color=f"C{i}",
                  label=f"{b} ({p['x'].shape[0]} probes)")
     ax1.set(ylabel="RMS change since the first\nmeasurement (% of RMS output)",
             title=f"Drift of fixed probe measurements — {run.name}")
-    ax2.set(xlabel="training step", ylabel="mean probe output\n(system units)")
+    ax2.set(xlabel="epoch (probes re-measured after each; 0 = before training)",
+            ylabel="mean probe output\n(system units)")
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

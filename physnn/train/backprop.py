@@ -22,14 +22,15 @@ Perturbed devices
 name, options and seed as the nominal one, so the same "design") and wraps it
 in :class:`physnn.simulators.drift.Drifting` with a single sudden event at
 time 0 of size ``strength``: from its first query on, the device's internal
-drift parameters (for simulators that expose ``drift_parameters()``: clutter
-positions and element detuning of the microwave cavity, the acoustic
-cavity's parameters) are moved by ``strength`` times their decorrelation
-scale (rms, seeded by ``perturb_seed``); for systems without drift
-parameters (optics, the measured twin, the neuromorphic chip) a per-channel
-gain and offset error of ``strength`` (relative gain, and offset in units of
-the mean output) is applied to the outputs instead. The nominal instance the
-network was trained on is left untouched.
+drift parameters (for simulators that expose ``drift_parameters()``: the
+optical transmission matrix, clutter positions and element detuning of the
+microwave cavity, the acoustic cavity's parameters) are moved by ``strength``
+times their natural scale (``drift_scales()``; rms, seeded by
+``perturb_seed``); for systems without drift parameters (the measured twin,
+the neuromorphic chip) a per-channel gain and offset error of ``strength``
+(relative gain, and offset in units of the mean output) is applied to the
+outputs instead. The nominal instance the network was trained on is left
+untouched.
 """
 
 from __future__ import annotations
