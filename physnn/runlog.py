@@ -484,7 +484,8 @@ def _superblock_flags(path: Path) -> int:
 
 
 def _clear_superblock_flags(path: Path) -> bool:
-    """What ``h5clear -s`` does: zero the consistency flags and re-checksum. True when something was cleared."""
+    """What ``h5clear -s --increment`` does: zero the consistency flags, raise the end-of-allocation
+    address to the end of the file, re-checksum. True when something was cleared."""
     with open(path, "r+b") as fh:
         head = fh.read(12)
         if len(head) < 12 or head[:8] != _HDF5_SIGNATURE:
@@ -504,6 +505,16 @@ def _clear_superblock_flags(path: Path) -> bool:
         if block[11] == 0:
             return False
         block[11] = 0
+        # Also what ``h5clear --increment`` does: a writer killed under SWMR may have written data past
+        # the end-of-allocation address recorded in the superblock; reopening for writing would then
+        # fail with "addr overflow". Raise the EOA to the physical end of the file.
+        fmt = {4: "<I", 8: "<Q"}.get(size_of_offsets)
+        if fmt is not None:
+            eoa_at = 12 + 2 * size_of_offsets
+            eoa = struct.unpack(fmt, bytes(block[eoa_at:eoa_at + size_of_offsets]))[0]
+            size = os.fstat(fh.fileno()).st_size
+            if size > eoa:
+                block[eoa_at:eoa_at + size_of_offsets] = struct.pack(fmt, size)
         block[n:n + 4] = struct.pack("<I", _lookup3(bytes(block[:n])))
         fh.seek(0)
         fh.write(block)
