@@ -126,3 +126,17 @@ def test_end_to_end_digits_through_optics_reaches_90_percent():
     MFFF(epochs=4, batch_size=64, lr=0.01, seed=0, eval_every=0).fit(pnn, d.x_train, d.y_train)
     acc = pnn.score(d.x_test, d.y_test)
     assert acc >= 0.90, acc
+
+
+def test_digital_flops_per_epoch_match_a_hand_count():
+    x, y = tiny_data(n=32)
+    systems = [SpySystem(9, 8, 1), SpySystem(5, 8, 2)]
+    pnn = PNN(systems, 6, 3, hidden=5, skip=True, seed=0)  # block0: 8+9 -> 5, block1: 8+5 -> 5
+    hist = MFFF(epochs=1, batch_size=16, inner_steps=2, seed=0, eval_every=0).fit(pnn, x, y)
+    rows = 2 * 16  # positives and negatives
+    per_batch = 0
+    for fan_in in (17, 13):
+        mm = 2 * rows * fan_in * 5  # one forward matrix product
+        # per inner step: forward + weight gradient (inputs are measurements: no input gradient); then one forward
+        per_batch += 2 * (mm + mm) + mm
+    assert hist.epochs[0]["digital_flops"] == 2 * per_batch  # two batches of 16

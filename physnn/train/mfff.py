@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..accounting import Accountant
 from ..goodness import ff_loss
 from ..model import PNN
 from ..system import PhysicalSystem
@@ -65,6 +66,7 @@ class MFFF:
         eval_every: evaluate on the validation set every this many epochs
             (0: only at the end); each evaluation costs C*L queries per sample.
         progress: show a tqdm progress bar over batches.
+        count_flops: record the digital FLOPs of training (``digital_flops`` per epoch).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class MFFF:
         seed: int = 0,
         eval_every: int = 1,
         progress: bool = False,
+        count_flops: bool = True,
     ):
         for name, v, lo in (("epochs", epochs, 0), ("batch_size", batch_size, 1), ("inner_steps", inner_steps, 1),
                             ("eval_every", eval_every, 0)):
@@ -98,6 +101,8 @@ class MFFF:
         self.eval_every = eval_every
         self.progress = progress
         self.generator = torch.Generator().manual_seed(seed)
+        # digital FLOPs of the local updates (memoised per block and batch shape, so counting is cheap)
+        self.accountant = Accountant(count_flops=count_flops)
         self.optimizers: list[torch.optim.Optimizer] = []
         self.epochs_done = 0
         self.history = History()
@@ -167,11 +172,14 @@ class MFFF:
             while self.epochs_done < self.epochs:
                 epoch = self.epochs_done
                 q0, s0 = count_samples(pnn.systems)
+                f0 = self._flops_so_far()
                 t0 = time.perf_counter()
                 losses, gpos, gneg = self._epoch(pnn, x, y, bar)
                 q1, s1 = count_samples(pnn.systems)
                 metrics: dict[str, float] = {"epoch": float(epoch + 1), "train_queries": float(q1 - q0),
                                              "device_seconds": float(s1 - s0)}
+                if self.accountant.count_flops:
+                    metrics["digital_flops"] = float(self._flops_so_far() - f0)
                 for i, (l, gp, gn) in enumerate(zip(losses, gpos, gneg)):
                     metrics[f"loss/block{i}"] = l
                     metrics[f"g_pos/block{i}"] = gp
@@ -199,6 +207,9 @@ class MFFF:
             pnn.eval()
         return self.history
 
+    def _flops_so_far(self) -> float:
+        return self.accountant.metrics().get("flops/total", 0.0)
+
     def _epoch(self, pnn: PNN, x: torch.Tensor, y: torch.Tensor, bar) -> tuple[list[float], list[float], list[float]]:
         n, C, L = x.shape[0], pnn.n_classes, len(pnn.blocks)
         perm = torch.randperm(n, generator=self.generator)
@@ -215,15 +226,16 @@ class MFFF:
             h = torch.cat([pnn.embed(xb, yb), pnn.embed(xb, wrong)])
             for i, (block, opt) in enumerate(zip(pnn.blocks, self.optimizers)):
                 feats = block.measure(h)
-                for _ in range(self.inner_steps):
-                    g = block.goodness(block(feats))
-                    loss = ff_loss(g[:B], g[B:], self.theta)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                with torch.no_grad():
-                    z = block(feats)
-                    g = block.goodness(z)
+                with self.accountant.flops(("mfff", i, tuple(feats.shape), self.inner_steps)):
+                    for _ in range(self.inner_steps):
+                        g = block.goodness(block(feats))
+                        loss = ff_loss(g[:B], g[B:], self.theta)
+                        opt.zero_grad(set_to_none=True)
+                        loss.backward()
+                        opt.step()
+                    with torch.no_grad():
+                        z = block(feats)
+                        g = block.goodness(z)
                 loss_sum[i] += float(ff_loss(g[:B], g[B:], self.theta)) * B
                 gp_sum[i] += float(g[:B].sum())
                 gn_sum[i] += float(g[B:].sum())
