@@ -517,7 +517,7 @@ def reading(by_method: dict[str, list[dict]]) -> list[str]:
     if ideal and dev:
         txt = f"In-silico backprop: {ideal[0]:.3f} on its model, {dev[0]:.3f} deployed on the perturbed device"
         hil = [f"{n} {v[0]:.3f}" for n, v in (("MF-FF", mf), ("PAT", pat)) if v]
-        out.append(txt + (f"; trained on that device, " + ", ".join(hil) if hil else "") + ".")
+        out.append(txt + ("; trained on that device, " + ", ".join(hil) if hil else "") + ".")
     return out
 
 

@@ -25,7 +25,41 @@ from .encoding import Encoder, embed_label
 from .goodness import make_goodness
 from .system import PhysicalSystem, as_batch
 
-__all__ = ["Block", "PNN"]
+__all__ = ["Block", "PNN", "check_labels", "check_stack", "hidden_widths"]
+
+
+def check_labels(y, n: int, n_classes: int, name: str = "y") -> torch.Tensor:
+    """Labels as int64 ``[n]`` in ``0..n_classes-1``, or a ValueError naming what is wrong."""
+    y = torch.as_tensor(y, dtype=torch.int64)
+    if y.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {tuple(y.shape)}")
+    if n and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise ValueError(f"labels must lie in 0..{n_classes - 1}, got min {int(y.min())}, max {int(y.max())}")
+    return y
+
+
+def check_stack(systems: Sequence[PhysicalSystem], n_features: int, n_classes: int, what: str) -> list[PhysicalSystem]:
+    """Common argument checks of a stack of physical blocks (PNN and the end-to-end baselines)."""
+    systems = list(systems)
+    if not systems:
+        raise ValueError(f"{what} needs at least one system (one per block)")
+    if not isinstance(n_classes, int) or n_classes < 2:
+        raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+    if not isinstance(n_features, int) or n_features < 1:
+        raise ValueError(f"n_features must be a positive integer, got {n_features!r}")
+    return systems
+
+
+def hidden_widths(systems: Sequence[PhysicalSystem], hidden: int | Sequence[int] | None, count: int) -> list[int]:
+    """``count`` block output widths: as given, or by default the next block's system width."""
+    if hidden is None:
+        return [systems[i + 1].spec.n_inputs for i in range(count)]
+    if isinstance(hidden, int):
+        return [hidden] * count
+    widths = [int(w) for w in hidden]
+    if len(widths) != count:
+        raise ValueError(f"hidden has {len(widths)} widths; {len(systems)} blocks need {count}")
+    return widths
 
 
 def _standardise(t: torch.Tensor) -> torch.Tensor:
@@ -122,22 +156,12 @@ class PNN(nn.Module):
         seed: int = 0,
     ):
         super().__init__()
-        systems = list(systems)
-        if not systems:
-            raise ValueError("a PNN needs at least one system (one per block)")
-        if not isinstance(n_classes, int) or n_classes < 2:
-            raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
-        if not isinstance(n_features, int) or n_features < 1:
-            raise ValueError(f"n_features must be a positive integer, got {n_features!r}")
+        systems = check_stack(systems, n_features, n_classes, "a PNN")
         n_blocks = len(systems)
         if hidden is None:
-            widths = [systems[i + 1].spec.n_inputs for i in range(n_blocks - 1)] + [100]
-        elif isinstance(hidden, int):
-            widths = [hidden] * n_blocks
+            widths = hidden_widths(systems, None, n_blocks - 1) + [100]
         else:
-            widths = [int(w) for w in hidden]
-            if len(widths) != n_blocks:
-                raise ValueError(f"hidden has {len(widths)} widths for {n_blocks} blocks")
+            widths = hidden_widths(systems, hidden, n_blocks)
         self.n_features = n_features
         self.n_classes = n_classes
         self.label_scale = label_scale

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import PNN
+from .model import PNN, check_labels
 
 __all__ = ["Readout", "fit_readout", "neutral_embedding"]
 
@@ -96,11 +96,7 @@ def fit_readout(pnn: PNN, x, y, *, epochs: int = 100, lr: float = 0.01, batch_si
     if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
     x = pnn.check_features(x)
-    y = torch.as_tensor(y, dtype=torch.int64)
-    if y.shape != (x.shape[0],):
-        raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
-    if int(y.min()) < 0 or int(y.max()) >= pnn.n_classes:
-        raise ValueError(f"labels must lie in 0..{pnn.n_classes - 1}, got min {int(y.min())}, max {int(y.max())}")
+    y = check_labels(y, x.shape[0], pnn.n_classes)
     gen = torch.Generator().manual_seed(seed)
     readout = Readout(pnn, generator=gen)
     was_training = pnn.training

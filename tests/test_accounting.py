@@ -13,12 +13,6 @@ from physnn.train.pat import PAT
 from physnn.train.zeroth_order import ZerothOrder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class MatmulSystem(PhysicalSystem):

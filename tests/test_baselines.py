@@ -10,18 +10,11 @@ from physnn.encoding import Encoder
 from physnn.simulators.optics import OpticalCavity
 from physnn.system import PhysicalSystem, SystemSpec
 from physnn.train.backprop import Backprop, perturbed_system
-from physnn.train.e2e_model import E2ENet, black_box, in_silico, ste_drive
+from physnn.train.e2e_model import E2ENet, in_silico, ste_drive
 from physnn.train.ff_digital import DigitalFF, FFDigital
 from physnn.train.pat import PAT
 from physnn.train.zeroth_order import ZerothOrder
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # what a black-box trainer may touch on a system (besides calling it)

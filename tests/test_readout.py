@@ -9,12 +9,6 @@ from physnn.simulators.optics import OpticalCavity
 from physnn.train.mfff import MFFF
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def blobs(n=150, f=6, c=3, seed=0):

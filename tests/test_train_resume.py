@@ -1,6 +1,5 @@
 """The real `physnn train` killed with SIGKILL / interrupted with Ctrl-C, then resumed."""
 
-import os
 import signal
 import subprocess
 import sys

@@ -39,7 +39,7 @@ from torch import nn
 
 from ..accounting import Accountant
 from ..encoding import Encoder
-from ..model import _standardise
+from ..model import _standardise, check_labels, check_stack, hidden_widths
 from ..system import PhysicalSystem, as_batch
 from .mfff import History
 
@@ -127,22 +127,8 @@ class E2ENet(nn.Module):
                  hidden: int | Sequence[int] | None = None, skip: bool = True, encoder: str = "minmax",
                  seed: int = 0):
         super().__init__()
-        systems = list(systems)
-        if not systems:
-            raise ValueError("an E2ENet needs at least one system (one per block)")
-        if not isinstance(n_classes, int) or n_classes < 2:
-            raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
-        if not isinstance(n_features, int) or n_features < 1:
-            raise ValueError(f"n_features must be a positive integer, got {n_features!r}")
-        L = len(systems)
-        if hidden is None:
-            widths = [systems[i + 1].spec.n_inputs for i in range(L - 1)]
-        elif isinstance(hidden, int):
-            widths = [hidden] * (L - 1)
-        else:
-            widths = [int(w) for w in hidden]
-            if len(widths) != L - 1:
-                raise ValueError(f"hidden has {len(widths)} widths; {L} blocks need {L - 1} (the last outputs logits)")
+        systems = check_stack(systems, n_features, n_classes, "an E2ENet")
+        widths = hidden_widths(systems, hidden, len(systems) - 1)  # the last block outputs the logits
         widths.append(n_classes)
         self.n_features = n_features
         self.n_classes = n_classes
@@ -324,12 +310,7 @@ class E2ETrainer:
 
 
 def _labels(y, n: int, n_classes: int, name: str) -> torch.Tensor:
-    y = torch.as_tensor(y, dtype=torch.int64)
-    if y.shape != (n,):
-        raise ValueError(f"{name} must have shape ({n},), got {tuple(y.shape)}")
-    if int(y.min()) < 0 or int(y.max()) >= n_classes:
-        raise ValueError(f"labels must lie in 0..{n_classes - 1}, got min {int(y.min())}, max {int(y.max())}")
-    return y
+    return check_labels(y, n, n_classes, name)
 
 
 def _positive(name: str, v: Any) -> None:

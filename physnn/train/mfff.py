@@ -26,7 +26,7 @@ import torch
 
 from ..accounting import Accountant
 from ..goodness import ff_loss
-from ..model import PNN
+from ..model import PNN, check_labels
 from ..system import PhysicalSystem
 
 __all__ = ["MFFF", "History", "count_samples"]
@@ -152,11 +152,7 @@ class MFFF:
         each epoch (the run file hooks in here).
         """
         x = pnn.check_features(x)
-        y = torch.as_tensor(y, dtype=torch.int64)
-        if y.shape != (x.shape[0],):
-            raise ValueError(f"y must have shape ({x.shape[0]},), got {tuple(y.shape)}")
-        if int(y.min()) < 0 or int(y.max()) >= pnn.n_classes:
-            raise ValueError(f"labels must lie in 0..{pnn.n_classes - 1}, got min {int(y.min())}, max {int(y.max())}")
+        y = check_labels(y, x.shape[0], pnn.n_classes)
         has_val = x_val is not None and y_val is not None
         self._ensure_optimizers(pnn)
         pnn.train()
