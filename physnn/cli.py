@@ -20,6 +20,7 @@ _TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--dataset", "dataset", str, "data set: digits, vowels, mnist5k, mnist-idx"),
     ("--data-path", "data_path", str, "file or folder of the data set (vowels CSV, MNIST IDX folder)"),
     ("--system", "system", str, "physical system name (see `physnn systems`)"),
+    ("--method", "method", str, "training method: mfff (default), pat, zeroth_order, backprop (in silico)"),
     ("--blocks", "blocks", int, "number of physical blocks"),
     ("--hidden", "hidden", int, "width of each block's digital layer"),
     ("--epochs", "epochs", int, "training epochs"),
@@ -67,7 +68,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         opts = dict(config.system_options)
         opts.update(_parse_option(o) for o in args.system_option)
         config = config.updated(system_options=opts)
-    print(f"physnn train: {config.dataset} through {config.system} x{config.blocks} blocks, "
+    print(f"physnn train ({config.method}): {config.dataset} through {config.system} x{config.blocks} blocks, "
           f"{config.epochs} epochs, seed {config.seed}")
     from tqdm.auto import tqdm
 

@@ -43,6 +43,7 @@ class RunConfig:
     dataset: str = "digits"
     data_path: str = ""
     test_fraction: float = 0.2
+    method: str = "mfff"
     system: str = "optics"
     system_options: dict[str, Any] = field(default_factory=dict)
     blocks: int = 2
@@ -81,7 +82,7 @@ class RunConfig:
         def is_num(v: Any) -> bool:
             return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-        for key in ("dataset", "data_path", "system", "encoder", "goodness", "device", "output"):
+        for key in ("dataset", "data_path", "method", "system", "encoder", "goodness", "device", "output"):
             need(isinstance(getattr(self, key), str), key, "must be a string")
         need(is_int(self.blocks) and 1 <= self.blocks <= 64, "blocks", "must be an integer in 1..64")
         need(is_int(self.hidden) and 1 <= self.hidden <= 100_000, "hidden", "must be a positive integer")
@@ -107,6 +108,9 @@ class RunConfig:
         from .goodness import GOODNESS
 
         need(self.dataset in DATASETS, "dataset", f"unknown dataset; available: {', '.join(DATASETS)}")
+        from .train import METHODS
+
+        need(self.method in METHODS, "method", f"unknown training method; available: {', '.join(METHODS)}")
         need(self.encoder in ENCODERS, "encoder", f"unknown encoder; available: {', '.join(ENCODERS)}")
         need(self.goodness in GOODNESS, "goodness", f"unknown goodness; available: {', '.join(GOODNESS)}")
 

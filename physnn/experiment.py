@@ -56,7 +56,7 @@ def block_seed(seed: int, block: int) -> int:
 
 def build_systems(config: RunConfig, data: Dataset) -> list[PhysicalSystem]:
     systems = []
-    width = data.n_classes + data.n_features
+    width = input_width(config, data)
     for i in range(config.blocks):
         systems.append(
             build_system(config.system, n_inputs=width, seed=block_seed(config.seed, i), device=config.device,
@@ -66,9 +66,31 @@ def build_systems(config: RunConfig, data: Dataset) -> list[PhysicalSystem]:
     return systems
 
 
-def build_model(config: RunConfig, data: Dataset, systems: list[PhysicalSystem]) -> PNN:
-    return PNN(systems, data.n_features, data.n_classes, hidden=config.hidden, skip=config.skip,
-               encoder=config.encoder, goodness=config.goodness, label_scale=config.label_scale, seed=config.seed)
+def input_width(config: RunConfig, data: Dataset) -> int:
+    """Width of the first block's input: MF-FF embeds the label in front of the features."""
+    return data.n_features + (data.n_classes if config.method == "mfff" else 0)
+
+
+def build_model(config: RunConfig, data: Dataset, systems: list[PhysicalSystem]) -> torch.nn.Module:
+    """A :class:`PNN` for MF-FF; the end-to-end network (last block -> logits) for the baselines."""
+    if config.method == "mfff":
+        return PNN(systems, data.n_features, data.n_classes, hidden=config.hidden, skip=config.skip,
+                   encoder=config.encoder, goodness=config.goodness, label_scale=config.label_scale,
+                   seed=config.seed)
+    from .train.e2e_model import E2ENet
+
+    return E2ENet(systems, data.n_features, data.n_classes, hidden=config.hidden, skip=config.skip,
+                  encoder=config.encoder, seed=config.seed)
+
+
+def build_trainer(config: RunConfig, progress: bool):
+    from .train import trainer_class
+
+    common = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+                  weight_decay=config.weight_decay, seed=config.seed, eval_every=config.eval_every)
+    if config.method == "mfff":
+        return trainer_class("mfff")(inner_steps=config.inner_steps, theta=config.theta, progress=progress, **common)
+    return trainer_class(config.method)(**common)
 
 
 def _chain_hooks(first: Callable[[str, dict], None], second: Callable[[str, dict], None] | None):
@@ -134,12 +156,12 @@ def run_experiment(
         for s in dict.fromkeys(systems):
             stack.callback(s.close)
         pnn = build_model(config, data, systems)
-        trainer = MFFF(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                       inner_steps=config.inner_steps, theta=config.theta, weight_decay=config.weight_decay,
-                       seed=config.seed, eval_every=config.eval_every, progress=progress)
+        trainer = build_trainer(config, progress)
         writer = None
         path: Path | None = None
         if resume is not None:
+            if not isinstance(trainer, MFFF):
+                raise ValueError(f"--resume continues MF-FF runs; this run's method is {config.method!r}")
             path = Path(resume)
             ckpt = runlog.last_checkpoint(path)
             pnn.load_state_dict(ckpt.model_state)
@@ -183,14 +205,16 @@ def run_experiment(
                     writer.log_probe(f"block{i}", epoch + 1, _unlogged_query(s, probe))
                 writer.log_epoch(epoch + 1, metrics)
                 if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
-                    writer.checkpoint(epoch + 1, pnn.state_dict(), trainer.state_dict(), runlog.capture_rng(),
+                    trainer_state = trainer.state_dict() if isinstance(trainer, MFFF) else None
+                    writer.checkpoint(epoch + 1, pnn.state_dict(), trainer_state, runlog.capture_rng(),
                                       extra={"history": trainer.history.epochs,
                                              "system_rng": [s.get_rng_state() for s in systems]})
             # printed once the epoch is on disk, so "epoch N" on the console means it is saved
             acc = f", test accuracy {metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else ""
-            blocks = " ".join(f"{metrics[f'loss/block{i}']:.4f}" for i in range(len(pnn.blocks)))
-            echo(f"epoch {epoch + 1:3d}/{config.epochs}: loss {metrics['loss']:.4f} (blocks {blocks}){acc}, "
-                 f"{int(metrics['train_queries'])} queries")
+            per_block = [metrics[f"loss/block{i}"] for i in range(len(pnn.blocks)) if f"loss/block{i}" in metrics]
+            blocks = f" (blocks {' '.join(f'{v:.4f}' for v in per_block)})" if per_block else ""
+            echo(f"epoch {epoch + 1:3d}/{config.epochs}: loss {metrics['loss']:.4f}{blocks}{acc}, "
+                 f"{int(metrics.get('train_queries', 0))} queries")
 
         t0 = time.perf_counter()
         status = "failed"

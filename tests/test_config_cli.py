@@ -84,3 +84,26 @@ def test_cli_train_writes_a_run_file(tmp_path, capsys):
     run = runlog.load(out)
     assert run.config["seed"] == 1 and len(run.metrics["epoch"]) == 2
     assert run.attrs["status"] == "completed"
+
+
+@pytest.mark.parametrize("method", ["pat", "zeroth_order", "backprop"])
+def test_cli_trains_the_baselines_into_a_run_file(tmp_path, capsys, method):
+    out = tmp_path / f"{method}.h5"
+    rc = main(["train", "--method", method, "--epochs", "1", "--hidden", "16", "--output", str(out), "--no-progress"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    from physnn import runlog
+
+    run = runlog.load(out)
+    assert run.status == "completed" and run.config["method"] == method
+    assert 0.5 < run.metrics["test_accuracy"][-1] <= 1.0
+
+
+def test_unknown_method_and_resume_of_a_baseline(tmp_path, capsys):
+    assert main(["train", "--method", "sgd", "--output", str(tmp_path)]) == 2
+    assert "unknown training method; available: mfff, pat, zeroth_order, backprop" in capsys.readouterr().err
+    out = tmp_path / "b.h5"
+    assert main(["train", "--method", "backprop", "--epochs", "1", "--hidden", "8", "--output", str(out),
+                 "--no-progress"]) == 0
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 2
+    assert "--resume continues MF-FF runs; this run's method is 'backprop'" in capsys.readouterr().err

@@ -1,0 +1,31 @@
+"""Trainers. All share one verb shape: ``Trainer(**hyperparameters, seed=...).fit(model, x, y, x_val, y_val)``.
+
+* :class:`~physnn.train.mfff.MFFF` — model-free forward-forward, the method (trains a :class:`physnn.model.PNN`);
+* :class:`~physnn.train.pat.PAT` — physics-aware training (black-box forward, digital-twin backward);
+* :class:`~physnn.train.zeroth_order.ZerothOrder` — SPSA through the black box;
+* :class:`~physnn.train.backprop.Backprop` — in-silico backprop through a simulator's explicit
+  ``differentiable`` mode (the one declared exception to black-box use).
+
+The last three train an end-to-end :class:`~physnn.train.e2e_model.E2ENet`.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+#: method name -> "module:Class" (imported lazily: PAT and backprop pull in more code)
+METHODS: dict[str, str] = {
+    "mfff": "physnn.train.mfff:MFFF",
+    "pat": "physnn.train.pat:PAT",
+    "zeroth_order": "physnn.train.zeroth_order:ZerothOrder",
+    "backprop": "physnn.train.backprop:Backprop",
+}
+
+
+def trainer_class(method: str) -> Any:
+    """The trainer class of a method name; a clear error lists the valid ones."""
+    if method not in METHODS:
+        raise ValueError(f"unknown training method {method!r}; available: {', '.join(METHODS)}")
+    module, cls = METHODS[method].split(":")
+    return getattr(import_module(module), cls)

@@ -280,7 +280,7 @@ class E2ETrainer:
                         loss, ok = self._step(model, x[idx], y[idx])
                         loss_sum += loss * idx.numel()
                         correct += ok
-                metrics: dict[str, float] = {"epoch": float(epoch), "loss": loss_sum / x.shape[0],
+                metrics: dict[str, float] = {"epoch": float(epoch + 1), "loss": loss_sum / x.shape[0],
                                              "train_accuracy": correct / x.shape[0]}
                 self._after_epoch(model, epoch, metrics)
                 last = epoch + 1 == self.epochs
