@@ -72,8 +72,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"{config.epochs} epochs, seed {config.seed}")
     from tqdm.auto import tqdm
 
-    # tqdm.write keeps the per-epoch lines above the progress bar instead of breaking it
-    result = run_experiment(config, progress=not args.no_progress, resume=args.resume, echo=tqdm.write)
+    # with a progress bar, tqdm.write keeps the per-epoch lines above it instead of breaking it;
+    # without one, plain print (tqdm.write's lock handling breaks if Ctrl-C lands inside it)
+    echo = print if args.no_progress else tqdm.write
+    result = run_experiment(config, progress=not args.no_progress, resume=args.resume, echo=echo)
     print(f"train accuracy {result.train_accuracy:.4f}, test accuracy {result.test_accuracy:.4f}")
     print(f"physical queries: {result.train_queries} samples in training, {result.total_queries} in total "
           f"(incl. evaluation); wall time {result.wall_seconds:.1f} s")
