@@ -418,10 +418,13 @@ def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
     for label, r in zip(labels, runs):
         k = r.key_numbers()
         best = f"{_pct(k['best_test_accuracy'])} @{k['best_epoch']}" if k["best_epoch"] is not None else "-"
-        rows.append([label, k["status"], str(k["epochs"]), _pct(k["train_accuracy"]), _pct(k["test_accuracy"]),
-                     best, _count(k["queries"]), _duration(k["device_seconds"]), _duration(k["wall_seconds"])])
-    table = _table(["run", "status", "epochs", "train acc", "test acc", "best test", "queries", "device time",
-                    "wall time"], rows, right=(2, 3, 4, 5, 6, 7, 8))
+        cfg = r.config if isinstance(r.config, dict) else {}
+        setup = f"{cfg.get('method', 'mfff')}: {cfg.get('dataset', '?')}/{cfg.get('system', '?')}"
+        rows.append([label, setup, k["status"], str(k["epochs"]), _pct(k["train_accuracy"]),
+                     _pct(k["test_accuracy"]), best, _count(k["queries"]), _duration(k["device_seconds"]),
+                     _duration(k["wall_seconds"])])
+    table = _table(["run", "method: data/system", "status", "epochs", "train acc", "test acc", "best test",
+                    "queries", "device time", "wall time"], rows, right=(3, 4, 5, 6, 7, 8, 9))
     if out is not None:
         target = Path(out)
         if target.suffix.lower() != ".png":

@@ -111,12 +111,13 @@ def test_compare_prints_a_table_and_overlays_curves(tmp_path):
     b = _full_run(tmp_path / "y" / "run.h5", epochs=5)
     table = report.compare([a, b], out=tmp_path / "cmp.png")
     lines = table.splitlines()
-    assert lines[0].split() == ["run", "status", "epochs", "train", "acc", "test", "acc", "best", "test", "queries",
-                                "device", "time", "wall", "time"]
-    assert lines[2].split()[:13] == ["x/run", "completed", "3", "81.2", "%", "87.5", "%", "65.0", "%", "@2",
-                                     "1,360", "0.8", "s"]
-    assert float(lines[2].split()[13]) < 60 and lines[2].split()[14] == "s"  # wall time of the whole run: timing
-    assert lines[3].split()[:3] == ["y/run", "completed", "5"]
+    assert lines[0].split() == ["run", "method:", "data/system", "status", "epochs", "train", "acc", "test", "acc",
+                                "best", "test", "queries", "device", "time", "wall", "time"]
+    # the synthetic runs have an empty config: method defaults to mfff, data/system unknown
+    assert lines[2].split()[:15] == ["x/run", "mfff:", "?/?", "completed", "3", "81.2", "%", "87.5", "%", "65.0", "%",
+                                     "@2", "1,360", "0.8", "s"]
+    assert float(lines[2].split()[15]) < 60 and lines[2].split()[16] == "s"  # wall time of the whole run: timing
+    assert lines[3].split()[:5] == ["y/run", "mfff:", "?/?", "completed", "5"]
     assert lines[-1] == f"plot: {tmp_path / 'cmp.png'}"
     _check_png(tmp_path / "cmp.png")
     assert "plot:" not in report.compare([a])
