@@ -1,0 +1,446 @@
+"""The reference reader: :func:`load` gives a :class:`Run`, :func:`last_checkpoint` a
+:class:`Checkpoint`; every way a file can be bad becomes a :class:`RunFileError` naming the problem."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import h5py
+import numpy as np
+
+from ._common import (_HDF5_SIGNATURE, FORMAT_NAME, FORMAT_VERSION, NoCheckpointError, RunFileError, _attr_str,
+                      _column_name, _h5file, _LeftOpenError, _writer_alive)
+from .codec import _unpack
+from .columns import _read_json_log
+
+
+# ================================================================= the reader
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint; unpacks as ``epoch, model_state, optim_state, rng_state, config``."""
+
+    epoch: int
+    model_state: dict[str, Any]
+    optim_state: Any
+    rng_state: Any
+    config: dict[str, Any]
+    extra: Any = None
+    time: float = math.nan
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.epoch, self.model_state, self.optim_state, self.rng_state, self.config))
+
+
+class _ReadError(Exception):
+    def __init__(self, what: str, exc: BaseException):
+        self.what = what
+        self.exc = exc
+        super().__init__(f"{what}: {exc}")
+
+
+class _Reading:
+    def __init__(self, what: str):
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc is not None and isinstance(exc, (OSError, KeyError, ValueError, TypeError, IndexError,
+                                                json.JSONDecodeError, UnicodeDecodeError)) \
+                and not isinstance(exc, RunFileError):
+            raise _ReadError(self.what, exc) from exc
+        return False
+
+
+def _has_hdf5_signature(path: Path) -> bool:
+    """The HDF5 signature sits at 0, 512, 1024, 2048, ... (after an optional user block)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            offset = 0
+            while offset + 8 <= size and offset <= 1 << 24:
+                fh.seek(offset)
+                if fh.read(8) == _HDF5_SIGNATURE:
+                    return True
+                offset = 512 if offset == 0 else offset * 2
+    except OSError as exc:
+        raise RunFileError(path, f"cannot be read: {exc}") from None
+    return False
+
+
+def _open_read(path: Path) -> tuple[h5py.File, bool]:
+    """Open a run file read-only, mapping every failure to a RunFileError. Returns (file, live)."""
+    if not path.exists():
+        raise RunFileError(path, "does not exist")
+    if path.is_dir():
+        raise RunFileError(path, "is a directory, not a run file")
+    if path.stat().st_size == 0:
+        raise RunFileError(path, "is empty (0 bytes)")
+    if not _has_hdf5_signature(path):
+        raise RunFileError(path, "is not an HDF5 file (no HDF5 signature); run files are written by "
+                                 "physnn.runlog.RunWriter")
+    try:
+        return _h5file(path, "r"), False
+    except OSError as exc:
+        first = str(exc)
+    if "already open for write" in first or "consistency flags" in first:
+        try:
+            return _h5file(path, "r", swmr=True), True
+        except OSError as exc:
+            raise _LeftOpenError(path, "was left open for writing by a program that does not use SWMR (or was killed "
+                                     "while the file was being set up or closed); if no program is writing it, run "
+                                     f"physnn.runlog.recover(path, force=True) or `h5clear -s` ({exc})") from None
+    if "truncated" in first or "eof" in first.lower():
+        stored = re.search(r"stored_eof = (\d+)", first)
+        expected = f", its metadata says {int(stored.group(1))}" if stored else ""
+        raise RunFileError(path, f"is truncated: {path.stat().st_size} bytes on disk{expected} "
+                                 f"(an incomplete copy or download?)") from None
+    raise RunFileError(path, f"is a damaged HDF5 file that cannot be opened ({first})") from None
+
+
+def _check_format(f: h5py.File, path: Path) -> int:
+    with _Reading("the root group"):
+        fmt = f.attrs.get("format")
+        top = sorted(f.keys())[:8] if fmt is None else []
+        raw = f.attrs.get("format_version")
+    if fmt is None:
+        raise RunFileError(path, f"is an HDF5 file but not a physnn run file (its root has no 'format' attribute; "
+                                 f"top-level objects: {top})")
+    fmt = _attr_str(fmt)
+    if fmt != FORMAT_NAME:
+        raise RunFileError(path, f"has format {fmt!r}, not {FORMAT_NAME!r}")
+    try:
+        version = int(raw)
+    except (TypeError, ValueError):
+        raise RunFileError(path, f"has an invalid format_version {raw!r}") from None
+    if version > FORMAT_VERSION:
+        import physnn
+
+        raise RunFileError(path, f"was written in run-format version {version}; this physnn "
+                                 f"({physnn.__version__}) reads versions up to {FORMAT_VERSION} — upgrade physnn")
+    if version < 1:
+        raise RunFileError(path, f"has an invalid format_version {version}")
+    return version
+
+
+def _plain_attrs(attrs: h5py.AttributeManager) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in attrs.items():
+        if isinstance(v, (bytes, np.bytes_)):
+            v = _attr_str(v)
+        elif isinstance(v, np.generic):
+            v = v.item()
+        elif isinstance(v, np.ndarray):
+            v = v.tolist()
+        out[k] = v
+    return out
+
+
+def _read_metrics(g: h5py.Group) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
+    names = json.loads(_attr_str(g.attrs["columns"]))
+    cols = {n: g[_column_name(n)] for n in names}
+    n = min([g["epoch"].shape[0], g["time"].shape[0], g["segment"].shape[0], g["logged"].shape[0]]
+            + [c.shape[0] for c in cols.values()])
+    epochs, times, segs, logged = g["epoch"][:n], g["time"][:n], g["segment"][:n], g["logged"][:n].astype(bool)
+    data = {name: c[:n] for name, c in cols.items()}
+    extra_records, _ = _read_json_log(g["_extra"])
+    extras: dict[int, dict[str, float]] = {}
+    order = list(names)
+    for r in extra_records:
+        if r.get("row", n) < n:
+            vals = {k: float(v) for k, v in r["values"].items()}
+            extras.setdefault(int(r["row"]), {}).update(vals)
+            order += [k for k in vals if k not in order]
+    latest_segment: dict[int, int] = {}
+    for e, s in zip(epochs.tolist(), segs.tolist()):
+        latest_segment[e] = max(latest_segment.get(e, s), s)
+    merged: dict[int, dict[str, float]] = {}
+    for i, (e, s) in enumerate(zip(epochs.tolist(), segs.tolist())):
+        if s != latest_segment[e]:
+            continue  # superseded by a resumed segment
+        row = merged.setdefault(e, {})
+        row["time"] = float(times[i])
+        for j, name in enumerate(names):
+            if logged[i, j]:
+                row[name] = float(data[name][i])
+        row.update(extras.get(i, {}))
+    keys = sorted(merged)
+    metrics: dict[str, np.ndarray] = {"epoch": np.asarray(keys, dtype=np.int64),
+                                      "time": np.asarray([merged[e]["time"] for e in keys], dtype=np.float64)}
+    for name in order:
+        if any(name in merged[e] for e in keys):  # columns never logged are left out
+            metrics[name] = np.asarray([merged[e].get(name, math.nan) for e in keys], dtype=np.float64)
+    rows = [{"epoch": e, **{k: v for k, v in merged[e].items() if k != "time"}} for e in keys]
+    return metrics, rows
+
+
+def _derive_status(attrs: Mapping[str, Any], events: list[dict[str, Any]], live: bool) -> str:
+    """The status recorded at close; else running while the writer lives, aborted once it is gone."""
+    life = [e for e in events if e["kind"] in ("run_started", "resumed", "run_closed", "recovered")]
+    if life and life[-1]["kind"] == "run_closed":
+        return str(life[-1]["fields"].get("status", attrs.get("status", "completed")))
+    if life and life[-1]["kind"] == "recovered":
+        return "aborted"
+    status = str(attrs.get("status", "running"))
+    if status != "running":
+        return status
+    alive = _writer_alive(attrs)
+    if alive is None:  # the writer ran on another host: trust the open-for-writing flag
+        return "running" if live else "aborted"
+    return "running" if alive else "aborted"
+
+
+@dataclass
+class Run:
+    """A run file read back as plain Python/NumPy structures (see :func:`load`).
+
+    Attributes:
+        path: the file.
+        attrs: root attributes (format, versions, start time, host, seed, status...).
+        status: the effective status: the one recorded at close, ``running``
+            while the writer is alive, ``aborted`` when it died without closing.
+        config, dataset, systems: the JSON records, as dicts.
+        metrics: per-epoch 1-D arrays (``epoch``, ``time`` and one per metric,
+            NaN where not logged), one entry per epoch; rows superseded by a
+            resume are dropped. ``epoch_rows``: the same as a list of dicts.
+        events: ``[{"time", "kind", "fields"}]`` in order.
+        checkpoints: the epochs that have a checkpoint.
+        probes: ``{block: {"x": [P,n_in], "y": [N,P,n_out], "step": [N], "time": [N]}}``.
+        goodness: ``{block: {"epoch", "positive", "value"}}`` (long format).
+        confusion: ``[{"epoch", "split", "labels", "matrix"}]``.
+        summary: the last :meth:`RunWriter.log_summary` values (``{}`` if none).
+        samples: ``{block: {"x", "y", "step"}}``, read on first access.
+    """
+
+    path: Path
+    attrs: dict[str, Any]
+    status: str
+    config: dict[str, Any]
+    dataset: dict[str, Any] | None
+    systems: dict[str, dict[str, Any]]
+    metrics: dict[str, np.ndarray]
+    epoch_rows: list[dict[str, float]]
+    events: list[dict[str, Any]]
+    checkpoints: list[int]
+    probes: dict[str, dict[str, np.ndarray]]
+    goodness: dict[str, dict[str, np.ndarray]]
+    confusion: list[dict[str, Any]]
+    summary: dict[str, Any]
+    live: bool = False
+    _samples: dict[str, dict[str, np.ndarray]] | None = field(default=None, repr=False)
+
+    @property
+    def format_version(self) -> int:
+        return int(self.attrs["format_version"])
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def samples(self) -> dict[str, dict[str, np.ndarray]]:
+        if self._samples is None:
+            self._samples = _with_file(self.path, _read_samples)
+        return self._samples
+
+    def metrics_frame(self):  # -> pandas.DataFrame
+        """The metrics as a pandas DataFrame indexed by epoch (needs pandas)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - pandas is in the test extras
+            raise ImportError("metrics_frame() needs pandas: pip install 'physnn[analysis]'") from exc
+        df = pd.DataFrame({k: v for k, v in self.metrics.items() if k != "epoch"}, index=self.metrics["epoch"])
+        df.index.name = "epoch"
+        return df
+
+    def events_frame(self):  # -> pandas.DataFrame
+        """The events as a pandas DataFrame (time as datetime, kind, fields dict)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover
+            raise ImportError("events_frame() needs pandas: pip install 'physnn[analysis]'") from exc
+
+        return pd.DataFrame({"time": pd.to_datetime([e["time"] for e in self.events], unit="s"),
+                             "kind": [e["kind"] for e in self.events],
+                             "fields": [e["fields"] for e in self.events]})
+
+    def checkpoint(self, epoch: int | None = None) -> Checkpoint:
+        """The checkpoint of ``epoch`` (default: the last one), tensors bit for bit as written."""
+        return _with_file(self.path, lambda f, live: _read_checkpoint(f, self.path, epoch, self.config))
+
+    def final(self, name: str) -> tuple[int | None, float]:
+        """(epoch, value) of the last finite value of a metric; (None, nan) if never logged."""
+        arr = self.metrics.get(name)
+        if arr is None:
+            return None, math.nan
+        ok = np.flatnonzero(np.isfinite(arr))
+        if not ok.size:
+            return None, math.nan
+        return int(self.metrics["epoch"][ok[-1]]), float(arr[ok[-1]])
+
+    def key_numbers(self) -> dict[str, Any]:
+        """The numbers ``ls``/``compare``/reports show: accuracies, epochs, queries, device time."""
+        m = self.metrics
+        out: dict[str, Any] = {"status": self.status, "start_time": self.attrs.get("start_time", ""),
+                               "epochs": int(m["epoch"].size), "checkpoints": len(self.checkpoints),
+                               "events": len(self.events)}
+        for key in ("train_accuracy", "test_accuracy"):
+            v = self.summary.get(key)
+            out[key] = float(v) if isinstance(v, (int, float)) else self.final(key)[1]
+        t = m.get("test_accuracy")
+        if t is not None and np.isfinite(t).any():
+            i = int(np.nanargmax(t))
+            out["best_test_accuracy"], out["best_epoch"] = float(t[i]), int(m["epoch"][i])
+        else:
+            out["best_test_accuracy"], out["best_epoch"] = math.nan, None
+        if isinstance(self.summary.get("total_queries"), (int, float)):
+            out["queries"] = float(self.summary["total_queries"])
+        elif "train_queries" in m or "eval_queries" in m:
+            out["queries"] = float(sum(np.nansum(m[k]) for k in ("train_queries", "eval_queries") if k in m))
+        else:
+            out["queries"] = math.nan
+        out["device_seconds"] = float(np.nansum(m["device_seconds"])) if "device_seconds" in m else math.nan
+        # the whole run: start to close (or to the last record of a run still going / aborted)
+        last = max([e["time"] for e in self.events] + [float(t) for t in m["time"][-1:]], default=math.nan)
+        out["wall_seconds"] = last - float(self.attrs.get("start_time_unix", math.nan))
+        return out
+
+
+def _with_file(path: Path, fn: Any, retries: int = 3) -> Any:
+    """Open, read with ``fn(f, live)``, close; retry a read that races a live writer, then report the damage."""
+    for attempt in range(retries):
+        f, live = _open_read(path)
+        try:
+            _check_format(f, path)
+            return fn(f, live)
+        except _ReadError as exc:
+            if not live or attempt == retries - 1:
+                raise RunFileError(path, f"is damaged: cannot read {exc.what} ({exc.exc})") from None
+        finally:
+            f.close()
+        time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _read_samples(f: h5py.File, live: bool = False) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    with _Reading("/samples"):
+        for b, g in f["samples"].items():
+            n = min(g["x"].shape[0], g["y"].shape[0], g["step"].shape[0])
+            out[b] = {"x": g["x"][:n], "y": g["y"][:n], "step": g["step"][:n]}
+    return out
+
+
+def _read_checkpoint(f: h5py.File, path: Path, epoch: int | None, config: dict[str, Any]) -> Checkpoint:
+    with _Reading("/checkpoints"):
+        records, cols = _read_json_log(f["checkpoints"], ("epoch", "time"))
+    if not records:
+        raise NoCheckpointError(path, "holds no checkpoint (the run stopped before its first one)")
+    if epoch is None:
+        i = len(records) - 1
+    else:
+        hits = [i for i, r in enumerate(records) if r["epoch"] == epoch]
+        if not hits:
+            raise NoCheckpointError(path, f"has no checkpoint of epoch {epoch}; it has {[r['epoch'] for r in records]}")
+        i = hits[-1]
+    r = records[i]
+    if r.get("byteorder", sys.byteorder) != sys.byteorder:
+        raise RunFileError(path, f"checkpoint of epoch {r['epoch']} was written on a {r['byteorder']}-endian machine")
+    with _Reading(f"/checkpoints/data of epoch {r['epoch']}"):
+        start, length = int(r["data_offset"]), int(r["data_length"])
+        ds = f["checkpoints/data"]
+        if start + length > ds.shape[0]:
+            raise ValueError(f"needs bytes {start}..{start + length} but the data stream has {ds.shape[0]}")
+        data = ds[start:start + length].tobytes() if length else b""
+    if zlib.crc32(data) != int(r["crc32"]):
+        others = [rr["epoch"] for rr in records if rr is not r]
+        raise RunFileError(path, f"checkpoint of epoch {r['epoch']} is corrupt (CRC32 mismatch); other checkpoints: "
+                                 f"{others}")
+    with _Reading(f"checkpoint of epoch {r['epoch']}"):
+        table = r["arrays"]
+        return Checkpoint(epoch=int(r["epoch"]), model_state=_unpack(r["model"], table, data),
+                          optim_state=_unpack(r["optim"], table, data), rng_state=_unpack(r["rng"], table, data),
+                          config=config, extra=_unpack(r.get("extra"), table, data), time=float(r["time"]))
+
+
+def _read_run(f: h5py.File, path: Path, live: bool) -> Run:
+    with _Reading("the root attributes"):
+        attrs = _plain_attrs(f.attrs)
+    with _Reading("/config"):
+        config = json.loads(f["config"][()].decode("utf-8") if isinstance(f["config"][()], bytes)
+                            else f["config"][()])
+    dataset = None
+    if "dataset" in f:
+        with _Reading("/dataset"):
+            raw = f["dataset"][()]
+            dataset = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    systems = {}
+    with _Reading("/systems"):
+        for b, g in f["systems"].items():
+            raw = g["describe"][()]
+            systems[b] = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    with _Reading("/metrics"):
+        metrics, rows = _read_metrics(f["metrics"])
+    with _Reading("/events"):
+        recs, cols = _read_json_log(f["events"], ("time",))
+        events = [{"time": float(t), "kind": r["kind"], "fields": r["fields"]} for r, t in zip(recs, cols["time"])]
+    with _Reading("/checkpoints"):
+        n = min(f["checkpoints/epoch"].shape[0], f["checkpoints/index"].shape[0], f["checkpoints/time"].shape[0])
+        checkpoints = [int(e) for e in f["checkpoints/epoch"][:n]]
+    probes = {}
+    with _Reading("/probes"):
+        for b, g in f["probes"].items():
+            p = g["x"].shape[0]
+            if not p:
+                continue
+            n = min(g["y"].shape[0] // p, g["time"].shape[0], g["step"].shape[0])
+            probes[b] = {"x": g["x"][:], "y": g["y"][: n * p].reshape(n, p, g["y"].shape[1]), "step": g["step"][:n],
+                         "time": g["time"][:n]}
+    goodness = {}
+    with _Reading("/goodness"):
+        for b, g in f["goodness"].items():
+            n = min(g["value"].shape[0], g["positive"].shape[0], g["epoch"].shape[0])
+            if n:
+                goodness[b] = {"epoch": g["epoch"][:n], "positive": g["positive"][:n].astype(bool),
+                               "value": g["value"][:n]}
+    with _Reading("/confusion"):
+        recs, _ = _read_json_log(f["confusion"], ("epoch",))
+        confusion = [{**r, "matrix": np.asarray(r["matrix"], dtype=np.int64)} for r in recs]
+    with _Reading("/summary"):
+        recs, _ = _read_json_log(f["summary"], ("time",))
+        summary = recs[-1] if recs else {}
+    return Run(path=path, attrs=attrs, status=_derive_status(attrs, events, live), config=config, dataset=dataset,
+               systems=systems, metrics=metrics, epoch_rows=rows, events=events, checkpoints=checkpoints,
+               probes=probes, goodness=goodness, confusion=confusion, summary=summary, live=live)
+
+
+def load(path: str | os.PathLike) -> Run:
+    """Read a run file (also while it is being written, or after its writer was killed).
+
+    Raises :class:`RunFileError` naming the file and the problem for a
+    missing, non-HDF5, truncated, corrupt or foreign file, or one written in
+    a newer format version.
+    """
+    p = Path(path)
+    return _with_file(p, lambda f, live: _read_run(f, p, live))
+
+
+def last_checkpoint(path: str | os.PathLike, epoch: int | None = None) -> Checkpoint:
+    """The last checkpoint of a run (or that of ``epoch``), for resuming.
+
+    Unpacks as ``epoch, model_state, optim_state, rng_state, config``;
+    ``.extra`` holds what was passed as ``extra=``. Tensors are equal bit for
+    bit to what was written and come back on the CPU.
+    """
+    run = load(path)
+    return run.checkpoint(epoch)
