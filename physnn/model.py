@@ -25,7 +25,7 @@ from .encoding import Encoder, embed_label
 from .goodness import make_goodness
 from .system import PhysicalSystem, as_batch
 
-__all__ = ["Block", "PNN", "check_labels", "check_stack", "hidden_widths"]
+__all__ = ["Block", "PNN", "check_features", "check_labels", "check_stack", "hidden_widths"]
 
 
 def check_labels(y, n: int, n_classes: int, name: str = "y") -> torch.Tensor:
@@ -36,6 +36,17 @@ def check_labels(y, n: int, n_classes: int, name: str = "y") -> torch.Tensor:
     if n and (int(y.min()) < 0 or int(y.max()) >= n_classes):
         raise ValueError(f"labels must lie in 0..{n_classes - 1}, got min {int(y.min())}, max {int(y.max())}")
     return y
+
+
+def check_features(x, n_features: int) -> torch.Tensor:
+    """Data as float32 ``[batch, n_features]``, finite, or a ValueError naming the first bad entry."""
+    x = as_batch(x, "x")
+    if x.dim() != 2 or x.shape[1] != n_features:
+        raise ValueError(f"x must be [batch, {n_features}], got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        r, c = (~torch.isfinite(x)).nonzero()[0].tolist()
+        raise ValueError(f"x[{r}, {c}] = {x[r, c].item()} is not finite")
+    return x
 
 
 def check_stack(systems: Sequence[PhysicalSystem], n_features: int, n_classes: int, what: str) -> list[PhysicalSystem]:
@@ -183,13 +194,7 @@ class PNN(nn.Module):
         return embed_label(x, labels, self.n_classes, self.label_scale)
 
     def check_features(self, x) -> torch.Tensor:
-        x = as_batch(x, "x")
-        if x.dim() != 2 or x.shape[1] != self.n_features:
-            raise ValueError(f"x must be [batch, {self.n_features}], got shape {tuple(x.shape)}")
-        if not torch.isfinite(x).all():
-            r, c = (~torch.isfinite(x)).nonzero()[0].tolist()
-            raise ValueError(f"x[{r}, {c}] = {x[r, c].item()} is not finite")
-        return x
+        return check_features(x, self.n_features)
 
     @torch.no_grad()
     def goodness_per_block(self, h: torch.Tensor) -> torch.Tensor:

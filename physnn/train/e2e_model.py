@@ -39,8 +39,8 @@ from torch import nn
 
 from ..accounting import Accountant
 from ..encoding import Encoder
-from ..model import _standardise, check_labels, check_stack, hidden_widths
-from ..system import PhysicalSystem, as_batch
+from ..model import _standardise, check_features, check_labels, check_stack, hidden_widths
+from ..system import PhysicalSystem
 from .mfff import History
 
 __all__ = ["E2EBlock", "E2ENet", "E2ETrainer", "Physics", "black_box", "in_silico", "ste_drive"]
@@ -145,13 +145,7 @@ class E2ENet(nn.Module):
         return [b.system for b in self.blocks]
 
     def check_features(self, x) -> torch.Tensor:
-        x = as_batch(x, "x")
-        if x.dim() != 2 or x.shape[1] != self.n_features:
-            raise ValueError(f"x must be [batch, {self.n_features}], got shape {tuple(x.shape)}")
-        if not torch.isfinite(x).all():
-            r, c = (~torch.isfinite(x)).nonzero()[0].tolist()
-            raise ValueError(f"x[{r}, {c}] = {x[r, c].item()} is not finite")
-        return x
+        return check_features(x, self.n_features)
 
     def forward(self, x: torch.Tensor, physics: Physics = black_box) -> torch.Tensor:
         h = x
