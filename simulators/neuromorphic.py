@@ -486,52 +486,41 @@ class NeuromorphicChip(PhysicalSystem):
             lo_hi[0] = min(lo_hi[0], float(raw.min()))
             lo_hi[1] = max(lo_hi[1], float(raw.max()))
 
+        def lif_step(v, i, ref, a, gs, gm, thr, noise, layer: str):
+            """One bit-shift LIF update of a layer: synaptic register, membrane (saturating),
+            several spikes per step, refractory hold, subtractive reset. Returns the new
+            (v, i, ref, spikes) and the membrane before the reset (what a trace records)."""
+            if syn:
+                raw = i - torch.floor(i * gs) + a
+                if record:
+                    track(f"i_{layer}", raw)
+                i = raw.clamp(lo, hi)
+                a = i
+            raw = v - torch.floor(v * gm) + a
+            if noise is not None:
+                raw = raw + noise
+            if R:
+                raw = torch.where(ref > 0, v, raw)
+            if record:
+                track(f"v_{layer}", raw)
+            v = raw.clamp(lo, hi)
+            n = torch.floor(v / thr).clamp(0, self.max_spikes)
+            if R:
+                n = torch.where(ref > 0, 0.0, n)
+                ref = torch.where(n > 0, float(R), (ref - 1).clamp(min=0))
+            return v - n * thr, i, ref, n, v
+
         for t in range(T):
             a_h = (proj0 if self.encoding == "current" else proj_all[t]) + F.linear(n_h, w_rec) * sc_rec
-            if syn:
-                raw = i_h - torch.floor(i_h * gs_h) + a_h
-                if record:
-                    track("i_hidden", raw)
-                i_h = raw.clamp(lo, hi)
-                a_h = i_h
-            raw = v_h - torch.floor(v_h * gm_h) + a_h
-            if self.noise > 0:
-                raw = raw + noise_h[t]
-            if R:
-                raw = torch.where(ref_h > 0, v_h, raw)
+            v_h, i_h, ref_h, n_h, v_pre = lif_step(v_h, i_h, ref_h, a_h, gs_h, gm_h, thr_h,
+                                                   noise_h[t] if self.noise > 0 else None, "hidden")
             if record:
-                track("v_hidden", raw)
-            v_h = raw.clamp(lo, hi)
-            n_h = torch.floor(v_h / thr_h).clamp(0, self.max_spikes)
-            if R:
-                n_h = torch.where(ref_h > 0, 0.0, n_h)
-                ref_h = torch.where(n_h > 0, float(R), (ref_h - 1).clamp(min=0))
-            if record:
-                rec["vh"].append(v_h)
-            v_h = v_h - n_h * thr_h
-
+                rec["vh"].append(v_pre)
             a_o = F.linear(n_h, w_out) * sc_out
-            if syn:
-                raw = i_o - torch.floor(i_o * gs_o) + a_o
-                if record:
-                    track("i_out", raw)
-                i_o = raw.clamp(lo, hi)
-                a_o = i_o
-            raw = v_o - torch.floor(v_o * gm_o) + a_o
-            if self.noise > 0:
-                raw = raw + noise_o[t]
-            if R:
-                raw = torch.where(ref_o > 0, v_o, raw)
+            v_o, i_o, ref_o, n_o, v_pre = lif_step(v_o, i_o, ref_o, a_o, gs_o, gm_o, thr_o,
+                                                   noise_o[t] if self.noise > 0 else None, "out")
             if record:
-                track("v_out", raw)
-            v_o = raw.clamp(lo, hi)
-            n_o = torch.floor(v_o / thr_o).clamp(0, self.max_spikes)
-            if R:
-                n_o = torch.where(ref_o > 0, 0.0, n_o)
-                ref_o = torch.where(n_o > 0, float(R), (ref_o - 1).clamp(min=0))
-            if record:
-                rec["vo"].append(v_o)
-            v_o = v_o - n_o * thr_o
+                rec["vo"].append(v_pre)
             count = count + n_o
             if record:
                 for k, val in (("sh", n_h), ("so", n_o), ("ih", i_h), ("io", i_o)):
