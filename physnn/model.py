@@ -25,7 +25,7 @@ from .encoding import Encoder, embed_label
 from .goodness import make_goodness
 from .system import PhysicalSystem, as_batch
 
-__all__ = ["Block", "PNN", "check_features", "check_labels", "check_stack", "hidden_widths"]
+__all__ = ["Block", "PNN", "seeded_linear", "check_features", "check_labels", "check_stack", "hidden_widths"]
 
 
 def check_labels(y, n: int, n_classes: int, name: str = "y") -> torch.Tensor:
@@ -36,6 +36,17 @@ def check_labels(y, n: int, n_classes: int, name: str = "y") -> torch.Tensor:
     if n and (int(y.min()) < 0 or int(y.max()) >= n_classes):
         raise ValueError(f"labels must lie in 0..{n_classes - 1}, got min {int(y.min())}, max {int(y.max())}")
     return y
+
+
+def seeded_linear(in_features: int, out_features: int, generator: torch.Generator | None) -> nn.Linear:
+    """``nn.Linear`` with PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)) init drawn from ``generator``,
+    so the weights depend on the model's seed, not on the global RNG."""
+    linear = nn.Linear(in_features, out_features)
+    bound = 1.0 / math.sqrt(in_features)
+    with torch.no_grad():
+        linear.weight.uniform_(-bound, bound, generator=generator)
+        linear.bias.uniform_(-bound, bound, generator=generator)
+    return linear
 
 
 def check_features(x, n_features: int) -> torch.Tensor:
@@ -116,11 +127,7 @@ class Block(nn.Module):
                 f"n_inputs={system.spec.n_inputs}; build the system wider or lower the hidden width"
             )
         n_feat = system.spec.n_outputs + (in_features if skip else 0)
-        self.linear = nn.Linear(n_feat, out_features)
-        bound = 1.0 / math.sqrt(n_feat)
-        with torch.no_grad():
-            self.linear.weight.uniform_(-bound, bound, generator=generator)
-            self.linear.bias.uniform_(-bound, bound, generator=generator)
+        self.linear = seeded_linear(n_feat, out_features, generator)
         self.goodness = make_goodness(goodness, out_features, generator=generator)
 
     def measure(self, h: torch.Tensor) -> torch.Tensor:

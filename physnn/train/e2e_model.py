@@ -39,7 +39,7 @@ from torch import nn
 
 from ..accounting import Accountant
 from ..encoding import Encoder
-from ..model import _standardise, check_features, check_labels, check_stack, hidden_widths
+from ..model import _standardise, seeded_linear, check_features, check_labels, check_stack, hidden_widths
 from ..system import PhysicalSystem
 from .mfff import History
 
@@ -93,11 +93,7 @@ class E2EBlock(nn.Module):
         self.skip = bool(skip)
         self.encoder = Encoder(system.spec, encoder)
         n_feat = system.spec.n_outputs + (in_features if skip else 0)
-        self.linear = nn.Linear(n_feat, out_features)
-        bound = 1.0 / math.sqrt(n_feat)
-        with torch.no_grad():
-            self.linear.weight.uniform_(-bound, bound, generator=generator)
-            self.linear.bias.uniform_(-bound, bound, generator=generator)
+        self.linear = seeded_linear(n_feat, out_features, generator)
 
     def features(self, h: torch.Tensor, physics: Physics, i: int) -> torch.Tensor:
         y = physics(i, self, ste_drive(self.encoder, h)).to(h.device)

@@ -20,14 +20,13 @@ MFFF with Hinton-style defaults.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..goodness import make_goodness
-from ..model import PNN
+from ..model import PNN, seeded_linear
 from ..system import PhysicalSystem
 from .mfff import MFFF
 
@@ -40,11 +39,7 @@ class DigitalFFBlock(nn.Module):
     def __init__(self, in_features: int, out_features: int, *, goodness: str = "mean_square",
                  generator: torch.Generator | None = None):
         super().__init__()
-        self.linear = nn.Linear(in_features, out_features)
-        bound = 1.0 / math.sqrt(in_features)
-        with torch.no_grad():
-            self.linear.weight.uniform_(-bound, bound, generator=generator)
-            self.linear.bias.uniform_(-bound, bound, generator=generator)
+        self.linear = seeded_linear(in_features, out_features, generator)
         self.goodness = make_goodness(goodness, out_features, generator=generator)
 
     def measure(self, h: torch.Tensor) -> torch.Tensor:
