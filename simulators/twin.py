@@ -563,10 +563,15 @@ def acoustic_twin(
     twin = MeasuredTwin.fit(X[sel], Y[sel], name="acoustic-twin", **settings)
     twin.fit_info["data"] = data_info
     if cache_file is not None:
-        twin.save(cache_file)
-        twin = MeasuredTwin.load(cache_file, noise=noise, seed=seed, device=device)
-        twin.fit_info["cache_file"] = str(cache_file)
-        return twin
+        try:
+            twin.save(cache_file)
+        except OSError as exc:  # a read-only or full cache folder must not stop a run: keep the fit in memory
+            warnings.warn(f"could not cache the fitted twin at {cache_file}: {exc}; using it uncached",
+                          RuntimeWarning, stacklevel=2)
+        else:
+            twin = MeasuredTwin.load(cache_file, noise=noise, seed=seed, device=device)
+            twin.fit_info["cache_file"] = str(cache_file)
+            return twin
     return MeasuredTwin(
         twin._w, twin._b, twin._y_mean, twin._y_std, low=twin.spec.low, high=twin.spec.high,
         activation=twin.activation, nonnegative=twin.nonnegative, residual_std=twin._res_std,

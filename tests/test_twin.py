@@ -186,3 +186,11 @@ def test_limits_and_noise() -> None:
         MeasuredTwin.fit(x, y, val_fraction=1.5)
     with pytest.raises(ValueError, match="x has 400 rows but y has 399"):
         MeasuredTwin.fit(x, y[:-1])
+
+
+def test_an_unwritable_cache_does_not_stop_a_run(tmp_path: Path, shared_data: Path) -> None:
+    blocker = tmp_path / "a-file-not-a-folder"
+    blocker.write_text("x")
+    with pytest.warns(RuntimeWarning, match="could not cache the fitted twin"):
+        twin = acoustic_twin(cache=blocker / "sub", data_dir=shared_data)
+    assert twin(torch.full((2, 20), 0.5)).shape == (2, 20)
