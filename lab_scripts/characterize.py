@@ -201,6 +201,16 @@ def characterize(
     }
 
 
+
+def _save(fig, path: Path) -> Path:
+    """Lay out, write (100 dpi) and close one figure; returns its path."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
 def save_plots(result: dict[str, Any], out: Path, max_lines: int = 4) -> list[Path]:
     """Four PNG figures with titles, labelled axes (with units) and legends."""
     import matplotlib
@@ -224,10 +234,7 @@ def save_plots(result: dict[str, Any], out: Path, max_lines: int = 4) -> list[Pa
         ax.set_title(f"input {result['channels'][i]} swept, others at mid-range")
         ax.legend(fontsize=7)
     fig.suptitle(f"{name}: linearity")
-    fig.tight_layout()
-    paths.append(out / "linearity.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_save(fig, out / "linearity.png"))
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     for r in range(result["noise_mean"].shape[0]):
@@ -236,10 +243,7 @@ def save_plots(result: dict[str, Any], out: Path, max_lines: int = 4) -> list[Pa
     ax.set_ylabel(f"standard deviation over {result['settings']['repeats']} repeats [{ou}]")
     ax.set_title(f"{name}: noise (median SNR {result['summary']['snr_db_median'] or float('inf'):.1f} dB)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "noise.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_save(fig, out / "noise.png"))
 
     fig, ax = plt.subplots(figsize=(5, 4.5))
     a, b = result["repeat_a"].ravel(), result["repeat_b"].ravel()
@@ -250,10 +254,7 @@ def save_plots(result: dict[str, Any], out: Path, max_lines: int = 4) -> list[Pa
     ax.set_ylabel(f"repeated measurement [{ou}]")
     ax.set_title(f"{name}: repeatability (RMS diff {result['summary']['repeatability_rms']:.3g} {ou})")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "repeatability.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_save(fig, out / "repeatability.png"))
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for k in outs:
@@ -263,10 +264,7 @@ def save_plots(result: dict[str, Any], out: Path, max_lines: int = 4) -> list[Pa
     ax.set_ylabel(f"change of mean output [{ou}]")
     ax.set_title(f"{name}: drift at a fixed mid-range drive")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "drift.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_save(fig, out / "drift.png"))
     return paths
 
 
