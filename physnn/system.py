@@ -46,6 +46,8 @@ class SystemSpec:
             are allowed (2 for a 1-bit metasurface, 256 for an 8-bit SLM).
         name: a short name used in messages and run files.
         units: the unit of the drive values, for messages and run files.
+        output_units: the unit of the measured outputs (camera counts, Pa,
+            spikes, V), for run files and figure axes.
     """
 
     n_inputs: int
@@ -55,6 +57,7 @@ class SystemSpec:
     levels: int | None = None
     name: str = "system"
     units: str = "a.u."
+    output_units: str = "a.u."
 
     def __post_init__(self) -> None:
         for key in ("n_inputs", "n_outputs"):
