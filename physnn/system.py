@@ -170,14 +170,17 @@ class PhysicalSystem:
         # The physics is not digital compute of the model: pause any tensor-dispatch mode (the
         # torch.utils.flop_counter used by physnn.accounting) while the system measures.
         pause = _disable_current_modes() if is_in_torch_dispatch_mode(False) else contextlib.nullcontext()
+        # _measure gets its own copy: a system that writes into its input (an in-place rescale to DAC
+        # codes) must not corrupt the caller's tensor, the probes re-measured every epoch, or the
+        # drives the run file logs. One copy of a [B, n_in] batch is negligible beside a measurement.
         with torch.no_grad(), pause:
-            y = self._measure(batch.to(self.device))
+            y = self._measure(batch.to(self.device, copy=True))
         elapsed = time.perf_counter() - start
         y = self._check_output(y, batch.shape[0])
         self.stats.calls += 1
         self.stats.samples += batch.shape[0]
         self.stats.seconds += elapsed
-        y = y.detach().to(device=caller_device, dtype=torch.float32)
+        y = y.detach().to(device=caller_device)
         if self.query_hook is not None:
             self.query_hook(batch, y)
         return y
@@ -247,7 +250,17 @@ class PhysicalSystem:
             r, c = _first(bad)
             self.stats.count("non_finite_outputs", int(bad.sum()))
             raise RuntimeError(f"{name} measured a non-finite value at output[{r}, {c}] = {y[r, c].item()}")
-        return y
+        # checked again after the cast to the float32 that callers get: a float64 1e300 would become inf
+        y32 = y.detach().to(torch.float32)
+        bad = ~torch.isfinite(y32)
+        if bad.any():
+            r, c = _first(bad)
+            self.stats.count("non_finite_outputs", int(bad.sum()))
+            raise RuntimeError(
+                f"{name} measured output[{r}, {c}] = {y[r, c].item():.6g}, outside the float32 range "
+                f"(|y| <= {torch.finfo(torch.float32).max:.4g}) that measurements are returned in"
+            )
+        return y32
 
     # --------------------------------------------------------------- metadata
     def describe(self) -> dict[str, Any]:

@@ -134,3 +134,36 @@ def test_describe_is_json_able_and_events_reach_the_hook():
     d = json.loads(json.dumps(s.describe()))
     assert d["spec"]["n_inputs"] == 4 and d["stats"]["samples"] == 2 and d["stats"]["retry"] == 1
     assert got == [("retry", {"system": "square", "attempt": 1})]
+
+
+class Scribbler(PhysicalSystem):
+    """A careless system that quantises its drive in place (writes into the batch it was given)."""
+
+    def __init__(self):
+        super().__init__(SystemSpec(3, 3, name="scribbler"))
+
+    def _measure(self, x):
+        x.mul_(0.5)  # e.g. a driver that rescales to DAC codes in place
+        return x * 2.0
+
+
+def test_a_system_that_writes_into_its_input_cannot_corrupt_the_callers_batch_or_the_log():
+    s = Scribbler()
+    logged = []
+    s.query_hook = lambda x, y: logged.append(x.clone())
+    x = torch.tensor([[0.2, 0.4, 0.8]])  # float32 on the CPU: as_batch would hand this very tensor on
+    before = x.clone()
+    y = s(x)
+    assert torch.equal(x, before)  # the caller's tensor is untouched
+    assert torch.equal(logged[0], before)  # the run file logs the drive that was asked for
+    assert torch.allclose(y, before)
+    s(x)  # a second query with the same tensor sees the same drive
+    assert torch.equal(logged[1], before)
+
+
+def test_float64_outputs_that_overflow_float32_are_refused_not_turned_into_inf():
+    with pytest.raises(RuntimeError, match=r"output\[0, 1\] = 1e\+300, outside the float32 range"):
+        Broken(lambda x: torch.tensor([[0.0, 1e300, 0.0]] * x.shape[0], dtype=torch.float64))(torch.zeros(2, 2))
+    # values that fit float32 are accepted and cast
+    y = Broken(lambda x: torch.full((x.shape[0], 3), 1e30, dtype=torch.float64))(torch.zeros(2, 2))
+    assert y.dtype == torch.float32 and torch.isfinite(y).all()
