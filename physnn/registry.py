@@ -15,10 +15,10 @@ through from ``[system]`` in a config. A factory with a fixed width may ignore
 
 from __future__ import annotations
 
-import inspect
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
+from .checks import check_options
 from .system import PhysicalSystem
 
 __all__ = ["register_system", "available_systems", "build_system", "system_factory"]
@@ -55,17 +55,21 @@ def system_factory(name: str) -> Callable[..., PhysicalSystem]:
 
 
 def build_system(name: str, **options: Any) -> PhysicalSystem:
-    """Build a system by name. Unknown options are an error naming the valid ones."""
+    """Build a system by name, its options typed and checked against the factory's signature.
+
+    Why typed here: options arrive from TOML or ``--system-option KEY=VALUE``,
+    where ``noise=False`` (a string) used to reach the constructor and turn
+    noise *on* (``bool("False")``), and ``n_outputs=12.7`` was truncated to 12
+    -- the run file then recorded one value in its config and another in the
+    system's description. :func:`physnn.checks.check_options` refuses unknown
+    keys (listing the valid ones) and any value that does not match the
+    factory's annotation (``bool``, ``int``, ``float``, ``Literal``, ``X | None``,
+    lists), with one line naming the system, the key, the value and the type.
+    A factory taking ``**kwargs`` passes those on unchecked (the systems that
+    wrap a backend build it through this function, so it is checked there).
+    """
     factory = system_factory(name)
-    params = inspect.signature(factory).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    if not takes_any:
-        allowed = [k for k, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and k != "self"]
-        unknown = sorted(set(options) - set(allowed))
-        if unknown:
-            raise ValueError(
-                f"system {name!r} has no option(s) {', '.join(map(repr, unknown))}; its options are: {', '.join(allowed)}"
-            )
+    options = check_options(factory, options, f"system {name!r}")
     system = factory(**options)
     if not isinstance(system, PhysicalSystem):
         raise TypeError(f"factory for system {name!r} returned {type(system).__name__}, not a PhysicalSystem")
