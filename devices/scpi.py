@@ -18,15 +18,18 @@ checked before a driver method is ever called.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .errors import InstrumentReportedError, InstrumentTimeout, ProtocolError
+from .errors import InstrumentError, InstrumentReportedError, InstrumentTimeout, ProtocolError
 from .transport import Transport
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "KEYSIGHT_33500B",
@@ -142,7 +145,16 @@ class SCPIInstrument:
         self.commands: dict[str, str] = dict(self.TABLE if commands is None else commands)
         self.name = name or type(self).__name__
         self.idn: str | None = None
+        #: ``on_event(kind, **fields)``: where the driver reports what it survived (the system's ``report_event``).
+        self.on_event: Callable[..., None] | None = None
         self._markers = itertools.count()
+
+    def _cleanup_failed(self, exc: InstrumentError) -> None:
+        """A cleanup (restoring the timeout) failed while another error was already on its way out."""
+        if self.on_event is not None:
+            self.on_event("cleanup_failed", instrument=self.name, action="restore_timeout", error=str(exc))
+        else:
+            logger.warning("%s: restoring the timeout failed after an error: %s", self.name, exc)
 
     # ------------------------------------------------------------ commands
     def command(self, key: str, **values: Any) -> str:
@@ -367,16 +379,13 @@ class SCPIScope(SCPIInstrument):
     def wait_acquisition(self, timeout: float) -> None:
         """Block on ``*OPC?`` until the single acquisition is complete (``timeout`` seconds)."""
         t = self.transport
-        with t.lock:
-            old = t.timeout
+        with t.lock, t.preserved_timeout(on_cleanup_error=self._cleanup_failed):
             t.timeout = timeout
             try:
                 self.opc()
             except InstrumentTimeout as exc:
                 raise InstrumentTimeout(f"{self.name}: acquisition not complete within {timeout:g} s (no trigger?)",
                                         resource=t.resource) from exc
-            finally:
-                t.timeout = old
 
     def preamble(self) -> Preamble:
         return Preamble.parse(self.ask("preamble"), resource=self.transport.resource)

@@ -542,9 +542,12 @@ def read_reply(
     resource = transport.resource
     deadline = time.monotonic() + timeout
     reader = FrameReader()
-    saved = transport.timeout
     event = on_event or (lambda kind, **fields: None)
-    try:
+
+    def cleanup_failed(exc: InstrumentError) -> None:
+        event("cleanup_failed", action="restore_timeout", command=command_name(cmd), seq=seq, error=str(exc))
+
+    with transport.preserved_timeout(on_cleanup_error=cleanup_failed):
         while True:
             frame = reader.next_frame()  # CRCError propagates; the caller clears and retries
             if frame is None:
@@ -555,7 +558,7 @@ def read_reply(
                 if remaining < transport.timeout - 1e-3:
                     transport.timeout = remaining
                 try:
-                    reader.feed(_port_call(transport.read_exact, reader.needed(), resource=resource))
+                    reader.feed(transport.read_exact(reader.needed()))
                 except InstrumentTimeout as exc:
                     got = reader.buffered
                     what = f"only {got} bytes of a {command_name(cmd)} frame" if got else f"no {command_name(cmd)} reply"
@@ -578,9 +581,6 @@ def read_reply(
                     resource=resource,
                 )
             return frame
-    finally:
-        if transport.is_open and transport.timeout != saved:
-            transport.timeout = saved
 
 
 def probe_ident(transport: Transport, *, timeout: float = 1.0, seq: int = 0) -> Ident:
@@ -589,8 +589,8 @@ def probe_ident(transport: Transport, *, timeout: float = 1.0, seq: int = 0) -> 
     For lab scripts (to show what is connected, or to fill in a configuration)
     and hardware smoke tests. Clears pending input first.
     """
-    _port_call(transport.clear, resource=transport.resource)
-    _port_call(transport.write_raw, encode_frame(CMD_IDENT, seq), resource=transport.resource)
+    transport.clear()
+    transport.write_raw(encode_frame(CMD_IDENT, seq))
     return parse_ident(read_reply(transport, CMD_IDENT, seq, timeout).payload)
 
 

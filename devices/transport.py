@@ -9,11 +9,18 @@ byte. Each implementation supplies five primitives (write bytes, read exactly
 
 Guarantees every implementation gives:
 
-* Errors are the ones of :mod:`physnn.devices.errors` only: a missing or short
-  reply is :class:`InstrumentTimeout` (never fewer bytes than asked), a port
-  that went away is :class:`ConnectionLost`, bad framing is
-  :class:`ProtocolError`. A short read attaches what did arrive as
-  ``exc.partial`` (bytes) so a caller can report it.
+* Errors are the ones of :mod:`physnn.devices.errors` only, in every phase of
+  a transaction (write, read, timeout change, clear, open, close): a missing
+  or short reply is :class:`InstrumentTimeout` (never fewer bytes than asked),
+  a port that went away is :class:`ConnectionLost` (a raw ``OSError``,
+  ``serial.SerialException`` or ``termios.error`` escaping an implementation
+  is mapped to it here, once), bad framing is :class:`ProtocolError`. A short
+  read attaches what did arrive as ``exc.received`` (bytes) so a caller can
+  report it.
+* A cleanup never replaces the error being handled:
+  :meth:`Transport.preserved_timeout` restores a changed timeout on the way
+  out, and if that fails too (a dead port) while an error is in flight, the
+  original error is the one raised and the cleanup failure is reported.
 * A :class:`threading.RLock` (``transport.lock``) serialises callers: a
   ``query`` holds it from the write to the end of the reply, so two threads
   can never interleave a command with someone else's answer.
@@ -28,6 +35,12 @@ cannot be detected.
 
 from __future__ import annotations
 
+import contextlib
+import math
+import threading
+import time
+from typing import Any, Callable, Iterable, Iterator, Sequence, Union
+
 try:  # a dying pty/USB port raises termios.error (not an OSError) from tcdrain/tcflush
     import termios as _termios
 
@@ -35,10 +48,7 @@ try:  # a dying pty/USB port raises termios.error (not an OSError) from tcdrain/
 except ImportError:  # pragma: no cover - Windows
     _TERMIOS_ERRORS = ()
 
-import math
-import threading
-import time
-from typing import Any, Iterable, Sequence, Union
+from physnn import checks
 
 from .errors import ConnectionLost, InstrumentError, InstrumentTimeout, ProtocolError
 
@@ -50,6 +60,10 @@ __all__ = [
     "encode_block",
     "parse_block",
 ]
+
+#: What a port that went away raises from the OS or the serial stack (``serial.SerialException`` is an
+#: ``OSError``); mapped to :class:`ConnectionLost` by every public :class:`Transport` method.
+PORT_ERRORS: tuple[type[BaseException], ...] = (OSError, *_TERMIOS_ERRORS)
 
 #: Largest block accepted by default (a scope's deepest memory in WORD format
 #: is ~ 8 Mpts * 2 B); a header announcing more is taken as garbage.
@@ -177,10 +191,46 @@ class Transport:
 
     @timeout.setter
     def timeout(self, seconds: float) -> None:
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds <= 0:
-            raise ValueError(f"timeout must be a positive finite number of seconds, got {seconds!r}")
-        with self.lock:
-            self._set_timeout(float(seconds))
+        seconds = checks.positive("timeout", seconds)
+        with self.lock, self._port_errors("timeout change"):
+            self._set_timeout(seconds)
+
+    @contextlib.contextmanager
+    def _port_errors(self, what: str) -> Iterator[None]:
+        """Map a raw OS/serial/termios error from a primitive to :class:`ConnectionLost` (ours pass through)."""
+        try:
+            yield
+        except InstrumentError:
+            raise
+        except PORT_ERRORS as exc:
+            raise ConnectionLost(f"{what} failed: {exc}", resource=self.resource) from exc
+
+    @contextlib.contextmanager
+    def preserved_timeout(self, on_cleanup_error: Callable[[InstrumentError], None] | None = None) -> Iterator[float]:
+        """Restore the timeout on the way out, whatever the body changed it to; yields the saved value.
+
+        Why: a reader that shortens the timeout to meet its own deadline must
+        put it back, but on a port that just died the restore fails too. That
+        failure must never replace the error that ended the body (it would
+        hide a ConnectionLost behind a cleanup error and bypass the
+        reconnect): it is handed to ``on_cleanup_error`` and the original
+        error propagates. With no error in flight, a failed restore is raised
+        (as :class:`ConnectionLost`): the port is unusable.
+        """
+        saved = self._get_timeout()
+        failed = True
+        try:
+            yield saved
+            failed = False
+        finally:
+            if self._is_open and self._get_timeout() != saved:
+                try:
+                    self.timeout = saved
+                except InstrumentError as exc:
+                    if not failed:
+                        raise
+                    if on_cleanup_error is not None:
+                        on_cleanup_error(exc)
 
     def _check_open(self) -> None:
         if not self._is_open:
@@ -190,24 +240,26 @@ class Transport:
         """Write ``data`` verbatim (no termination added)."""
         with self.lock:
             self._check_open()
-            self._write_bytes(_as_bytes(data))
+            with self._port_errors(f"write of {len(data)} bytes"):
+                self._write_bytes(_as_bytes(data))
 
     def write(self, command: str) -> None:
         """Write a text command followed by the write termination."""
         self.write_raw(_as_bytes(command + self.write_termination, self.encoding))
 
     def read_exact(self, n: int) -> bytes:
-        """Read exactly ``n`` bytes or raise :class:`InstrumentTimeout` (with ``.partial``)."""
+        """Read exactly ``n`` bytes or raise :class:`InstrumentTimeout` (with ``.received``)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError(f"read_exact needs a byte count >= 0, got {n!r}")
         if n == 0:
             return b""
         with self.lock:
             self._check_open()
-            data = self._read_exact(n)
+            with self._port_errors(f"read of {n} bytes"):
+                data = self._read_exact(n)
         if len(data) != n:  # implementations raise; this guards a faulty one
             exc = InstrumentTimeout(f"short read: got {len(data)} of {n} bytes", resource=self.resource)
-            exc.partial = data  # type: ignore[attr-defined]
+            exc.received = data  # type: ignore[attr-defined]
             raise exc
         return data
 
@@ -215,7 +267,8 @@ class Transport:
         """Read one text reply, without its termination."""
         with self.lock:
             self._check_open()
-            raw = self._read_message()
+            with self._port_errors("read"):
+                raw = self._read_message()
         term = _as_bytes(self.read_termination, self.encoding)
         if term and raw.endswith(term):
             raw = raw[: -len(term)]
@@ -288,21 +341,23 @@ class Transport:
         try:
             return self.read_exact(n)
         except InstrumentTimeout as exc:
-            got = len(getattr(exc, "partial", b""))
+            got = len(getattr(exc, "received", b""))
             err = ProtocolError(f"truncated block: {what}: got {got} of {n} bytes before the timeout", resource=self.resource)
-            err.partial = getattr(exc, "partial", b"")  # type: ignore[attr-defined]
+            err.received = getattr(exc, "received", b"")  # type: ignore[attr-defined]
             raise err from exc
 
     def clear(self) -> None:
         """Discard pending input (and, where the bus has it, send a device clear)."""
         with self.lock:
             self._check_open()
-            self._clear()
+            with self._port_errors("clear"):
+                self._clear()
 
     def open(self) -> "Transport":
         with self.lock:
             if not self._is_open:
-                self._open()
+                with self._port_errors("open"):
+                    self._open()
                 self._is_open = True
         return self
 
@@ -311,7 +366,8 @@ class Transport:
         with self.lock:
             if self._is_open:
                 self._is_open = False
-                self._close()
+                with self._port_errors("close"):
+                    self._close()
 
     def reopen(self) -> None:
         """Close (ignoring errors from a dead port) and open again with the same settings."""
@@ -322,7 +378,8 @@ class Transport:
                     self._close()
                 except Exception:  # noqa: BLE001 - the port is being replaced; its close may fail
                     pass
-            self._open()
+            with self._port_errors("reopen"):
+                self._open()
             self._is_open = True
 
     def __enter__(self) -> "Transport":
@@ -572,8 +629,11 @@ class SerialTransport(Transport):
     def _set_timeout(self, seconds: float) -> None:
         self._timeout = seconds
         if self._ser is not None:
-            self._ser.timeout = seconds
-            self._ser.write_timeout = seconds
+            try:  # pyserial reconfigures the port: tcgetattr/tcsetattr fail on a port that went away
+                self._ser.timeout = seconds
+                self._ser.write_timeout = seconds
+            except (*PORT_ERRORS, ValueError) as exc:
+                raise ConnectionLost(f"timeout change to {seconds:g} s failed: {exc}", resource=self.resource) from exc
 
     def _write_bytes(self, data: bytes) -> None:
         import serial
@@ -608,7 +668,7 @@ class SerialTransport(Transport):
             exc2 = InstrumentTimeout(
                 f"short read: got {len(buf)} of {n} bytes within {self._timeout:g} s", resource=self.resource
             )
-            exc2.partial = bytes(buf)  # type: ignore[attr-defined]
+            exc2.received = bytes(buf)  # type: ignore[attr-defined]
             raise exc2
         return bytes(buf)
 
@@ -625,7 +685,7 @@ class SerialTransport(Transport):
                 f"no complete reply (ending {term!r}) within {self._timeout:g} s; got {data[:64]!r}",
                 resource=self.resource,
             )
-            exc2.partial = bytes(data)  # type: ignore[attr-defined]
+            exc2.received = bytes(data)  # type: ignore[attr-defined]
             raise exc2
         return bytes(data)
 
@@ -740,7 +800,7 @@ class ScriptedTransport(Transport):
             partial = bytes(self._input)
             self._input.clear()
             exc = InstrumentTimeout(f"short read: got {len(partial)} of {n} bytes (script)", resource=self.resource)
-            exc.partial = partial  # type: ignore[attr-defined]
+            exc.received = partial  # type: ignore[attr-defined]
             raise exc
         data = bytes(self._input[:n])
         del self._input[:n]
@@ -753,7 +813,7 @@ class ScriptedTransport(Transport):
             partial = bytes(self._input)
             self._input.clear()
             exc = InstrumentTimeout(f"no reply (script); pending input {partial[:64]!r}", resource=self.resource)
-            exc.partial = partial  # type: ignore[attr-defined]
+            exc.received = partial  # type: ignore[attr-defined]
             raise exc
         data = bytes(self._input[: idx + len(term)])
         del self._input[: idx + len(term)]

@@ -415,6 +415,81 @@ def test_pty_keyboard_interrupt_leaves_board_safe(bench, monkeypatch):
     assert torch.equal(bench(x), reference(bench, x))
 
 
+def test_pty_hangup_in_the_middle_of_a_reply_reconnects_and_recovers_exactly(bench):
+    """Issue 15 item 2: the board hangs up while the host is reading a reply it has been waiting for
+    (so the port timeout was shortened). Restoring the timeout on the dead port used to raise a raw
+    serial.SerialException that replaced the ConnectionLost, bypassing the reconnect."""
+    fw = bench.firmware
+    x = batch(20, seed=6)
+    fw.inject("hangup", after=1, delay=0.05)
+    y = bench(x)
+    assert torch.equal(y, reference(bench, x))
+    assert bench.stats.counters["connection_lost"] == 1 and fw.reboots == 1
+    assert fw.pending_faults == 0 and fw.error is None
+    bench.close()
+    assert fw.log[-1][0] == "SAFE"
+
+
+def test_port_errors_in_every_phase_of_a_transaction_are_connection_lost(bench):
+    """A dead port raises OSError/termios.error from write, read, timeout change, clear and close:
+    each reaches the caller as ConnectionLost (the project's error), never as the raw error."""
+    import termios
+
+    import serial
+
+    t = bench.transport
+    ser = t._ser
+    for phase, error in (("write", serial.SerialException("write: EIO")), ("flush", termios.error(5, "EIO")),
+                         ("read", OSError(5, "EIO")), ("reset_input_buffer", termios.error(5, "EIO"))):
+        real = getattr(ser, phase)
+
+        def boom(*a, _e=error, **k):
+            raise _e
+
+        setattr(ser, phase, boom)
+        try:
+            with pytest.raises(ConnectionLost):
+                if phase in ("write", "flush"):
+                    t.write_raw(b"x")
+                elif phase == "read":
+                    t.read_exact(1)
+                else:
+                    t.clear()
+        finally:
+            setattr(ser, phase, real)
+    real = type(ser)._reconfigure_port
+    try:
+        type(ser)._reconfigure_port = lambda self, *a: (_ for _ in ()).throw(serial.SerialException("EIO"))
+        with pytest.raises(ConnectionLost, match="timeout"):
+            t.timeout = 0.25
+    finally:
+        type(ser)._reconfigure_port = real
+    t.timeout = 0.5
+
+
+def test_a_cleanup_error_never_replaces_the_original_error():
+    """read_reply restores the port timeout in its ``finally``; if that fails too (dead port), the
+    original ConnectionLost/timeout is what the caller sees, with the cleanup failure reported."""
+    from physnn.devices.serial_daq import read_reply
+
+    class DyingTransport(ScriptedTransport):
+        def _read_exact(self, n):
+            self.timeout_broken = True
+            raise ConnectionLost("read failed: EIO", resource=self.resource)
+
+        def _set_timeout(self, seconds):
+            if getattr(self, "timeout_broken", False):
+                raise ConnectionLost("cannot restore the timeout: EIO", resource=self.resource)
+            super()._set_timeout(seconds)
+
+    t = DyingTransport([], timeout=0.5)
+    t.timeout = 0.6  # read_reply will shorten it to its own timeout, then try to restore 0.6
+    events = []
+    with pytest.raises(ConnectionLost, match="read failed: EIO"):
+        read_reply(t, CMD_IDENT, 1, 0.3, on_event=lambda kind, **f: events.append(kind))
+    assert events == ["cleanup_failed"]
+
+
 def test_pty_port_gone_for_good_is_a_clear_error(bench):
     fw = bench.firmware
     bench(batch(4))

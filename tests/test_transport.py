@@ -107,7 +107,7 @@ def test_query_binary_truncated_block_raises_never_short():
     t = ScriptedTransport([(":WAV:DATA?", encode_block(payload)[:60])])
     with pytest.raises(ProtocolError, match="truncated block.*got 55 of 100 bytes") as info:
         t.query_binary(":WAV:DATA?")
-    assert len(info.value.partial) == 55
+    assert len(info.value.received) == 55  # what did arrive (bytes); `partial` is a system's finished rows
 
 
 def test_query_binary_missing_terminator_or_bad_header():

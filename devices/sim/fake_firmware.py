@@ -41,7 +41,10 @@ Faults (:meth:`FakeFirmware.inject`)
 the host's next request arrives or ``delay`` seconds pass, then send it:
 after the host's timeout), ``"corrupt_crc"`` (flip the reply's CRC),
 ``"truncate"`` (send only the first half of the reply), ``"disconnect"``
-(close the port without replying, then serve a new one), ``"busy"`` (reply
+(close the port without replying, then serve a new one), ``"hangup"`` (wait
+``delay`` seconds (default 0.05), send the first half of the reply, wait
+``delay`` again, then disconnect: the cable pulled in the middle of a reply
+that the host has been reading for a while), ``"busy"`` (reply
 error BUSY without measuring), ``"garbage"`` (send junk bytes before a good
 reply). Each fires on the ``after``-th following request of ``command``
 (0 = the next one), ``count`` times in a row.
@@ -89,7 +92,7 @@ from ..errors import ProtocolError
 
 __all__ = ["Fault", "FakeFirmware", "SimulatedSerialDAQ", "simulated_serial_daq", "FAULT_KINDS"]
 
-FAULT_KINDS = ("drop", "late", "corrupt_crc", "truncate", "disconnect", "busy", "garbage")
+FAULT_KINDS = ("drop", "late", "corrupt_crc", "truncate", "disconnect", "hangup", "busy", "garbage")
 #: A partial request with no new byte for this long is dropped (the firmware's frame timeout).
 FRAME_IDLE_S = 0.1
 _NAME_TO_CMD = {name: cmd for cmd, name in COMMAND_NAMES.items() if cmd != CMD_ERROR}
@@ -375,6 +378,13 @@ class FakeFirmware:
             self._send(reply[: max(1, len(reply) // 2)])
         elif fault.kind == "garbage":
             self._send(b"\x00\xff\x13boot\r\n" + reply)
+        elif fault.kind == "hangup":
+            pause = 0.05 if fault.delay is None else fault.delay
+            time.sleep(pause)
+            self._send(reply[: max(1, len(reply) // 2)])
+            time.sleep(pause)
+            self._disconnect()
+            return "disconnected"
         return None
 
     def _disconnect(self) -> None:

@@ -798,7 +798,7 @@ class BenchTransport(Transport):
         partial = self._take(self._arrived(time.monotonic()))
         exc = InstrumentTimeout(f"short read: got {len(partial)} of {n} bytes within {self._timeout:g} s",
                                 resource=self.resource)
-        exc.partial = partial  # type: ignore[attr-defined]
+        exc.received = partial  # type: ignore[attr-defined]
         raise exc
 
     def _available_line(self, now: float) -> int:
@@ -817,7 +817,7 @@ class BenchTransport(Transport):
             return self._take(self._available_line(time.monotonic()))
         partial = self._take(self._arrived(time.monotonic()))
         exc = InstrumentTimeout(f"no reply within {self._timeout:g} s", resource=self.resource)
-        exc.partial = partial  # type: ignore[attr-defined]
+        exc.received = partial  # type: ignore[attr-defined]
         raise exc
 
     def _clear(self) -> None:
