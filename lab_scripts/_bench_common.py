@@ -10,7 +10,9 @@ probes, sampled queries, every bench event) and closes the benches (safe
 state) however the run ends.
 
 Exit codes of :func:`train_main`: 0 completed; 130 Ctrl-C (the run file is
-closed with status ``interrupted`` and keeps every completed epoch); 2 an
+closed with status ``interrupted`` and keeps every completed epoch); 143
+SIGTERM and 129 SIGHUP (handled exactly like Ctrl-C, see
+:mod:`physnn.safety`); 2 an
 instrument error (limits, identity, a fault that outlived its retries; status
 ``failed``) or a bad setting, with a one-line message (``PHYSNN_DEBUG=1``
 shows the traceback instead).
@@ -139,14 +141,18 @@ def train_main(args: argparse.Namespace, open_benches: Callable[[argparse.Namesp
     from physnn.data import load_dataset
     from physnn.devices.errors import InstrumentError
     from physnn.experiment import run_experiment, run_path
+    from physnn.safety import Terminated, shutdown_on_signals, track
 
     path: Path | None = None
     try:
         # Every training flag is checked, and the run file's name fixed, before any instrument is opened.
         make_config(args, hidden=args.hidden or 1, system="unnamed")
         data = load_dataset(args.dataset, path=args.data_path, seed=args.seed)
-        with contextlib.ExitStack() as stack:
+        # SIGTERM/SIGHUP (a kill, a dropped SSH session) end the run like Ctrl-C: bench safe, run file interrupted
+        with shutdown_on_signals(), contextlib.ExitStack() as stack:
             benches = open_benches(args, data.n_classes + data.n_features, stack)
+            for s in benches.systems:
+                track(s)  # closed at exit, whatever path the process leaves by
             config = make_config(args, hidden=benches.hidden, system=benches.name, options=benches.options)
             path = run_path(config)
             if path.exists():  # never overwrite a run (a second start in the same second, or a reused *.h5 name)
@@ -156,9 +162,10 @@ def train_main(args: argparse.Namespace, open_benches: Callable[[argparse.Namesp
             for s in dict.fromkeys(benches.systems):
                 s.event_hook = sampler
             result = run_experiment(config, systems=benches.systems, echo=echo, progress=False)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: the bench was put in its safe state; {_run_file_state(path)}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        why = f"terminated by {exc.signal_name}" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\n{why}: the bench was put in its safe state; {_run_file_state(path)}", file=sys.stderr)
+        return exc.exit_code if isinstance(exc, Terminated) else 130
     except (InstrumentError, ConfigError, ValueError, FileNotFoundError, FileExistsError) as exc:
         if os.environ.get("PHYSNN_DEBUG"):
             raise

@@ -19,6 +19,7 @@ from importlib.metadata import entry_points
 from typing import Any, Callable
 
 from .checks import check_options
+from .safety import track
 from .system import PhysicalSystem
 
 __all__ = ["register_system", "available_systems", "build_system", "system_factory"]
@@ -65,6 +66,7 @@ def build_system(name: str, **options: Any) -> PhysicalSystem:
     keys (listing the valid ones) and any value that does not match the
     factory's annotation (``bool``, ``int``, ``float``, ``Literal``, ``X | None``,
     lists), with one line naming the system, the key, the value and the type.
+    The system is registered with :func:`physnn.safety.track`.
     A factory taking ``**kwargs`` passes those on unchecked (the systems that
     wrap a backend build it through this function, so it is checked there).
     """
@@ -73,4 +75,4 @@ def build_system(name: str, **options: Any) -> PhysicalSystem:
     system = factory(**options)
     if not isinstance(system, PhysicalSystem):
         raise TypeError(f"factory for system {name!r} returned {type(system).__name__}, not a PhysicalSystem")
-    return system
+    return track(system)  # closed (safe state) at interpreter exit if whoever built it never did

@@ -1,0 +1,223 @@
+"""Leave nothing driven: termination signals, a last-resort close at exit, confined paths.
+
+Why this module: Ctrl-C already ends a run well -- Python raises
+``KeyboardInterrupt`` in the main thread, the runner closes every system
+(instruments to their safe state) and closes the run file with status
+``interrupted``. A ``kill`` (SIGTERM) or a dropped SSH session (SIGHUP) used
+to end the process at once instead, with the DACs left at the last drive and
+no SAFE frame sent. :func:`shutdown_on_signals` turns those signals into
+:class:`Terminated`, a ``KeyboardInterrupt`` subclass, so they take exactly the
+path Ctrl-C takes: same safe state, same run-file status, no second code path
+to get wrong. A second signal while that shutdown runs is logged and ignored
+(a supervisor that sends SIGTERM twice must not abort the safe-state sequence
+half way); SIGKILL cannot be caught, which is what the run file's crash
+recovery is for.
+
+:func:`track` keeps a weak registry of open systems; at interpreter exit
+(``atexit``) any still open is closed -- a last resort for scripts that exit
+through a path that skipped their own cleanup (``sys.exit`` in a callback, an
+exception escaping outside the runner).
+
+:func:`confined_paths` / :func:`check_write_path`: a run file is data, not
+code, and ``--resume`` rebuilds systems from the options recorded in it. A
+crafted file could name any folder as a cache and have ``--resume`` write
+there. While the options of a run file are in use, a system that writes a
+file asks :func:`check_write_path` first, which refuses any path outside the
+run's folder and the user's cache folder.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import signal
+import threading
+import weakref
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from .checks import ParameterError
+
+__all__ = [
+    "Terminated",
+    "shutdown_on_signals",
+    "track",
+    "close_all",
+    "open_systems",
+    "user_cache_dir",
+    "confined_paths",
+    "check_write_path",
+]
+
+log = logging.getLogger(__name__)
+
+#: The signals that mean "stop now, but cleanly": kill's default, and the terminal (SSH session) going away.
+DEFAULT_SIGNALS: tuple[int, ...] = tuple(
+    s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None
+)
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by a termination signal (SIGTERM, SIGHUP).
+
+    A ``KeyboardInterrupt`` so that every ``except KeyboardInterrupt`` that
+    puts a bench in its safe state and marks the run ``interrupted`` handles a
+    ``kill`` the same way as a Ctrl-C. ``signum`` tells which signal; the
+    conventional exit code is :attr:`exit_code` (128 + signal number).
+    """
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        super().__init__(f"terminated by {self.signal_name}")
+
+    @property
+    def signal_name(self) -> str:
+        try:
+            return signal.Signals(self.signum).name
+        except ValueError:
+            return f"signal {self.signum}"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextlib.contextmanager
+def shutdown_on_signals(signals: Sequence[int] = DEFAULT_SIGNALS) -> Iterator[None]:
+    """Within the block, each of ``signals`` raises :class:`Terminated` in the main thread.
+
+    The previous handlers are restored on exit. Only the first signal raises;
+    later ones (while the ``except``/``finally`` clauses put benches in their
+    safe state) are logged and ignored. Outside the main thread, where Python
+    cannot install signal handlers, this is a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        if fired:
+            log.warning("%s received while shutting down after %s; finishing the shutdown first",
+                        _name(signum), _name(fired[0]))
+            return
+        fired.append(signum)
+        raise Terminated(signum)
+
+    previous: dict[int, Any] = {}
+    try:
+        for s in signals:
+            previous[s] = signal.signal(s, handler)
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def _name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+# ------------------------------------------------------------ open systems
+_OPEN: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_LOCK = threading.Lock()
+
+
+def track(system: Any) -> Any:
+    """Remember ``system`` (anything with ``close()`` and ``closed``) so it is closed at exit if still open.
+
+    Weakly held: tracking keeps nothing alive. Returns ``system``.
+    """
+    with _LOCK:
+        _OPEN.add(system)
+    return system
+
+
+def open_systems() -> list[Any]:
+    """Tracked systems that are not closed yet."""
+    with _LOCK:
+        return [s for s in list(_OPEN) if not getattr(s, "closed", False)]
+
+
+def close_all() -> int:
+    """Close every tracked system still open (safe state first); returns how many were closed.
+
+    Errors are logged, never raised: this runs at exit, where the point is to
+    reach every system, not to stop at the first that fails.
+    """
+    from .system import PhysicalSystem
+
+    n, driven = 0, []
+    for s in open_systems():
+        name = getattr(getattr(s, "spec", None), "name", type(s).__name__)
+        try:
+            s.close()
+            n += 1
+        except Exception as exc:  # noqa: BLE001 - keep closing the others
+            log.error("%s could not be closed / put in its safe state at exit: %s; check it by hand", name, exc)
+            continue
+        # a simulator's safe state is a no-op: only an instrument left open is worth a warning
+        if getattr(type(s), "safe_state", None) is not PhysicalSystem.safe_state:
+            driven.append(name)
+    if driven:
+        log.warning("closed %d system(s) left open at exit (safe state sent): %s", len(driven), ", ".join(driven))
+    return n
+
+
+atexit.register(close_all)
+
+
+# ------------------------------------------------------------ confined paths
+_ROOTS: list[Path] | None = None
+_ROOTS_SOURCE = ""
+
+
+def user_cache_dir() -> Path:
+    """The user's physnn cache folder: ``$PHYSNN_CACHE``, else ``$XDG_CACHE_HOME/physnn``, else ``~/.cache/physnn``."""
+    env = os.environ.get("PHYSNN_CACHE")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "physnn"
+
+
+@contextlib.contextmanager
+def confined_paths(roots: Iterable[str | os.PathLike], source: str) -> Iterator[None]:
+    """While active, :func:`check_write_path` refuses paths outside ``roots``.
+
+    Use it around everything that builds systems from options read out of a
+    file (``source`` names it in messages): ``--resume RUN.h5`` confines to the
+    run's folder and :func:`user_cache_dir`.
+    """
+    global _ROOTS, _ROOTS_SOURCE
+    saved = (_ROOTS, _ROOTS_SOURCE)
+    _ROOTS = [Path(r).resolve() for r in roots]
+    _ROOTS_SOURCE = source
+    try:
+        yield
+    finally:
+        _ROOTS, _ROOTS_SOURCE = saved
+
+
+def check_write_path(key: str, path: str | os.PathLike) -> Path:
+    """``path`` (resolved, symlinks followed) if writing there is allowed, else a one-line ParameterError.
+
+    Outside :func:`confined_paths` everything is allowed: a path a user typed
+    is the user's choice. Inside, the path must lie in one of the roots.
+    """
+    p = Path(path)
+    if _ROOTS is None:
+        return p
+    resolved = p.resolve()
+    if any(resolved == r or r in resolved.parents for r in _ROOTS):
+        return resolved
+    raise ParameterError(
+        f"{key} = {str(path)!r} read from {_ROOTS_SOURCE} lies outside the folders a run file may write to "
+        f"({', '.join(str(r) for r in _ROOTS)}); paths from a run file are confined to the run's folder and "
+        f"the user's cache folder"
+    )

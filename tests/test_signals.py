@@ -1,0 +1,249 @@
+"""SIGTERM / SIGHUP end a run like Ctrl-C: SAFE frame on the bench, run file readable with status interrupted.
+
+The serial bench is the pty fake firmware. In-process tests send a real signal to this process in the
+middle of a bench transaction (after a RUN_BATCH request went out, before its reply was read) and look at
+the firmware's log; the subprocess tests host the firmware here and run the lab script in a child that
+opens the pty as a real port, so the SAFE frame is seen from outside the process that was killed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from physnn import runlog, safety
+from physnn.safety import Terminated, shutdown_on_signals
+
+pytestmark = [
+    pytest.mark.fault("signals"),
+    pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals"),
+]
+
+LAB = Path(__file__).resolve().parents[1] / "lab_scripts"
+SIGNALS = [signal.SIGTERM, signal.SIGHUP]
+
+
+# ----------------------------------------------------------------- the context manager
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_a_signal_raises_terminated_a_keyboard_interrupt_and_the_old_handler_comes_back(sig):
+    before = signal.getsignal(sig)
+    with pytest.raises(Terminated) as info:
+        with shutdown_on_signals():
+            os.kill(os.getpid(), sig)
+            for _ in range(1000):  # the handler runs at the next bytecode boundary
+                pass
+    assert isinstance(info.value, KeyboardInterrupt)
+    assert info.value.signum == sig and info.value.exit_code == 128 + sig
+    assert str(info.value) == f"terminated by {signal.Signals(sig).name}"
+    assert signal.getsignal(sig) is before
+
+
+def test_a_second_signal_during_the_shutdown_does_not_abort_it(caplog):
+    cleaned = []
+    with pytest.raises(Terminated):
+        with shutdown_on_signals():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):
+                    pass
+            finally:
+                with caplog.at_level(logging.WARNING, logger="physnn.safety"):
+                    os.kill(os.getpid(), signal.SIGTERM)  # e.g. a supervisor repeating itself
+                    for _ in range(1000):
+                        pass
+                cleaned.append("safe state sent")
+    assert cleaned == ["safe state sent"]
+    assert "SIGTERM received while shutting down" in caplog.text
+
+
+def test_outside_the_main_thread_it_is_a_no_op():
+    errors = []
+
+    def body():
+        try:
+            with shutdown_on_signals():
+                pass
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            errors.append(exc)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert errors == []
+
+
+class _Bench:
+    def __init__(self, fail=False):
+        self.closed, self.fail = False, fail
+
+    def close(self):
+        if self.fail:
+            raise OSError("port gone")
+        self.closed = True
+
+
+def test_close_all_closes_what_is_still_open_and_survives_a_failing_close(caplog):
+    a, b, done = _Bench(), _Bench(fail=True), _Bench()
+    done.closed = True
+    for s in (a, b, done):
+        safety.track(s)
+    with caplog.at_level(logging.WARNING, logger="physnn.safety"):
+        assert safety.close_all() == 1
+    assert a.closed and not b.closed
+    assert "could not be closed / put in its safe state at exit: port gone" in caplog.text
+    b.fail = False
+    safety.close_all()
+    assert safety.open_systems() == []
+
+
+# ----------------------------------------------------------------- in-process, real signals
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, LAB / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _signal_mid_transaction(bench, sig: int) -> None:
+    """Arm ``sig`` to arrive once the first RUN_BATCH request of epoch 2 is on the wire, before its reply."""
+    transport = bench.transport
+    real_read = transport.read_exact
+
+    def read_exact(n):
+        transport.read_exact = real_read  # one shot; the SAFE that follows reads normally
+        os.kill(os.getpid(), sig)
+        for _ in range(1000):
+            pass
+        return real_read(n)
+
+    transport.read_exact = read_exact
+
+
+def _argv(shared_data, output, *more):
+    return ["--simulate", "--n-outputs", "8", "--hidden", "8", "--batch-size", "64", "--timeout", "0.5",
+            "--retries", "1", "--data-path", str(shared_data / "vowels.csv"), "--output", str(output), *more]
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_lab_script_signal_mid_transaction_sends_safe_and_marks_the_run_interrupted(sig, shared_data, tmp_path,
+                                                                                    capsys, monkeypatch):
+    mod = _load("train_serial")
+    common = sys.modules["_bench_common"]
+    built = []
+    real_build = mod.build_bench
+
+    def build(*a, **k):
+        built.append(real_build(*a, **k))
+        return built[-1]
+
+    monkeypatch.setattr(mod, "build_bench", build)
+    real_echo = common.echo
+
+    def echo(line):
+        real_echo(line)
+        if line.startswith("epoch   1/"):
+            _signal_mid_transaction(built[0], sig)
+
+    monkeypatch.setattr(common, "echo", echo)
+    try:
+        rc = mod.main(_argv(shared_data, tmp_path / "run.h5", "--blocks", "1", "--epochs", "3"))
+        err = capsys.readouterr().err
+        fw = built[0].firmware
+        assert rc == 128 + sig, err
+        assert f"terminated by {signal.Signals(sig).name}: the bench was put in its safe state" in err
+        run = runlog.load(tmp_path / "run.h5")
+        assert run.status == "interrupted"
+        assert run.metrics["epoch"].tolist() == [1] and run.checkpoints == [1]
+        commands = [c for c, _ in fw.log]
+        last_run = max(i for i, c in enumerate(commands) if c == "RUN_BATCH")
+        assert "SAFE" in commands[last_run:] and commands[-1] == "SAFE", commands[-6:]
+        assert (fw.dac_codes == fw.safe_code).all() and built[0].closed
+        assert signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler) or callable(signal.getsignal(sig))
+    finally:
+        for b in built:
+            b.close()
+
+
+# ----------------------------------------------------------------- subprocesses
+def _host_firmware(n_inputs: int, n_outputs: int):
+    """A fake board served by a thread of *this* process (the child opens its pty as a real port)."""
+    from physnn.devices.sim.fake_firmware import FakeFirmware
+    from physnn.registry import build_system
+
+    return FakeFirmware(build_system("optics", n_inputs=n_inputs, n_outputs=n_outputs, seed=1), safe_code=0)
+
+
+def _kill_after_first_epoch(cmd: list[str], sig: int, env: dict | None = None) -> tuple[int, str]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    try:
+        for line in proc.stdout:
+            if line.lstrip().startswith("epoch") and "1/" in line.split(":")[0]:
+                proc.send_signal(sig)
+                break
+        rc = proc.wait(timeout=120)
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    return rc, err
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_killed_lab_script_on_a_real_port_leaves_the_board_safe(sig, shared_data, tmp_path):
+    fw = _host_firmware(n_inputs=19, n_outputs=8)  # vowels: 7 classes + 12 formants
+    out = tmp_path / "run.h5"
+    try:
+        cmd = [sys.executable, str(LAB / "train_serial.py"), "--port", fw.port, "--high", "5",
+               "--dac-volts-per-code", str(5 / 65535), "--adc-volts-per-code", str(3.3 / 65535),
+               "--serial", "SIM-0001", "--timeout", "0.5", "--retries", "1", "--hidden", "8",
+               "--data-path", str(shared_data / "vowels.csv"), "--blocks", "1", "--epochs", "1000",
+               "--output", str(out)]
+        rc, err = _kill_after_first_epoch(cmd, sig)
+        commands = [c for c, _ in fw.log]
+    finally:
+        fw.stop()
+    assert rc == 128 + sig, err
+    assert f"terminated by {signal.Signals(sig).name}" in err
+    assert "RUN_BATCH" in commands and commands[-1] == "SAFE", commands[-6:]
+    assert fw.safe_count >= 1 and (fw.dac_codes == 0).all()
+    run = runlog.load(out)
+    assert run.status == "interrupted" and run.metrics["epoch"].size >= 1
+
+
+def test_a_bench_left_open_is_put_safe_at_interpreter_exit(tmp_path):
+    """atexit, the last resort: a script that never closes its bench still ends with SAFE on the wire."""
+    fw = _host_firmware(n_inputs=2, n_outputs=2)
+    script = tmp_path / "forgetful.py"
+    script.write_text(textwrap.dedent(f"""
+        import torch
+        from physnn import safety
+        from physnn.devices.serial_daq import Calibration, SerialDAQSystem
+        daq = SerialDAQSystem({fw.port!r}, n_inputs=2, n_outputs=2, low=0.0, high=5.0,
+                              dac=Calibration.full_scale(16, 0.0, 5.0), adc=Calibration.full_scale(16, 0.0, 3.3),
+                              dac_bits=16, adc_bits=16, timeout=0.5)
+        safety.track(daq)
+        daq(torch.full((3, 2), 2.5))
+        print("drove", flush=True)
+        # no close(): the process just ends
+    """))
+    try:
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+        commands = [c for c, _ in fw.log]
+    finally:
+        fw.stop()
+    assert proc.returncode == 0 and "drove" in proc.stdout, proc.stderr
+    assert commands[-2:] == ["RUN_BATCH", "SAFE"], commands
+    assert "closed 1 system(s) left open at exit (safe state sent): serial-daq" in proc.stderr
