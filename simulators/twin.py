@@ -65,6 +65,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from physnn.safety import check_write_path, user_cache_dir
 from physnn.system import PhysicalSystem, SystemSpec
 
 __all__ = ["MeasuredTwin", "acoustic_twin", "default_data_dir", "default_cache_dir", "TwinFileError"]
@@ -487,12 +488,7 @@ def default_data_dir() -> Path:
 
 def default_cache_dir() -> Path:
     """``$PHYSNN_CACHE`` or ``$XDG_CACHE_HOME/physnn`` or ``~/.cache/physnn``, plus ``twins``."""
-    env = os.environ.get("PHYSNN_CACHE")
-    if env:
-        return Path(env) / "twins"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "physnn" / "twins"
+    return user_cache_dir() / "twins"
 
 
 def acoustic_twin(
@@ -510,7 +506,9 @@ def acoustic_twin(
     Fits on data rows ``1..rows`` of ``acoustic_x.csv``/``acoustic_y.csv``
     (row 0 is an all-zero placeholder; rows after 9000 are left for testing
     the twin, e.g. 9300+). The fitted twin is cached (``cache=True``: under
-    :func:`default_cache_dir`; a path: that folder; False: no cache) in a file
+    :func:`default_cache_dir`; a path: that folder, which must lie inside the
+    run's or the user's cache folder while a run file's options are in use,
+    see :func:`physnn.safety.check_write_path`; False: no cache) in a file
     keyed by a hash of the data and the fit settings, so repeated builds are
     fast and a change of data or settings refits.
 
@@ -522,6 +520,11 @@ def acoustic_twin(
     for: up to 20 is fine (the model's encoder holds the unused drives at 0),
     more is an error.
     """
+    # A cache folder named in a run file (``--resume``) must stay inside the run's or the user's cache
+    # folder: checked first, before anything is fitted or written.
+    folder_c = None
+    if cache is not False and cache is not None:
+        folder_c = default_cache_dir() if cache is True else check_write_path("acoustic-twin option cache", cache)
     if n_inputs is not None and int(n_inputs) > 20:
         raise ValueError(
             f"the acoustic twin has 20 inputs (the measured cavity's 20 tone amplitudes), the model asks for "
@@ -549,8 +552,7 @@ def acoustic_twin(
     data_info = {"x": str(x_path), "y": str(y_path), "rows": f"1..{rows}", "n_rows": rows}
 
     cache_file = None
-    if cache is not False and cache is not None:
-        folder_c = default_cache_dir() if cache is True else Path(cache)
+    if folder_c is not None:
         key = _cache_key(X[sel], Y[sel], settings)
         cache_file = folder_c / f"acoustic-twin-{key}.npz"
         if cache_file.is_file():

@@ -194,3 +194,27 @@ def test_an_unwritable_cache_does_not_stop_a_run(tmp_path: Path, shared_data: Pa
     with pytest.warns(RuntimeWarning, match="could not cache the fitted twin"):
         twin = acoustic_twin(cache=blocker / "sub", data_dir=shared_data)
     assert twin(torch.full((2, 20), 0.5)).shape == (2, 20)
+
+
+@pytest.mark.fault("run file")
+def test_a_cache_path_from_a_run_file_is_confined_to_the_run_and_user_cache_folders(shared_data: Path,
+                                                                                   tmp_path: Path) -> None:
+    """A crafted run file named a cache folder of its choosing and --resume wrote an .npz there."""
+    from physnn.checks import ParameterError
+    from physnn.safety import confined_paths
+
+    run_dir, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
+    run_dir.mkdir()
+    elsewhere.mkdir()
+    (run_dir / "escape").symlink_to(elsewhere)  # a symlink out of the run's folder is outside too
+    with confined_paths([run_dir, tmp_path / "user-cache"], source="runs/crafted.h5"):
+        for target in (elsewhere, run_dir / ".." / "elsewhere", run_dir / "escape" / "twins"):
+            with pytest.raises(ParameterError, match=r"acoustic-twin option cache = .* read from runs/crafted.h5 "
+                                                     r"lies outside the folders a run file may write to"):
+                acoustic_twin(data_dir=shared_data, cache=target, rows=300)
+        assert list(elsewhere.iterdir()) == []
+        inside = acoustic_twin(data_dir=shared_data, cache=run_dir / "cache", rows=300)  # the run's own folder
+    assert Path(inside.fit_info["cache_file"]).parent == (run_dir / "cache").resolve()
+    # outside a run file's options a path the user typed is the user's choice
+    outside = acoustic_twin(data_dir=shared_data, cache=elsewhere, rows=300)
+    assert Path(outside.fit_info["cache_file"]).parent == elsewhere
