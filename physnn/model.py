@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .encoding import Encoder, embed_label
+from .encoding import Encoder, embed_label, label_width
 from .goodness import make_goodness
 from .system import PhysicalSystem, as_batch
 
@@ -109,6 +109,7 @@ class Block(nn.Module):
         encoder: str = "minmax",
         goodness: str = "cosine",
         generator: torch.Generator | None = None,
+        encoder_bits: int | None = None,
     ):
         super().__init__()
         if not isinstance(system, PhysicalSystem):
@@ -120,11 +121,12 @@ class Block(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.skip = bool(skip)
-        self.encoder = Encoder(system.spec, encoder)
-        if in_features > system.spec.n_inputs:
+        self.encoder = Encoder(system.spec, encoder, bits=encoder_bits)
+        if self.encoder.width(in_features) > system.spec.n_inputs:
             raise ValueError(
-                f"block input has {in_features} features but system {system.spec.name!r} takes "
-                f"n_inputs={system.spec.n_inputs}; build the system wider or lower the hidden width"
+                f"block input has {in_features} features ({self.encoder.width(in_features)} drive channels) but "
+                f"system {system.spec.name!r} takes n_inputs={system.spec.n_inputs}; build the system wider or "
+                f"lower the hidden width"
             )
         n_feat = system.spec.n_outputs + (in_features if skip else 0)
         self.linear = seeded_linear(n_feat, out_features, generator)
@@ -150,13 +152,15 @@ class PNN(nn.Module):
             be reused for several blocks, as with one physical device
             time-multiplexed).
         n_features: data features (before label embedding).
-        n_classes: number of labels; block 0 gets ``n_classes + n_features`` inputs.
+        n_classes: number of labels; block 0 gets ``n_classes * label_repeat + n_features`` inputs.
         hidden: output width of each block's linear layer (an int for all or a
             list). Default: the next block's system width, 100 for the last.
         skip: concatenate the block input to the measurements.
         encoder: how activations become drive values (see :class:`Encoder`).
         goodness: ``"cosine"`` (PhyLL) or ``"mean_square"`` (Hinton).
         label_scale: value of the hot label slot (see :func:`embed_label`).
+        label_repeat: input slots per class label (see :func:`embed_label`; default 1).
+        encoder_bits: channels per feature of the ``"thermometer"`` encoder (default 2 for it).
         seed: seeds the digital weights and goodness prototypes.
     """
 
@@ -172,6 +176,8 @@ class PNN(nn.Module):
         goodness: str = "cosine",
         label_scale: str | float = "batch_max",
         seed: int = 0,
+        label_repeat: int = 1,
+        encoder_bits: int | None = None,
     ):
         super().__init__()
         systems = check_stack(systems, n_features, n_classes, "a PNN")
@@ -183,13 +189,16 @@ class PNN(nn.Module):
         self.n_features = n_features
         self.n_classes = n_classes
         self.label_scale = label_scale
+        self.label_repeat = label_width(1, label_repeat)
         self.hparams = dict(hidden=widths, skip=skip, encoder=encoder, goodness=goodness,
-                            label_scale=label_scale, seed=seed)
+                            label_scale=label_scale, seed=seed, label_repeat=self.label_repeat,
+                            encoder_bits=encoder_bits)
         gen = torch.Generator().manual_seed(seed)
         blocks = []
-        width = n_classes + n_features
+        width = label_width(n_classes, self.label_repeat) + n_features
         for system, out in zip(systems, widths):
-            blocks.append(Block(system, width, out, skip=skip, encoder=encoder, goodness=goodness, generator=gen))
+            blocks.append(Block(system, width, out, skip=skip, encoder=encoder, goodness=goodness, generator=gen,
+                                encoder_bits=encoder_bits))
             width = out
         self.blocks = nn.ModuleList(blocks)
 
@@ -198,7 +207,7 @@ class PNN(nn.Module):
         return [b.system for b in self.blocks]
 
     def embed(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return embed_label(x, labels, self.n_classes, self.label_scale)
+        return embed_label(x, labels, self.n_classes, self.label_scale, label_repeat=self.label_repeat)
 
     def check_features(self, x) -> torch.Tensor:
         return check_features(x, self.n_features)

@@ -11,9 +11,17 @@ monochromatic, coherent beam of total power ``P``. Pixel ``j`` at drive value
 The cavity or scattering medium is linear in the field and is described by a
 transmission matrix :math:`T \in \mathbb{C}^{N_{out}\times N_{in}}`:
 
-* ``"gaussian"``: i.i.d. circular complex Gaussian entries with
-  :math:`E|T_{kj}|^2 = 1/N_{in}` (a thick random medium, fully developed
-  speckle); the mean pixel intensity equals the mean input intensity.
+* ``"gaussian"``: a thick random medium, fully developed speckle. Circular
+  complex Gaussian entries :math:`G_{kj}` (i.i.d.), scaled so that the largest
+  singular value of :math:`T = t\,G/\sigma_{max}(G)` is ``transmission`` =
+  :math:`t \le 1` (default 1). The medium is *passive*: no input wavefront
+  leaves with more power than it brought, :math:`\|TE\|^2 \le t^2\|E\|^2`,
+  and the best-transmitted wavefront (the top singular vector) passes with
+  :math:`t^2` of its power; a typical SLM pattern transmits much less (about
+  0.34 of its power at 64 -> 128 and t = 1, from the Marchenko-Pastur edge
+  :math:`\sigma_{max}^2 \approx (1 + \sqrt{N_{in}/N_{out}})^2 N_{out}/N_{in}`
+  in units of the mean). Speckle statistics are those of the unscaled matrix
+  (exponential intensity, contrast 1).
 * ``"unitary"``: a lossless multimode cavity. Modes are mixed by
   :math:`U = \exp(i\,m H)` with :math:`H` a random Hermitian (GUE) matrix of size
   :math:`N=\max(N_{in},N_{out})` normalised to unit spectral scale, and ``m`` the
@@ -22,9 +30,13 @@ transmission matrix :math:`T \in \mathbb{C}^{N_{out}\times N_{in}}`:
   the first :math:`N_{out}`. Energy is conserved: with
   :math:`N_{out} = N \ge N_{in}`, :math:`\sum_k |(UE)_k|^2 = \sum_j |E_j|^2`.
 
-The camera integrates intensity :math:`I_k = |(T E)_k|^2`. With ``photons`` the
-mean number of photo-electrons per camera pixel at unit mean intensity, the
-expected signal is :math:`S_k = \text{photons}\cdot I_k` (e-).
+The camera (``n_outputs`` pixels, default 128: the camera size is a plain
+option) integrates the intensity. With the SLM field of unit total power, the
+pixel intensity is reported relative to an even spread of the input power over
+the camera, :math:`I_k = N_{out}\,|(T E)_k|^2` (so :math:`\sum_k I_k/N_{out}`
+is the transmitted fraction, <= 1). With ``photons`` the photo-electrons a
+pixel collects at :math:`I_k = 1` (the laser power), the expected signal is
+:math:`S_k = \text{photons}\cdot I_k` (e-).
 
 Noise (each draw from the system's own seeded generator)
 --------------------------------------------------------
@@ -33,8 +45,8 @@ Noise (each draw from the system's own seeded generator)
 * full-well saturation: charge is clipped at ``full_well`` (e-);
 * ADC: ``adc_bits`` bits spanning 0..``full_well``, rounded to the nearest code.
 
-The output is the ADC code divided by :math:`2^{bits}-1`, so 1.0 means a
-saturated pixel. The response is a nonlinear (cosine) function of the drive
+The output is the ADC code divided by :math:`2^{bits}-1` (``output_units``:
+fraction of ADC full scale), so 1.0 means a saturated pixel. The response is a nonlinear (cosine) function of the drive
 values through interference, which is the nonlinearity the PNN uses.
 """
 
@@ -45,6 +57,7 @@ from typing import Any
 
 import torch
 
+from physnn import checks
 from physnn.system import PhysicalSystem, SystemSpec
 
 __all__ = ["OpticalCavity"]
@@ -55,14 +68,18 @@ class OpticalCavity(PhysicalSystem):
 
     Args:
         n_inputs: SLM pixels (default 64).
-        n_outputs: camera pixels read out (default 128).
-        matrix: ``"gaussian"`` (random medium) or ``"unitary"`` (lossless cavity).
+        n_outputs: camera pixels read out (default 128; e.g. 1024 for MNIST-sized inputs).
+        matrix: ``"gaussian"`` (passive random medium) or ``"unitary"`` (lossless cavity).
+        transmission: largest singular value of the ``"gaussian"`` transmission matrix,
+            in (0, 1] (1: the best-transmitted wavefront passes without loss).
         mixing: mode-mixing strength for ``"unitary"`` (dimensionless).
         phase_range: drive limit ``high`` in units of pi. Default 1.0 (0..pi): with a full
             2 pi stroke the lowest and highest drive give the same field, so an encoder that
             uses the whole range would make its extremes (e.g. a label slot) indistinguishable.
         slm_bits: SLM bit depth (levels = 2**slm_bits); None for an analog drive.
-        photons: mean photo-electrons per pixel at unit mean intensity.
+        photons: photo-electrons per pixel at unit intensity (the input power spread evenly
+            over the camera); default 6000, so a 64 -> 128 gaussian medium (transmitting about a
+            third) gives about 2000 e- per pixel on average.
         read_noise: camera read noise (e- rms).
         full_well: saturation charge (e-).
         adc_bits: ADC depth.
@@ -79,9 +96,10 @@ class OpticalCavity(PhysicalSystem):
         *,
         matrix: str = "gaussian",
         mixing: float = 3.0,
+        transmission: float = 1.0,
         phase_range: float = 1.0,
         slm_bits: int | None = 8,
-        photons: float = 2000.0,
+        photons: float = 6000.0,
         read_noise: float = 5.0,
         full_well: float = 30000.0,
         adc_bits: int = 12,
@@ -90,34 +108,29 @@ class OpticalCavity(PhysicalSystem):
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.complex64,
     ):
-        n_in = 64 if n_inputs is None else int(n_inputs)
-        n_out = 128 if n_outputs is None else int(n_outputs)
-        if matrix not in ("gaussian", "unitary"):
-            raise ValueError(f"matrix must be 'gaussian' or 'unitary', got {matrix!r}")
-        _positive("phase_range", phase_range)
-        _positive("photons", photons)
-        _positive("full_well", full_well)
-        if read_noise < 0 or not math.isfinite(read_noise):
-            raise ValueError(f"read_noise must be >= 0 e-, got {read_noise}")
-        if not (isinstance(adc_bits, int) and 1 <= adc_bits <= 24):
-            raise ValueError(f"adc_bits must be an integer in 1..24, got {adc_bits!r}")
-        if slm_bits is not None and not (isinstance(slm_bits, int) and 1 <= slm_bits <= 16):
-            raise ValueError(f"slm_bits must be an integer in 1..16 or None, got {slm_bits!r}")
-        if mixing < 0 or not math.isfinite(mixing):
-            raise ValueError(f"mixing must be >= 0, got {mixing}")
-        levels = None if slm_bits is None else 2**slm_bits
-        spec = SystemSpec(n_in, n_out, 0.0, float(phase_range), levels, name="optics", units="pi rad")
-        super().__init__(spec, device=device)
-        self.matrix_kind = matrix
-        self.mixing = float(mixing)
-        self.photons = float(photons)
-        self.read_noise = float(read_noise)
-        self.full_well = float(full_well)
-        self.adc_bits = adc_bits
-        self.noise = bool(noise)
-        self.seed = int(seed)
+        n_in = 64 if n_inputs is None else checks.integer("n_inputs", n_inputs, low=1)
+        n_out = 128 if n_outputs is None else checks.integer("n_outputs", n_outputs, low=1)
+        self.matrix_kind = checks.choice("matrix", matrix, ("gaussian", "unitary"))
+        self.mixing = checks.nonnegative("mixing", mixing)
+        self.transmission = checks.real("transmission", transmission, low=0.0, high=1.0, low_open=True)
+        phase_range = checks.positive("phase_range", phase_range)
+        if slm_bits is not None:
+            slm_bits = checks.integer("slm_bits", slm_bits, low=1, high=16)
+        self.photons = checks.positive("photons", photons)
+        self.read_noise = checks.nonnegative("read_noise", read_noise)
+        self.full_well = checks.positive("full_well", full_well)
+        self.adc_bits = checks.integer("adc_bits", adc_bits, low=1, high=24)
+        self.noise = checks.boolean("noise", noise)
+        self.seed = checks.integer("seed", seed, low=0)
+        if dtype not in (torch.complex64, torch.complex128):
+            raise checks.ParameterError(f"dtype must be torch.complex64 or torch.complex128, got {dtype!r}")
         self.dtype = dtype
+        levels = None if slm_bits is None else 2**slm_bits
+        spec = SystemSpec(n_in, n_out, 0.0, phase_range, levels, name="optics", units="pi rad",
+                          output_units="fraction of ADC full scale")
+        super().__init__(spec, device=device)
         self._T = self._make_matrix()
+        self._element_rms = float(self._T.abs().pow(2).mean().sqrt())
         self._noise_gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)
 
     # ----------------------------------------------------------------- physics
@@ -127,7 +140,8 @@ class OpticalCavity(PhysicalSystem):
         if self.matrix_kind == "gaussian":
             re = torch.randn(n_out, n_in, generator=gen, dtype=torch.float64)
             im = torch.randn(n_out, n_in, generator=gen, dtype=torch.float64)
-            T = torch.complex(re, im) / math.sqrt(2 * n_in)
+            T = torch.complex(re, im)
+            T = T * (self.transmission / torch.linalg.matrix_norm(T, ord=2))  # passive: sigma_max = t <= 1
         else:
             n = max(n_in, n_out)
             a = torch.complex(
@@ -147,9 +161,13 @@ class OpticalCavity(PhysicalSystem):
         return torch.polar(torch.full_like(phase, amp), phase).to(self.dtype)
 
     def intensity(self, x: torch.Tensor) -> torch.Tensor:
-        """Noise-free camera intensity |T E|^2 at unit input power times N_in (mean 1 per pixel)."""
+        """Noise-free camera intensity N_out |T E|^2 at unit input power (1 = input power spread evenly)."""
         out = self.field(x) @ self._T.T
-        return (out.real**2 + out.imag**2) * self.spec.n_inputs
+        return (out.real**2 + out.imag**2) * self.spec.n_outputs
+
+    def transmitted_fraction(self, x: torch.Tensor) -> torch.Tensor:
+        """Output power over input power, ||T E||^2 / ||E||^2, per sample (<= transmission^2: passive)."""
+        return self.intensity(x).sum(dim=1) / self.spec.n_outputs
 
     def _measure(self, x: torch.Tensor) -> torch.Tensor:
         signal = self.photons * self.intensity(x)
@@ -174,8 +192,8 @@ class OpticalCavity(PhysicalSystem):
         return {"transmission_matrix": self._T}
 
     def drift_scales(self) -> dict[str, float]:
-        """Natural size of a unit drift: the rms of one matrix element."""
-        return {"transmission_matrix": 1.0 / math.sqrt(2 * self.spec.n_inputs)}
+        """Natural size of a unit drift: the rms of one (real or imaginary part of a) matrix element."""
+        return {"transmission_matrix": self._element_rms / math.sqrt(2)}
 
     def differentiable(self, x: torch.Tensor) -> torch.Tensor:
         """The noise-free, unquantised model with its autograd graph.
@@ -191,6 +209,7 @@ class OpticalCavity(PhysicalSystem):
         d.update(
             matrix=self.matrix_kind,
             mixing=self.mixing,
+            transmission=self.transmission,
             photons=self.photons,
             read_noise_e=self.read_noise,
             full_well_e=self.full_well,
@@ -201,7 +220,3 @@ class OpticalCavity(PhysicalSystem):
         )
         return d
 
-
-def _positive(name: str, value: float) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
