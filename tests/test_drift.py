@@ -21,7 +21,8 @@ class LinearMap(PhysicalSystem):
         super().__init__(SystemSpec(n_in, n_out, 0.0, 1.0, None, name="linear"))
         gen = torch.Generator().manual_seed(seed)
         w = torch.randn(n_in, n_out, generator=gen, dtype=torch.float64)
-        self.weights = torch.complex(w, torch.randn(n_in, n_out, generator=gen, dtype=torch.float64)) if complex_weights else w
+        imag = torch.randn(n_in, n_out, generator=gen, dtype=torch.float64)
+        self.weights = torch.complex(w, imag) if complex_weights else w
 
     def _measure(self, x: torch.Tensor) -> torch.Tensor:
         y = x.to(self.weights.dtype) @ self.weights
@@ -153,7 +154,8 @@ def test_event_jumps_at_the_given_query():
     assert all(torch.equal(o, after[0]) for o in after)  # and stays put (rate = 0)
     assert [k for k, _ in seen] == ["drift_event"] and seen[0][1]["applied_at"] == 100.0
     d = wrapped.describe()["drift"]
-    assert d["fired_events"] == [{"time": 100.0, "size": 0.5, "applied_at": 100.0}] and d["pending_events"] == []
+    assert d["fired_events"] == [{"time": 100.0, "kind": "jump", "size": 0.5, "applied_at": 100.0}]
+    assert d["pending_events"] == [] and seen[0][1]["event"] == "jump"
     assert wrapped.stats.counters["drift_event"] == 1
 
 
@@ -262,3 +264,193 @@ def test_drifting_is_buildable_by_name_and_checks_its_options():
     assert not torch.equal(moving(x), b0)
     with pytest.raises(ValueError, match="system 'drifting' has no option\\(s\\) 'bogus'"):
         build_system("drifting", bogus=1)
+
+
+# ------------------------------------------------------------------ stationary (Ornstein-Uhlenbeck) drift
+def _state_in_scales(wrapped: Drifting, system: LinearMap, w0: torch.Tensor) -> torch.Tensor:
+    return (system.weights - w0) / wrapped.describe()["drift"]["parameters"]["weights"]["scale"]
+
+
+def test_ou_variance_stays_bounded_over_a_million_queries():
+    system = LinearMap(50, 40, seed=11)  # 2000 independent coordinates
+    w0 = system.weights.clone()
+    sigma, tau = 0.5, 1e4
+    wrapped = Drifting(system, mode="ou", sigma=sigma, tau=tau, seed=3)
+    x = torch.rand(1, 50, generator=torch.Generator().manual_seed(0)).expand(2000, -1)
+    variances, states = [], []
+    for _ in range(601):  # 1.2e6 queries = 120 correlation times
+        wrapped(x)
+        s = _state_in_scales(wrapped, system, w0)
+        variances.append(float(s.pow(2).mean()))
+        states.append(s.flatten().clone())
+    assert wrapped.stats.samples == 1_202_000
+    assert max(variances) < 1.15 * sigma**2  # bounded at all times (2000 coordinates: ~3 % sampling error)
+    stationary = variances[50:]  # after 10 tau
+    assert sum(stationary) / len(stationary) == pytest.approx(sigma**2, rel=0.05)
+    assert variances[1] == pytest.approx(sigma**2 * (1 - math.exp(-2 * 2000 / tau)), rel=0.15)  # starts at 0
+    # correlation time: corr(s_t, s_{t+tau}) = exp(-1); 5 lags of 2000 queries = tau
+    lag = [float(torch.dot(a, b) / (a.norm() * b.norm())) for a, b in zip(states[50:-5:25], states[55::25])]
+    assert sum(lag) / len(lag) == pytest.approx(math.exp(-1), abs=0.05)
+
+
+def test_ou_law_does_not_depend_on_batching():
+    # ten batches 10 tau apart: each state is a fresh stationary draw, variance sigma^2, uncorrelated
+    system = LinearMap(50, 40, seed=12)
+    w0 = system.weights.clone()
+    wrapped = Drifting(system, mode="ou", sigma=2.0, tau=100.0, seed=4)
+    x = torch.rand(1, 50, generator=torch.Generator().manual_seed(1)).expand(1000, -1)
+    wrapped(x)  # t = 0: at the set point
+    assert torch.equal(system.weights, w0)
+    prev = None
+    for _ in range(10):
+        wrapped(x)
+        s = _state_in_scales(wrapped, system, w0).flatten()
+        if prev is not None:
+            assert float(s.pow(2).mean()) == pytest.approx(4.0, rel=0.1)
+            assert abs(float(torch.dot(s, prev) / (s.norm() * prev.norm()))) < 0.08
+        prev = s.clone()
+
+
+def test_ou_zero_sigma_is_bit_identical_and_an_event_moves_the_set_point():
+    from physnn.simulators.optics import OpticalCavity
+
+    plain = OpticalCavity(8, 6, seed=2)
+    still = Drifting(OpticalCavity(8, 6, seed=2), mode="ou", sigma=0.0, tau=10.0)
+    x = torch.randint(0, 256, (5, 8), generator=torch.Generator().manual_seed(0)).float() / 255
+    for _ in range(4):
+        assert torch.equal(still(x), plain(x))
+    # a jump with no drift: the system moves to the new set point and stays there
+    system = LinearMap(seed=13)
+    w0 = system.weights.clone()
+    wrapped = Drifting(system, mode="ou", sigma=0.0, tau=10.0, events=[(20, 1.0)], seed=5)
+    xs = torch.rand(10, 4, generator=torch.Generator().manual_seed(2))
+    outs = [wrapped(xs) for _ in range(6)]
+    assert torch.equal(outs[0], outs[1]) and not torch.equal(outs[1], outs[2])
+    assert torch.equal(outs[2], outs[5]) and not torch.equal(system.weights, w0)
+
+
+# ------------------------------------------------------------------ physics stays valid
+def test_optical_medium_stays_passive_however_far_it_drifts():
+    from physnn.simulators.optics import OpticalCavity
+
+    inner = OpticalCavity(16, 24, noise=False, slm_bits=None, seed=3)
+    t0 = inner._T.to(torch.complex128).clone()
+    gram0 = t0.conj().T @ t0
+    wrapped = Drifting(inner, mode="random_walk", rate=0.05, events=[(100, 3.0)], seed=6)
+    assert wrapped.describe()["drift"]["parameters"]["transmission_matrix"]["chart"] == "rotation"
+    x = torch.rand(64, 16, generator=torch.Generator().manual_seed(3))
+    power0 = inner.intensity(x).sum(1)
+    for _ in range(10):  # several scales of drift: rms change of T ~ its own size
+        wrapped(x)
+    t = inner._T.to(torch.complex128)
+    assert float((t - t0).abs().pow(2).mean() / t0.abs().pow(2).mean()) > 0.5  # the speckle changed...
+    assert torch.allclose(t.conj().T @ t, gram0, atol=1e-5)  # ...but T^H T (the power for every input) did not
+    assert torch.allclose(inner.intensity(x).sum(1), power0, rtol=1e-4)  # the camera gets no brighter
+    # a lossless cavity stays lossless: |T E| <= |E| for every field
+    cavity = OpticalCavity(16, 24, matrix="unitary", noise=False, slm_bits=None, seed=4)
+    Drifting(cavity, events=[(0, 2.0)], seed=7)(x)
+    sv = torch.linalg.svdvals(cavity._T.to(torch.complex128))
+    assert float(sv.max()) <= 1 + 1e-5
+
+
+def test_additive_chart_on_the_optical_medium_is_still_available_and_brightens():
+    from physnn.simulators.optics import OpticalCavity
+
+    inner = OpticalCavity(16, 24, noise=False, slm_bits=None, seed=3)
+    x = torch.rand(64, 16, generator=torch.Generator().manual_seed(3))
+    p0 = float(inner.intensity(x).mean())
+    Drifting(inner, events=[(0, 2.0)], charts={"transmission_matrix": "additive"}, seed=6)(x)
+    assert float(inner.intensity(x).mean()) > 2 * p0  # why the rotation chart is the default
+
+
+def test_acoustic_temperature_wanders_around_its_set_point_and_stays_valid():
+    from physnn.simulators.acoustics import AcousticCavity
+
+    now = [0.0]
+    inner = AcousticCavity(noise=False)
+    # 60 K rms around 20 deg C for 30 correlation times: far more than a lab sees; the range still holds
+    wrapped = Drifting(inner, mode="ou", sigma=20.0, tau=3600.0, clock="wall", time_fn=lambda: now[0],
+                       scales={"temperature": 3.0, "membrane_hz": 1.0}, seed=8,
+                       events=[{"time": 3600 * 30, "kind": "step", "shift": {"temperature": 200.0}}])
+    assert wrapped.describe()["drift"]["bounds"] == {"membrane_hz": [1.0, None], "temperature": [-50.0, 100.0]}
+    x = torch.rand(1, 20, generator=torch.Generator().manual_seed(4))
+    temps = []
+    for _ in range(18):
+        now[0] += 7200.0
+        wrapped(x)  # never raises "outside -50..100 deg C"
+        temps.append(inner.temperature)
+    assert all(-50.0 <= t <= 100.0 for t in temps) and len(set(temps[:14])) >= 8
+    assert temps[-1] == 100.0 and wrapped.stats.counters["drift_clipped"] >= 1  # the step pinned it at the top
+
+
+def test_temperature_step_is_in_degrees():
+    from physnn.simulators.acoustics import AcousticCavity
+
+    inner = AcousticCavity(noise=False)
+    wrapped = Drifting(inner, events=[{"time": 1, "kind": "step", "shift": {"temperature": 5.0}}])
+    x = torch.rand(1, 20, generator=torch.Generator().manual_seed(5))
+    a = wrapped(x)
+    assert inner.temperature == 20.0
+    b = wrapped(x)
+    assert inner.temperature == 25.0 and (a - b).abs().max() > 1e-4
+    assert wrapped.describe()["drift"]["fired_events"][0]["shift"] == {"temperature": 5.0}
+
+
+def test_stuck_metasurface_element_ignores_its_drive_from_the_event_on():
+    wrapped = Drifting(small_cavity(noise=False, seed=6), events=[{"time": 2, "kind": "stuck", "channels": [3],
+                                                                   "value": 1.0}])
+    x = bits(1, seed=7).expand(2, -1).clone()
+    x[:, 3] = torch.tensor([0.0, 1.0])  # element 3 off, then on
+    before = wrapped(x)  # t = 0: element 3 follows its drive
+    assert not torch.equal(before[0], before[1])
+    after = wrapped(x)  # t = 2: element 3 stuck on, whatever the drive says
+    assert torch.equal(after[0], after[1]) and torch.equal(after[0], before[1])
+    assert wrapped.describe()["drift"]["stuck_channels"] == {"3": 1.0}
+    with pytest.raises(ValueError, match="not one of the 2 allowed levels"):
+        Drifting(small_cavity(noise=False), events=[{"time": 0, "kind": "stuck", "channels": [0], "value": 0.5}])
+
+
+def test_chip_swap_replaces_the_mismatch_and_closes_the_old_chip():
+    from physnn.registry import build_system
+    from physnn.simulators.neuromorphic import NeuromorphicChip
+
+    kw = dict(n_hidden=32, steps=8, noise=0.0)
+    old, new = NeuromorphicChip(16, 8, serial="chip-0", **kw), NeuromorphicChip(16, 8, serial="chip-1", **kw)
+    seen = []
+    wrapped = Drifting(old, events=[{"time": 4, "kind": "swap", "system": new}])
+    wrapped.event_hook = lambda kind, fields: seen.append(kind)
+    x = torch.rand(4, 16, generator=torch.Generator().manual_seed(6))
+    a, b = wrapped(x), wrapped(x)
+    assert torch.equal(a, NeuromorphicChip(16, 8, serial="chip-0", **kw)(x))
+    assert torch.equal(b, NeuromorphicChip(16, 8, serial="chip-1", **kw)(x)) and not torch.equal(a, b)
+    assert old.closed and wrapped.system is new and seen == ["drift_event"]
+    json.dumps(wrapped.describe(), allow_nan=False)
+    # by name, from a config
+    chip = build_system("drifting", n_inputs=16, base="neuromorphic", base_options={"n_outputs": 8, **kw},
+                        events=[{"time": 4, "kind": "swap", "options": {"serial": "chip-1"}}])
+    assert torch.equal(chip(x), a) and torch.equal(chip(x), b)
+    chip.close()
+
+
+def test_bad_events_are_named():
+    sys_ = LinearMap()
+    with pytest.raises(ValueError, match="mode='ou' needs tau"):
+        Drifting(sys_, mode="ou", sigma=1.0)
+    with pytest.raises(ValueError, match="tau must be a positive finite number, got -3"):
+        Drifting(sys_, mode="ou", sigma=1.0, tau=-3)
+    with pytest.raises(ValueError, match="sigma=1 and tau=None apply to mode='ou'"):
+        Drifting(sys_, sigma=1.0)
+    with pytest.raises(ValueError, match="event kind must be one of 'jump', 'step', 'stuck', 'swap', got 'melt'"):
+        Drifting(sys_, events=[{"time": 1, "kind": "melt"}])
+    with pytest.raises(ValueError, match="step event parameter must be one of 'weights', got 'temperature'"):
+        Drifting(sys_, events=[{"time": 1, "kind": "step", "shift": {"temperature": 1.0}}])
+    with pytest.raises(ValueError, match=r"stuck event channels must be a non-empty list in 0..3, got \[4\]"):
+        Drifting(sys_, events=[{"time": 1, "kind": "stuck", "channels": [4]}])
+    with pytest.raises(ValueError, match=r"'jump' event has unknown key\(s\) \['sise'\]"):
+        Drifting(sys_, events=[{"time": 1, "sise": 0.3}])
+    with pytest.raises(ValueError, match="same spec"):
+        Drifting(sys_, events=[{"time": 1, "kind": "swap", "system": LinearMap(5, 3)}])
+    with pytest.raises(ValueError, match="charts\\['weights'\\] = 'rotation' needs a complex 2-D parameter"):
+        Drifting(sys_, charts={"weights": "rotation"})
+    with pytest.raises(ValueError, match="bounds\\['weights'\\] = \\(5.0, 6.0\\) exclude the parameter's initial"):
+        Drifting(sys_, bounds={"weights": (5.0, 6.0)})
