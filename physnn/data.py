@@ -81,9 +81,14 @@ def _check_fraction(test_fraction: float) -> None:
 
 
 def _split(
-    x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int
+    x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, what: str = "data set"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Stratified, seeded split: each class keeps its share in train and test."""
+    """Stratified, seeded split: each class keeps its share in train and test.
+
+    A class with one sample goes to the training split; a split that ends up
+    empty (every class a single sample) is an error naming ``what``, since a
+    run with nothing to test on would report an accuracy of nothing.
+    """
     _check_fraction(test_fraction)
     rng = np.random.default_rng(seed)
     train_idx, test_idx = [], []
@@ -96,6 +101,9 @@ def _split(
         train_idx.append(idx[n_test:])
     tr = rng.permutation(np.concatenate(train_idx))
     te = rng.permutation(np.concatenate(test_idx))
+    if te.size == 0:
+        raise ValueError(f"{what}: the test split is empty ({len(y)} sample(s) in {len(np.unique(y))} class(es), "
+                         f"test_fraction={test_fraction:g}); each class needs at least 2 samples")
     return x[tr], y[tr], x[te], y[te]
 
 
@@ -145,25 +153,48 @@ def load_vowels(path: str | os.PathLike | None = None, *, test_fraction: float =
         raise FileNotFoundError(f"vowels data file not found: {p} (give its path, e.g. ../shared/data/vowels.csv)")
     import csv
 
-    with open(p, newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in ["vowel", "label", *VOWEL_FEATURES] if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{p}: missing column(s) {', '.join(missing)}; found {reader.fieldnames}")
-        rows = list(reader)
+    try:
+        with open(p, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            missing = [c for c in ["vowel", "label", *VOWEL_FEATURES] if c not in (reader.fieldnames or [])]
+            if missing:
+                shown = ", ".join(map(str, reader.fieldnames or []))[:200]
+                raise ValueError(f"{p}: missing column(s) {', '.join(missing)}; found: {shown or 'no header'}")
+            rows = []
+            for r in reader:
+                # csv.DictReader fills a short row with None and keeps a long row's extras under None
+                if None in r or any(v is None for v in r.values()):
+                    n = sum(v is not None for k, v in r.items() if k is not None) + len(r.get(None) or [])
+                    raise ValueError(f"{p}: line {reader.line_num} has {n} field(s), the header has "
+                                     f"{len(reader.fieldnames)}")
+                rows.append((reader.line_num, r))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{p}: not a text CSV file (byte 0x{exc.object[exc.start]:02x} at offset {exc.start} "
+                         f"is not UTF-8)") from None
+    except csv.Error as exc:
+        raise ValueError(f"{p}: not a readable CSV file ({exc})") from None
     if not rows:
         raise ValueError(f"{p}: no data rows")
-    try:
-        x = np.array([[float(r[c]) for c in VOWEL_FEATURES] for r in rows], dtype=np.float64)
-        y = np.array([int(r["label"]) for r in rows], dtype=np.int64)
-    except ValueError as exc:
-        raise ValueError(f"{p}: non-numeric value in a formant or label column: {exc}") from None
+    x = np.empty((len(rows), len(VOWEL_FEATURES)), dtype=np.float64)
+    y = np.empty(len(rows), dtype=np.int64)
+    for i, (line, r) in enumerate(rows):
+        for j, c in enumerate(VOWEL_FEATURES):
+            try:
+                x[i, j] = float(r[c])
+            except ValueError:
+                raise ValueError(f"{p}: line {line} column {c} = {r[c]!r} is not a number") from None
+        try:
+            y[i] = int(r["label"])
+        except ValueError:
+            raise ValueError(f"{p}: line {line} column label = {r['label']!r} is not an integer") from None
+        if y[i] < 0:
+            raise ValueError(f"{p}: line {line} column label = {y[i]} must be an integer >= 0")
     if not np.isfinite(x).all():
         r, c = np.argwhere(~np.isfinite(x))[0]
-        raise ValueError(f"{p}: row {r + 2} column {VOWEL_FEATURES[c]} is not finite")
-    names_by_label = {int(r["label"]): r["vowel"] for r in rows}
+        raise ValueError(f"{p}: line {rows[r][0]} column {VOWEL_FEATURES[c]} is not finite")
+    names_by_label = {int(r["label"]): r["vowel"] for _, r in rows}
     n_classes = int(y.max()) + 1
-    xtr, ytr, xte, yte = _split(x, y, test_fraction, seed)
+    xtr, ytr, xte, yte = _split(x, y, test_fraction, seed, what=str(p))
     mu, sd = xtr.mean(0), xtr.std(0)
     sd[sd == 0] = 1.0
     xtr, xte = (xtr - mu) / sd, (xte - mu) / sd

