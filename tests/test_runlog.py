@@ -91,7 +91,7 @@ def test_round_trip_of_every_group(tmp_path):
 
     run = runlog.load(path)
     a = run.attrs
-    assert (a["format"], a["format_version"], a["seed"], a["status"]) == ("physnn-run", 1, 7, "completed")
+    assert (a["format"], a["format_version"], a["seed"], a["status"]) == ("physnn-run", 2, 7, "completed")
     assert run.status == "completed" and run.format_version == runlog.FORMAT_VERSION
     import datetime
     import physnn
@@ -110,7 +110,7 @@ def test_round_trip_of_every_group(tmp_path):
     assert m["epoch"].tolist() == [0, 1, 2]
     assert m["loss"].tolist() == [1.0, 0.5, 1.0 / 3]
     assert m["loss/block0"].tolist() == [0.5, 1.5, 2.5]
-    assert m["late/name"].tolist() == [0.0, 10.0, 20.0]  # not pre-created: stored in /metrics/_extra, merged
+    assert m["late/name"].tolist() == [0.0, 10.0, 20.0]  # not pre-created: stored in /metrics/extra, merged
     assert m["g_pos/block1"].tolist() == [1.5] * 3
     assert "digital_flops" not in m  # pre-created but never logged
     assert np.isnan(m["loss/block1"]).all() and np.isnan(m["late/nan"]).all()  # logged NaN is kept...
@@ -326,7 +326,8 @@ def test_kill9_mid_epoch_keeps_completed_epochs_and_resume_equals_uninterrupted(
     assert run.metrics["epoch"].tolist() == [0, 1, 2]
     assert run.checkpoints == [0, 1, 2]
     assert [e["kind"] for e in run.events].count("retry") == 3 and run.events[-1]["kind"] == "mid_epoch"
-    assert run.samples["block0"]["x"].shape == (0, 4)  # samples are written in whole chunks: none yet
+    # samples reach the file at each epoch flush: those of the 3 completed epochs are kept, epoch 3's are lost
+    assert run.samples["block0"]["x"].shape == (48, 4) and run.samples["block0"]["step"][-1] == 2
 
     # resume from the last checkpoint and finish; compare with a run that was never interrupted
     ck = runlog.last_checkpoint(path)
@@ -444,7 +445,7 @@ def test_resume_appends_and_never_rewrites(tmp_path):
             w.log_epoch(e, {"loss": float(e), "test_accuracy": 0.1 * e})
             w.checkpoint(e, {"w": torch.full((3,), float(e))})
     with h5py.File(path, "r") as f:
-        before = {k: f[k][:].tobytes() for k in ("metrics/epoch", "metrics/loss", "checkpoints/data", "events/json")}
+        before = {k: f[k][:].tobytes() for k in ("metrics/epoch", "metrics/loss", "checkpoints/data", "events")}
     # resume from the checkpoint of epoch 1: epoch 2 is done again, with different numbers
     w = RunWriter.resume(path)
     assert w.segment == 1 and w.last_epoch == 2
@@ -463,14 +464,17 @@ def test_resume_appends_and_never_rewrites(tmp_path):
     assert run.events[2]["fields"]["previous_status"] == "completed"
 
 
-def test_samples_are_capped_and_written_in_whole_chunks(tmp_path):
+def test_samples_are_capped_and_written_at_the_epoch_flush(tmp_path):
     path = tmp_path / "s.h5"
     systems = {"b": {"spec": {"n_inputs": 2, "n_outputs": 1}}}
     w = RunWriter(path, config={}, seed=0, systems=systems, samples_per_call=8, max_samples=40)
     for i in range(10):
         w.log_samples("b", np.full((20, 2), i), np.full((20, 1), -i))
     with h5py.File(path, "r", swmr=True, locking=False) as f:  # same process: same locking flags as the writer
-        assert f["samples/b/x"].shape[0] == 0  # 40 rows buffered: less than one chunk
+        assert f["samples/b/x"].shape[0] == 0  # 40 rows buffered in memory: no epoch flushed yet
+    w.log_epoch(0, {})
+    with h5py.File(path, "r", swmr=True, locking=False) as f:
+        assert f["samples/b/x"].shape[0] == 40  # written with the epoch
     w.close()
     s = runlog.load(path).samples["b"]
     assert s["x"].shape == (40, 2) and s["step"].tolist() == sorted(list(range(5)) * 8)
@@ -520,10 +524,10 @@ def test_bad_files_get_clear_messages(tmp_path, good_file):
     newer = tmp_path / "newer.h5"
     shutil.copy(good_file, newer)
     with h5py.File(newer, "r+") as f:
-        f.attrs["format_version"] = 2
-    assert msg(newer).startswith("was written in run-format version 2; this physnn")
-    assert "reads versions up to 1 — upgrade physnn" in msg(newer)
-    with pytest.raises(RunFileError, match="version 2"):
+        f.attrs["format_version"] = 3
+    assert msg(newer).startswith("was written in run-format version 3; this physnn")
+    assert "reads versions up to 2 — upgrade physnn" in msg(newer)
+    with pytest.raises(RunFileError, match="version 3"):
         runlog.last_checkpoint(newer)
 
 

@@ -16,9 +16,16 @@ import h5py
 import numpy as np
 import torch
 
+from .. import checks
+
 FORMAT_NAME = "physnn-run"
 #: Version of the layout described in docs/run-format.md. Readers refuse newer versions.
-FORMAT_VERSION = 1
+#: 1: JSON in uint8 byte streams, written with libver="latest" (read, never appended to).
+#: 2: bounded libver, fletcher32 on every raw dataset, units/long_name, dimension scales, text logs.
+FORMAT_VERSION = 2
+#: HDF5 file-format bounds of version-2 files: the lowest that keeps SWMR (superblock v3) and the
+#: same as the highest, so that HDF5 1.10 tools (Debian's hdf5-tools, MATLAB R2021+) read every object.
+LIBVER = ("v110", "v110")
 #: Values of the root ``status`` attribute. ``aborted``: the writer died without closing the run.
 STATUSES = ("running", "completed", "interrupted", "failed", "aborted")
 
@@ -27,7 +34,9 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\
 _BLOCK_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _ROW_CHUNK = 512
 _TEXT_CHUNK = 16384
-_DATA_CHUNK = 1 << 18
+_DATA_CHUNK = 1 << 16
+#: Unix time as CF units, so that xarray decodes time columns to datetimes.
+TIME_UNITS = "seconds since 1970-01-01 00:00:00"
 _STATUS_DTYPE = "S16"
 _TIME_DTYPE = "S40"
 _HOST_DTYPE = "S256"
@@ -66,6 +75,37 @@ def default_metric_names(blocks: Sequence[str]) -> list[str]:
     names += ["train_accuracy", "test_accuracy", "train_queries", "eval_queries", "device_seconds",
               "digital_flops", "epoch_seconds", "wall_seconds"]
     return names
+
+
+def _libver(version: int) -> Any:
+    """libver to reopen a file of run-format ``version`` with: v1 files were written with "latest"."""
+    return LIBVER if version >= 2 else "latest"
+
+
+#: Units of the metric names the trainers log (a prefix before '/' counts: 'loss/block0' -> 'loss').
+_METRIC_UNITS = {
+    "loss": ("1", "training loss"),
+    "g_pos": ("a.u.", "mean goodness of positive data"),
+    "g_neg": ("a.u.", "mean goodness of negative data"),
+    "train_accuracy": ("1", "training accuracy (fraction)"),
+    "test_accuracy": ("1", "test accuracy (fraction)"),
+    "val_accuracy": ("1", "validation accuracy (fraction)"),
+    "train_queries": ("1", "physical samples queried for training during the epoch"),
+    "eval_queries": ("1", "physical samples queried for evaluation during the epoch"),
+    "device_seconds": ("s", "seconds spent inside the physical systems during the epoch"),
+    "digital_flops": ("FLOP", "digital floating-point operations during the epoch"),
+    "epoch_seconds": ("s", "wall time of the epoch"),
+    "wall_seconds": ("s", "wall time since training started"),
+}
+
+
+def metric_units(name: str) -> tuple[str, str]:
+    """(units, long_name) of a metric column: known trainer names get theirs, others '1' and their name."""
+    head, _, tail = name.partition("/")
+    units, long_name = _METRIC_UNITS.get(name, _METRIC_UNITS.get(head, ("1", name)))
+    if name not in _METRIC_UNITS and head in _METRIC_UNITS and tail:
+        long_name = f"{long_name} ({tail})"
+    return units, long_name
 
 
 def _column_name(metric: str) -> str:
@@ -110,9 +150,7 @@ def _to_float(value: Any, what: str) -> float:
 
 
 def _nonneg_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{what} must be an integer >= 0, got {value!r}")
-    return int(value)
+    return checks.integer(what, value, low=0)
 
 
 def _iso_now() -> str:

@@ -1,5 +1,5 @@
-"""The on-disk building blocks of a run file: extendable columns, rows committed key-column-last,
-append-only byte streams and JSON logs indexed by (offset, length)."""
+"""The on-disk building blocks of a run file: extendable checksummed columns, rows committed key-column-last,
+append-only byte streams, and text logs of fixed-length rows (version 2) or JSON byte streams (version 1)."""
 
 from __future__ import annotations
 
@@ -12,20 +12,57 @@ import numpy as np
 from ._common import _ROW_CHUNK, _TEXT_CHUNK
 from .codec import _dumps
 
+#: One row of a text log (events, summary, confusion matrices, checkpoint manifests, late metrics,
+#: system descriptions). SWMR forbids appending variable-length strings, so a record's JSON text is cut
+#: into fixed-length ``text`` pieces, one row each: ``part`` counts 0..parts-1 within the record. Every
+#: field is a fixed-size number or a fixed-length ASCII string, so HDFView, h5dump and MATLAB show the
+#: rows as a table of text.
+TEXT_ROW = np.dtype([("time", "<f8"), ("epoch", "<i8"), ("kind", "S32"), ("part", "<u4"), ("parts", "<u4"),
+                     ("text", "S200")])
+_TEXT_WIDTH = TEXT_ROW["text"].itemsize
+_TEXT_ROWS_PER_CHUNK = 64
 
-def _create_col(g: h5py.Group, name: str, dtype: Any, width: int | None = None, chunk: int = _ROW_CHUNK,
+
+def _describe(ds: h5py.Dataset, units: str, long_name: str) -> h5py.Dataset:
+    ds.attrs["units"] = units
+    ds.attrs["long_name"] = long_name
+    return ds
+
+
+def _create_col(g: h5py.Group, name: str, dtype: Any, width: int | None = None, chunk: int = _ROW_CHUNK, *,
+                units: str | None = None, long_name: str | None = None, checksum: bool = False,
                 **kw: Any) -> h5py.Dataset:
+    """An empty extendable column ``[0]`` or ``[0, width]``.
+
+    ``checksum``: HDF5's fletcher32 filter (version-2 files). It keeps every chunk the same size, so a
+    partly filled chunk is rewritten in place under SWMR (compression would reallocate it each time and
+    leak the old space).
+    """
     shape = (0,) if width is None else (0, width)
     maxshape = (None,) if width is None else (None, width)
     chunks = (chunk,) if width is None else (chunk, width)
-    return g.create_dataset(name, shape=shape, maxshape=maxshape, chunks=chunks, dtype=dtype, **kw)
+    if checksum:
+        kw["fletcher32"] = True
+    ds = g.create_dataset(name, shape=shape, maxshape=maxshape, chunks=chunks, dtype=dtype, **kw)
+    if units is not None:
+        _describe(ds, units, long_name if long_name is not None else name)
+    return ds
 
 
-def _create_json_log(g: h5py.Group, *extra_cols: tuple[str, str]) -> None:
-    for name, dtype in extra_cols:
-        _create_col(g, name, dtype)
-    _create_col(g, "index", "i8", 2)
-    _create_col(g, "json", "u1", chunk=_TEXT_CHUNK)
+def _create_scale(g: h5py.Group, name: str, values: np.ndarray, units: str, long_name: str) -> h5py.Dataset:
+    """A fixed dimension scale (channel indices, metric names) for the second axis of 2-D columns."""
+    ds = g.create_dataset(name, data=values, fletcher32=True, chunks=(max(len(values), 1),))
+    _describe(ds, units, long_name)
+    ds.make_scale(name)
+    return ds
+
+
+def _create_text_log(g: h5py.Group, name: str, long_name: str) -> h5py.Dataset:
+    ds = _create_col(g, name, TEXT_ROW, chunk=_TEXT_ROWS_PER_CHUNK, checksum=True, units="", long_name=long_name)
+    ds.attrs["field_units"] = "time: seconds since 1970-01-01 00:00:00 UTC; epoch: 1 (-1: none)"
+    ds.attrs["layout"] = ("one record = rows part 0..parts-1 with the same time/epoch/kind; "
+                          "JSON = concatenation of their text fields (ASCII)")
+    return ds
 
 
 class _Rows:
@@ -62,6 +99,73 @@ def _append_bytes(ds: h5py.Dataset, raw: bytes) -> int:
         ds[offset:] = np.frombuffer(raw, dtype=np.uint8)
     ds.flush()
     return offset
+
+
+# ---------------------------------------------------------------- version 2: text logs
+def _parse_text_rows(rows: np.ndarray) -> tuple[list[tuple[float, int, str, bytes]], int]:
+    """Complete records ``(time, epoch, kind, json_bytes)`` of a text log, and the row count they cover.
+
+    Reading stops at the first row that does not start or continue a record properly: that is the
+    uncommitted tail a killed writer may leave (rows of fill value, with ``parts == 0``, or a record
+    cut short), which the next writer overwrites.
+    """
+    out: list[tuple[float, int, str, bytes]] = []
+    i, n = 0, len(rows)
+    part, parts, time_, epoch = rows["part"], rows["parts"], rows["time"], rows["epoch"]
+    while i < n:
+        k = int(parts[i])
+        if k == 0 or part[i] != 0 or i + k > n:
+            break
+        seg = slice(i, i + k)
+        if not (np.array_equal(part[seg], np.arange(k)) and np.all(parts[seg] == k)
+                and np.all(time_[seg] == time_[i]) and np.all(epoch[seg] == epoch[i])):
+            break
+        kind = bytes(rows["kind"][i]).decode("ascii", "replace")
+        out.append((float(time_[i]), int(epoch[i]), kind, b"".join(bytes(t) for t in rows["text"][seg])))
+        i += k
+    return out, i
+
+
+class _TextLog:
+    """Append-only JSON records in a text-log dataset (see :data:`TEXT_ROW`); SWMR-safe."""
+
+    def __init__(self, ds: h5py.Dataset):
+        self.ds = ds
+        records, self.rows = _parse_text_rows(ds[:])
+        self.count = len(records)
+
+    def append(self, record: Any, *, time: float, epoch: int = -1, kind: str = "") -> None:
+        raw = json.dumps(record, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+        pieces = [raw[i:i + _TEXT_WIDTH] for i in range(0, len(raw), _TEXT_WIDTH)] or [b""]
+        rows = np.zeros(len(pieces), dtype=TEXT_ROW)
+        rows["time"], rows["epoch"], rows["parts"] = time, epoch, len(pieces)
+        rows["kind"] = kind.encode("ascii", "replace")[:TEXT_ROW["kind"].itemsize]
+        rows["part"] = np.arange(len(pieces))
+        rows["text"] = pieces
+        end = self.rows + len(pieces)
+        if self.ds.shape[0] < end:
+            self.ds.resize((end,))
+        self.ds[self.rows:end] = rows
+        self.ds.flush()
+        self.rows = end
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def _read_text_log(ds: h5py.Dataset) -> list[tuple[float, int, Any]]:
+    """``[(time, epoch, record)]`` of every committed record."""
+    records, _ = _parse_text_rows(ds[:])
+    return [(t, e, json.loads(raw.decode("ascii"))) for t, e, _, raw in records]
+
+
+# ------------------------------------------------- version 1: JSON byte streams (read, recover)
+def _create_json_log(g: h5py.Group, *extra_cols: tuple[str, str]) -> None:
+    for name, dtype in extra_cols:
+        _create_col(g, name, dtype)
+    _create_col(g, "index", "i8", 2)
+    _create_col(g, "json", "u1", chunk=_TEXT_CHUNK)
 
 
 class _JsonLog:

@@ -17,10 +17,11 @@ from typing import Any, Iterator, Mapping
 import h5py
 import numpy as np
 
+from .. import checks
 from ._common import (_HDF5_SIGNATURE, FORMAT_NAME, FORMAT_VERSION, NoCheckpointError, RunFileError, _attr_str,
                       _column_name, _h5file, _LeftOpenError, _writer_alive)
 from .codec import _unpack
-from .columns import _read_json_log
+from .columns import _parse_text_rows, _read_json_log
 
 
 # ================================================================= the reader
@@ -45,6 +46,49 @@ class _ReadError(Exception):
         self.what = what
         self.exc = exc
         super().__init__(f"{what}: {exc}")
+
+
+class _ChecksumError(Exception):
+    """A dataset whose chunks fail HDF5's fletcher32 checksum (bit rot, a bad disk, a damaged copy)."""
+
+    def __init__(self, name: str, exc: BaseException):
+        self.name = name
+        super().__init__(f"dataset {name!r} fails its fletcher32 checksum ({exc})")
+
+
+def _arr(ds: h5py.Dataset, sel: Any = ()) -> np.ndarray:
+    """``ds[sel]``, with a failed checksum (or any other filter failure) reported with the dataset's name."""
+    try:
+        return ds[sel]
+    except OSError as exc:
+        if "filter" in str(exc).lower() or "checksum" in str(exc).lower():
+            raise _ChecksumError(ds.name, exc) from None
+        raise
+
+
+def _text_records(ds: h5py.Dataset) -> list[tuple[float, int, str, Any]]:
+    """``[(time, epoch, kind, record)]`` of the committed records of a version-2 text log."""
+    records, _ = _parse_text_rows(_arr(ds, slice(None)))
+    return [(t, e, k, json.loads(raw.decode("ascii"))) for t, e, k, raw in records]
+
+
+def _check_structure(f: h5py.File, path: Path) -> None:
+    """Refuse what physnn never writes and would act on blindly: data stored outside the file.
+
+    An HDF5 dataset can keep its bytes in external raw files named by the file; reading them would read
+    (and resuming would try to extend) files anywhere on the reader's disk.
+    """
+    found: list[str] = []
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset) and obj.external:
+            found.append(f"/{name} -> {[e[0] for e in obj.external][:3]}")
+
+    with _Reading("the file's objects"):
+        f.visititems(visit)
+    if found:
+        raise RunFileError(path, f"has datasets stored in external files ({'; '.join(found[:3])}); physnn writes "
+                                 f"every byte inside the run file and does not read data from elsewhere")
 
 
 class _Reading:
@@ -146,20 +190,26 @@ def _plain_attrs(attrs: h5py.AttributeManager) -> dict[str, Any]:
     return out
 
 
-def _read_metrics(g: h5py.Group) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
+def _read_metrics(g: h5py.Group, version: int) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
     names = json.loads(_attr_str(g.attrs["columns"]))
     cols = {n: g[_column_name(n)] for n in names}
     n = min([g["epoch"].shape[0], g["time"].shape[0], g["segment"].shape[0], g["logged"].shape[0]]
             + [c.shape[0] for c in cols.values()])
-    epochs, times, segs, logged = g["epoch"][:n], g["time"][:n], g["segment"][:n], g["logged"][:n].astype(bool)
-    data = {name: c[:n] for name, c in cols.items()}
-    extra_records, _ = _read_json_log(g["_extra"])
+    epochs, times, segs = _arr(g["epoch"], slice(0, n)), _arr(g["time"], slice(0, n)), _arr(g["segment"], slice(0, n))
+    logged = _arr(g["logged"], slice(0, n)).astype(bool)
+    data = {name: _arr(c, slice(0, n)) for name, c in cols.items()}
+    if version >= 2:
+        extra_records = [r for *_, r in _text_records(g["extra"])]
+    else:
+        extra_records, _ = _read_json_log(g["_extra"])
     extras: dict[int, dict[str, float]] = {}
     order = list(names)
     for r in extra_records:
-        if r.get("row", n) < n:
+        row = r.get("row", n)
+        # a record whose metric row never committed (the writer died in between) belongs to no row
+        if row < n and r.get("segment", int(segs[row])) == int(segs[row]):
             vals = {k: float(v) for k, v in r["values"].items()}
-            extras.setdefault(int(r["row"]), {}).update(vals)
+            extras.setdefault(int(row), {}).update(vals)
             order += [k for k in vals if k not in order]
     latest_segment: dict[int, int] = {}
     for e, s in zip(epochs.tolist(), segs.tolist()):
@@ -209,7 +259,10 @@ class Run:
         attrs: root attributes (format, versions, start time, host, seed, status...).
         status: the effective status: the one recorded at close, ``running``
             while the writer is alive, ``aborted`` when it died without closing.
-        config, dataset, systems: the JSON records, as dicts.
+        config, dataset: the JSON records, as dicts.
+        systems: each block's latest ``describe()`` (refreshed at close by
+            ``RunWriter.close(systems=...)``/``update_systems``);
+            ``systems_start``: the ones recorded when the run was created.
         metrics: per-epoch 1-D arrays (``epoch``, ``time`` and one per metric,
             NaN where not logged), one entry per epoch; rows superseded by a
             resume are dropped. ``epoch_rows``: the same as a list of dicts.
@@ -237,6 +290,7 @@ class Run:
     confusion: list[dict[str, Any]]
     summary: dict[str, Any]
     live: bool = False
+    systems_start: dict[str, dict[str, Any]] = field(default_factory=dict)
     _samples: dict[str, dict[str, np.ndarray]] | None = field(default=None, repr=False)
 
     @property
@@ -252,6 +306,18 @@ class Run:
         if self._samples is None:
             self._samples = _with_file(self.path, _read_samples)
         return self._samples
+
+    def history(self, upto_epoch: int | None = None) -> list[dict[str, float]]:
+        """The per-epoch metric rows (``{"epoch": e, name: value, ...}``) up to and including ``upto_epoch``.
+
+        What a trainer needs back to resume from the checkpoint of ``upto_epoch`` (rows of a crashed
+        segment beyond it are not included): read from ``/metrics``, so checkpoints need not carry the
+        history and their cost does not grow with the run. Values that were not logged are absent.
+        """
+        if upto_epoch is None:
+            return [dict(r) for r in self.epoch_rows]
+        upto_epoch = checks.integer("upto_epoch", upto_epoch)
+        return [dict(r) for r in self.epoch_rows if r["epoch"] <= upto_epoch]
 
     def metrics_frame(self):  # -> pandas.DataFrame
         """The metrics as a pandas DataFrame indexed by epoch (needs pandas)."""
@@ -276,7 +342,8 @@ class Run:
 
     def checkpoint(self, epoch: int | None = None) -> Checkpoint:
         """The checkpoint of ``epoch`` (default: the last one), tensors bit for bit as written."""
-        return _with_file(self.path, lambda f, live: _read_checkpoint(f, self.path, epoch, self.config))
+        return _with_file(self.path, lambda f, live, version: _read_checkpoint(f, self.path, epoch, self.config,
+                                                                                     version))
 
     def final(self, name: str) -> tuple[int | None, float]:
         """(epoch, value) of the last finite value of a metric; (None, nan) if never logged."""
@@ -316,34 +383,50 @@ class Run:
         return out
 
 
-def _with_file(path: Path, fn: Any, retries: int = 3) -> Any:
-    """Open, read with ``fn(f, live)``, close; retry a read that races a live writer, then report the damage."""
+def _with_file(path: Path, fn: Any, retries: int = 4) -> Any:
+    """Open, read with ``fn(f, live)``, close; retry a read that races a live writer, then report the damage.
+
+    A live (SWMR) reader can catch a chunk while the writer rewrites it in place, which fails the
+    chunk's checksum once; the retry reads it again. A checksum that fails on a closed file is damage.
+    """
     for attempt in range(retries):
         f, live = _open_read(path)
         try:
-            _check_format(f, path)
-            return fn(f, live)
+            version = _check_format(f, path)
+            _check_structure(f, path)
+            return fn(f, live, version)
         except _ReadError as exc:
             if not live or attempt == retries - 1:
                 raise RunFileError(path, f"is damaged: cannot read {exc.what} ({exc.exc})") from None
+        except _ChecksumError as exc:
+            if not live or attempt == retries - 1:
+                raise RunFileError(path, f"is corrupt: dataset {exc.name!r} fails its fletcher32 checksum (bit rot, "
+                                         f"a bad disk or a damaged copy); its values cannot be trusted") from None
         finally:
             f.close()
         time.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _read_samples(f: h5py.File, live: bool = False) -> dict[str, dict[str, np.ndarray]]:
+def _read_samples(f: h5py.File, live: bool = False, version: int = 2) -> dict[str, dict[str, np.ndarray]]:
     out = {}
     with _Reading("/samples"):
         for b, g in f["samples"].items():
             n = min(g["x"].shape[0], g["y"].shape[0], g["step"].shape[0])
-            out[b] = {"x": g["x"][:n], "y": g["y"][:n], "step": g["step"][:n]}
+            out[b] = {k: _arr(g[k], slice(0, n)) for k in ("x", "y", "step")}
     return out
 
 
-def _read_checkpoint(f: h5py.File, path: Path, epoch: int | None, config: dict[str, Any]) -> Checkpoint:
+def _manifests(f: h5py.File, version: int) -> list[dict[str, Any]]:
+    if version >= 2:
+        return [r for *_, r in _text_records(f["checkpoints/manifest"])]
+    records, _ = _read_json_log(f["checkpoints"], ("epoch", "time"))
+    return records
+
+
+def _read_checkpoint(f: h5py.File, path: Path, epoch: int | None, config: dict[str, Any], version: int) -> Checkpoint:
     with _Reading("/checkpoints"):
-        records, cols = _read_json_log(f["checkpoints"], ("epoch", "time"))
+        records = _manifests(f, version)
     if not records:
         raise NoCheckpointError(path, "holds no checkpoint (the run stopped before its first one)")
     if epoch is None:
@@ -361,7 +444,7 @@ def _read_checkpoint(f: h5py.File, path: Path, epoch: int | None, config: dict[s
         ds = f["checkpoints/data"]
         if start + length > ds.shape[0]:
             raise ValueError(f"needs bytes {start}..{start + length} but the data stream has {ds.shape[0]}")
-        data = ds[start:start + length].tobytes() if length else b""
+        data = _arr(ds, slice(start, start + length)).tobytes() if length else b""
     if zlib.crc32(data) != int(r["crc32"]):
         others = [rr["epoch"] for rr in records if rr is not r]
         raise RunFileError(path, f"checkpoint of epoch {r['epoch']} is corrupt (CRC32 mismatch); other checkpoints: "
@@ -373,30 +456,46 @@ def _read_checkpoint(f: h5py.File, path: Path, epoch: int | None, config: dict[s
                           config=config, extra=_unpack(r.get("extra"), table, data), time=float(r["time"]))
 
 
-def _read_run(f: h5py.File, path: Path, live: bool) -> Run:
+def _json_scalar(ds: h5py.Dataset) -> Any:
+    raw = ds[()]
+    return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+
+
+def _read_run(f: h5py.File, path: Path, live: bool, version: int) -> Run:
     with _Reading("the root attributes"):
         attrs = _plain_attrs(f.attrs)
     with _Reading("/config"):
-        config = json.loads(f["config"][()].decode("utf-8") if isinstance(f["config"][()], bytes)
-                            else f["config"][()])
+        config = _json_scalar(f["config"])
     dataset = None
     if "dataset" in f:
         with _Reading("/dataset"):
-            raw = f["dataset"][()]
-            dataset = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
-    systems = {}
+            dataset = _json_scalar(f["dataset"])
+    systems_start = {}
     with _Reading("/systems"):
         for b, g in f["systems"].items():
-            raw = g["describe"][()]
-            systems[b] = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+            if isinstance(g, h5py.Group):
+                systems_start[b] = _json_scalar(g["describe"])
+        systems = dict(systems_start)
+    if version >= 2:
+        with _Reading("/systems/updates"):
+            for *_, record in _text_records(f["systems/updates"]):
+                systems[record["block"]] = record["describe"]  # in order: the last record of a block wins
     with _Reading("/metrics"):
-        metrics, rows = _read_metrics(f["metrics"])
+        metrics, rows_ = _read_metrics(f["metrics"], version)
     with _Reading("/events"):
-        recs, cols = _read_json_log(f["events"], ("time",))
-        events = [{"time": float(t), "kind": r["kind"], "fields": r["fields"]} for r, t in zip(recs, cols["time"])]
+        if version >= 2:
+            events = [{"time": t, "kind": r["kind"], "fields": r["fields"]}
+                      for t, _, _, r in _text_records(f["events"])]
+        else:
+            recs, cols = _read_json_log(f["events"], ("time",))
+            events = [{"time": float(t), "kind": r["kind"], "fields": r["fields"]}
+                      for r, t in zip(recs, cols["time"])]
     with _Reading("/checkpoints"):
-        n = min(f["checkpoints/epoch"].shape[0], f["checkpoints/index"].shape[0], f["checkpoints/time"].shape[0])
-        checkpoints = [int(e) for e in f["checkpoints/epoch"][:n]]
+        if version >= 2:
+            checkpoints = [int(r["epoch"]) for r in _manifests(f, version)]
+        else:
+            n = min(f["checkpoints/epoch"].shape[0], f["checkpoints/index"].shape[0], f["checkpoints/time"].shape[0])
+            checkpoints = [int(e) for e in f["checkpoints/epoch"][:n]]
     probes = {}
     with _Reading("/probes"):
         for b, g in f["probes"].items():
@@ -404,24 +503,34 @@ def _read_run(f: h5py.File, path: Path, live: bool) -> Run:
             if not p:
                 continue
             n = min(g["y"].shape[0] // p, g["time"].shape[0], g["step"].shape[0])
-            probes[b] = {"x": g["x"][:], "y": g["y"][: n * p].reshape(n, p, g["y"].shape[1]), "step": g["step"][:n],
-                         "time": g["time"][:n]}
+            probes[b] = {"x": _arr(g["x"], slice(None)),
+                         "y": _arr(g["y"], slice(0, n * p)).reshape(n, p, g["y"].shape[1]),
+                         "step": _arr(g["step"], slice(0, n)), "time": _arr(g["time"], slice(0, n))}
     goodness = {}
     with _Reading("/goodness"):
         for b, g in f["goodness"].items():
             n = min(g["value"].shape[0], g["positive"].shape[0], g["epoch"].shape[0])
             if n:
-                goodness[b] = {"epoch": g["epoch"][:n], "positive": g["positive"][:n].astype(bool),
-                               "value": g["value"][:n]}
+                goodness[b] = {"epoch": _arr(g["epoch"], slice(0, n)),
+                               "positive": _arr(g["positive"], slice(0, n)).astype(bool),
+                               "value": _arr(g["value"], slice(0, n))}
     with _Reading("/confusion"):
-        recs, _ = _read_json_log(f["confusion"], ("epoch",))
+        if version >= 2:
+            recs = [r for *_, r in _text_records(f["confusion"])]
+        else:
+            recs, _ = _read_json_log(f["confusion"], ("epoch",))
         confusion = [{**r, "matrix": np.asarray(r["matrix"], dtype=np.int64)} for r in recs]
     with _Reading("/summary"):
-        recs, _ = _read_json_log(f["summary"], ("time",))
+        if version >= 2:
+            recs = [r for *_, r in _text_records(f["summary"])]
+        else:
+            recs, _ = _read_json_log(f["summary"], ("time",))
         summary = recs[-1] if recs else {}
     return Run(path=path, attrs=attrs, status=_derive_status(attrs, events, live), config=config, dataset=dataset,
-               systems=systems, metrics=metrics, epoch_rows=rows, events=events, checkpoints=checkpoints,
-               probes=probes, goodness=goodness, confusion=confusion, summary=summary, live=live)
+               systems=systems, metrics=metrics, epoch_rows=rows_, events=events, checkpoints=checkpoints,
+               probes=probes, goodness=goodness, confusion=confusion, summary=summary, live=live,
+               systems_start=systems_start)
+
 
 
 def load(path: str | os.PathLike) -> Run:
@@ -432,7 +541,7 @@ def load(path: str | os.PathLike) -> Run:
     a newer format version.
     """
     p = Path(path)
-    return _with_file(p, lambda f, live: _read_run(f, p, live))
+    return _with_file(p, lambda f, live, version: _read_run(f, p, live, version))
 
 
 def last_checkpoint(path: str | os.PathLike, epoch: int | None = None) -> Checkpoint:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import _HDF5_SIGNATURE, RunFileError, _attr_str, _h5file, _LeftOpenError, _writer_alive
-from .columns import _JsonLog
+from ._common import _HDF5_SIGNATURE, RunFileError, _attr_str, _h5file, _LeftOpenError, _libver, _writer_alive
+from .columns import _JsonLog, _TextLog
 from .reader import Run, load
 
 
@@ -139,9 +139,14 @@ def recover(path: str | os.PathLike, *, force: bool = False) -> bool:
         raise RunFileError(path, f"was left open by a writer on host {_attr_str(run.attrs.get('writer_host'))!r}; "
                                  f"if it is surely stopped, pass force=True")
     _clear_superblock_flags(path)
-    with _h5file(path, "r+", libver="latest") as f:
+    record = {"kind": "recovered", "fields": {"status": "aborted", "note": "the writer died without closing the run; "
+                                                                           "every flushed epoch is kept"}}
+    with _h5file(path, "r+", libver=_libver(run.format_version)) as f:
         f.attrs.modify("status", np.bytes_(b"aborted"))
-        _JsonLog(f["events"], ("time",)).append(
-            {"kind": "recovered", "fields": {"status": "aborted", "note": "the writer died without closing the run; "
-                                             "every flushed epoch is kept"}}, time.time())
+        if run.format_version >= 2:
+            last = run.metrics["epoch"][-1:]
+            _TextLog(f["events"]).append(record, time=time.time(), epoch=int(last[0]) if last.size else -1,
+                                         kind="recovered")
+        else:
+            _JsonLog(f["events"], ("time",)).append(record, time.time())
     return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import math
 import os
 import socket
@@ -20,12 +21,25 @@ import h5py
 import numpy as np
 import torch
 
-from ._common import (_DATA_CHUNK, _HOST_DTYPE, _STATUS_DTYPE, _TIME_DTYPE, FORMAT_NAME, FORMAT_VERSION,
-                      RunFileError, _attr_str, _block_name, _check_metric_name, _column_name, _git_commit,
-                      _h5file, _iso_now, _nonneg_int, _to_float, _writer_alive, default_metric_names)
+from .. import checks
+from ._common import (_DATA_CHUNK, _HOST_DTYPE, _STATUS_DTYPE, _TIME_DTYPE, FORMAT_NAME, FORMAT_VERSION, LIBVER,
+                      TIME_UNITS, RunFileError, _attr_str, _block_name, _check_metric_name, _column_name,
+                      _git_commit, _h5file, _iso_now, _libver, _nonneg_int, _to_float, _writer_alive,
+                      default_metric_names, metric_units)
 from .codec import _loose_json, _Packer, _strict_json
-from .columns import _append_bytes, _create_col, _create_json_log, _JsonLog, _read_json_log, _Rows
+from .columns import (_append_bytes, _create_col, _create_scale, _create_text_log, _describe, _read_text_log,
+                      _Rows, _TextLog)
 from .recovery import _clear_superblock_flags, _load_for_repair, _superblock_flags
+
+logger = logging.getLogger(__name__)
+
+#: Buffered sample rows per block beyond which log_samples writes before the epoch flush (memory bound).
+_SAMPLE_BUFFER_ROWS = 1 << 16
+
+
+def _spec_of(desc: Mapping[str, Any]) -> Mapping[str, Any]:
+    spec = desc.get("spec")
+    return spec if isinstance(spec, Mapping) else {}
 
 
 # ================================================================= the writer
@@ -39,9 +53,13 @@ class RunWriter:
         systems: ``{block: system.describe()}`` (a ``PhysicalSystem`` is also
             accepted); the blocks named here get ``/systems``, ``/samples``,
             ``/probes`` and ``/goodness`` entries and default loss columns.
+            ``describe()["spec"]`` gives the drive ``units`` and the
+            ``output_units`` written on the sample and probe datasets.
         metric_names: metric columns to pre-create (default:
             :func:`default_metric_names`). Names logged later that are not
-            among them are kept too, in ``/metrics/_extra``.
+            among them are kept too, in ``/metrics/extra``.
+        metric_units: ``{name: units}`` for metric columns whose units the
+            writer does not know (the trainers' names are known).
         dataset: a description of the data (``Dataset.describe()``), stored as JSON.
         samples_per_call: at most this many rows of each :meth:`log_samples`
             call are kept (evenly spaced through the batch).
@@ -51,11 +69,16 @@ class RunWriter:
         overwrite: replace an existing file (default: refuse, never lose data).
         durable: ``fsync`` after every epoch and checkpoint, so that a power
             cut (not just a killed process) keeps them too.
+        checkpoint_seconds: with it, :meth:`should_checkpoint` also says yes
+            once this many seconds have passed since the last checkpoint (a
+            wall-clock checkpoint interval for runs whose epochs are short).
 
     Use it as a context manager: leaving the block normally closes the run as
     ``completed``, Ctrl-C as ``interrupted``, any other exception as
     ``failed`` (the exception is recorded as an event). ``writer.event`` has
-    the signature of ``PhysicalSystem.event_hook``.
+    the signature of ``PhysicalSystem.event_hook``; ``writer.log_samples``
+    that of a ``query_hook`` (it only copies into memory: samples reach the
+    file at the next epoch flush, off the query path).
     """
 
     def __init__(
@@ -66,36 +89,33 @@ class RunWriter:
         seed: int,
         systems: Mapping[str, Any] | None = None,
         metric_names: Sequence[str] | None = None,
+        metric_units: Mapping[str, str] | None = None,
         dataset: Mapping[str, Any] | None = None,
         samples_per_call: int = 16,
         max_samples: int = 100_000,
         goodness_per_call: int = 2000,
         overwrite: bool = False,
         durable: bool = True,
+        checkpoint_seconds: float | None = None,
     ):
         path = Path(path)
+        overwrite = checks.boolean("overwrite", overwrite)
         if path.exists() and not overwrite:
             raise FileExistsError(f"run file {str(path)!r} already exists; continue it with RunWriter.resume(path), "
                                   f"or pass overwrite=True to replace it")
         if not isinstance(config, Mapping):
             raise TypeError(f"config must be a dict, got {type(config).__name__}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        for name, v, lo in (("samples_per_call", samples_per_call, 1), ("max_samples", max_samples, 0),
-                            ("goodness_per_call", goodness_per_call, 1)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        seed = checks.integer("seed", seed)
+        samples_per_call = checks.integer("samples_per_call", samples_per_call, low=1)
+        max_samples = checks.integer("max_samples", max_samples, low=0)
+        goodness_per_call = checks.integer("goodness_per_call", goodness_per_call, low=1)
+        durable = checks.boolean("durable", durable)
+        checkpoint_seconds = _check_checkpoint_seconds(checkpoint_seconds)
+        units = {checks.string("metric_units key", k): checks.string(f"metric_units[{k!r}]", v)
+                 for k, v in (metric_units or {}).items()}
         config_json = json.dumps(_strict_json(config, "config"), indent=1)
         dataset_json = json.dumps(_loose_json(dataset), indent=1) if dataset is not None else None
-        described: dict[str, dict[str, Any]] = {}
-        for block, desc in (systems or {}).items():
-            block = _block_name(block)
-            if hasattr(desc, "describe") and callable(desc.describe):
-                desc = desc.describe()
-            if not isinstance(desc, Mapping):
-                raise TypeError(f"systems[{block!r}] must be a describe() dict or a PhysicalSystem, "
-                                f"got {type(desc).__name__}")
-            described[block] = _loose_json(desc)
+        described = _describe_systems(systems)
         blocks = list(described)
         names = list(default_metric_names(blocks) if metric_names is None else metric_names)
         for n in names:
@@ -109,14 +129,16 @@ class RunWriter:
         self.max_samples = max_samples
         self.goodness_per_call = goodness_per_call
         self.durable = durable
+        self.checkpoint_seconds = checkpoint_seconds
         path.parent.mkdir(parents=True, exist_ok=True)
         start_unix = time.time()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
         try:
-            with h5py.File(tmp, "w", libver="latest") as f:
+            with h5py.File(tmp, "w", libver=LIBVER) as f:
                 options = {"samples_per_call": samples_per_call, "max_samples": max_samples,
                            "goodness_per_call": goodness_per_call}
-                self._create_layout(f, config_json, dataset_json, described, names, int(seed), start_unix, options)
+                self._create_layout(f, config_json, dataset_json, described, names, units, seed, start_unix,
+                                    options)
             os.replace(tmp, path)  # the file appears complete, or not at all
         finally:
             if tmp.exists():
@@ -127,8 +149,8 @@ class RunWriter:
     # ------------------------------------------------------------- creation
     @staticmethod
     def _create_layout(f: h5py.File, config_json: str, dataset_json: str | None,
-                       systems: dict[str, dict[str, Any]], names: list[str], seed: int, start_unix: float,
-                       options: dict[str, int]) -> None:
+                       systems: dict[str, dict[str, Any]], names: list[str], units: Mapping[str, str], seed: int,
+                       start_unix: float, options: dict[str, int]) -> None:
         import physnn
 
         a = f.attrs
@@ -152,71 +174,114 @@ class RunWriter:
         a.create("writer_host", np.bytes_(socket.gethostname().encode()[:255]), dtype=_HOST_DTYPE)
         a.create("writer_pid", np.int64(os.getpid()))
 
-        f.create_dataset("config", data=config_json, dtype=h5py.string_dtype())
+        _describe(f.create_dataset("config", data=config_json, dtype=h5py.string_dtype()), "",
+                  "resolved run configuration (JSON)")
         if dataset_json is not None:
-            f.create_dataset("dataset", data=dataset_json, dtype=h5py.string_dtype())
+            _describe(f.create_dataset("dataset", data=dataset_json, dtype=h5py.string_dtype()), "",
+                      "data set description (JSON)")
 
         sg = f.create_group("systems")
         for block, desc in systems.items():
             g = sg.create_group(block)
-            g.create_dataset("describe", data=json.dumps(desc, indent=1), dtype=h5py.string_dtype())
+            _describe(g.create_dataset("describe", data=json.dumps(desc, indent=1), dtype=h5py.string_dtype()), "",
+                      f"describe() of the {block} system when the run started (JSON)")
             if "class" in desc:
                 g.attrs["class"] = str(desc["class"])
-            spec = desc.get("spec", {}) if isinstance(desc.get("spec"), Mapping) else {}
-            for key in ("n_inputs", "n_outputs", "low", "high", "levels", "units", "name"):
+            spec = _spec_of(desc)
+            for key in ("n_inputs", "n_outputs", "low", "high", "levels", "units", "output_units", "name"):
                 if key in spec and spec[key] is not None:
                     g.attrs[key] = spec[key]
+        _create_text_log(sg, "updates", "describe() of a system, refreshed during or at the end of the run "
+                                        "(kind = block; the last record per block wins)")
 
         mg = f.create_group("metrics")
         mg.attrs["columns"] = json.dumps(names)
-        _create_col(mg, "epoch", "i8")
-        _create_col(mg, "time", "f8")
-        _create_col(mg, "segment", "i4")
-        _create_col(mg, "logged", "u1", max(len(names), 1))  # 1 where the row's value was given (even NaN)
+        epoch = _create_col(mg, "epoch", "i8", checksum=True, units="1",
+                            long_name="epoch (one row per log_epoch call; the key column, written last)")
+        epoch.make_scale("epoch")
+        metric = _create_scale(mg, "metric", np.array([n.encode() for n in names] or [b""], dtype="S64"), "",
+                               "metric name of each column of 'logged'")
+        cols = [_create_col(mg, "time", "f8", checksum=True, units=TIME_UNITS,
+                            long_name="time of the log_epoch call (UTC)"),
+                _create_col(mg, "segment", "i4", checksum=True, units="1",
+                            long_name="writer segment: 0, then 1, 2, ... after each resume")]
+        logged = _create_col(mg, "logged", "u1", max(len(names), 1), checksum=True, units="1",
+                             long_name="1 where the row logged the metric (even as NaN)")
         for name in names:
             col = _column_name(name)
             if col in mg:
                 raise ValueError(f"metric names {name!r} and another collide in the file (as {col!r})")
-            ds = _create_col(mg, col, "f8", fillvalue=np.nan)
+            unit, long_name = metric_units(name)
+            ds = _create_col(mg, col, "f8", checksum=True, fillvalue=np.nan, units=units.get(name, unit),
+                             long_name=long_name)
             ds.attrs["name"] = name
-        _create_json_log(mg.create_group("_extra"))
+            cols.append(ds)
+        for ds in cols + [logged]:
+            ds.dims[0].attach_scale(epoch)
+        logged.dims[1].attach_scale(metric)
+        _create_text_log(mg, "extra", "metrics without a column of their own: {row, epoch, values}")
 
         cg = f.create_group("checkpoints")
-        _create_json_log(cg, ("epoch", "i8"), ("time", "f8"))
-        _create_col(cg, "data", "u1", chunk=_DATA_CHUNK)
+        _create_text_log(cg, "manifest", "checkpoint manifests (JSON; see docs/run-format.md)")
+        _create_col(cg, "data", "u1", chunk=_DATA_CHUNK, checksum=True, units="",
+                    long_name="raw array bytes of all checkpoints, one after another")
 
-        _create_json_log(f.create_group("events"), ("time", "f8"))
-        _create_json_log(f.create_group("confusion"), ("epoch", "i8"))
-        _create_json_log(f.create_group("summary"), ("time", "f8"))
+        _create_text_log(f, "events", "events: {kind, fields} (run life cycle, retries, faults, warnings)")
+        _create_text_log(f, "confusion", "confusion matrices: {epoch, split, labels, matrix}")
+        _create_text_log(f, "summary", "final numbers of the run (log_summary; the last record wins)")
 
         samples, probes, goodness = f.create_group("samples"), f.create_group("probes"), f.create_group("goodness")
         for block, desc in systems.items():
-            spec = desc.get("spec", {}) if isinstance(desc.get("spec"), Mapping) else {}
+            spec = _spec_of(desc)
             n_in, n_out = spec.get("n_inputs"), spec.get("n_outputs")
+            drive, out = str(spec.get("units") or "a.u."), str(spec.get("output_units") or "a.u.")
             gg = goodness.create_group(block)
-            _create_col(gg, "value", "f4", chunk=4096)
-            _create_col(gg, "positive", "i1", chunk=4096)
-            _create_col(gg, "epoch", "i8", chunk=4096)
+            ge = _create_col(gg, "epoch", "i8", chunk=4096, checksum=True, units="1",
+                             long_name="epoch of each value (-1: before any epoch; the key column)")
+            ge.make_scale("epoch")
+            for name, dtype, long_name in (("value", "f4", "goodness"), ("positive", "i1", "1: positive data, "
+                                                                                             "0: negative data")):
+                _create_col(gg, name, dtype, chunk=4096, checksum=True, units="a.u." if name == "value" else "1",
+                            long_name=long_name).dims[0].attach_scale(ge)
             if isinstance(n_in, int) and isinstance(n_out, int) and n_in > 0 and n_out > 0:
-                rows = int(min(1024, max(16, (1 << 16) // (4 * max(n_in, n_out)))))
+                rows = int(min(1024, max(16, (1 << 14) // (4 * max(n_in, n_out)))))
                 s = samples.create_group(block)
                 s.attrs["chunk_rows"] = rows
-                for name, width in (("x", n_in), ("y", n_out)):
-                    _create_col(s, name, "f4", width, chunk=rows, compression="gzip", compression_opts=4,
-                                shuffle=True)
-                _create_col(s, "step", "i8", chunk=rows)
+                step = _create_col(s, "step", "i8", chunk=rows, checksum=True, units="1",
+                                   long_name="training step (or call counter) of the query; the key column")
+                step.make_scale("step")
+                inp = _create_scale(s, "input", np.arange(n_in, dtype=np.int32), "1", "system input channel")
+                outp = _create_scale(s, "output", np.arange(n_out, dtype=np.int32), "1", "system output channel")
+                for name, width, unit, scale, what in (("x", n_in, drive, inp, "drive sent to the system"),
+                                                       ("y", n_out, out, outp, "output measured by the system")):
+                    ds = _create_col(s, name, "f4", width, chunk=rows, checksum=True, units=unit, long_name=what)
+                    ds.dims[0].attach_scale(step)
+                    ds.dims[1].attach_scale(scale)
                 p = probes.create_group(block)
-                _create_col(p, "x", "f4", n_in, chunk=64)
-                _create_col(p, "y", "f4", n_out, chunk=256)
-                _create_col(p, "time", "f8")
-                _create_col(p, "step", "i8")
+                pstep = _create_col(p, "step", "i8", checksum=True, units="1",
+                                    long_name="training step of the re-measurement; the key column")
+                pstep.make_scale("step")
+                pin = _create_scale(p, "input", np.arange(n_in, dtype=np.int32), "1", "system input channel")
+                pout = _create_scale(p, "output", np.arange(n_out, dtype=np.int32), "1", "system output channel")
+                px = _create_col(p, "x", "f4", n_in, chunk=64, checksum=True, units=drive,
+                                 long_name="fixed probe drives [probe, input]")
+                px.dims[1].attach_scale(pin)
+                py = _create_col(p, "y", "f4", n_out, chunk=256, checksum=True, units=out,
+                                 long_name="probe outputs: measurement k of probe p is row k*P+p")
+                py.dims[1].attach_scale(pout)
+                _create_col(p, "time", "f8", checksum=True, units=TIME_UNITS,
+                            long_name="time of the re-measurement (UTC)").dims[0].attach_scale(pstep)
 
     # ----------------------------------------------------------- open/SWMR
     def _open_swmr(self, segment: int) -> None:
         self._lock = threading.RLock()
-        f = _h5file(self.path, "r+", libver="latest")
+        f = _h5file(self.path, "r+", libver=LIBVER)
         try:
-            self._bind(f)
+            try:
+                self._bind(f)
+            except (KeyError, TypeError, ValueError, IndexError, OSError) as exc:
+                raise RunFileError(self.path, f"does not have the layout of run-format version {FORMAT_VERSION} "
+                                              f"and cannot be appended to ({type(exc).__name__}: {exc})") from None
             f.swmr_mode = True
         except BaseException:
             f.close()
@@ -225,6 +290,7 @@ class RunWriter:
         self._segment = segment
         self._closed = False
         self._fd = os.open(self.path, os.O_RDONLY) if self.durable else None
+        self._last_checkpoint_time = time.monotonic()
 
     def _bind(self, f: h5py.File) -> None:
         """Open handles on every dataset (SWMR keeps them valid) and read back the running state."""
@@ -233,23 +299,25 @@ class RunWriter:
         m = f["metrics"]
         self._metric_names = json.loads(_attr_str(m.attrs["columns"]))
         self._metric_cols = [m[_column_name(n)] for n in self._metric_names]
+        for ds in self._metric_cols + [m["logged"], m["time"], m["segment"], m["epoch"]]:
+            if ds.chunks is None or ds.maxshape[0] is not None:
+                raise TypeError(f"dataset {ds.name!r} is not an extendable chunked column")
         self._metrics = _Rows(self._metric_cols + [m["logged"], m["time"], m["segment"], m["epoch"]])
-        self._extra = _JsonLog(m["_extra"])
-        extra_records, _ = _read_json_log(m["_extra"])
-        self._extra_seen = {k for r in extra_records for k in r.get("values", {})}
+        self._extra = _TextLog(m["extra"])
+        self._extra_seen = {k for _, _, r in _read_text_log(m["extra"]) for k in r.get("values", {})}
         ck = f["checkpoints"]
-        self._ckpt = _JsonLog(ck, ("epoch", "time"))
+        self._ckpt = _TextLog(ck["manifest"])
         self._ckpt_data = ck["data"]
-        self._events = _JsonLog(f["events"], ("time",))
-        self._confusion = _JsonLog(f["confusion"], ("epoch",))
-        self._summary = _JsonLog(f["summary"], ("time",))
+        self._events = _TextLog(f["events"])
+        self._confusion = _TextLog(f["confusion"])
+        self._summary = _TextLog(f["summary"])
+        self._system_updates = _TextLog(f["systems/updates"])
         self._goodness = {b: _Rows([g["value"], g["positive"], g["epoch"]]) for b, g in f["goodness"].items()}
         self._samples: dict[str, dict[str, Any]] = {}
         for b, g in f["samples"].items():
             rows = _Rows([g["x"], g["y"], g["step"]])
             n = rows.committed()
-            self._samples[b] = {"rows": rows, "dims": (g["x"].shape[1], g["y"].shape[1]),
-                                "chunk": int(g.attrs["chunk_rows"]), "buf": [], "buffered": 0,
+            self._samples[b] = {"rows": rows, "dims": (g["x"].shape[1], g["y"].shape[1]), "buf": [], "buffered": 0,
                                 "next_step": int(g["step"][n - 1]) + 1 if n else 0, "full_reported": False}
         self._probes: dict[str, dict[str, Any]] = {}
         for b, g in f["probes"].items():
@@ -302,6 +370,8 @@ class RunWriter:
         ``metrics`` maps names to numbers (``None``/missing: NaN). A key
         ``"epoch"`` is accepted when it equals ``epoch``. Logging an epoch
         again (e.g. after a resume) appends a new row; readers use the latest.
+        The samples buffered by :meth:`log_samples` are written first, so a
+        committed epoch has its samples on disk too.
         """
         epoch = _nonneg_int(epoch, "epoch")
         if not isinstance(metrics, Mapping):
@@ -315,6 +385,7 @@ class RunWriter:
             values[_check_metric_name(key)] = _to_float(v, f"metric {key!r}")
         with self._lock:
             self._check_open("log_epoch")
+            self._write_all_samples()
             now = time.time()
             row = [np.asarray([values.get(n, math.nan)], dtype=np.float64) for n in self._metric_names]
             logged = np.zeros((1, max(len(self._metric_names), 1)), dtype=np.uint8)
@@ -323,8 +394,9 @@ class RunWriter:
             extras = {k: v for k, v in values.items() if k not in known}
             n = self._metrics.committed()
             if extras:
-                self._extra.append({"row": n, "epoch": epoch,
-                                    "values": {k: (v if math.isfinite(v) else repr(v)) for k, v in extras.items()}})
+                self._extra.append({"row": n, "epoch": epoch, "segment": self._segment,
+                                    "values": {k: (v if math.isfinite(v) else repr(v)) for k, v in extras.items()}},
+                                   time=now, epoch=epoch, kind="values")
             self._metrics.append(row + [logged, np.asarray([now]), np.asarray([self._segment], dtype=np.int32),
                                         np.asarray([epoch], dtype=np.int64)], 1)
             self._last_epoch = epoch
@@ -332,7 +404,7 @@ class RunWriter:
             self._extra_seen.update(new)
             self._sync()
         if new:
-            self.event("late_metric", {"names": new, "note": "stored in /metrics/_extra; list them in "
+            self.event("late_metric", {"names": new, "note": "stored in /metrics/extra; list them in "
                                                              "metric_names= to give them their own column"})
 
     def log_summary(self, values: Mapping[str, Any]) -> None:
@@ -342,10 +414,29 @@ class RunWriter:
         record = {str(k): _loose_json(v) for k, v in values.items()}
         with self._lock:
             self._check_open("log_summary")
-            self._summary.append(record, time.time())
+            self._summary.append(record, time=time.time(), epoch=_or_minus1(self._last_epoch), kind="summary")
             self._sync()
 
     # ----------------------------------------------------------- checkpoint
+    def should_checkpoint(self, epoch: int, *, every: int | None = None, final: bool = False) -> bool:
+        """Whether the runner should call :meth:`checkpoint` after ``epoch``.
+
+        Yes when ``final``, when ``every`` divides ``epoch``, or when
+        ``checkpoint_seconds`` (constructor/resume) have passed since the last
+        checkpoint (or since the writer opened). A checkpoint costs the same
+        at epoch 10 and 10,000, so the wall-clock rule bounds the work a crash
+        can lose without paying a checkpoint per millisecond-long epoch.
+        """
+        epoch = _nonneg_int(epoch, "epoch")
+        final = checks.boolean("final", final)
+        if every is not None:
+            every = checks.integer("every", every, low=1)
+        if final or (every is not None and epoch % every == 0):
+            return True
+        if self.checkpoint_seconds is None:
+            return False
+        return time.monotonic() - self._last_checkpoint_time >= self.checkpoint_seconds
+
     def checkpoint(
         self,
         epoch: int,
@@ -360,8 +451,10 @@ class RunWriter:
         ``model_state`` is a state dict; ``optim_state`` any tree of dicts,
         lists, tuples, tensors, arrays and numbers (optimiser and trainer
         state); ``rng_state`` likewise (see :func:`capture_rng`); ``extra``
-        anything else the trainer needs back (e.g. its history). All come
-        back bit for bit from :func:`last_checkpoint`.
+        anything else the trainer needs back. All come back bit for bit from
+        :func:`last_checkpoint`. The per-epoch metrics need not go into
+        ``extra``: :meth:`Run.history` reads them back from ``/metrics``, so a
+        checkpoint costs the same whatever the length of the run.
         """
         epoch = _nonneg_int(epoch, "epoch")
         if not isinstance(model_state, Mapping):
@@ -372,13 +465,15 @@ class RunWriter:
         raw = b"".join(packer.chunks)
         with self._lock:
             self._check_open("checkpoint")
+            self._write_all_samples()
             now = time.time()
             offset = _append_bytes(self._ckpt_data, raw)
             record = {"epoch": epoch, "time": now, "segment": self._segment, "data_offset": offset,
                       "data_length": len(raw), "crc32": zlib.crc32(raw), "byteorder": sys.byteorder,
                       "arrays": packer.table, **trees}
-            self._ckpt.append(record, epoch, now)
+            self._ckpt.append(record, time=now, epoch=epoch, kind="checkpoint")
             self._sync()
+            self._last_checkpoint_time = time.monotonic()
 
     # ------------------------------------------------------- samples/probes
     def _sample_state(self, block: Any, what: str) -> tuple[str, dict[str, Any]]:
@@ -400,15 +495,22 @@ class RunWriter:
         """Keep a subsample of one system query: inputs ``x [B, n_in]`` and outputs ``y [B, n_out]``.
 
         At most ``samples_per_call`` rows are kept, evenly spaced through the
-        batch, up to ``max_samples`` rows per block. Rows go to disk in whole
-        compressed chunks (and at :meth:`flush`/:meth:`close`): rewriting a
-        partly filled compressed chunk would leak file space under SWMR. A
-        crash therefore loses at most the last ``chunk_rows - 1`` sample rows.
+        batch, up to ``max_samples`` rows per block. The rows are copied into
+        memory only; they reach the file at the next epoch flush
+        (:meth:`log_epoch`, :meth:`checkpoint`, :meth:`flush`, :meth:`close`),
+        so the query path never waits for the disk. A crash therefore loses
+        the samples of the epoch in progress, nothing earlier.
         """
         with self._lock:
             self._check_open("log_samples")
             b, st = self._sample_state(block, "log_samples")
             n_in, n_out = st["dims"]
+            if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.ndim == 2 and y.ndim == 2 \
+                    and x.shape[0] == y.shape[0]:
+                # pick the rows first: only those are copied off the device and converted
+                k = min(self.samples_per_call, x.shape[0])
+                pick = torch.from_numpy(np.unique(np.linspace(0, x.shape[0] - 1, k).round().astype(np.int64)))
+                x, y = x.detach()[pick.to(x.device)], y.detach()[pick.to(y.device)]
             xa = self._as_2d(x, n_in, f"log_samples({b!r}) x")
             ya = self._as_2d(y, n_out, f"log_samples({b!r}) y")
             if xa.shape[0] != ya.shape[0]:
@@ -425,29 +527,25 @@ class RunWriter:
             if k == 0:
                 return
             idx = np.unique(np.linspace(0, xa.shape[0] - 1, k).round().astype(np.int64))
-            st["buf"].append((xa[idx], ya[idx], np.full(len(idx), s, dtype=np.int64)))
+            st["buf"].append((xa[idx].copy(), ya[idx].copy(), np.full(len(idx), s, dtype=np.int64)))
             st["buffered"] += len(idx)
-            self._write_samples(b, final=False)
+            if st["buffered"] >= _SAMPLE_BUFFER_ROWS:  # a very long epoch: bound the memory
+                self._write_samples(b)
 
-    def _write_samples(self, b: str, final: bool) -> None:
+    def _write_samples(self, b: str) -> None:
         st = self._samples[b]
         if not st["buffered"]:
-            return
-        n = st["rows"].committed()
-        chunk = st["chunk"]
-        to_boundary = chunk - n % chunk
-        if final:
-            k = st["buffered"]
-        elif st["buffered"] >= to_boundary:
-            k = to_boundary + (st["buffered"] - to_boundary) // chunk * chunk  # whole chunks only
-        else:
             return
         xs = np.concatenate([t[0] for t in st["buf"]])
         ys = np.concatenate([t[1] for t in st["buf"]])
         ss = np.concatenate([t[2] for t in st["buf"]])
-        st["rows"].append([xs[:k], ys[:k], ss[:k]], k)
-        st["buf"] = [(xs[k:], ys[k:], ss[k:])] if k < len(xs) else []
-        st["buffered"] = len(xs) - k
+        st["rows"].append([xs, ys, ss], len(xs))
+        st["buf"] = []
+        st["buffered"] = 0
+
+    def _write_all_samples(self) -> None:
+        for b in self._samples:
+            self._write_samples(b)
 
     def set_probes(self, block: str | int, x: Any) -> None:
         """Store the fixed probe inputs ``x [P, n_in]`` of a block (once per run file).
@@ -503,7 +601,7 @@ class RunWriter:
             if b not in self._goodness:
                 raise ValueError(f"log_goodness: block {b!r} is not in this run file; blocks: {sorted(self._goodness)}")
             e = self._last_epoch if epoch is None else _nonneg_int(epoch, "epoch")
-            e = -1 if e is None else e
+            e = _or_minus1(e)
             parts = []
             for values, positive in ((g_pos, 1), (g_neg, 0)):
                 arr = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
@@ -531,11 +629,40 @@ class RunWriter:
             raise ValueError(f"{len(labels)} labels for a {m.shape[0]}x{m.shape[0]} confusion matrix")
         with self._lock:
             self._check_open("log_confusion")
-            e = self._last_epoch if epoch is None else _nonneg_int(epoch, "epoch")
-            e = -1 if e is None else e
+            e = _or_minus1(self._last_epoch if epoch is None else _nonneg_int(epoch, "epoch"))
             self._confusion.append({"epoch": e, "split": str(split), "labels": labels,
-                                    "matrix": m.astype(np.int64).tolist()}, e)
+                                    "matrix": m.astype(np.int64).tolist()}, time=time.time(), epoch=e,
+                                   kind=str(split))
             self._sync()
+
+    # ---------------------------------------------------------------- systems
+    def update_systems(self, systems: Mapping[str, Any]) -> None:
+        """Record the systems' current ``describe()`` (their query counts, drift, settings) in ``/systems/updates``.
+
+        ``systems`` maps block names (or indices) to ``PhysicalSystem``
+        objects or describe() dicts. The run's start state stays in
+        ``/systems/<block>/describe``; :func:`load` gives the latest record
+        per block as ``run.systems``. A describe() that raises is recorded as a
+        ``describe_failed`` event instead, so that closing a run never fails on it.
+        """
+        if not isinstance(systems, Mapping):
+            raise TypeError(f"systems must be a dict of block -> PhysicalSystem or describe() dict, "
+                            f"got {type(systems).__name__}")
+        with self._lock:
+            self._check_open("update_systems")
+            now = time.time()
+            for block, desc in systems.items():
+                b = _block_name(block)
+                if b not in self._blocks:
+                    raise ValueError(f"update_systems: block {b!r} is not in this run file; blocks: {self._blocks}")
+                try:
+                    desc = _describe_one(b, desc)
+                except Exception as exc:  # noqa: BLE001 - a driver's describe() may fail on a dead instrument
+                    self.event("describe_failed", {"block": b, "type": type(exc).__name__, "message": str(exc)})
+                    continue
+                self._system_updates.append({"block": b, "describe": desc}, time=now,
+                                            epoch=_or_minus1(self._last_epoch), kind=b)
+            self._f.flush()
 
     # ---------------------------------------------------------------- events
     def event(self, kind: str, fields: Mapping[str, Any] | None = None) -> None:
@@ -551,29 +678,33 @@ class RunWriter:
                 warnings.warn(f"run file {str(self.path)!r} is closed; event {kind!r} {record['fields']} not stored",
                               RuntimeWarning, stacklevel=2)
                 return
-            self._events.append(record, time.time())
+            self._events.append(record, time=time.time(), epoch=_or_minus1(self._last_epoch), kind=kind)
             self._f.flush()
 
     def flush(self) -> None:
         """Write everything (including buffered samples) to disk now."""
         with self._lock:
             self._check_open("flush")
-            for b in self._samples:
-                self._write_samples(b, final=True)
+            self._write_all_samples()
             self._sync()
 
     # ---------------------------------------------------------------- close
-    def close(self, status: str = "completed") -> None:
-        """End the run with ``status`` (completed, interrupted or failed). Idempotent."""
-        if status not in ("completed", "interrupted", "failed"):
-            raise ValueError(f"status must be 'completed', 'interrupted' or 'failed', got {status!r}")
+    def close(self, status: str = "completed", *, systems: Mapping[str, Any] | None = None) -> None:
+        """End the run with ``status`` (completed, interrupted or failed). Idempotent.
+
+        ``systems`` (block -> ``PhysicalSystem`` or describe() dict): their
+        describe() at the end of the run, recorded first (:meth:`update_systems`).
+        """
+        status = checks.choice("status", status, ("completed", "interrupted", "failed"))
         with self._lock:
             if self._closed:
                 return
             try:
-                for b in self._samples:
-                    self._write_samples(b, final=True)
-                self._events.append({"kind": "run_closed", "fields": {"status": status}}, time.time())
+                if systems is not None:
+                    self.update_systems(systems)
+                self._write_all_samples()
+                self._events.append({"kind": "run_closed", "fields": {"status": status}}, time=time.time(),
+                                    epoch=_or_minus1(self._last_epoch), kind="run_closed")
                 self._sync()
             finally:
                 self._f.close()
@@ -604,16 +735,25 @@ class RunWriter:
 
     # --------------------------------------------------------------- resume
     @classmethod
-    def resume(cls, path: str | os.PathLike, *, durable: bool = True, force: bool = False) -> "RunWriter":
+    def resume(cls, path: str | os.PathLike, *, durable: bool = True, force: bool = False,
+               checkpoint_seconds: float | None = None) -> "RunWriter":
         """Reopen a run file to append to it (after a crash, Ctrl-C or a finished run).
 
         The status goes back to ``running`` and a ``resumed`` event records the
         previous status and the last checkpoint. Refused while the writer that
         left the file open is still alive on this host; a writer on another
-        host cannot be checked, so then ``force=True`` is needed.
+        host cannot be checked, so then ``force=True`` is needed. Files of
+        run-format version 1 are read, not appended to.
         """
         path = Path(path)
+        durable = checks.boolean("durable", durable)
+        force = checks.boolean("force", force)
+        checkpoint_seconds = _check_checkpoint_seconds(checkpoint_seconds)
         run = _load_for_repair(path, force)
+        if run.format_version < FORMAT_VERSION:
+            raise RunFileError(path, f"is in run-format version {run.format_version}, which this physnn reads but "
+                                     f"does not append to; start a new run (its checkpoints still load with "
+                                     f"physnn.runlog.last_checkpoint)")
         previous = run.status
         if _superblock_flags(path):
             alive = _writer_alive(run.attrs)
@@ -627,7 +767,7 @@ class RunWriter:
                                          f"here; if it is surely stopped, resume with force=True")
             _clear_superblock_flags(path)
         segment = max(1, sum(1 for e in run.events if e["kind"] in ("run_started", "resumed")))
-        with _h5file(path, "r+", libver="latest") as f:
+        with _h5file(path, "r+", libver=LIBVER) as f:
             f.attrs.modify("status", np.bytes_(b"running"))
             f.attrs.modify("end_time", np.bytes_(b""))
             f.attrs.modify("writer_host", np.bytes_(socket.gethostname().encode()[:255]))
@@ -635,6 +775,7 @@ class RunWriter:
         self = cls.__new__(cls)
         self.path = path
         self.durable = durable
+        self.checkpoint_seconds = checkpoint_seconds
         options = json.loads(run.attrs.get("writer_options", "{}"))
         self.samples_per_call = int(options.get("samples_per_call", 16))
         self.max_samples = int(options.get("max_samples", 100_000))
@@ -643,15 +784,39 @@ class RunWriter:
         self.event("resumed", {"previous_status": previous, "last_checkpoint": run.checkpoints[-1]
                                if run.checkpoints else None, "last_epoch": self._last_epoch, "pid": os.getpid(),
                                "host": socket.gethostname()})
+        logger.info("resumed %s (segment %d, previous status %s)", path, segment, previous)
         return self
 
 
-def _set_root_status(path: Path, status: str, end_time: str = "") -> None:
+def _or_minus1(epoch: int | None) -> int:
+    return -1 if epoch is None else epoch
+
+
+def _check_checkpoint_seconds(value: Any) -> float | None:
+    return None if value is None else checks.positive("checkpoint_seconds", value)
+
+
+def _describe_one(block: str, desc: Any) -> dict[str, Any]:
+    if hasattr(desc, "describe") and callable(desc.describe):
+        desc = desc.describe()
+    if not isinstance(desc, Mapping):
+        raise TypeError(f"systems[{block!r}] must be a describe() dict or a PhysicalSystem, got {type(desc).__name__}")
+    return _loose_json(desc)
+
+
+def _describe_systems(systems: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    if systems is not None and not isinstance(systems, Mapping):
+        raise TypeError(f"systems must be a dict of block -> describe() dict or PhysicalSystem, "
+                        f"got {type(systems).__name__}")
+    return {_block_name(block): _describe_one(_block_name(block), desc) for block, desc in (systems or {}).items()}
+
+
+def _set_root_status(path: Path, status: str, end_time: str = "", version: int = FORMAT_VERSION) -> None:
     """Update the fixed-size root attributes in place, in a short non-SWMR session."""
     last: Exception | None = None
     for attempt in range(5):
         try:
-            with _h5file(path, "r+", libver="latest") as f:
+            with _h5file(path, "r+", libver=_libver(version)) as f:
                 f.attrs.modify("status", np.bytes_(status.encode()))
                 f.attrs.modify("end_time", np.bytes_(end_time.encode()))
             return
