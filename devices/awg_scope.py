@@ -17,13 +17,15 @@ laid out on the AWG sample grid (rate ``sample_rate``) as::
   peak, so the response can be located in the scope record by
   cross-correlation whatever the trigger latency and cable delay.
 
-Drive values map linearly from ``[low, high]`` (the spec) to DAC codes
-``-32767..32767`` and to volts:
+Drive values are volts at the AWG output (the spec's ``units`` is ``"V"``).
+They map linearly onto DAC codes ``-32767..32767`` over the AWG span
+``[offset - Vpp/2, offset + Vpp/2]``:
 
-.. math:: c = \mathrm{round}\Big(\frac{x-\text{low}}{\text{high}-\text{low}}\,65534 - 32767\Big),
+.. math:: c = \mathrm{round}\Big(\frac{x-(V_\text{offset}-V_{pp}/2)}{V_{pp}}\,65534 - 32767\Big),
    \qquad V = V_\text{offset} + \frac{c}{32767}\,\frac{V_{pp}}{2}
 
-so ``low`` is ``offset - Vpp/2`` volts and ``high`` is ``offset + Vpp/2``.
+The spec's drive limits ``low``/``high`` default to that span and may narrow
+it (a device under test that tolerates less than the AWG's span).
 
 The waveform is uploaded once as an IEEE 488.2 block
 (``SOUR1:DATA:ARB:DAC physnn,#...``), the scope is armed (``:SING``) and the
@@ -35,48 +37,52 @@ the sync marker. Features per sample, ``n_out`` of them:
 
 * ``"integrals"``: the slot is split into ``n_out`` equal windows (edges
   ``floor(k * P / n_out)`` of its ``P`` points) and each window is integrated,
-  in V*s;
+  in V*s (the spec's ``output_units``);
 * ``"fft"``: ``|FFT|`` of the slot's points, bins ``1..n_out`` (DC left out),
   scaled by ``2/P`` so that a cosine of amplitude ``A`` volts with ``k``
-  cycles per slot reads ``A`` in bin ``k``.
+  cycles per slot reads ``A`` in bin ``k`` (``output_units`` ``"V"``).
 
 Cost: 12 instrument transactions per waveform (listed in
 :meth:`AWGScopeSystem._acquire`), independent of ``B``. A batch longer than
 the waveform memory (``max_waveform_points``) is split into
 ``ceil(B / max_per_waveform)`` waveforms.
 
-Safety and recovery
--------------------
+Safety and recovery (the shared :class:`~physnn.devices.bench.BenchSystem`)
+--------------------------------------------------------------------------
 Limits (:class:`BenchLimits`: Vpp, offset, peak voltage, sample rate,
 waveform length) are fixed at construction and every setting is checked
 before any byte is sent. ``safe_state()`` (AWG output off) runs on
 ``close()``, on any exception during a batch and on Ctrl-C (then re-raised).
-Timeouts and malformed replies: clear, back off, re-align the reply stream
-(:meth:`SCPIInstrument.resync`) and retry the waveform (bounded). A truncated
-data block is first re-requested from the scope (the acquisition is still
-there). A lost connection: reopen, check the identity is unchanged, re-apply
-the whole configuration, retry. Completed waveforms are never lost: if a
-later one fails for good, the exception carries the finished rows as
-``exc.partial`` (a ``[k, n_out]`` tensor for the first ``k`` samples), also
-kept in ``system.last_partial``. Every fault and retry goes to
-``report_event`` (the run file's event log).
+Configuration is an ordered table (:attr:`AWGScopeSystem.SETUP`: identity,
+the AWG's settings table, the scope's settings table; see
+:mod:`physnn.devices.scpi`). Timeouts and malformed replies: back off, clear,
+re-align the reply stream (:meth:`SCPIInstrument.resync`) and retry the
+waveform (``retries``). A truncated data block is first re-requested from the
+scope (the acquisition is still there). A lost connection: reopen, check the
+identity is unchanged, re-apply the whole configuration, retry. Completed
+waveforms are never lost: if a later one fails for good, the exception
+carries the finished rows as ``exc.partial`` (a float32 ``[k, n_out]`` tensor
+for the first ``k`` samples, ``k`` possibly 0), also kept in
+``system.last_partial``. Every fault and retry goes to ``report_event`` (the
+run file's event log).
 """
 
 from __future__ import annotations
 
 import math
-import threading
-import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 
-from physnn.system import PhysicalSystem, SystemSpec
+from physnn import checks
+from physnn.system import SystemSpec
 
-from .errors import ConnectionLost, InstrumentError, InstrumentTimeout, LimitError, ProtocolError
+from .bench import BenchSystem
+from .errors import ConnectionLost, InstrumentError, LimitError, ProtocolError
 from .scpi import Preamble, SCPIAWG, SCPIScope
+from .transport import Transport
 
 __all__ = ["BenchLimits", "Framing", "AWGScopeSystem", "BARKER13", "window_edges", "FULL_SCALE"]
 
@@ -88,6 +94,9 @@ BARKER13 = np.array([1, 1, 1, 1, 1, -1, -1, 1, 1, -1, 1, -1, 1], dtype=np.int64)
 
 #: Name of the volatile arbitrary waveform the system owns on the AWG.
 ARB_NAME = "physnn"
+
+#: Feature extractions (and their output units): window integrals (V*s) or |FFT| bins (V).
+FEATURES = ("integrals", "fft")
 
 
 def window_edges(points: int, n: int) -> np.ndarray:
@@ -117,28 +126,25 @@ class BenchLimits:
     min_points: int = 8
 
     def __post_init__(self) -> None:
-        for key in ("max_vpp", "max_abs_offset", "max_abs_voltage", "min_sample_rate", "max_sample_rate"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"BenchLimits.{key} must be a finite number >= 0, got {v!r}")
-        if self.max_vpp <= 0 or self.max_abs_voltage <= 0:
-            raise ValueError(f"BenchLimits needs max_vpp > 0 and max_abs_voltage > 0, got {self.max_vpp}, {self.max_abs_voltage}")
-        if not 0 < self.min_sample_rate <= self.max_sample_rate:
+        for key in ("max_vpp", "max_abs_voltage", "min_sample_rate", "max_sample_rate"):
+            checks.positive(f"BenchLimits.{key}", getattr(self, key))
+        checks.nonnegative("BenchLimits.max_abs_offset", self.max_abs_offset)
+        if self.min_sample_rate > self.max_sample_rate:
             raise ValueError(
-                f"BenchLimits needs 0 < min_sample_rate <= max_sample_rate, got {self.min_sample_rate}, {self.max_sample_rate}"
+                f"BenchLimits needs min_sample_rate <= max_sample_rate, got {self.min_sample_rate}, {self.max_sample_rate}"
             )
         for key in ("max_points", "min_points"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"BenchLimits.{key} must be a positive integer, got {v!r}")
+            checks.integer(f"BenchLimits.{key}", getattr(self, key), low=1)
         if self.min_points > self.max_points:
             raise ValueError(f"BenchLimits.min_points={self.min_points} exceeds max_points={self.max_points}")
 
     def check(self, *, vpp: float, offset: float, sample_rate: float) -> None:
         """Raise :class:`LimitError` naming the first setting outside the limits."""
         for name, v in (("vpp", vpp), ("offset", offset), ("sample_rate", sample_rate)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise LimitError(f"{name} must be a finite number, got {v!r}")
+            try:
+                checks.real(name, v)
+            except checks.ParameterError as exc:
+                raise LimitError(str(exc)) from None
         if not 0 < vpp <= self.max_vpp:
             raise LimitError(f"Vpp = {vpp:g} V is outside the bench limit 0 < Vpp <= max_vpp = {self.max_vpp:g} V")
         if abs(offset) > self.max_abs_offset:
@@ -178,9 +184,7 @@ class Framing:
 
     def __post_init__(self) -> None:
         for key in ("n_inputs", "symbol_samples", "guard_samples", "sync_chip_samples"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{key} must be a positive integer, got {v!r}")
+            checks.integer(key, getattr(self, key), low=1)
 
     @property
     def slot(self) -> int:
@@ -226,7 +230,7 @@ class Framing:
         return out
 
 
-class AWGScopeSystem(PhysicalSystem):
+class AWGScopeSystem(BenchSystem):
     """AWG -> device under test -> oscilloscope, one waveform per batch.
 
     Args:
@@ -237,11 +241,10 @@ class AWGScopeSystem(PhysicalSystem):
             before anything is written.
         vpp, offset: AWG amplitude (V peak-to-peak) and offset (V).
         sample_rate: AWG sample rate (Sa/s).
-        drive_range: ``(low, high)`` of the drive values (the spec's limits),
-            mapped linearly to ``offset -/+ Vpp/2``.
-        levels: allowed drive levels (None: continuous, 16-bit DAC).
-        units: unit name of the drive values.
-        features: ``"integrals"`` or ``"fft"``.
+        low, high: drive limits in volts at the AWG output (default: the whole
+            span ``offset -/+ Vpp/2``); must lie inside that span.
+        levels: allowed drive levels in ``[low, high]`` (None: continuous, 16-bit DAC).
+        features: ``"integrals"`` (V*s) or ``"fft"`` (V).
         symbol_samples, guard_samples, sync_chip_samples: framing (AWG points).
         max_waveform_points: longest waveform used (default ``limits.max_points``).
         load: AWG output load setting (``"INF"`` for high-Z, or ohms).
@@ -251,19 +254,23 @@ class AWGScopeSystem(PhysicalSystem):
         max_delay_samples: longest latency (in AWG samples) between the
             trigger and the response's sync marker; the sync search and the
             record length allow for it.
-        on_clip: ``"raise"`` or ``"flag"`` when a sample's response touches
-            the scope's full scale (``clip_codes``). Either way the count goes
-            to ``stats.counters["clipped_samples"]``; with ``"flag"`` the
+        on_clip: ``"flag"`` (default) or ``"raise"`` when a sample's response
+            touches the scope's full scale (``clip_codes``). Either way the
+            count goes to ``stats.counters["clipped_samples"]`` and the
             per-sample mask of the last batch is ``last_clipped``.
-        max_retries: attempts after the first for one waveform.
-        retry_backoff: first back-off (s), doubled at each retry.
+        retries: attempts after the first for one waveform.
+        backoff: first back-off (s), doubled at each retry up to ``max_backoff``.
         acquisition_timeout: longest wait for the acquisition (s); default
             the scope transport timeout plus twice the record duration.
         expect_awg_idn, expect_scope_idn: substrings the ``*IDN?`` answers must
             contain (e.g. ``"33522B"``), to refuse driving the wrong instrument.
-        min_correlation: normalised correlation below which the sync is
-            declared missing (a :class:`ProtocolError`, then a retry).
+        min_correlation: smallest normalised correlation accepted for the sync marker.
+        name, device: spec name and result device.
+        open: identify the instruments and apply the configuration now.
     """
+
+    SETUP: ClassVar[tuple[str, ...]] = ("_check_identity", "_configure_awg", "_configure_scope")
+    CLIP_COUNTER: ClassVar[str] = "clipped_samples"
 
     def __init__(
         self,
@@ -276,9 +283,9 @@ class AWGScopeSystem(PhysicalSystem):
         vpp: float,
         offset: float,
         sample_rate: float,
-        drive_range: tuple[float, float] = (0.0, 1.0),
+        low: float | None = None,
+        high: float | None = None,
         levels: int | None = None,
-        units: str = "a.u.",
         features: str = "integrals",
         symbol_samples: int = 4,
         guard_samples: int = 8,
@@ -290,34 +297,46 @@ class AWGScopeSystem(PhysicalSystem):
         channel_range: float = 2.0,
         channel_offset: float = 0.0,
         max_delay_samples: int = 32,
-        on_clip: str = "raise",
+        on_clip: str = "flag",
         clip_codes: tuple[int, int] = (-32767, 32767),
-        max_retries: int = 3,
-        retry_backoff: float = 0.02,
+        retries: int = 3,
+        backoff: float = 0.02,
+        max_backoff: float = 1.0,
         acquisition_timeout: float | None = None,
         expect_awg_idn: str | None = None,
         expect_scope_idn: str | None = None,
         min_correlation: float = 0.6,
         name: str = "awg-scope",
         device: str | torch.device = "cpu",
-        connect: bool = True,
+        open: bool = True,
     ):
         if not isinstance(limits, BenchLimits):
             raise TypeError(f"limits must be a BenchLimits, got {type(limits).__name__}")
         # Every check below happens before any byte reaches an instrument.
         limits.check(vpp=vpp, offset=offset, sample_rate=sample_rate)
-        if features not in ("integrals", "fft"):
-            raise ValueError(f"features must be 'integrals' or 'fft', got {features!r}")
-        if on_clip not in ("raise", "flag"):
-            raise ValueError(f"on_clip must be 'raise' or 'flag', got {on_clip!r}")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
-        if not (isinstance(max_delay_samples, int) and max_delay_samples >= 0):
-            raise ValueError(f"max_delay_samples must be an integer >= 0, got {max_delay_samples!r}")
-        low, high = float(drive_range[0]), float(drive_range[1])
-        spec = SystemSpec(int(n_inputs), int(n_outputs), low, high, levels, name=name, units=units)
+        self.features = checks.choice("features", features, FEATURES)
+        self.max_delay_samples = checks.integer("max_delay_samples", max_delay_samples, low=0)
+        self.channel_range = checks.positive("channel_range", channel_range)
+        self.channel_offset = checks.real("channel_offset", channel_offset)
+        self.trigger_level = checks.real("trigger_level", trigger_level)
+        self.min_correlation = checks.real("min_correlation", min_correlation, low=0.0, high=1.0)
+        clip = checks.int_sequence("clip_codes", clip_codes, length=2)
+        self.clip_codes = (clip[0], clip[1])
+        span_low, span_high = float(offset) - float(vpp) / 2, float(offset) + float(vpp) / 2
+        low = span_low if low is None else checks.real("low", low)
+        high = span_high if high is None else checks.real("high", high)
+        eps = 1e-9 * max(1.0, abs(span_low), abs(span_high))
+        if not span_low - eps <= low < high <= span_high + eps:
+            raise LimitError(
+                f"drive limits low={low:g} V, high={high:g} V must satisfy {span_low:g} <= low < high <= {span_high:g} V "
+                f"(the AWG span offset -/+ Vpp/2 for offset {offset:g} V, Vpp {vpp:g} V)"
+            )
+        output_units = "V*s" if self.features == "integrals" else "V"
+        spec = SystemSpec(checks.integer("n_inputs", n_inputs, low=1), checks.integer("n_outputs", n_outputs, low=1),
+                          low, high, levels, name=name, units="V", output_units=output_units)
         framing = Framing(spec.n_inputs, symbol_samples, guard_samples, sync_chip_samples)
-        max_pts = limits.max_points if max_waveform_points is None else int(max_waveform_points)
+        max_pts = limits.max_points if max_waveform_points is None else checks.integer(
+            "max_waveform_points", max_waveform_points, low=1)
         if max_pts > limits.max_points:
             raise LimitError(
                 f"max_waveform_points = {max_pts} exceeds the AWG memory limit max_points = {limits.max_points}"
@@ -331,136 +350,111 @@ class AWGScopeSystem(PhysicalSystem):
             )
         if framing.length(1) < limits.min_points:
             raise LimitError(f"a one-sample waveform of {framing.length(1)} points is below min_points = {limits.min_points}")
-        if features == "integrals" and framing.slot < spec.n_outputs:
+        if self.features == "integrals" and framing.slot < spec.n_outputs:
             raise ValueError(
                 f"'integrals' needs at least one point per window: slot of {framing.slot} points "
                 f"(n_inputs*symbol_samples) < n_outputs = {spec.n_outputs}; raise symbol_samples"
             )
-        if features == "fft" and framing.slot // 2 < spec.n_outputs:
+        if self.features == "fft" and framing.slot // 2 < spec.n_outputs:
             raise ValueError(
                 f"'fft' needs slot//2 >= n_outputs bins: slot of {framing.slot} points gives {framing.slot // 2} "
                 f"< n_outputs = {spec.n_outputs}; raise symbol_samples"
             )
-        if not (isinstance(channel_range, (int, float)) and channel_range > 0):
-            raise ValueError(f"channel_range must be > 0 V, got {channel_range!r}")
-        super().__init__(spec, device=device)
+        super().__init__(spec, retries=retries, backoff=backoff, max_backoff=max_backoff, on_clip=on_clip,
+                         device=device)
         self.awg = awg
         self.scope = scope
+        for inst in (awg, scope):
+            inst.on_event = self.report_event
         self.limits = limits
         self.framing = framing
         self.vpp = float(vpp)
         self.offset = float(offset)
         self.sample_rate = float(sample_rate)
-        self.features = features
         self.max_waveform_points = max_pts
         self.max_per_waveform = per_wave
         self.load = load
         self.trigger_source = trigger_source
-        self.trigger_level = float(trigger_level)
-        self.channel_range = float(channel_range)
-        self.channel_offset = float(channel_offset)
-        self.max_delay_samples = int(max_delay_samples)
-        self.on_clip = on_clip
-        self.clip_codes = (int(clip_codes[0]), int(clip_codes[1]))
-        self.max_retries = max_retries
-        self.retry_backoff = float(retry_backoff)
         self.expect_awg_idn = expect_awg_idn
         self.expect_scope_idn = expect_scope_idn
-        self.min_correlation = float(min_correlation)
         # The scope record covers the longest waveform plus the latency allowance.
         self.record_points = framing.length(per_wave) + self.max_delay_samples + guard_samples
         self.record_seconds = self.record_points / self.sample_rate
         self.acquisition_timeout = (
-            float(acquisition_timeout)
+            checks.positive("acquisition_timeout", acquisition_timeout)
             if acquisition_timeout is not None
             else scope.transport.timeout + 2.0 * self.record_seconds
         )
         self.awg_idn: str | None = None
         self.scope_idn: str | None = None
-        self.last_clipped: torch.Tensor | None = None
-        self.last_partial: torch.Tensor | None = None
         self._output_on = False
-        self._connected = False
-        self._lock = threading.RLock()  # one batch at a time on the bench
-        if connect:
-            self._connect()
+        if open:
+            self.open()
+
+    @property
+    def transports(self) -> Sequence[Transport]:
+        return (self.awg.transport, self.scope.transport)
+
+    # ------------------------------------------------------- configuration
+    def _check_identity(self) -> None:
+        """``*IDN?`` of both; refuse the wrong instrument, or a different one after a reconnect."""
+        awg_idn = self.awg.identify()
+        scope_idn = self.scope.identify()
+        for label, idn, want in (("AWG", awg_idn, self.expect_awg_idn), ("scope", scope_idn, self.expect_scope_idn)):
+            if want is not None and want not in idn:
+                raise InstrumentError(f"{label} identifies as {idn!r}, which does not contain {want!r}; refusing to drive it")
+        if self.awg_idn is not None and (awg_idn != self.awg_idn or scope_idn != self.scope_idn):
+            raise InstrumentError(
+                f"after reconnecting, the instruments identify as {awg_idn!r} / {scope_idn!r}, "
+                f"not {self.awg_idn!r} / {self.scope_idn!r} as before; refusing to continue"
+            )
+        self.awg_idn, self.scope_idn = awg_idn, scope_idn
+
+    def _configure_awg(self) -> None:
+        """The AWG's settings table (output off first), then its error queue."""
+        self._output_on = False
+        self.awg.configure(vpp=self.vpp, offset=self.offset, load=self.load, sample_rate=self.sample_rate)
+        self.awg.check_errors()
+
+    def _configure_scope(self) -> None:
+        """The scope's settings table (record covering the longest waveform), then its error queue."""
+        self.scope.send("clear_status")
+        self.scope.configure(
+            time_range=self.record_seconds,
+            channel_range=self.channel_range,
+            channel_offset=self.channel_offset,
+            trigger_source=self.trigger_source,
+            trigger_level=self.trigger_level,
+            points=self.record_points,
+        )
+        self.scope.check_errors()
 
     # ------------------------------------------------------------ lifecycle
-    def _connect(self) -> None:
-        """Identify both instruments and apply the whole configuration (output stays off)."""
-        try:
-            for t in (self.awg.transport, self.scope.transport):
-                t.open()
-            awg_idn = self.awg.identify()
-            scope_idn = self.scope.identify()
-            for label, idn, want in (("AWG", awg_idn, self.expect_awg_idn), ("scope", scope_idn, self.expect_scope_idn)):
-                if want is not None and want not in idn:
-                    raise InstrumentError(f"{label} identifies as {idn!r}, which does not contain {want!r}; refusing to drive it")
-            if self.awg_idn is not None and (awg_idn != self.awg_idn or scope_idn != self.scope_idn):
-                raise InstrumentError(
-                    f"after reconnecting, the instruments identify as {awg_idn!r} / {scope_idn!r}, "
-                    f"not {self.awg_idn!r} / {self.scope_idn!r} as before; refusing to continue"
-                )
-            self.awg_idn, self.scope_idn = awg_idn, scope_idn
-            self._output_on = False
-            self.awg.configure(vpp=self.vpp, offset=self.offset, load=self.load, sample_rate=self.sample_rate)
-            self.awg.check_errors()
-            self.scope.send("clear_status")
-            self.scope.configure(
-                time_range=self.record_seconds,
-                channel_range=self.channel_range,
-                channel_offset=self.channel_offset,
-                trigger_source=self.trigger_source,
-                trigger_level=self.trigger_level,
-                points=self.record_points,
-            )
-            self.scope.check_errors()
-            self._connected = True
-        except BaseException:
-            self._connected = False
-            self._try_safe_state()
-            raise
-
-    def open(self) -> "AWGScopeSystem":
-        if self._closed or not self._connected:
-            self._closed = False
-            self._connect()
-        return self
-
     def safe_state(self) -> None:
         """AWG output off. Idempotent; reopens a dropped AWG connection once to get the command through."""
-        try:
-            self.awg.safe_state()
-        except ConnectionLost:
-            self.awg.transport.reopen()
-            self.awg.safe_state()
-        self._output_on = False
+        with self._lock:
+            try:
+                self.awg.safe_state()
+            except ConnectionLost:
+                self.awg.transport.reopen()
+                self._configured = False  # the instrument may have rebooted: reconfigure before driving again
+                self.awg.safe_state()
+            self._output_on = False
 
-    def _try_safe_state(self) -> None:
-        try:
-            self.safe_state()
-        except Exception as exc:  # noqa: BLE001 - reported, the original error wins
-            self.report_event("safe_state_failed", error=f"{type(exc).__name__}: {exc}")
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        try:
-            super().close()
-        finally:
-            self._connected = False
-            for t in (self.awg.transport, self.scope.transport):
-                try:
-                    t.close()
-                except Exception as exc:  # noqa: BLE001
-                    self.report_event("close_failed", resource=t.resource, error=str(exc))
+    def _resync(self) -> None:
+        """Clear both instruments and re-align their replies (late answers are dropped, never parsed)."""
+        for inst in (self.awg, self.scope):
+            inst.transport.clear()
+            dropped = inst.resync()
+            if dropped:
+                self.report_event("stale_reply", instrument=inst.name, dropped=dropped)
 
     # ------------------------------------------------------------- measuring
     def drive_codes(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
-        """Drive values ``[B, n_in]`` (already validated) -> int16 DAC codes."""
-        s = self.spec
+        """Drive volts ``[B, n_in]`` (already validated) -> int16 DAC codes over the AWG span."""
+        span_low = self.offset - self.vpp / 2
         xn = np.asarray(x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
-        codes = np.rint((xn - s.low) / (s.high - s.low) * (2 * FULL_SCALE) - FULL_SCALE)
+        codes = np.rint((xn - span_low) / self.vpp * (2 * FULL_SCALE) - FULL_SCALE)
         return np.clip(codes, -FULL_SCALE, FULL_SCALE).astype(np.int16)
 
     def code_volts(self, codes: np.ndarray) -> np.ndarray:
@@ -471,92 +465,29 @@ class AWGScopeSystem(PhysicalSystem):
         """Waveforms (and so trigger/capture cycles) needed for ``batch`` samples."""
         return -(-batch // self.max_per_waveform)
 
-    def _measure(self, x: torch.Tensor) -> torch.Tensor:
-        with self._lock:
-            return self._measure_locked(x)
+    @property
+    def rows_per_transaction(self) -> int:
+        return self.max_per_waveform
 
-    def _measure_locked(self, x: torch.Tensor) -> torch.Tensor:
-        codes = self.drive_codes(x)
-        b = codes.shape[0]
-        done: list[np.ndarray] = []
-        clipped: list[np.ndarray] = []
-        self.last_partial = None
-        try:
-            for start in range(0, b, self.max_per_waveform):
-                feats, clip = self._run_waveform(codes[start : start + self.max_per_waveform], start)
-                done.append(feats)
-                clipped.append(clip)
-        except BaseException as exc:  # includes KeyboardInterrupt: outputs off, then re-raise
-            self._try_safe_state()
-            if done:
-                partial = torch.as_tensor(np.concatenate(done), dtype=torch.float32)
-                self.last_partial = partial
-                try:
-                    exc.partial = partial  # type: ignore[attr-defined]
-                except AttributeError:  # pragma: no cover - exceptions without a __dict__
-                    pass
-            raise
-        y = np.concatenate(done)
-        mask = np.concatenate(clipped)
-        self.last_clipped = torch.as_tensor(mask)
-        n_clip = int(mask.sum())
-        if n_clip:
-            self.stats.count("clipped_samples", n_clip)
-            idx = np.flatnonzero(mask)
-            self.report_event("clipped", samples=n_clip, first=idx[:10].tolist(), channel_range_V=self.channel_range)
-            if self.on_clip == "raise":
-                self._try_safe_state()
-                exc2 = InstrumentError(
-                    f"{n_clip} of {b} samples reached the scope's full scale (first: sample {int(idx[0])}); "
-                    f"the channel range {self.channel_range:g} V (offset {self.channel_offset:g} V) is too small "
-                    "for the response, or use on_clip='flag'",
-                    resource=self.scope.transport.resource,
-                )
-                exc2.partial = torch.as_tensor(y, dtype=torch.float32)  # type: ignore[attr-defined]
-                raise exc2
-        return torch.as_tensor(y, dtype=torch.float32, device=self.device)
+    def _encode(self, x: torch.Tensor) -> np.ndarray:
+        return self.drive_codes(x)
 
-    def _run_waveform(self, codes: np.ndarray, first: int) -> tuple[np.ndarray, np.ndarray]:
-        """One waveform with bounded retries; returns features [n, n_out] and the clip mask [n]."""
-        n = codes.shape[0]
+    def _transaction_name(self, start: int, stop: int, batch: int) -> str:
+        return f"waveform of samples {start}..{stop - 1} of {batch}"
+
+    def _transact(self, codes: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """One waveform (one attempt): features ``[n, n_out]`` and the per-sample clip mask ``[n]``."""
         wave = self.framing.waveform(codes)
         self.limits.check_waveform(wave)
-        last: InstrumentError | None = None
-        for attempt in range(self.max_retries + 1):
-            try:
-                if attempt:
-                    delay = self.retry_backoff * 2 ** (attempt - 1)
-                    self.report_event("retry", attempt=attempt, backoff_s=delay, first_sample=first, samples=n)
-                    time.sleep(delay)
-                    self._recover(last)
-                pre, trace = self._acquire(wave)
-                return self._extract(pre, trace, n)
-            except ConnectionLost as exc:
-                last = exc
-                self.report_event("connection_lost", attempt=attempt, first_sample=first, error=str(exc))
-            except InstrumentTimeout as exc:
-                last = exc
-                self.report_event("timeout", attempt=attempt, first_sample=first, error=str(exc))
-            except ProtocolError as exc:
-                last = exc
-                self.report_event("protocol_error", attempt=attempt, first_sample=first, error=str(exc))
-        self.report_event("gave_up", attempts=self.max_retries + 1, first_sample=first, error=str(last))
-        assert last is not None
-        raise last
+        pre, trace = self._acquire(wave)
+        return self._extract(pre, trace, codes.shape[0])
 
-    def _recover(self, last: InstrumentError | None) -> None:
-        if isinstance(last, ConnectionLost) or not self._connected:
-            self._connected = False
-            for t in (self.awg.transport, self.scope.transport):
-                t.reopen()
-            self._connect()  # re-checks identity, re-applies every setting
-            self.report_event("reconnected", awg=self.awg_idn, scope=self.scope_idn)
-            return
-        for inst in (self.awg, self.scope):
-            inst.transport.clear()
-            dropped = inst.resync()
-            if dropped:
-                self.report_event("stale_reply", instrument=inst.name, dropped=dropped)
+    def _clip_message(self, mask: np.ndarray, y: torch.Tensor, n: int, rows: int) -> str:
+        return (
+            f"{n} of {mask.shape[0]} samples reached the scope's full scale (first: sample {int(np.flatnonzero(mask)[0])}); "
+            f"the channel range {self.channel_range:g} V (offset {self.channel_offset:g} V) is too small "
+            "for the response, or use on_clip='flag'"
+        )
 
     def _acquire(self, wave: np.ndarray) -> tuple[Preamble, np.ndarray]:
         """Upload, arm, trigger, wait, read: 12 transactions whatever the batch size.
@@ -670,7 +601,5 @@ class AWGScopeSystem(PhysicalSystem):
             record_points=self.record_points,
             channel_range_V=self.channel_range,
             channel_offset_V=self.channel_offset,
-            on_clip=self.on_clip,
-            max_retries=self.max_retries,
         )
         return d

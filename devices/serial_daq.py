@@ -15,55 +15,52 @@ with SET_LIMITS are the codes whose nominal voltage lies inside
 ``[low, high]`` (``ceil`` of the low end, ``floor`` of the high end), so a
 value at the edge of the range is rounded to the nearest code that is still
 inside it. Measurements are ADC codes returned as volts,
-``adc.offset_v + code * adc.volts_per_code``.
+``adc.offset_v + code * adc.volts_per_code`` (``output_units = "V"``).
 
-Safety
-------
+Safety and recovery (the shared :class:`~physnn.devices.bench.BenchSystem`)
+--------------------------------------------------------------------------
 Values are checked against the safe range on the host before any byte is
 encoded (:class:`LimitError`, a ``ValueError``; nothing is written), and the
 board checks the code limits again before touching a DAC. SAFE is sent on
 ``close()``, after any exception during a batch, and on Ctrl-C (then the
 ``KeyboardInterrupt`` is re-raised).
 
-Recovery
---------
 Each request carries a fresh SEQ; a reply with another SEQ is stale (a late
 answer to an earlier request) and is dropped while reading continues until the
-timeout, so a late reply is never taken for the next answer. Per chunk, with at
-most ``retries`` retries and exponential back-off:
+timeout, so a late reply is never taken for the next answer. Per RUN_BATCH
+chunk, with at most ``retries`` retries and exponential back-off:
 
 * timeout, CRC error, malformed reply, device ``BAD_CRC``/``BUSY``: clear the
   input, send the request again (new SEQ);
-* lost connection: reopen the port, IDENT (re-checked) and SET_LIMITS again,
-  then resend the chunk;
+* lost connection (in any phase: write, read, timeout change, clear): reopen
+  the port, IDENT (re-checked) and SET_LIMITS again, then resend the chunk;
 * any other device error (``OUT_OF_LIMITS``, ``BATCH_TOO_LARGE``,
   ``HARDWARE_FAULT``...) or an identity mismatch: raised at once.
 
 A retry re-runs only the failed chunk: rows already measured are kept, and if
 the batch finally fails the exception carries them as ``exc.partial`` (volts,
-``[completed_rows, n_outputs]``) and ``exc.completed_rows``. Every fault and
-retry goes to :meth:`report_event` (the caller's run-file hook) and is counted
-in ``stats.counters``.
+float32 ``[completed_rows, n_outputs]``) and ``exc.completed_rows``.
 
 Saturated ADC values (code 0 or full scale) are counted in
-``stats.counters["adc_saturated_values"]`` and, per ``on_clip``, raised as
-:class:`ADCSaturation` (carrying the full measurement) or flagged in
-:attr:`last_saturated`.
+``stats.counters["adc_saturated_values"]``, reported as a ``clipped`` event
+and, per ``on_clip``, raised as :class:`ADCSaturation` (carrying the full
+measurement) or flagged in :attr:`last_clipped`.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 
-from physnn.system import PhysicalSystem, SystemSpec
+from physnn import checks
+from physnn.system import SystemSpec
 
-from .errors import ConnectionLost, InstrumentError, InstrumentTimeout, LimitError, ProtocolError
+from .bench import BenchSystem, ClipError
+from .errors import InstrumentError, InstrumentTimeout, LimitError, ProtocolError
 from .serial_protocol import (
     CMD_IDENT,
     CMD_RUN_BATCH,
@@ -89,15 +86,6 @@ from .transport import SerialTransport, Transport
 
 __all__ = ["Calibration", "SerialDAQSystem", "ADCSaturation", "ConfigurationMismatch", "read_reply", "probe_ident"]
 
-T = TypeVar("T")
-
-try:  # pyserial lets termios.error (not an OSError) escape from flush()/tcdrain and tcflush on a dead pty/USB port
-    import termios as _termios
-
-    _PORT_ERRORS: tuple[type[BaseException], ...] = (_termios.error,)
-except ImportError:  # pragma: no cover - Windows
-    _PORT_ERRORS = ()
-
 #: Device errors worth a retry: the request was corrupted on the wire, or the
 #: board was momentarily busy. Everything else is a real refusal.
 RETRYABLE_DEVICE_ERRORS = ("BAD_CRC", "BUSY")
@@ -111,11 +99,8 @@ class Calibration:
     offset_v: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.volts_per_code, (int, float)) and math.isfinite(self.volts_per_code)
-                and self.volts_per_code > 0):
-            raise ValueError(f"volts_per_code must be a positive finite number, got {self.volts_per_code!r}")
-        if not (isinstance(self.offset_v, (int, float)) and math.isfinite(self.offset_v)):
-            raise ValueError(f"offset_v must be a finite number of volts, got {self.offset_v!r}")
+        checks.positive("volts_per_code", self.volts_per_code)
+        checks.real("offset_v", self.offset_v)
 
     @classmethod
     def full_scale(cls, bits: int, low_v: float, high_v: float) -> "Calibration":
@@ -127,20 +112,15 @@ class ConfigurationMismatch(InstrumentError):
     """The board's IDENT disagrees with the configuration (wrong board, firmware or protocol)."""
 
 
-class ADCSaturation(InstrumentError):
+class ADCSaturation(ClipError):
     """ADC values at 0 or full scale with ``on_clip="raise"``.
 
     ``measured`` holds the whole batch in volts (nothing is lost), ``mask``
     the saturated entries.
     """
 
-    def __init__(self, message: str, measured: torch.Tensor, mask: torch.Tensor, *, resource: str | None = None):
-        super().__init__(message, resource=resource)
-        self.measured = measured
-        self.mask = mask
 
-
-class SerialDAQSystem(PhysicalSystem):
+class SerialDAQSystem(BenchSystem):
     """DAC drive (volts) -> analog system -> ADC readout (volts) over serial.
 
     Args:
@@ -155,7 +135,7 @@ class SerialDAQSystem(PhysicalSystem):
         dac_bits, adc_bits: converter widths; must equal IDENT's.
         serial: the board's expected serial number (None accepts any; the one
             found is recorded in :meth:`describe`).
-        on_clip: ``"flag"`` (count and mark in :attr:`last_saturated`) or
+        on_clip: ``"flag"`` (count and mark in :attr:`last_clipped`) or
             ``"raise"`` (:class:`ADCSaturation`) for ADC values at 0 or full scale.
         timeout: seconds to wait for one reply (stale replies included).
         retries: extra attempts per request after a recoverable fault.
@@ -167,8 +147,9 @@ class SerialDAQSystem(PhysicalSystem):
         open: open the bench (IDENT + SET_LIMITS) now.
     """
 
-    #: unit of the measurements (the spec's ``units`` is the drive's)
-    output_units = "V"
+    SETUP: ClassVar[tuple[str, ...]] = ("_check_identity", "_send_limits")
+    CLIP_COUNTER: ClassVar[str] = "adc_saturated_values"
+    CLIP_ERROR: ClassVar[type[ClipError]] = ADCSaturation
 
     def __init__(
         self,
@@ -194,66 +175,50 @@ class SerialDAQSystem(PhysicalSystem):
         device: str | torch.device = "cpu",
         open: bool = True,
     ):
-        spec = SystemSpec(int(n_inputs), int(n_outputs), float(low), float(high), None, name=name, units="V")
-        super().__init__(spec, device=device)
-        for key, bits in (("dac_bits", dac_bits), ("adc_bits", adc_bits)):
-            if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 16:
-                raise ValueError(f"{key} must be an integer in 1..16 (codes are u16), got {bits!r}")
+        spec = SystemSpec(checks.integer("n_inputs", n_inputs, low=1), checks.integer("n_outputs", n_outputs, low=1),
+                          checks.real("low", low), checks.real("high", high), None, name=name, units="V",
+                          output_units="V")
+        super().__init__(spec, retries=retries, backoff=backoff, max_backoff=max_backoff, on_clip=on_clip,
+                         device=device)
+        self.dac_bits = checks.integer("dac_bits", dac_bits, low=1, high=16)  # codes are u16
+        self.adc_bits = checks.integer("adc_bits", adc_bits, low=1, high=16)
         if not isinstance(dac, Calibration) or not isinstance(adc, Calibration):
             raise TypeError("dac and adc must be Calibration(volts_per_code, offset_v) instances")
-        if on_clip not in ("flag", "raise"):
-            raise ValueError(f"on_clip must be 'flag' or 'raise', got {on_clip!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
-        for key, val in (("timeout", timeout), ("backoff", backoff), ("max_backoff", max_backoff)):
-            if not (isinstance(val, (int, float)) and math.isfinite(val) and val >= 0) or (key == "timeout" and val <= 0):
-                raise ValueError(f"{key} must be a finite number of seconds ({'> 0' if key == 'timeout' else '>= 0'}), got {val!r}")
-        if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1):
-            raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
         self.dac = dac
         self.adc = adc
-        self.dac_bits = dac_bits
-        self.adc_bits = adc_bits
         self.expected_serial = serial
-        self.on_clip = on_clip
-        self.timeout = float(timeout)
-        self.retries = retries
-        self.backoff = float(backoff)
-        self.max_backoff = float(max_backoff)
-        self.max_rows = max_rows
+        self.timeout = checks.positive("timeout", timeout)
+        self.max_rows = None if max_rows is None else checks.integer("max_rows", max_rows, low=1)
         self.code_limits = self._code_limits()
         self.ident: Ident | None = None
-        self.last_saturated: torch.Tensor | None = None
         self._seq = 0
-        self._configured = False
-        self._link_lost = False
         if isinstance(transport, str):
             transport = SerialTransport(transport, baudrate=baudrate, timeout=self.timeout)
         if not isinstance(transport, Transport):
             raise TypeError(f"transport must be a Transport or a port name, got {type(transport).__name__}")
         self.transport = transport
-        self._closed = True
         if open:
-            try:
-                self.open()
-            except BaseException:
-                # never driven (no RUN_BATCH yet): release the port so the user can fix the setup and retry
-                try:
-                    transport.close()
-                except Exception:  # noqa: BLE001 - the open error is the one to report
-                    pass
-                raise
+            self.open()
 
-    # ------------------------------------------------------------ conversions
+    @property
+    def transports(self) -> Sequence[Transport]:
+        return (self.transport,)
+
     @property
     def resource(self) -> str:
         return self.transport.resource
 
+    @property
+    def last_saturated(self) -> torch.Tensor | None:
+        """The ``[B, n_out]`` mask of ADC values at 0 or full scale in the last batch (= :attr:`last_clipped`)."""
+        return self.last_clipped
+
+    # ------------------------------------------------------------ conversions
     def _code_limits(self) -> tuple[int, int]:
         """DAC codes whose nominal voltage lies inside [low, high]; checked against the DAC width."""
         s, cal = self.spec, self.dac
-        lo = math.ceil((s.low - cal.offset_v) / cal.volts_per_code - 1e-9)
-        hi = math.floor((s.high - cal.offset_v) / cal.volts_per_code + 1e-9)
+        lo = int(np.ceil((s.low - cal.offset_v) / cal.volts_per_code - 1e-9))
+        hi = int(np.floor((s.high - cal.offset_v) / cal.volts_per_code + 1e-9))
         full = 2**self.dac_bits - 1
         if lo < 0 or hi > full:
             raise LimitError(
@@ -266,15 +231,6 @@ class SerialDAQSystem(PhysicalSystem):
                 f"(calibration {cal.volts_per_code:.6g} V/code + {cal.offset_v:g} V)"
             )
         return lo, hi
-
-    def validate_input(self, x: Any) -> torch.Tensor:
-        """The base checks, raised as :class:`LimitError` (a ValueError); nothing is written on failure."""
-        try:
-            return super().validate_input(x)
-        except LimitError:
-            raise
-        except ValueError as exc:
-            raise LimitError(str(exc), resource=self.resource) from None
 
     def volts_to_codes(self, x: torch.Tensor) -> np.ndarray:
         """``[B, n_in]`` volts -> uint16 DAC codes, checked against the code limits.
@@ -295,10 +251,12 @@ class SerialDAQSystem(PhysicalSystem):
         codes = np.rint((v - self.dac.offset_v) / self.dac.volts_per_code)
         return np.clip(codes, lo, hi).astype(np.uint16)
 
+    def _adc_volts(self, codes: np.ndarray) -> np.ndarray:
+        return self.adc.offset_v + codes.astype(np.float64) * self.adc.volts_per_code
+
     def codes_to_volts(self, codes: np.ndarray) -> torch.Tensor:
         """ADC codes -> volts (float32 tensor)."""
-        v = self.adc.offset_v + codes.astype(np.float64) * self.adc.volts_per_code
-        return torch.from_numpy(v.astype(np.float32))
+        return torch.from_numpy(self._adc_volts(codes).astype(np.float32))
 
     # -------------------------------------------------------------- protocol
     def _next_seq(self) -> int:
@@ -308,18 +266,11 @@ class SerialDAQSystem(PhysicalSystem):
     def _request(self, cmd: int, payload: bytes = b"") -> Frame:
         """One request and its reply (one attempt): stale replies are skipped, errors raised."""
         seq = self._next_seq()
-        frame = encode_frame(cmd, seq, payload)
-        self._port_call(self.transport.write_raw, frame)
-        return self._read_reply(cmd, seq)
-
-    def _port_call(self, fn: Callable[..., T], *args: Any) -> T:
-        return _port_call(fn, *args, resource=self.resource)
-
-    def _read_reply(self, cmd: int, seq: int) -> Frame:
+        self.transport.write_raw(encode_frame(cmd, seq, payload))
         return read_reply(self.transport, cmd, seq, self.timeout, on_event=self.report_event)
 
-    def _handshake(self) -> None:
-        """IDENT (checked against the configuration), then SET_LIMITS. One attempt each."""
+    def _check_identity(self) -> None:
+        """IDENT, checked against the configuration (protocol, channels, bit widths, serial)."""
         ident = parse_ident(self._request(CMD_IDENT).payload)
         wrong = []
         if ident.protocol != PROTOCOL_VERSION:
@@ -336,55 +287,23 @@ class SerialDAQSystem(PhysicalSystem):
                 + "; ".join(wrong),
                 resource=self.resource,
             )
+        self.ident = ident
+
+    def _send_limits(self) -> None:
+        """SET_LIMITS: the DAC codes the board may drive from now on."""
         frame = self._request(CMD_SET_LIMITS, encode_set_limits(*self.code_limits))
         if frame.payload:
             raise ProtocolError(f"SET_LIMITS reply has a {len(frame.payload)}-byte payload, expected none",
                                 resource=self.resource)
-        self.ident = ident
-        self._configured = True
 
-    def _ensure_ready(self) -> None:
-        if self._link_lost:
-            self._configured = False
-            self._port_call(self.transport.reopen)
-            self._link_lost = False
-            self.report_event("reopened", resource=self.resource)
-        if not self._configured:
-            self._handshake()
-
-    def _with_retries(self, what: str, attempt: Callable[[], T]) -> T:
-        """Run ``attempt`` (after making sure the link is configured), retrying recoverable faults."""
-        tries = self.retries + 1
-        for n in range(1, tries + 1):
-            try:
-                self._ensure_ready()
-                return attempt()
-            except DeviceError as exc:
-                if exc.code_name not in RETRYABLE_DEVICE_ERRORS:
-                    self.report_event("device_error", what=what, code=exc.code_name, error=str(exc))
-                    raise
-                kind, err = "device_" + exc.code_name.lower(), exc
-            except CRCError as exc:
-                kind, err = "crc_error", exc
-            except ConnectionLost as exc:
-                kind, err = "connection_lost", exc
-                self._link_lost = True
-            except InstrumentTimeout as exc:
-                kind, err = "timeout", exc
-            except ProtocolError as exc:
-                kind, err = "protocol_error", exc
-            last = n == tries
-            self.report_event(kind, what=what, attempt=n, of=tries, action="give_up" if last else "retry",
-                              error=str(err))
-            if last:
-                raise _with_context(err, f"{what} failed after {tries} attempt(s): ")
-            time.sleep(min(self.backoff * 2 ** (n - 1), self.max_backoff))
-            if not self._link_lost:
-                try:
-                    self._port_call(self.transport.clear)
-                except ConnectionLost:
-                    self._link_lost = True
-        raise AssertionError("unreachable")  # pragma: no cover
+    def _fault_kind(self, exc: InstrumentError) -> tuple[str | None, bool]:
+        if isinstance(exc, DeviceError):
+            if exc.code_name in RETRYABLE_DEVICE_ERRORS:
+                return "device_" + exc.code_name.lower(), True
+            return "device_error", False
+        if isinstance(exc, CRCError):
+            return "crc_error", True
+        return super()._fault_kind(exc)
 
     # --------------------------------------------------------------- measure
     @property
@@ -395,129 +314,77 @@ class SerialDAQSystem(PhysicalSystem):
         rows = rows_per_frame(self.spec.n_inputs, self.spec.n_outputs, self.ident.max_batch)
         return min(rows, self.max_rows) if self.max_rows else rows
 
-    def _run_chunk(self, payload: bytes, n: int) -> np.ndarray:
-        frame = self._request(CMD_RUN_BATCH, payload)
+    @property
+    def rows_per_transaction(self) -> int:
+        return self.rows_per_frame
+
+    def _encode(self, x: torch.Tensor) -> np.ndarray:
+        return self.volts_to_codes(x)
+
+    def _transaction_name(self, start: int, stop: int, batch: int) -> str:
+        return f"RUN_BATCH rows {start}..{stop - 1} of {batch}"
+
+    def _transact(self, codes: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """One RUN_BATCH frame: ADC volts ``[k, n_out]`` and the saturation mask (codes 0 or full scale)."""
+        with self.transport.lock:
+            frame = self._request(CMD_RUN_BATCH, encode_codes(codes))
         self.stats.count("run_batch_frames")
-        codes = decode_codes(frame.payload, self.spec.n_outputs, expected_rows=n)
+        out = decode_codes(frame.payload, self.spec.n_outputs, expected_rows=codes.shape[0])
         full = 2**self.adc_bits - 1
-        if codes.size and int(codes.max()) > full:
-            r, c = np.argwhere(codes > full)[0]
+        if out.size and int(out.max()) > full:
+            r, c = np.argwhere(out > full)[0]
             raise ProtocolError(
-                f"ADC code {int(codes[r, c])} at row {r}, channel {c} exceeds the {self.adc_bits}-bit full scale {full}",
+                f"ADC code {int(out[r, c])} at row {r}, channel {c} exceeds the {self.adc_bits}-bit full scale {full}",
                 resource=self.resource,
             )
-        return codes
+        return self._adc_volts(out), (out == 0) | (out == full)
 
-    def _measure(self, x: torch.Tensor) -> torch.Tensor:
-        codes = self.volts_to_codes(x)  # LimitError here: nothing has been written
-        batch = codes.shape[0]
-        out = np.zeros((batch, self.spec.n_outputs), dtype=np.uint16)
-        done = 0
-        try:
-            with self.transport.lock:
-                rows = self.rows_per_frame
-                for start in range(0, batch, rows):
-                    stop = min(start + rows, batch)
-                    payload = encode_codes(codes[start:stop])
-                    out[start:stop] = self._with_retries(
-                        f"RUN_BATCH rows {start}..{stop - 1} of {batch}",
-                        lambda p=payload, k=stop - start: self._run_chunk(p, k),
-                    )
-                    done = stop
-            volts = self.codes_to_volts(out)
-            self._check_saturation(out, volts)
-            return volts.to(self.device)
-        except BaseException as exc:  # KeyboardInterrupt included: outputs safe, then re-raise
-            if not isinstance(exc, ADCSaturation):
-                exc.partial = self.codes_to_volts(out[:done])  # type: ignore[attr-defined]
-                exc.completed_rows = done  # type: ignore[attr-defined]
-            self._safe_after_failure(exc)
-            raise
-
-    def _check_saturation(self, codes: np.ndarray, volts: torch.Tensor) -> None:
+    def _clip_message(self, mask: np.ndarray, y: torch.Tensor, n: int, rows: int) -> str:
         full = 2**self.adc_bits - 1
-        mask = (codes == 0) | (codes == full)
-        self.last_saturated = torch.from_numpy(mask)
-        n = int(mask.sum())
-        if not n:
-            return
-        self.stats.count("adc_saturated_values", n)
-        rows = int(mask.any(axis=1).sum())
-        self.report_event("adc_saturated", values=n, rows=rows, action=self.on_clip)
-        if self.on_clip == "raise":
-            r, c = np.argwhere(mask)[0]
-            raise ADCSaturation(
-                f"{n} ADC value(s) in {rows} row(s) at 0 or full scale {full} (first: row {r}, channel {c}, "
-                f"code {int(codes[r, c])}); lower the drive or the gain, or use on_clip='flag'",
-                volts,
-                torch.from_numpy(mask),
-                resource=self.resource,
-            )
+        r, c = np.argwhere(mask)[0]
+        code = int(round((float(y[r, c]) - self.adc.offset_v) / self.adc.volts_per_code))
+        return (f"{n} ADC value(s) in {rows} row(s) at 0 or full scale {full} (first: row {r}, channel {c}, "
+                f"code {code}); lower the drive or the gain, or use on_clip='flag'")
 
     # ------------------------------------------------------------- lifecycle
-    def _safe_after_failure(self, exc: BaseException) -> None:
+    def _resync(self) -> None:
+        self.transport.clear()
+
+    def _open_transports(self) -> None:
+        """Open the port if needed, set the reply timeout and drop whatever a previous session left."""
+        if not self.transport.is_open:
+            self.transport.open()
+        self.transport.timeout = self.timeout
+        self.transport.clear()
+
+    def _on_open_failure(self, exc: BaseException) -> None:
+        """Never driven (no RUN_BATCH since the open): release the port so the user can fix the setup and retry."""
         try:
-            self.safe_state()
-        except Exception as safe_exc:  # noqa: BLE001 - report, never mask the original error
-            self.report_event("safe_failed", error=str(safe_exc), after=type(exc).__name__)
+            self.transport.close()
+        except Exception:  # noqa: BLE001 - the open error is the one to report
+            pass
 
     def safe_state(self) -> None:
         """Send SAFE (every DAC to its safe code). Idempotent; retried like any request."""
-        if not self.transport.is_open and not self._link_lost:
+        if not self.transport.is_open:
             self._link_lost = True
-        with self.transport.lock:
-            frame = self._with_retries("SAFE", lambda: self._request(CMD_SAFE))
+        with self._lock, self.transport.lock:
+            frame = self._retrying("SAFE", lambda: self._request(CMD_SAFE))
         self.stats.count("safe_sent")
         if frame.payload:
             raise ProtocolError(f"SAFE reply has a {len(frame.payload)}-byte payload, expected none",
                                 resource=self.resource)
 
-    def open(self) -> "SerialDAQSystem":
-        """Open the port if needed, IDENT (checked) and SET_LIMITS."""
-        if not self._closed:
-            return self
-        if not self.transport.is_open:
-            self.transport.open()
-        self.transport.timeout = self.timeout
-        self._configured = False
-        with self.transport.lock:
-            try:
-                self._port_call(self.transport.clear)
-            except ConnectionLost:
-                self._link_lost = True
-            self._with_retries("open", lambda: None)
-        self._closed = False
-        return self
-
-    def close(self) -> None:
-        """SAFE, then close the port. Idempotent. Raises if SAFE could not be confirmed."""
-        if self._closed:
-            if self.transport.is_open:
-                self.transport.close()
-            return
-        try:
-            self.safe_state()
-        except Exception as exc:
-            self.report_event("safe_failed", error=str(exc), after="close")
-            raise
-        finally:
-            self._closed = True
-            self.transport.close()
-
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d.update(
-            resource=self.resource,
             ident=self.ident.to_dict() if self.ident else None,
             dac_calibration=asdict(self.dac),
             adc_calibration=asdict(self.adc),
             dac_bits=self.dac_bits,
             adc_bits=self.adc_bits,
             code_limits=list(self.code_limits),
-            on_clip=self.on_clip,
             timeout_s=self.timeout,
-            retries=self.retries,
-            backoff_s=self.backoff,
             max_rows=self.max_rows,
         )
         return d
@@ -592,23 +459,3 @@ def probe_ident(transport: Transport, *, timeout: float = 1.0, seq: int = 0) -> 
     transport.clear()
     transport.write_raw(encode_frame(CMD_IDENT, seq))
     return parse_ident(read_reply(transport, CMD_IDENT, seq, timeout).payload)
-
-
-def _port_call(fn: Callable[..., T], *args: Any, resource: str | None = None) -> T:
-    """Call a transport method, mapping stray termios errors to ConnectionLost."""
-    try:
-        return fn(*args)
-    except _PORT_ERRORS as exc:
-        raise ConnectionLost(f"{getattr(fn, '__name__', 'port call')} failed: {exc}", resource=resource) from exc
-
-
-def _with_context(err: InstrumentError, prefix: str) -> InstrumentError:
-    """The same kind of error with a prefix explaining the retries (DeviceError kept as is)."""
-    if isinstance(err, DeviceError):
-        return err
-    text = str(err)
-    if err.resource and text.startswith(f"[{err.resource}] "):
-        text = text[len(err.resource) + 3 :]
-    new = type(err)(prefix + text, resource=err.resource)
-    new.__cause__ = err
-    return new

@@ -78,7 +78,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 def simulated_options(args: argparse.Namespace) -> dict:
     """Keywords of the ``awg-scope-sim`` factory for --simulate (also recorded as the run's system_options)."""
     return dict(n_outputs=args.n_outputs, backend=args.backend, features=args.features, on_clip=args.on_clip,
-                max_retries=args.retries, timeout=min(args.timeout, 0.5))
+                retries=args.retries, timeout=min(args.timeout, 0.5))
 
 
 def build_bench(args: argparse.Namespace, *, n_inputs: int, seed: int = 0):
@@ -112,7 +112,7 @@ def build_bench(args: argparse.Namespace, *, n_inputs: int, seed: int = 0):
             sample_rate=args.sample_rate, features=args.features, symbol_samples=args.symbol_samples,
             guard_samples=args.guard_samples, load=args.load, trigger_source=args.trigger_source,
             trigger_level=args.trigger_level, channel_range=args.channel_range, channel_offset=args.channel_offset,
-            on_clip=args.on_clip, max_retries=args.retries, expect_awg_idn=args.expect_awg,
+            on_clip=args.on_clip, retries=args.retries, expect_awg_idn=args.expect_awg,
             expect_scope_idn=args.expect_scope,
         )
     except BaseException:

@@ -407,7 +407,7 @@ def test_truncated_block_is_re_requested_once():
 
 def test_lost_sync_is_a_protocol_error_then_gives_up_with_output_off():
     awg_t, scope_t = _config_scripts()
-    sys = _system(awg_t, scope_t, max_retries=0)
+    sys = _system(awg_t, scope_t, retries=0)
     flat = encode_block(np.zeros(23, dtype="<i2").tobytes()) + b"\n"
     a, s = _batch_steps([-32767, 32767], trace=flat)
     awg_t.extend(a + [("OUTP1 OFF", None)])

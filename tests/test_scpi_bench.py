@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from physnn.devices.errors import ConnectionLost, InstrumentError, InstrumentReportedError, InstrumentTimeout
+from physnn.devices.errors import (
+    ConnectionLost,
+    InstrumentError,
+    InstrumentReportedError,
+    InstrumentTimeout,
+    ProtocolError,
+)
 from physnn.devices.scpi import SCPIAWG, SCPIScope
 from physnn.devices.sim.scpi_bench import BenchTransport, Fault, SCPIBench, simulated_awg_scope
 from physnn.registry import build_system
@@ -25,7 +31,7 @@ def _x(b: int, seed: int = 1, n: int = N) -> torch.Tensor:
 
 def _quiet(**kw):
     """A deterministic bench: no shot/read noise in the optics, no scope noise."""
-    opts = dict(n_inputs=N, n_outputs=N, noise=False, noise_volts=0.0, timeout=0.05, retry_backoff=0.005)
+    opts = dict(n_inputs=N, n_outputs=N, noise=False, noise_volts=0.0, timeout=0.05, backoff=0.005)
     opts.update(kw)
     return simulated_awg_scope(**opts)
 
@@ -220,7 +226,7 @@ def test_late_reply_is_never_taken_for_the_next_answer(reference):
     x, y_ref = reference
     # The late *OPC? answer ("1") arrives while the driver recovers; a stale "1" taken as the
     # answer to :OPER:COND? would read as "not armed", to :WAV:PRE? as a malformed preamble.
-    sys = _quiet(max_points=210, retry_backoff=0.0,
+    sys = _quiet(max_points=210, backoff=0.0,
                  faults=[Fault("late_reply", "*OPC?", "scope", skip=1, times=2, late_factor=1.2)])
     y = sys(x)
     assert torch.equal(y, y_ref)
@@ -231,7 +237,7 @@ def test_late_reply_is_never_taken_for_the_next_answer(reference):
 
 def test_permanent_fault_raises_keeps_finished_rows_and_turns_output_off(reference):
     x, y_ref = reference
-    sys = _quiet(max_points=210, max_retries=1, faults=[Fault("no_reply", "*OPC?", "scope", skip=1, times=99)])
+    sys = _quiet(max_points=210, retries=1, faults=[Fault("no_reply", "*OPC?", "scope", skip=1, times=99)])
     with pytest.raises(InstrumentTimeout, match="acquisition not complete") as info:
         sys(x)
     assert torch.equal(info.value.partial, y_ref[:4])  # the first waveform's 4 samples are not lost
@@ -241,8 +247,23 @@ def test_permanent_fault_raises_keeps_finished_rows_and_turns_output_off(referen
     sys.close()
 
 
+def test_failure_before_any_waveform_finished_carries_an_empty_float_tensor():
+    """Issue 15 item 7: with no finished waveform, ``exc.partial`` used to be the transport's raw bytes
+    of the truncated block. It is always a float32 ``[rows_done, n_outputs]`` tensor, here 0 rows."""
+    sys = _quiet(retries=1, faults=[Fault("truncated_block", ":WAV:DATA?", "scope", times=99)])
+    with pytest.raises(ProtocolError, match="truncated block") as info:
+        sys(_x(3))
+    for partial in (info.value.partial, sys.last_partial):
+        assert isinstance(partial, torch.Tensor) and partial.dtype == torch.float32
+        assert tuple(partial.shape) == (0, N)
+    assert info.value.completed_rows == 0
+    assert isinstance(info.value.__cause__.received, bytes)  # the bytes that did arrive stay on the cause
+    assert sys.bench.awg.output is False
+    sys.close()
+
+
 def test_connection_that_stays_down_gives_a_clear_error_with_output_off():
-    sys = _quiet(max_retries=2, faults=[Fault("connection_lost", ":SING", "scope", times=99),
+    sys = _quiet(retries=2, faults=[Fault("connection_lost", ":SING", "scope", times=99),
                                         Fault("connection_lost", "*IDN?", "scope", skip=1, times=99)])
     with pytest.raises(ConnectionLost):
         sys(_x(2))

@@ -160,12 +160,19 @@ def test_crc_error_in_reply_is_rerequested_with_a_new_seq():
 def test_timeouts_exhausted_raise_clearly_and_leave_the_board_safe():
     steps = open_steps() + [(run_req(s, X_CODES), None) for s in (3, 4, 5)] + [safe_step(6)]
     daq, t = scripted(steps)
-    events = []
-    daq.event_hook = lambda kind, fields: events.append((kind, fields["attempt"], fields["action"]))
+    events, kinds = [], []
+
+    def hook(kind, fields):
+        kinds.append(kind)
+        if "action" in fields:  # the fault events (retry and gave_up events have no action)
+            events.append((kind, fields["attempt"], fields["action"]))
+
+    daq.event_hook = hook
     with pytest.raises(InstrumentTimeout, match=r"RUN_BATCH rows 0..1 of 2 failed after 3 attempt\(s\): no RUN_BATCH reply \(seq=5\)") as info:
         daq(X)
     t.verify()  # the three attempts, then SAFE
     assert events == [("timeout", 1, "retry"), ("timeout", 2, "retry"), ("timeout", 3, "give_up")]
+    assert kinds == ["timeout", "retry", "timeout", "retry", "timeout", "gave_up"]  # the shared bench vocabulary
     assert info.value.completed_rows == 0 and info.value.partial.shape == (0, 2)
 
 
@@ -230,7 +237,7 @@ def test_connection_lost_reopens_reconfigures_and_retries():
     t.verify()
     assert t.reopens == 1
     assert torch.allclose(y, Y_VOLTS, atol=1e-7, rtol=0)
-    assert daq.stats.counters["connection_lost"] == 1 and daq.stats.counters["reopened"] == 1
+    assert daq.stats.counters["connection_lost"] == 1 and daq.stats.counters["reconnected"] == 1
 
 
 def test_saturation_flagged():
@@ -280,7 +287,7 @@ def test_constructor_validation_names_the_bad_value():
     with pytest.raises(LimitError, match=r"safe range 0..6 V maps to DAC codes 0..78642 .* 0..65535"):
         SerialDAQSystem(t, n_inputs=2, n_outputs=2, low=0.0, high=6.0, dac=Calibration.full_scale(16, 0, 5),
                         adc=Calibration(0.001), open=False)
-    with pytest.raises(ValueError, match="on_clip must be 'flag' or 'raise', got 'clip'"):
+    with pytest.raises(ValueError, match="on_clip must be one of 'flag', 'raise', got 'clip'"):
         SerialDAQSystem(t, n_inputs=2, n_outputs=2, low=0.0, high=1.0, dac=Calibration(1e-3),
                         adc=Calibration(1e-3), on_clip="clip", open=False)
     with pytest.raises(ValueError, match="volts_per_code must be a positive finite number, got -1"):
@@ -366,7 +373,7 @@ def test_pty_fault_in_the_middle_of_a_batch_recovers_exactly(bench, kind):
     assert fw.rows_run == 20 + rerun
     assert fw.pending_faults == 0 and fw.error is None
     if kind == "disconnect":
-        assert fw.reboots == 1 and bench.stats.counters["reopened"] == 1
+        assert fw.reboots == 1 and bench.stats.counters["reconnected"] == 1
         assert [n for n, _ in fw.log].count("SET_LIMITS") == 2  # re-sent after the reopen
     bench.close()
     assert fw.log[-1][0] == "SAFE" and fw.safe_count == 1
@@ -498,7 +505,7 @@ def test_pty_port_gone_for_good_is_a_clear_error(bench):
     bench.event_hook = lambda kind, fields: events.append(kind)
     with pytest.raises(ConnectionLost, match="failed after 3 attempt"):
         bench(batch(4))
-    assert "safe_failed" in events
+    assert "safe_state_failed" in events
     with pytest.raises(ConnectionLost):
         bench.close()  # SAFE cannot be confirmed: said loudly
     assert bench.closed and not bench.transport.is_open
