@@ -4,7 +4,15 @@ Why tables: every command string a driver sends lives in ONE dict of
 ``str.format`` templates per instrument family (:data:`KEYSIGHT_33500B`,
 :data:`INFINIIVISION_X`, exactly as fixed by ``protocols/scpi-bench.md``).
 Supporting another model is a new table (and its exact-byte tests), not new
-driver code: pass ``commands=MY_TABLE`` to the driver.
+driver code: pass ``commands=MY_TABLE`` to the driver. The simulated
+instruments (:mod:`physnn.devices.sim`) dispatch on the same tables, so the
+driver and its simulation cannot drift apart.
+
+Configuration is a table too: :attr:`SCPIAWG.SETTINGS` and
+:attr:`SCPIScope.SETTINGS` list, in the order the manuals ask for, each
+command ``configure()`` sends and which of its keyword values fills the
+command's field (:class:`Setting`). ``configure()`` walks the table; it
+refuses a missing or unknown keyword before writing anything.
 
 Numbers are formatted with :func:`scpi_number` (up to 10 significant digits,
 a decimal point in every float: ``1000000.0``, ``0.5``, ``1.5e-05``, ``1.0e-09``) so the bytes on the wire
@@ -21,6 +29,7 @@ import itertools
 import logging
 import math
 import re
+import string
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -32,6 +41,8 @@ from .transport import Transport
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "Setting",
+    "command_header",
     "KEYSIGHT_33500B",
     "INFINIIVISION_X",
     "SCPIInstrument",
@@ -96,6 +107,39 @@ INFINIIVISION_X: dict[str, str] = {
     "data": ":WAV:DATA?",
 }
 
+@dataclass(frozen=True)
+class Setting:
+    """One row of a driver's configuration table.
+
+    Attributes:
+        command: key in the command table.
+        value: the ``configure()`` keyword that fills the command's one field
+            (None: a fixed command such as ``"FORM:BORD SWAP"``).
+        integer: send the value as an integer (a point count).
+    """
+
+    command: str
+    value: str | None = None
+    integer: bool = False
+
+
+def command_header(template: str) -> str:
+    """The header of a command template, as an instrument parses it: ``"SOUR1:VOLT {value}"`` -> ``"SOUR1:VOLT"``.
+
+    Upper case, without the leading colon (``":WAV:PRE?"`` -> ``"WAV:PRE?"``).
+    """
+    head = template.split(" ", 1)[0].strip().upper()
+    return head[1:] if head.startswith(":") else head
+
+
+def _field(template: str) -> str | None:
+    """The one ``{field}`` of a template (None for a fixed command)."""
+    names = [f for _, f, _, _ in string.Formatter().parse(template) if f]
+    if len(names) > 1:
+        raise ValueError(f"command template {template!r} has several fields {names}; a setting fills one")
+    return names[0] if names else None
+
+
 #: ``:OPER:COND?`` bit 3 (value 8): the scope is running (armed or acquiring).
 OPER_RUN_BIT = 8
 
@@ -139,6 +183,8 @@ class SCPIInstrument:
     """
 
     TABLE: Mapping[str, str] = {}
+    #: The ordered configuration table walked by :meth:`configure`.
+    SETTINGS: tuple[Setting, ...] = ()
 
     def __init__(self, transport: Transport, *, commands: Mapping[str, str] | None = None, name: str | None = None):
         self.transport = transport
@@ -166,6 +212,31 @@ class SCPIInstrument:
         formatted = {k: scpi_number(v) if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) else v
                      for k, v in values.items()}
         return template.format(**formatted)
+
+    def configure(self, **values: Any) -> None:
+        """Send every row of :attr:`SETTINGS` in order, filling fields from ``values``.
+
+        A missing or unknown keyword is refused before anything is written.
+        """
+        wanted = [row.value for row in self.SETTINGS if row.value is not None]
+        missing = [k for k in wanted if k not in values]
+        unknown = sorted(set(values) - set(wanted))
+        if missing or unknown:
+            raise TypeError(
+                f"{self.name}.configure() needs {', '.join(wanted)}"
+                + (f"; missing {', '.join(missing)}" if missing else "")
+                + (f"; unknown {', '.join(unknown)}" if unknown else "")
+            )
+        commands = []
+        for row in self.SETTINGS:
+            field = _field(self.commands[row.command]) if row.value is not None else None
+            if row.value is None:
+                commands.append(self.command(row.command))
+            else:
+                v = values[row.value]
+                commands.append(self.command(row.command, **{field or "value": int(v) if row.integer else v}))
+        for c in commands:
+            self.transport.write(c)
 
     def send(self, key: str, **values: Any) -> None:
         self.transport.write(self.command(key, **values))
@@ -258,21 +329,22 @@ class SCPIAWG(SCPIInstrument):
     """Arbitrary waveform generator, channel 1, bus-triggered single bursts."""
 
     TABLE = KEYSIGHT_33500B
-
-    def configure(self, *, vpp: float, offset: float, load: str | float, sample_rate: float) -> None:
-        """Output off, then every setting that does not change per batch (order as in the manual)."""
-        self.send("output_off")
-        self.send("clear_status")
-        self.send("byte_order")
-        self.send("load", value=load)
-        self.send("function_arb")
-        self.send("vpp", value=vpp)
-        self.send("offset", value=offset)
-        self.send("sample_rate", value=sample_rate)
-        self.send("burst_mode")
-        self.send("burst_cycles")
-        self.send("trigger_source")
-        self.send("burst_on")
+    #: Output off first, then every setting that does not change per batch (order as in the manual);
+    #: ``configure(vpp=, offset=, load=, sample_rate=)``.
+    SETTINGS = (
+        Setting("output_off"),
+        Setting("clear_status"),
+        Setting("byte_order"),
+        Setting("load", "load"),
+        Setting("function_arb"),
+        Setting("vpp", "vpp"),
+        Setting("offset", "offset"),
+        Setting("sample_rate", "sample_rate"),
+        Setting("burst_mode"),
+        Setting("burst_cycles"),
+        Setting("trigger_source"),
+        Setting("burst_on"),
+    )
 
     def upload(self, name: str, codes: np.ndarray, sample_rate: float) -> None:
         """Replace the volatile waveform ``name`` with ``codes`` (int16, -32767..32767) and select it."""
@@ -338,29 +410,22 @@ class SCPIScope(SCPIInstrument):
 
     #: ``:WAV:PRE?`` format code of WORD data.
     WORD_FORMAT = 1
-
-    def configure(
-        self,
-        *,
-        time_range: float,
-        channel_range: float,
-        channel_offset: float,
-        trigger_source: str,
-        trigger_level: float,
-        points: int,
-    ) -> None:
-        self.send("time_range", value=time_range)
-        self.send("time_reference")
-        self.send("channel_range", value=channel_range)
-        self.send("channel_offset", value=channel_offset)
-        self.send("trigger_source", source=trigger_source)
-        self.send("trigger_level", value=trigger_level)
-        self.send("waveform_source")
-        self.send("waveform_format")
-        self.send("waveform_byte_order")
-        self.send("waveform_unsigned")
-        self.send("waveform_points_mode")
-        self.send("waveform_points", value=int(points))
+    #: Timebase, channel, trigger, then the waveform transfer format (signed 16-bit words, LSB first);
+    #: ``configure(time_range=, channel_range=, channel_offset=, trigger_source=, trigger_level=, points=)``.
+    SETTINGS = (
+        Setting("time_range", "time_range"),
+        Setting("time_reference"),
+        Setting("channel_range", "channel_range"),
+        Setting("channel_offset", "channel_offset"),
+        Setting("trigger_source", "trigger_source"),
+        Setting("trigger_level", "trigger_level"),
+        Setting("waveform_source"),
+        Setting("waveform_format"),
+        Setting("waveform_byte_order"),
+        Setting("waveform_unsigned"),
+        Setting("waveform_points_mode"),
+        Setting("waveform_points", "points", integer=True),
+    )
 
     def arm(self) -> None:
         """``:SING`` then one ``:OPER:COND?`` round trip confirming the RUN bit (armed)."""

@@ -47,6 +47,17 @@ def test_awg_configure_exact_bytes():
     t.close()
 
 
+def test_configure_walks_the_settings_table_and_refuses_bad_keywords_before_writing():
+    t = ScriptedTransport([])
+    awg = SCPIAWG(t)
+    assert [row.command for row in SCPIAWG.SETTINGS][:3] == ["output_off", "clear_status", "byte_order"]
+    with pytest.raises(TypeError, match="missing sample_rate; unknown vpp_typo"):
+        awg.configure(vpp_typo=1.0, vpp=1.0, offset=0.0, load="INF")
+    with pytest.raises(ValueError, match="non-finite"):
+        awg.configure(vpp=1.0, offset=float("nan"), load="INF", sample_rate=1e6)
+    assert bytes(t.written) == b""  # nothing half-configured
+
+
 def test_awg_upload_trigger_output_exact_bytes():
     codes = np.array([0, 1, -1, 32767, -32767, 256, -256, 2], dtype=np.int16)
     block = b"#216" + struct.pack("<8h", 0, 1, -1, 32767, -32767, 256, -256, 2)
