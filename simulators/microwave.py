@@ -125,6 +125,7 @@ from typing import Any
 
 import torch
 
+from physnn import checks
 from physnn.system import PhysicalSystem, SystemSpec
 
 __all__ = ["MetasurfaceCavity", "SPEED_OF_LIGHT"]
@@ -185,70 +186,87 @@ class MetasurfaceCavity(PhysicalSystem):
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.complex64,
     ):
-        n = 40 if n_inputs is None else _positive_int("n_inputs", n_inputs)
-        n_f = 20 if n_outputs is None else _positive_int("n_outputs", n_outputs)
+        n = 40 if n_inputs is None else checks.integer("n_inputs", n_inputs, low=1)
+        n_f = 20 if n_outputs is None else checks.integer("n_outputs", n_outputs, low=1)
+        spec = SystemSpec(n, n_f, 0.0, 1.0, 2, name="microwave", units="bit", output_units="|S21| (dimensionless)")
+        super().__init__(spec, device=device)
+        self._set_geometry_options(band_ghz, cavity_m, wall_pitch_m, n_scatterers)
+        self._set_element_options(element_resonances_ghz, element_linewidth_ghz, element_loss_ghz, element_spread,
+                                  wall_loss_ghz)
+        self._set_run_options(noise_db, noise, solver, seed, dtype)
+        self._check_elements_fit()
+        self._set_design_constants()
+        self._place_dipoles(antenna_positions_m)
+        self._noise_gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)
+        self._built_positions: torch.Tensor | None = None
+        self._built_detuning: torch.Tensor | None = None
+        self.builds = 0
+        self._ensure_built()
+
+    # ------------------------------------------------------ construction steps
+    def _set_geometry_options(self, band_ghz: Any, cavity_m: Any, wall_pitch_m: Any, n_scatterers: Any) -> None:
         f_lo, f_hi = _pair("band_ghz", band_ghz)
         if not f_lo < f_hi:
-            raise ValueError(f"band_ghz needs low < high, got {tuple(band_ghz)}")
-        width, height = _pair("cavity_m", cavity_m)
-        _positive("wall_pitch_m", wall_pitch_m)
-        if not (isinstance(n_scatterers, int) and not isinstance(n_scatterers, bool) and n_scatterers >= 0):
-            raise ValueError(f"n_scatterers must be an integer >= 0, got {n_scatterers!r}")
-        res0, res1 = _pair("element_resonances_ghz", element_resonances_ghz)
+            raise checks.ParameterError(f"band_ghz must be (low, high) with low < high, got {tuple(band_ghz)}")
+        self.band_ghz = (f_lo, f_hi)
+        self.cavity_m = _pair("cavity_m", cavity_m)
+        self.wall_pitch_m = checks.positive("wall_pitch_m", wall_pitch_m)
+        self.n_scatterers = checks.integer("n_scatterers", n_scatterers, low=0)
+
+    def _set_element_options(self, resonances_ghz: Any, linewidth_ghz: Any, loss_ghz: Any, spread: Any,
+                             wall_loss_ghz: Any) -> None:
+        res0, res1 = _pair("element_resonances_ghz", resonances_ghz)
         if res0 == res1:
-            raise ValueError(f"element_resonances_ghz must differ between the two states, got {res0} and {res1}")
-        _positive("element_linewidth_ghz", element_linewidth_ghz)
-        _positive("element_loss_ghz", element_loss_ghz)  # > 0 keeps W invertible (strictly passive)
-        _positive("wall_loss_ghz", wall_loss_ghz)
-        if not (math.isfinite(element_spread) and 0 <= element_spread < 0.2):
-            raise ValueError(f"element_spread must be in [0, 0.2) (relative rms), got {element_spread!r}")
-        if not math.isfinite(noise_db) or noise_db > 0:
-            raise ValueError(f"noise_db must be a finite level <= 0 dB, got {noise_db!r}")
-        if solver not in _SOLVERS:
-            raise ValueError(f"solver must be one of {', '.join(_SOLVERS)}, got {solver!r}")
+            raise checks.ParameterError(
+                f"element_resonances_ghz must differ between the two states, got {tuple(resonances_ghz)}")
+        self.element_resonances_ghz = (res0, res1)
+        self.element_linewidth_ghz = checks.positive("element_linewidth_ghz", linewidth_ghz)
+        self.element_loss_ghz = checks.positive("element_loss_ghz", loss_ghz)  # > 0 keeps W invertible (passive)
+        self.element_spread = checks.real("element_spread", spread, low=0.0, high=0.2, high_open=True)
+        self.wall_loss_ghz = checks.positive("wall_loss_ghz", wall_loss_ghz)
+
+    def _set_run_options(self, noise_db: Any, noise: Any, solver: Any, seed: Any, dtype: Any) -> None:
+        self.noise_db = checks.real("noise_db", noise_db, high=0.0)
+        self.noise = checks.boolean("noise", noise)
+        self.solver = checks.choice("solver", solver, _SOLVERS)
+        self.seed = checks.integer("seed", seed, low=0)
         if dtype not in (torch.complex64, torch.complex128):
-            raise ValueError(f"dtype must be torch.complex64 or torch.complex128, got {dtype!r}")
-        n_sites = 2 * round(width / wall_pitch_m) + 2 * round(height / wall_pitch_m)
+            raise checks.ParameterError(f"dtype must be torch.complex64 or torch.complex128, got {dtype!r}")
+        self.dtype = dtype
+
+    def _check_elements_fit(self) -> None:
+        (width, height), pitch, n = self.cavity_m, self.wall_pitch_m, self.spec.n_inputs
+        n_sites = 2 * round(width / pitch) + 2 * round(height / pitch)
         if n > n_sites:
-            raise ValueError(
-                f"n_inputs={n} metasurface elements do not fit on the {n_sites} wall sites of a "
-                f"{width} m x {height} m cavity at wall_pitch_m={wall_pitch_m}; enlarge cavity_m or "
-                f"reduce wall_pitch_m"
+            raise checks.ParameterError(
+                f"n_inputs must be at most the {n_sites} wall sites of a {width} m x {height} m cavity at "
+                f"wall_pitch_m={pitch} (enlarge cavity_m or reduce wall_pitch_m), got {n}"
             )
 
-        super().__init__(SystemSpec(n, n_f, 0.0, 1.0, 2, name="microwave", units="bit"), device=device)
-        self.band_ghz = (f_lo, f_hi)
-        self.cavity_m = (width, height)
-        self.wall_pitch_m = float(wall_pitch_m)
-        self.n_scatterers = n_scatterers
-        self.element_resonances_ghz = (res0, res1)
-        self.element_linewidth_ghz = float(element_linewidth_ghz)
-        self.element_loss_ghz = float(element_loss_ghz)
-        self.element_spread = float(element_spread)
-        self.wall_loss_ghz = float(wall_loss_ghz)
-        # Fixed design values, documented in the module docstring and describe().
+    def _set_design_constants(self) -> None:
+        """Fixed design values, documented in the module docstring and describe()."""
         self.wall_resonance_ghz, self.wall_linewidth_ghz = 5.25, 10.0
         self.scatterer_linewidth_ghz, self.scatterer_loss_ghz = 3.0, 0.005
         self.antenna_resonance_ghz, self.antenna_linewidth_ghz, self.port_linewidth_ghz = 5.25, 1.0, 1.0
-        self.noise_db = float(noise_db)
-        self.noise = bool(noise)
-        self.solver = solver
-        self.seed = int(seed)
-        self.dtype = dtype
-
+        f_lo, f_hi = self.band_ghz
         f64 = dict(dtype=torch.float64, device=self.device)
-        self.frequencies_hz = torch.linspace(f_lo * 1e9, f_hi * 1e9, n_f, **f64)
+        self.frequencies_hz = torch.linspace(f_lo * 1e9, f_hi * 1e9, self.spec.n_outputs, **f64)
         self._k = 2 * math.pi * self.frequencies_hz / SPEED_OF_LIGHT
         self.wavelength_m = SPEED_OF_LIGHT / (0.5 * (f_lo + f_hi) * 1e9)
-        sites = _perimeter_sites(width, height, wall_pitch_m)
+
+    def _place_dipoles(self, antenna_positions_m: Any) -> None:
+        """Seeded geometry: antennas, wall sites (the first N are the metasurface), clutter, fabrication spread."""
+        (width, height), n = self.cavity_m, self.spec.n_inputs
+        f64 = dict(dtype=torch.float64, device=self.device)
+        sites = _perimeter_sites(width, height, self.wall_pitch_m)
         gen = torch.Generator().manual_seed(self.seed)
         if antenna_positions_m is None:
             antenna_positions_m = ((0.18 * width, 0.70 * height), (0.82 * width, 0.57 * height))
-        self.antenna_positions = _antennas(antenna_positions_m, width, height)
-        scat = _place_scatterers(n_scatterers, width, height, self.antenna_positions, self.wavelength_m, gen)
-        scat_res = 4.5 + 1.5 * torch.rand(n_scatterers, generator=gen, dtype=torch.float64)
+        antennas = _antennas(antenna_positions_m, width, height)
+        scat = _place_scatterers(self.n_scatterers, width, height, antennas, self.wavelength_m, gen)
+        scat_res = 4.5 + 1.5 * torch.rand(self.n_scatterers, generator=gen, dtype=torch.float64)
         spread = self.element_spread * torch.randn(n, generator=gen, dtype=torch.float64)
-        self.antenna_positions = self.antenna_positions.to(**f64)
+        self.antenna_positions = antennas.to(**f64)
         self.element_positions = sites[:n].to(**f64)
         self.wall_positions = sites[n:].to(**f64)
         self.scatterer_resonances_ghz = scat_res.to(**f64)
@@ -256,12 +274,6 @@ class MetasurfaceCavity(PhysicalSystem):
         #: Drift parameters (live tensors; see drift_parameters()).
         self.scatterer_positions = scat.to(**f64)
         self.element_detuning = torch.zeros(n, **f64)
-
-        self._noise_gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)
-        self._built_positions: torch.Tensor | None = None
-        self._built_detuning: torch.Tensor | None = None
-        self.builds = 0
-        self._ensure_built()
 
     # --------------------------------------------------------------- geometry
     @property
@@ -739,22 +751,8 @@ def _antennas(value: Any, width: float, height: float) -> torch.Tensor:
     return pos
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _positive(name: str, value: Any) -> None:
-    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-
-
 def _pair(name: str, value: Any) -> tuple[float, float]:
-    try:
-        a, b = (float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a pair of numbers, got {value!r}") from None
-    if not (math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0):
-        raise ValueError(f"{name} must hold two positive finite numbers, got {value!r}")
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise checks.ParameterError(f"{name} must be a pair of positive finite numbers, got {value!r}")
+    a, b = (checks.positive(f"{name}[{i}]", v) for i, v in enumerate(value))
     return a, b

@@ -56,16 +56,26 @@ def test_factory_builds_requested_width():
 
 
 def test_constructor_errors_name_the_bad_value():
-    with pytest.raises(ValueError, match="n_inputs=500 metasurface elements do not fit on the 140 wall sites"):
+    with pytest.raises(ValueError, match=r"n_inputs must be at most the 140 wall sites .* got 500"):
         MetasurfaceCavity(500)
-    with pytest.raises(ValueError, match="solver must be one of"):
+    with pytest.raises(ValueError, match="solver must be one of 'woodbury', 'schur', 'full', got 'lu'"):
         MetasurfaceCavity(solver="lu")
     with pytest.raises(ValueError, match=r"antenna R at \(0.5, 0.1\) m is outside the cavity"):
         MetasurfaceCavity(antenna_positions_m=((0.1, 0.1), (0.5, 0.1)))
-    with pytest.raises(ValueError, match="noise_db must be a finite level <= 0 dB, got 3"):
+    with pytest.raises(ValueError, match="noise_db must be a finite number <= 0, got 3.0"):
         MetasurfaceCavity(noise_db=3.0)
-    with pytest.raises(ValueError, match="band_ghz needs low < high"):
+    with pytest.raises(ValueError, match=r"band_ghz must be \(low, high\) with low < high, got \(5.5, 5.0\)"):
         MetasurfaceCavity(band_ghz=(5.5, 5.0))
+    with pytest.raises(ValueError, match=r"cavity_m\[1\] must be a positive finite number, got -0.3"):
+        MetasurfaceCavity(cavity_m=(0.4, -0.3))
+    with pytest.raises(ValueError, match="n_scatterers must be an integer >= 0, got 2.5"):
+        MetasurfaceCavity(n_scatterers=2.5)
+    with pytest.raises(ValueError, match="noise must be true or false, got 0"):
+        MetasurfaceCavity(noise=0)
+    with pytest.raises(ValueError, match=r"element_spread must be a finite number >= 0 and < 0.2, got 0.3"):
+        MetasurfaceCavity(element_spread=0.3)
+    spec = MetasurfaceCavity(8, 4).spec
+    assert spec.units == "bit" and spec.output_units == "|S21| (dimensionless)"
 
 
 # ------------------------------------------------------------------ determinism
