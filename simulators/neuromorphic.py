@@ -113,6 +113,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from physnn import checks
 from physnn.system import PhysicalSystem, SystemSpec
 
 __all__ = ["NeuromorphicChip", "SpikeTrace", "INT16_MIN", "INT16_MAX"]
@@ -122,6 +123,8 @@ INT16_MAX = 32767
 _ENCODINGS = ("current", "rate", "latency", "delta")
 _READOUTS = ("counts", "rates", "membrane")
 _MODES = ("hardware", "float")
+#: Unit of a query's output for each readout.
+_OUTPUT_UNITS = {"counts": "spikes", "rates": "spikes per step", "membrane": "threshold units"}
 _GAIN_BITS = 8  # fixed-point bits of the per-neuron leak gain (mismatch of the decays)
 # Default input gain per encoding, so that a typical digit-like input (a third of
 # the channels on) drives the hidden population to a moderate firing rate.
@@ -218,40 +221,27 @@ class NeuromorphicChip(PhysicalSystem):
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ):
-        n_in = 64 if n_inputs is None else _int_in("n_inputs", n_inputs, 1, 65536)
-        n_out = 32 if n_outputs is None else _int_in("n_outputs", n_outputs, 1, 65536)
-        _choice("mode", mode, _MODES)
-        _choice("encoding", encoding, _ENCODINGS)
-        _choice("readout", readout, _READOUTS)
-        self.n_hidden = _int_in("n_hidden", n_hidden, 1, 65536)
-        self.steps = _int_in("steps", steps, 1, 100000)
-        self.input_events = _int_in("input_events", input_events, 1, 255)
-        self.dash_mem = _int_in("dash_mem", dash_mem, 0, 15)
-        self.dash_syn = _int_in("dash_syn", dash_syn, 0, 15)
-        self.threshold = _int_in("threshold", threshold, 1, INT16_MAX)
-        self.max_spikes = _int_in("max_spikes", max_spikes, 1, 31)
-        self.refractory = _int_in("refractory", refractory, 0, 100000)
-        self.delta_threshold = _real_in("delta_threshold", delta_threshold, 1e-6, 1.0)
-        self.input_gain = _real_in(
-            "input_gain", _DEFAULT_INPUT_GAIN[encoding] if input_gain is None else input_gain, 0.0, 1e6
-        )
-        self.recurrent_gain = _real_in("recurrent_gain", recurrent_gain, 0.0, 1e6)
-        self.output_gain = _real_in("output_gain", output_gain, 0.0, 1e6)
-        self.mismatch = _real_in("mismatch", mismatch, 0.0, 1.0)
-        self.noise = _real_in("noise", noise, 0.0, 100.0)
-        if not isinstance(serial, str) or not serial:
-            raise ValueError(f"serial must be a non-empty string, got {serial!r}")
+        n_in = 64 if n_inputs is None else checks.integer("n_inputs", n_inputs, low=1, high=65536)
+        n_out = 32 if n_outputs is None else checks.integer("n_outputs", n_outputs, low=1, high=65536)
+        checks.choice("mode", mode, _MODES)
+        checks.choice("encoding", encoding, _ENCODINGS)
+        checks.choice("readout", readout, _READOUTS)
+        self._set_network_options(n_hidden, steps, input_gain, recurrent_gain, output_gain, dash_mem, dash_syn,
+                                  encoding)
+        self._set_hardware_options(input_events, delta_threshold, threshold, max_spikes, refractory, mismatch, noise)
+        checks.string("serial", serial, empty=False)
         if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+            raise checks.ParameterError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
         if input_levels is not None:
-            input_levels = _int_in("input_levels", input_levels, 2, 1 << 24)
-        spec = SystemSpec(n_in, n_out, 0.0, 1.0, input_levels, name="neuromorphic", units="normalised")
+            input_levels = checks.integer("input_levels", input_levels, low=2, high=1 << 24)
+        spec = SystemSpec(n_in, n_out, 0.0, 1.0, input_levels, name="neuromorphic", units="normalised",
+                          output_units=_OUTPUT_UNITS[readout])
         super().__init__(spec, device=device)
         self.mode = mode
         self.encoding = encoding
         self.readout = readout
         self.serial = serial
-        self.seed = int(seed)
+        self.seed = checks.integer("seed", seed, low=0)
         self.dtype = dtype
         self.beta = 1.0 - 2.0**-self.dash_mem
         self.alpha = 1.0 - 2.0**-self.dash_syn  # 0 when dash_syn == 0: no synaptic register
@@ -266,6 +256,29 @@ class NeuromorphicChip(PhysicalSystem):
         self._diff_gen = torch.Generator(device=self.device).manual_seed(_stream_seed(self.seed, "surrogate"))
 
     # ------------------------------------------------------------- building
+    def _set_network_options(self, n_hidden: Any, steps: Any, input_gain: Any, recurrent_gain: Any,
+                             output_gain: Any, dash_mem: Any, dash_syn: Any, encoding: str) -> None:
+        """The programmed network's size, time window, weight scales and decays (checked)."""
+        self.n_hidden = checks.integer("n_hidden", n_hidden, low=1, high=65536)
+        self.steps = checks.integer("steps", steps, low=1, high=100000)
+        gain = _DEFAULT_INPUT_GAIN[encoding] if input_gain is None else input_gain
+        self.input_gain = checks.real("input_gain", gain, low=0.0, high=1e6)
+        self.recurrent_gain = checks.real("recurrent_gain", recurrent_gain, low=0.0, high=1e6)
+        self.output_gain = checks.real("output_gain", output_gain, low=0.0, high=1e6)
+        self.dash_mem = checks.integer("dash_mem", dash_mem, low=0, high=15)
+        self.dash_syn = checks.integer("dash_syn", dash_syn, low=0, high=15)
+
+    def _set_hardware_options(self, input_events: Any, delta_threshold: Any, threshold: Any, max_spikes: Any,
+                              refractory: Any, mismatch: Any, noise: Any) -> None:
+        """Encoding resolution and the integer datapath's limits, mismatch and noise (checked)."""
+        self.input_events = checks.integer("input_events", input_events, low=1, high=255)
+        self.delta_threshold = checks.real("delta_threshold", delta_threshold, low=1e-6, high=1.0)
+        self.threshold = checks.integer("threshold", threshold, low=1, high=INT16_MAX)
+        self.max_spikes = checks.integer("max_spikes", max_spikes, low=1, high=31)
+        self.refractory = checks.integer("refractory", refractory, low=0, high=100000)
+        self.mismatch = checks.real("mismatch", mismatch, low=0.0, high=1.0)
+        self.noise = checks.real("noise", noise, low=0.0, high=100.0)
+
     def _build_network(self) -> None:
         """The programmed network: float weights in threshold units, from ``seed``."""
         n_in, n_hid, n_out = self.spec.n_inputs, self.n_hidden, self.spec.n_outputs
@@ -641,27 +654,3 @@ class _SpikeSurrogate(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (u,) = ctx.saved_tensors
         return grad / (1.0 + 5.0 * u.abs()) ** 2
-
-
-def _int_in(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) and not (hasattr(value, "__index__")):
-        raise ValueError(f"{name} must be an integer in {low}..{high}, got {value!r}")
-    v = int(value)
-    if not low <= v <= high:
-        raise ValueError(f"{name} must be an integer in {low}..{high}, got {v}")
-    return v
-
-
-def _real_in(name: str, value: Any, low: float, high: float) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(v) or not low <= v <= high:
-        raise ValueError(f"{name} must be a finite number in [{low:g}, {high:g}], got {value!r}")
-    return v
-
-
-def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
-    if value not in options:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}, got {value!r}")

@@ -76,6 +76,9 @@ def test_quantised_input_levels() -> None:
         (dict(serial=""), "serial must be a non-empty string"),
         (dict(input_gain=1e5, threshold=32767), "beyond 8-bit weights"),
         (dict(input_gain=1e-6), "quantises to all zeros"),
+        (dict(dash_mem=2.5), r"dash_mem must be an integer in 0\.\.15, got 2\.5"),
+        (dict(noise=True), "noise must be a finite number in 0..100, got True"),
+        (dict(seed=-1), "seed must be an integer >= 0, got -1"),
     ],
 )
 def test_bad_options_name_the_value(kwargs: dict, message: str) -> None:
@@ -407,3 +410,10 @@ def test_cuda_integer_path_equals_cpu() -> None:
     y = gpu_chip(x.cuda())
     assert y.device.type == "cuda"
     assert torch.equal(y.cpu(), cpu)  # integer arithmetic: exact on any device
+
+
+@pytest.mark.parametrize("readout, unit", [("counts", "spikes"), ("rates", "spikes per step"),
+                                           ("membrane", "threshold units")])
+def test_output_units_follow_the_readout(readout: str, unit: str) -> None:
+    spec = NeuromorphicChip(**SMALL, readout=readout).spec
+    assert spec.output_units == unit and spec.units == "normalised"
