@@ -15,7 +15,7 @@ from physnn.devices.errors import (
     InstrumentTimeout,
     ProtocolError,
 )
-from physnn.devices.scpi import SCPIAWG, SCPIScope
+from physnn.devices.scpi import KEYSIGHT_33500B, SCPIAWG, SCPIScope
 from physnn.devices.sim.scpi_bench import BenchTransport, Fault, SCPIBench, simulated_awg_scope
 from physnn.registry import build_system
 from physnn.simulators.optics import OpticalCavity
@@ -73,6 +73,23 @@ def test_sim_awg_error_queue_for_bad_settings_and_blocks():
     with pytest.raises(InstrumentReportedError, match="-221"):
         awg.check_errors()  # same name again without VOL:CLE
     assert bench.awg.arbs["physnn"].tolist() == list(range(8))
+
+
+def test_simulated_instruments_dispatch_on_the_drivers_command_table():
+    """The simulation answers the headers of the driver's own table: another model's table changes both."""
+    table = dict(KEYSIGHT_33500B, output_on="OUTPut1:STATe ON", output_off="OUTPut1:STATe OFF")
+    bench = SCPIBench(awg_options={"table": table})
+    awg = SCPIAWG(BenchTransport(bench, "awg", timeout=0.05), commands=table)
+    awg.output(True)
+    assert bench.awg.output is True
+    awg.transport.write("OUTP1 OFF")  # the 33500B header is not in this table any more
+    with pytest.raises(InstrumentReportedError, match="-113"):
+        awg.check_errors()
+    assert bench.awg.output is True
+    awg.safe_state()
+    assert bench.awg.output is False
+    with pytest.raises(ValueError, match=r"SimAWG has no simulation of command\(s\) \['frobnicate'\]"):
+        SCPIBench(awg_options={"table": dict(KEYSIGHT_33500B, frobnicate="SOUR1:FROB {value}")})
 
 
 def test_sim_trigger_fires_only_when_scope_is_armed():
