@@ -51,9 +51,10 @@ class _ReadError(Exception):
 class _ChecksumError(Exception):
     """A dataset whose chunks fail HDF5's fletcher32 checksum (bit rot, a bad disk, a damaged copy)."""
 
-    def __init__(self, name: str, exc: BaseException):
+    def __init__(self, name: str, exc: BaseException | str, check: str = "fletcher32 checksum"):
         self.name = name
-        super().__init__(f"dataset {name!r} fails its fletcher32 checksum ({exc})")
+        self.check = check
+        super().__init__(f"dataset {name!r} fails its {check} ({exc})")
 
 
 def _arr(ds: h5py.Dataset, sel: Any = ()) -> np.ndarray:
@@ -199,7 +200,7 @@ def _read_metrics(g: h5py.Group, version: int) -> tuple[dict[str, np.ndarray], l
     logged = _arr(g["logged"], slice(0, n)).astype(bool)
     data = {name: _arr(c, slice(0, n)) for name, c in cols.items()}
     if version >= 2:
-        extra_records = [r for *_, r in _text_records(g["extra"])]
+        extra_records = [r for *_, r in _text_records(g.file["late_metrics"])]
     else:
         extra_records, _ = _read_json_log(g["_extra"])
     extras: dict[int, dict[str, float]] = {}
@@ -400,7 +401,7 @@ def _with_file(path: Path, fn: Any, retries: int = 4) -> Any:
                 raise RunFileError(path, f"is damaged: cannot read {exc.what} ({exc.exc})") from None
         except _ChecksumError as exc:
             if not live or attempt == retries - 1:
-                raise RunFileError(path, f"is corrupt: dataset {exc.name!r} fails its fletcher32 checksum (bit rot, "
+                raise RunFileError(path, f"is corrupt: dataset {exc.name!r} fails its {exc.check} (bit rot, "
                                          f"a bad disk or a damaged copy); its values cannot be trusted") from None
         finally:
             f.close()
@@ -458,7 +459,10 @@ def _read_checkpoint(f: h5py.File, path: Path, epoch: int | None, config: dict[s
 
 def _json_scalar(ds: h5py.Dataset) -> Any:
     raw = ds[()]
-    return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    raw = raw if isinstance(raw, bytes) else raw.encode("utf-8")
+    if "crc32" in ds.attrs and zlib.crc32(raw) != int(ds.attrs["crc32"]):
+        raise _ChecksumError(ds.name, "stored text differs from its crc32 attribute", "CRC-32 check")
+    return json.loads(raw.decode("utf-8"))
 
 
 def _read_run(f: h5py.File, path: Path, live: bool, version: int) -> Run:
@@ -502,7 +506,8 @@ def _read_run(f: h5py.File, path: Path, live: bool, version: int) -> Run:
             p = g["x"].shape[0]
             if not p:
                 continue
-            n = min(g["y"].shape[0] // p, g["time"].shape[0], g["step"].shape[0])
+            n = min(g["y"].shape[0] // p, g["time"].shape[0], g["step"].shape[0],
+                    g["row"].shape[0] // p if "row" in g else g["step"].shape[0])
             probes[b] = {"x": _arr(g["x"], slice(None)),
                          "y": _arr(g["y"], slice(0, n * p)).reshape(n, p, g["y"].shape[1]),
                          "step": _arr(g["step"], slice(0, n)), "time": _arr(g["time"], slice(0, n))}

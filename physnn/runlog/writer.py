@@ -57,7 +57,7 @@ class RunWriter:
             ``output_units`` written on the sample and probe datasets.
         metric_names: metric columns to pre-create (default:
             :func:`default_metric_names`). Names logged later that are not
-            among them are kept too, in ``/metrics/extra``.
+            among them are kept too, in ``/late_metrics``.
         metric_units: ``{name: units}`` for metric columns whose units the
             writer does not know (the trainers' names are known).
         dataset: a description of the data (``Dataset.describe()``), stored as JSON.
@@ -174,17 +174,15 @@ class RunWriter:
         a.create("writer_host", np.bytes_(socket.gethostname().encode()[:255]), dtype=_HOST_DTYPE)
         a.create("writer_pid", np.int64(os.getpid()))
 
-        _describe(f.create_dataset("config", data=config_json, dtype=h5py.string_dtype()), "",
-                  "resolved run configuration (JSON)")
+        _json_scalar(f, "config", config_json, "resolved run configuration (JSON)")
         if dataset_json is not None:
-            _describe(f.create_dataset("dataset", data=dataset_json, dtype=h5py.string_dtype()), "",
-                      "data set description (JSON)")
+            _json_scalar(f, "dataset", dataset_json, "data set description (JSON)")
 
         sg = f.create_group("systems")
         for block, desc in systems.items():
             g = sg.create_group(block)
-            _describe(g.create_dataset("describe", data=json.dumps(desc, indent=1), dtype=h5py.string_dtype()), "",
-                      f"describe() of the {block} system when the run started (JSON)")
+            _json_scalar(g, "describe", json.dumps(desc, indent=1),
+                         f"describe() of the {block} system when the run started (JSON)")
             if "class" in desc:
                 g.attrs["class"] = str(desc["class"])
             spec = _spec_of(desc)
@@ -219,7 +217,8 @@ class RunWriter:
         for ds in cols + [logged]:
             ds.dims[0].attach_scale(epoch)
         logged.dims[1].attach_scale(metric)
-        _create_text_log(mg, "extra", "metrics without a column of their own: {row, epoch, values}")
+        # a root-level text log: inside /metrics, netCDF readers would put it on the epoch axis
+        _create_text_log(f, "late_metrics", "metrics without a column of their own: {row, epoch, segment, values}")
 
         cg = f.create_group("checkpoints")
         _create_text_log(cg, "manifest", "checkpoint manifests (JSON; see docs/run-format.md)")
@@ -261,14 +260,21 @@ class RunWriter:
                 pstep = _create_col(p, "step", "i8", checksum=True, units="1",
                                     long_name="training step of the re-measurement; the key column")
                 pstep.make_scale("step")
+                # netCDF readers (xarray) need a scale on every axis: probe and row grow with the data
+                probe = _create_col(p, "probe", "i4", chunk=64, checksum=True, units="1", long_name="probe index")
+                probe.make_scale("probe")
+                row = _create_col(p, "row", "i8", chunk=256, checksum=True, units="1",
+                                  long_name="row of y: measurement * P + probe")
+                row.make_scale("row")
                 pin = _create_scale(p, "input", np.arange(n_in, dtype=np.int32), "1", "system input channel")
                 pout = _create_scale(p, "output", np.arange(n_out, dtype=np.int32), "1", "system output channel")
                 px = _create_col(p, "x", "f4", n_in, chunk=64, checksum=True, units=drive,
                                  long_name="fixed probe drives [probe, input]")
-                px.dims[1].attach_scale(pin)
                 py = _create_col(p, "y", "f4", n_out, chunk=256, checksum=True, units=out,
-                                 long_name="probe outputs: measurement k of probe p is row k*P+p")
-                py.dims[1].attach_scale(pout)
+                                 long_name="probe outputs [measurement * P + probe, output]")
+                for ds, scales in ((px, (probe, pin)), (py, (row, pout))):
+                    for axis, scale in enumerate(scales):
+                        ds.dims[axis].attach_scale(scale)
                 _create_col(p, "time", "f8", checksum=True, units=TIME_UNITS,
                             long_name="time of the re-measurement (UTC)").dims[0].attach_scale(pstep)
 
@@ -303,8 +309,8 @@ class RunWriter:
             if ds.chunks is None or ds.maxshape[0] is not None:
                 raise TypeError(f"dataset {ds.name!r} is not an extendable chunked column")
         self._metrics = _Rows(self._metric_cols + [m["logged"], m["time"], m["segment"], m["epoch"]])
-        self._extra = _TextLog(m["extra"])
-        self._extra_seen = {k for _, _, r in _read_text_log(m["extra"]) for k in r.get("values", {})}
+        self._extra = _TextLog(f["late_metrics"])
+        self._extra_seen = {k for _, _, r in _read_text_log(f["late_metrics"]) for k in r.get("values", {})}
         ck = f["checkpoints"]
         self._ckpt = _TextLog(ck["manifest"])
         self._ckpt_data = ck["data"]
@@ -323,7 +329,8 @@ class RunWriter:
         for b, g in f["probes"].items():
             n_probe = g["x"].shape[0]
             self._probes[b] = {"g": g, "n": n_probe,
-                               "rows": _Rows([g["y"], g["time"], g["step"]], [max(n_probe, 1), 1, 1])}
+                               "rows": _Rows([g["y"], g["row"], g["time"], g["step"]],
+                                             [max(n_probe, 1), max(n_probe, 1), 1, 1])}
         n = self._metrics.committed()
         self._last_epoch = int(m["epoch"][n - 1]) if n else None
 
@@ -404,7 +411,7 @@ class RunWriter:
             self._extra_seen.update(new)
             self._sync()
         if new:
-            self.event("late_metric", {"names": new, "note": "stored in /metrics/extra; list them in "
+            self.event("late_metric", {"names": new, "note": "stored in /late_metrics; list them in "
                                                              "metric_names= to give them their own column"})
 
     def log_summary(self, values: Mapping[str, Any]) -> None:
@@ -565,12 +572,12 @@ class RunWriter:
                     return
                 raise ValueError(f"set_probes({b!r}): this run already has {pr['n']} different probe inputs; "
                                  f"probes are fixed for the whole run")
-            ds = pr["g"]["x"]
-            ds.resize((xa.shape[0], xa.shape[1]))
-            ds[:] = xa
-            ds.flush()
+            for ds, values in ((pr["g"]["probe"], np.arange(xa.shape[0], dtype=np.int32)), (pr["g"]["x"], xa)):
+                ds.resize((xa.shape[0],) + ds.shape[1:])
+                ds[:] = values
+                ds.flush()
             pr["n"] = xa.shape[0]
-            pr["rows"].div[0] = xa.shape[0]
+            pr["rows"].div[0] = pr["rows"].div[1] = xa.shape[0]
             self._f.flush()
 
     def log_probe(self, block: str | int, step: int, y: Any) -> None:
@@ -585,7 +592,9 @@ class RunWriter:
             ya = self._as_2d(y, st["dims"][1], f"log_probe({b!r}) y")
             if ya.shape[0] != pr["n"]:
                 raise ValueError(f"log_probe({b!r}): y has {ya.shape[0]} rows, the block has {pr['n']} probes")
-            pr["rows"].append([ya, np.asarray([time.time()]), np.asarray([step], dtype=np.int64)], 1)
+            k = pr["rows"].committed()
+            rows = np.arange(k * pr["n"], (k + 1) * pr["n"], dtype=np.int64)
+            pr["rows"].append([ya, rows, np.asarray([time.time()]), np.asarray([step], dtype=np.int64)], 1)
             self._f.flush()
 
     # ------------------------------------------------ goodness and confusion
@@ -786,6 +795,14 @@ class RunWriter:
                                "host": socket.gethostname()})
         logger.info("resumed %s (segment %d, previous status %s)", path, segment, previous)
         return self
+
+
+def _json_scalar(g: h5py.Group, name: str, text: str, long_name: str) -> None:
+    """A scalar JSON string. Variable-length strings take no filter, so its CRC-32 goes in an attribute
+    (attributes sit in checksummed object headers) and the reader checks it."""
+    ds = g.create_dataset(name, data=text, dtype=h5py.string_dtype())
+    _describe(ds, "", long_name)
+    ds.attrs["crc32"] = np.int64(zlib.crc32(text.encode("utf-8")))
 
 
 def _or_minus1(epoch: int | None) -> int:
