@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from physnn import checks
+
 from .errors import InstrumentReportedError, ProtocolError
 
 __all__ = [
@@ -175,8 +177,7 @@ class Frame:
 
 
 def _check_u8(name: str, value: int) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= value <= 0xFF:
-        raise ValueError(f"{name} must be an integer in 0..255, got {value!r}")
+    checks.integer(name, value, low=0, high=0xFF)
 
 
 def encode_frame(cmd: int, seq: int, payload: bytes = b"") -> bytes:
@@ -416,8 +417,7 @@ def parse_ident(payload: bytes) -> Ident:
 def encode_set_limits(min_code: int, max_code: int) -> bytes:
     """SET_LIMITS payload ``u16 min_code, u16 max_code``."""
     for name, v in (("min_code", min_code), ("max_code", max_code)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 0 <= v <= 0xFFFF:
-            raise ValueError(f"{name} must be an integer in 0..65535, got {v!r}")
+        checks.integer(name, v, low=0, high=0xFFFF)
     if min_code > max_code:
         raise ValueError(f"SET_LIMITS needs min_code <= max_code, got {min_code} > {max_code}")
     return struct.pack("<HH", int(min_code), int(max_code))

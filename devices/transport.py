@@ -149,7 +149,7 @@ class Transport:
         self.write_termination = write_termination
         self.read_termination = read_termination
         self.encoding = encoding
-        self.max_block = int(max_block)
+        self.max_block = checks.integer("max_block", max_block, low=1)
         self.lock = threading.RLock()
         self._is_open = False
 
@@ -249,8 +249,7 @@ class Transport:
 
     def read_exact(self, n: int) -> bytes:
         """Read exactly ``n`` bytes or raise :class:`InstrumentTimeout` (with ``.received``)."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"read_exact needs a byte count >= 0, got {n!r}")
+        n = checks.integer("read_exact byte count", n, low=0)
         if n == 0:
             return b""
         with self.lock:
@@ -422,7 +421,7 @@ class VisaTransport(Transport):
         super().__init__(resource, **kwargs)
         self.backend = backend
         self.exclusive = bool(exclusive)
-        self.chunk_size = int(chunk_size)
+        self.chunk_size = checks.integer("chunk_size", chunk_size, low=1)
         self.locked = False
         self._timeout = 0.0
         self._rm: Any = None
@@ -592,7 +591,7 @@ class SerialTransport(Transport):
             raise ValueError(f"port must be a port name, a pyserial URL or a serial.Serial, got {port!r}")
         super().__init__(name, write_termination=write_termination, read_termination=read_termination, **kwargs)
         self.port = port
-        self.baudrate = int(baudrate)
+        self.baudrate = checks.integer("baudrate", baudrate, low=1)
         self.exclusive = bool(exclusive)
         self._timeout = 0.0
         self.timeout = timeout

@@ -221,7 +221,7 @@ def test_serial_loop_read_exact_and_short_read():
     t.write_raw(b"\x07")
     with pytest.raises(InstrumentTimeout, match="got 1 of 4 bytes") as info:
         t.read_exact(4)
-    assert info.value.partial == b"\x07"
+    assert info.value.received == b"\x07"
     t.close()
 
 
@@ -259,7 +259,7 @@ def test_serial_pty_by_name_is_exclusive_and_reads_exactly():
         assert os.read(master, 16) == b"xyz"
         with pytest.raises(InstrumentTimeout) as info:
             t.read_exact(5)
-        assert info.value.partial == b"ef"
+        assert info.value.received == b"ef"
         t.close()
     finally:
         os.close(master)

@@ -132,11 +132,11 @@ class SCPIBench:
         scope_options: dict | None = None,
     ):
         self.dut = dut
-        self.seed = int(seed)
+        self.seed = checks.integer("seed", seed, low=0)
         self.rng = np.random.default_rng(self.seed)
-        self.noise_volts = float(noise_volts)
-        self.max_latency = int(max_latency)
-        self.acq_delay = float(acq_delay)
+        self.noise_volts = checks.nonnegative("noise_volts", noise_volts)
+        self.max_latency = checks.integer("max_latency", max_latency, low=0)
+        self.acq_delay = checks.nonnegative("acq_delay", acq_delay)
         self.faults: list[Fault] = [f if isinstance(f, Fault) else Fault(**f) for f in (faults or [])]
         self.awg = SimAWG(self, **(awg_options or {}))
         self.scope = SimScope(self, **(scope_options or {}))

@@ -65,6 +65,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from physnn import checks
 from physnn.system import PhysicalSystem
 
 from ..serial_daq import Calibration, SerialDAQSystem
@@ -109,12 +110,12 @@ class Fault:
     delay: float | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {self.kind!r}; known faults: {', '.join(FAULT_KINDS)}")
-        if self.command not in _NAME_TO_CMD:
-            raise ValueError(f"unknown command {self.command!r}; known: {', '.join(_NAME_TO_CMD)}")
-        if self.after < 0 or self.count < 1:
-            raise ValueError(f"fault needs after >= 0 and count >= 1, got after={self.after}, count={self.count}")
+        checks.choice("fault kind", self.kind, FAULT_KINDS)
+        checks.choice("fault command", self.command, tuple(_NAME_TO_CMD))
+        checks.integer("fault after", self.after, low=0)
+        checks.integer("fault count", self.count, low=1)
+        if self.delay is not None:
+            checks.nonnegative("fault delay", self.delay)
 
 
 def _as_fault(f: Any) -> Fault:
@@ -164,15 +165,13 @@ class FakeFirmware:
         if not isinstance(backend, PhysicalSystem):
             raise TypeError(f"backend must be a PhysicalSystem, got {type(backend).__name__}")
         for key, bits in (("dac_bits", dac_bits), ("adc_bits", adc_bits)):
-            if not (isinstance(bits, int) and 1 <= bits <= 16):
-                raise ValueError(f"{key} must be an integer in 1..16, got {bits!r}")
-        if not (isinstance(max_batch, int) and max_batch >= 1):
-            raise ValueError(f"max_batch must be a positive integer, got {max_batch!r}")
-        y_low, y_high = (float(v) for v in output_range)
+            checks.integer(key, bits, low=1, high=16)
+        checks.integer("max_batch", max_batch, low=1)
+        checks.integer("settle_us", settle_us, low=0)
+        y_low, y_high = (checks.real("output_range", v) for v in output_range)
         if not y_low < y_high:
             raise ValueError(f"output_range needs low < high, got {output_range!r}")
-        if not 0 <= safe_code <= 2**dac_bits - 1:
-            raise ValueError(f"safe_code must be a {dac_bits}-bit code, got {safe_code}")
+        checks.integer("safe_code", safe_code, low=0, high=2**dac_bits - 1)
         self.backend = backend
         self.ident = Ident(
             protocol=PROTOCOL_VERSION, model=model, serial=serial, firmware=firmware,
