@@ -474,7 +474,10 @@ class VisaTransport(Transport):
     def _set_timeout(self, seconds: float) -> None:
         self._timeout = seconds
         if self._res is not None:
-            self._res.timeout = seconds * 1000.0
+            try:
+                self._res.timeout = seconds * 1000.0
+            except Exception as exc:  # noqa: BLE001 - mapped to the one hierarchy
+                raise self._map(exc, f"timeout change to {seconds:g} s") from exc
 
     def _write_bytes(self, data: bytes) -> None:
         try:
