@@ -417,3 +417,17 @@ def test_cuda_integer_path_equals_cpu() -> None:
 def test_output_units_follow_the_readout(readout: str, unit: str) -> None:
     spec = NeuromorphicChip(**SMALL, readout=readout).spec
     assert spec.output_units == unit and spec.units == "normalised"
+
+
+def test_balanced_rows_sum_to_zero_and_use_the_spike_nonlinearity() -> None:
+    """Balanced E/I rows put neurons at threshold: the response is more nonlinear than the unbalanced chip's."""
+    from physnn.characterize import characterize
+
+    chip = NeuromorphicChip(**SMALL, seed=2)
+    assert torch.allclose(chip.weights["in"].sum(1), torch.zeros(24, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(chip.weights["out"].sum(1), torch.zeros(6, dtype=torch.float64), atol=1e-12)
+    old = NeuromorphicChip(**SMALL, seed=2, balanced=False)
+    assert not torch.allclose(old.weights["in"].sum(1), torch.zeros(24, dtype=torch.float64), atol=1e-3)
+    nl = characterize(chip, n_fit=300, n_test=150).nonlinear_fraction_random
+    nl_old = characterize(old, n_fit=300, n_test=150).nonlinear_fraction_random
+    assert nl > nl_old + 0.1
