@@ -1,0 +1,773 @@
+"""Physical systems hosted on another machine, through Ray (the optional extra ``physnn[ray]``).
+
+In a real lab each instrument hangs off its own PC and the training runs
+elsewhere. Instead of a home-made protocol, physnn uses Ray: the system lives
+in a Ray *actor* placed on the instrument's node by a custom resource (the node
+started by ``physnn serve --resource bench:NAME`` advertises ``bench:NAME = 1``),
+and :class:`RemoteSystem` is an ordinary :class:`~physnn.system.PhysicalSystem`
+proxy for it, so trainers, ``run_experiment`` and lab scripts use it unchanged::
+
+    system = "remote"
+    [system_options]
+    name = "optics"                  # the system built on the bench node
+    resource = "bench:optics-1"      # where: the node that advertises this resource
+    options = { noise = true }       # that system's own options
+
+Guarantees, and why:
+
+* **Limits first.** Every batch is validated against the remote system's spec
+  in the training process (:meth:`PhysicalSystem.validate_input`) before it is
+  serialised, and again by the system inside the actor. A bad drive never
+  leaves the training process.
+* **At most once.** Actor calls are not retried (``max_task_retries=0``): a
+  batch that may have reached the device is never silently sent twice. If the
+  actor dies during a query, that query raises :class:`ActorLost`; the actor
+  is restarted (``max_restarts``) and the next query re-opens the system. A
+  driver whose queries are harmless to repeat may say ``idempotent = true`` to
+  let Ray retry them.
+* **One trainer per bench.** The actor holds the whole ``bench:NAME`` resource
+  while it lives, so a second training process (a second sweep trial) waits
+  until the first has closed its systems. All blocks of one process share one
+  actor per bench (they are queried one after another anyway).
+* **Safe state.** The actor belongs to the training process: when the
+  systems are closed, or the training process dies, Ray stops the actor, which
+  puts every system it hosts in its safe state (``close()``; also on interpreter
+  exit). A node that loses power cannot do that: the instrument's own watchdog
+  must (see ``docs/scaling.md``).
+* **Errors keep their type.** An exception raised on the bench arrives as the
+  same class (``ValueError``, ``InstrumentTimeout``...) with the remote
+  traceback attached as a note and as ``remote_traceback``; a lost actor or
+  cluster is a :class:`RemoteSystemError`.
+* **Honest time.** ``stats.seconds`` is the time the trainer waited for each
+  query (as for a local system); ``stats.device_seconds`` is the time spent in
+  the system's ``_measure`` on the bench node, and ``stats.transport_seconds``
+  the rest (serialisation, network, queueing behind other calls).
+
+:meth:`RemoteSystem.submit` sends a query without waiting for it, so a
+schedule can keep the next query in flight while the digital layers train
+(the bench then stays as busy as a local one; see ``benchmarks/remote.py``).
+
+Ray is imported only inside these functions: physnn without Ray works as before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import ipaddress
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import checks
+from .system import PhysicalSystem, QueryStats, SystemSpec
+
+__all__ = [
+    "RemoteSystem",
+    "RemoteQuery",
+    "RemoteQueryStats",
+    "RemoteSystemError",
+    "ActorLost",
+    "remote_system",
+    "require_ray",
+    "use_loopback",
+    "connect",
+    "serve",
+    "add_cli",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable Ray reads (at import) to decide whether it may advertise a non-loopback address.
+_RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+class RemoteSystemError(RuntimeError):
+    """The remote machinery failed (cluster unreachable, actor not placeable, actor lost)."""
+
+
+class ActorLost(RemoteSystemError):
+    """The actor hosting a system died while a query was in flight; the query was not re-sent."""
+
+
+class _SlotMissing(RuntimeError):
+    """Raised by the host when it does not hold a system: it was restarted; nothing reached the device."""
+
+
+def require_ray() -> Any:
+    """Import Ray, or fail with the command that installs it."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("remote systems and sweeps need Ray: pip install 'physnn[ray]'") from None
+    return ray
+
+
+def _is_loopback(host: str | None) -> bool:
+    if host is None:
+        return True
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _host_of(address: str) -> str:
+    """The host part of ``HOST:PORT`` (also ``ray://HOST:PORT`` and ``[v6]:PORT``)."""
+    a = address.split("://", 1)[-1]
+    if a.startswith("["):
+        return a[1:].split("]", 1)[0]
+    return a.rsplit(":", 1)[0] if ":" in a else a
+
+
+def use_loopback() -> None:
+    """Keep Ray on 127.0.0.1: its nodes, and the addresses it advertises, stay on loopback.
+
+    Why: Ray replaces ``127.0.0.1`` by the machine's network address when it
+    connects or starts a node (so multi-machine clusters work), which would
+    open its ports to the network. This flag (read by Ray when it is imported,
+    and by the one function that does that replacement) stops it. Call it
+    before ``import ray``; calling it after is also handled.
+    """
+    os.environ[_RAY_CLUSTER_ENV] = "0"
+    if "ray" in sys.modules:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def connect(address: str | None = None) -> Any:
+    """Connect this process to a Ray cluster once (``None``: the one on this machine); return ``ray``.
+
+    Inside a Ray worker (a sweep trial) the connection already exists and is
+    reused. A loopback address keeps this process on loopback too.
+    """
+    ray = require_ray()
+    if ray.is_initialized():
+        return ray
+    if address is not None and _is_loopback(_host_of(address)):
+        use_loopback()
+    try:
+        ray.init(address=address or "auto", include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=True)
+    except ConnectionError as exc:
+        raise RemoteSystemError(
+            f"no Ray cluster at address={address or 'auto'!r}: {exc}; start one with `physnn serve` on the bench "
+            f"PC (or `ray start --head`), then give its address"
+        ) from None
+    return ray
+
+
+# ---------------------------------------------------------------- the actor
+def _where() -> dict[str, Any]:
+    """Which node, machine and process this code runs on (for run files)."""
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+            "hostname": socket.gethostname(), "pid": os.getpid()}
+
+
+class BenchHost:
+    """The Ray actor on the bench node: builds, opens, queries and safely stops its systems.
+
+    One host per bench and training process; it holds one system per *slot*
+    (a block of the model). Ray runs its methods one at a time in the order
+    they were sent, which is what a bench needs.
+
+    A restart (Ray re-runs ``__init__`` after the process died) starts with no
+    systems; a query for a missing slot raises :class:`_SlotMissing` before
+    touching anything, and the client re-adds the slot (re-opening the system).
+    """
+
+    def __init__(self, label: str) -> None:
+        import ray
+
+        # one intra-op thread: reductions are then bit-reproducible, so a remote simulator measures exactly
+        # what the same simulator measures in the training process (and several hosts share a node fairly)
+        torch.set_num_threads(1)
+        self.label = label
+        self.systems: dict[str, PhysicalSystem] = {}
+        self.events: dict[str, list[tuple[str, dict]]] = {}
+        self.safe_state_calls = 0
+        self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        self.where = _where()
+        atexit.register(self._close_all)
+        logger.info("bench host %s up on %s (restarted: %s)", label, self.where, self.restarted)
+
+    def add(self, slot: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """Build and open a system by registry name (idempotent for an existing slot)."""
+        if slot not in self.systems:
+            from .registry import build_system
+
+            system = build_system(name, **options)
+            if system.closed:
+                system.open()
+            events: list[tuple[str, dict]] = []
+            system.event_hook = lambda kind, fields, ev=events: ev.append((kind, fields))
+            self.systems[slot] = system
+            self.events[slot] = events
+        return self.info(slot)
+
+    def info(self, slot: str) -> dict[str, Any]:
+        s = self._get(slot)
+        return {"spec": s.spec.to_dict(), "describe": s.describe(), "where": self.where, "restarted": self.restarted,
+                "safe_state_calls": self.safe_state_calls}
+
+    def _get(self, slot: str) -> PhysicalSystem:
+        try:
+            return self.systems[slot]
+        except KeyError:
+            raise _SlotMissing(f"{self.label}: no system in slot {slot!r} (the host restarted)") from None
+
+    def query(self, slot: str, x: np.ndarray) -> tuple[np.ndarray, float, list[tuple[str, dict]]]:
+        """Validate (again) and measure one batch; return the measurement, the device seconds and any events."""
+        s = self._get(slot)
+        before = s.stats.seconds
+        y = s(torch.from_numpy(x.copy()))  # PhysicalSystem.__call__: the drive limits are checked again, here
+        events, self.events[slot][:] = list(self.events[slot]), []
+        return y.numpy(), s.stats.seconds - before, events
+
+    def call(self, slot: str, method: str, *args: Any) -> Any:
+        """A whitelisted method of the hosted system (rng state, safe state, describe)."""
+        if method not in ("get_rng_state", "set_rng_state", "safe_state", "describe"):
+            raise ValueError(f"method must be one of get_rng_state, set_rng_state, safe_state, describe; got {method!r}")
+        s = self._get(slot)
+        if method == "safe_state":
+            self.safe_state_calls += 1
+        return getattr(s, method)(*args)
+
+    def close(self, slot: str) -> dict[str, Any]:
+        """Put one system in its safe state and close it; return its final description."""
+        s = self.systems.pop(slot, None)
+        if s is None:
+            return {}
+        self.safe_state_calls += 1
+        s.close()
+        return {"describe": s.describe(), "where": self.where, "safe_state_calls": self.safe_state_calls}
+
+    def _close_all(self) -> None:
+        for slot in list(self.systems):
+            try:
+                self.close(slot)
+            except Exception:  # noqa: BLE001 - every system must get its chance at the safe state
+                logger.exception("%s: closing slot %s failed", self.label, slot)
+
+    def shutdown(self) -> int:
+        """Close everything; return the number of safe-state calls made over the host's life."""
+        self._close_all()
+        return self.safe_state_calls
+
+    def where_am_i(self) -> dict[str, Any]:
+        return dict(self.where, restarted=self.restarted)
+
+
+_ACTOR_CLASS: Any = None
+
+
+def _actor_class() -> Any:
+    global _ACTOR_CLASS
+    if _ACTOR_CLASS is None:
+        _ACTOR_CLASS = require_ray().remote(BenchHost)
+    return _ACTOR_CLASS
+
+
+@dataclass
+class _Host:
+    actor: Any
+    slots: set[str]
+    label: str
+
+
+_HOSTS: dict[tuple, _Host] = {}
+_HOSTS_LOCK = threading.Lock()
+
+
+def _acquire_host(resource: str | None, idempotent: bool, max_restarts: int) -> tuple[tuple, _Host]:
+    """The host actor for ``resource`` in this process (created on first use, shared by the blocks)."""
+    key: tuple = ("bench", resource, idempotent, max_restarts) if resource else ("own", uuid.uuid4().hex)
+    with _HOSTS_LOCK:
+        host = _HOSTS.get(key)
+        if host is None:
+            opts: dict[str, Any] = {
+                "num_cpus": 0,  # the bench is the scarce thing, not a CPU; sweep trials keep the CPUs
+                "max_restarts": max_restarts,
+                "max_task_retries": -1 if idempotent else 0,
+            }
+            if resource:
+                opts["resources"] = {resource: 1}
+            label = resource or "remote"
+            host = _Host(_actor_class().options(**opts).remote(label), set(), label)
+            _HOSTS[key] = host
+            logger.debug("created host actor for %s", label)
+        return key, host
+
+
+def _release_host(key: tuple, slot: str) -> None:
+    ray = require_ray()
+    with _HOSTS_LOCK:
+        host = _HOSTS.get(key)
+        if host is None:
+            return
+        host.slots.discard(slot)
+        if host.slots:
+            return
+        del _HOSTS[key]
+    try:
+        ray.get(host.actor.shutdown.remote(), timeout=60)
+    except Exception as exc:  # noqa: BLE001 - the actor is killed below either way
+        logger.warning("host %s did not shut down cleanly: %s", host.label, exc)
+    ray.kill(host.actor, no_restart=True)  # frees the bench resource for the next trainer
+
+
+# -------------------------------------------------------------- the client
+@dataclass
+class RemoteQueryStats(QueryStats):
+    """:class:`QueryStats` plus where the time went: on the device, or in transport and queues."""
+
+    device_seconds: float = 0.0
+    transport_seconds: float = 0.0
+
+    def reset(self) -> None:
+        super().reset()
+        self.device_seconds = 0.0
+        self.transport_seconds = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "device_seconds": self.device_seconds,
+                "transport_seconds": self.transport_seconds}
+
+
+class RemoteQuery:
+    """A query in flight (see :meth:`RemoteSystem.submit`); :meth:`result` waits for its measurement."""
+
+    def __init__(self, system: "RemoteSystem", batch: torch.Tensor, ref: Any, sent: float):
+        self.system = system
+        self.batch = batch
+        self.ref = ref
+        self.sent = sent
+        self._y: torch.Tensor | None = None
+
+    def done(self) -> bool:
+        """True once the measurement has arrived (never blocks)."""
+        ray = require_ray()
+        return self._y is not None or bool(ray.wait([self.ref], timeout=0)[0])
+
+    def result(self) -> torch.Tensor:
+        """The measurement ``[B, n_outputs]`` on the caller's device; counted in ``stats`` like a local query."""
+        if self._y is None:
+            self._y = self.system._receive(self)
+        return self._y
+
+
+class RemoteSystem(PhysicalSystem):
+    """A proxy for a system built and queried in a Ray actor on the node that has ``resource``.
+
+    Args:
+        name: the registry name of the system to build on the bench node.
+        options: that system's options (the same keys as in a local config);
+            ``n_inputs``, ``seed`` and ``device`` below are passed with them.
+        resource: the custom Ray resource of the bench node (``"bench:NAME"``);
+            ``None`` places the system anywhere in the cluster.
+        address: the Ray cluster (``HOST:PORT``); ``None`` joins the one this
+            process is already in or the one started on this machine.
+        idempotent: the queries are harmless to repeat, so Ray may retry them.
+        max_restarts: how often Ray restarts a crashed host (it re-opens the system).
+        timeout_s: the longest a single query may take, queueing included.
+        n_inputs, seed, device: as for any system; they go to the remote factory.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        options: dict[str, Any] | None = None,
+        resource: str | None = None,
+        address: str | None = None,
+        idempotent: bool = False,
+        max_restarts: int = 1,
+        timeout_s: float = 600.0,
+        n_inputs: int | None = None,
+        seed: int = 0,
+        device: str = "cpu",
+    ):
+        self.name = checks.string("name", name, empty=False)
+        if self.name == "remote":
+            raise checks.ParameterError("name must be the system to host, not 'remote' itself, got 'remote'")
+        self.options = dict(options or {})
+        for key in ("n_inputs", "seed"):
+            if key in self.options:
+                raise checks.ParameterError(f"options must not set {key!r} (the run sets it), got {self.options!r}")
+        self.remote_options = {"n_inputs": n_inputs, "seed": seed, **self.options}
+        self._check_options_locally()
+        self.resource = None if resource is None else checks.string("resource", resource, empty=False)
+        self.address = None if address is None else checks.string("address", address, empty=False)
+        self.idempotent = checks.boolean("idempotent", idempotent)
+        self.max_restarts = checks.integer("max_restarts", max_restarts, low=0)
+        self.timeout_s = checks.positive("timeout_s", timeout_s)
+        self.slot = uuid.uuid4().hex[:12]
+        self.where: dict[str, Any] = {}
+        self.final: dict[str, Any] = {}
+        self._key: tuple | None = None
+        self._host: _Host | None = None
+        self._lock = threading.Lock()
+        self._lost = False
+        spec = self._start()
+        super().__init__(spec, device=device)
+        self.stats = RemoteQueryStats()
+
+    def _check_options_locally(self) -> None:
+        """Catch a misspelt option here when the system is also installed on this side (else the bench does)."""
+        from .registry import system_factory
+
+        try:
+            factory = system_factory(self.name)
+        except (ValueError, ImportError):
+            return
+        checks.check_options(factory, self.remote_options, f"system {self.name!r}")
+
+    # ------------------------------------------------------------ lifecycle
+    def _start(self) -> SystemSpec:
+        ray = connect(self.address)
+        self._key, self._host = _acquire_host(self.resource, self.idempotent, self.max_restarts)
+        with _HOSTS_LOCK:
+            self._host.slots.add(self.slot)
+        if self.resource and not self._resource_exists(ray):
+            self._abandon()
+            raise RemoteSystemError(
+                f"resource={self.resource!r}: no node of the Ray cluster offers it; serve the bench with "
+                f"`physnn serve --system {self.name} --resource {self.resource}` (nodes offer: "
+                f"{', '.join(sorted(self._bench_resources(ray))) or 'no bench resources'})"
+            )
+        info = self._get(self._host.actor.add.remote(self.slot, self.name, self.remote_options), "open")
+        self.where = dict(info["where"], resource=self.resource, restarted=info["restarted"])
+        logger.info("%s runs on node %s (%s)", self.name, self.where["node_id"], self.where["hostname"])
+        return SystemSpec(**info["spec"])
+
+    @staticmethod
+    def _bench_resources(ray: Any) -> set[str]:
+        return {k for n in ray.nodes() if n.get("Alive") for k in n.get("Resources", {}) if ":" in k}
+
+    def _resource_exists(self, ray: Any) -> bool:
+        return any(n.get("Alive") and self.resource in n.get("Resources", {}) for n in ray.nodes())
+
+    def _abandon(self) -> None:
+        if self._key is not None:
+            _release_host(self._key, self.slot)
+        self._key, self._host = None, None
+
+    def open(self) -> "RemoteSystem":
+        if self._closed:
+            spec = self._start()
+            if spec != self.spec:
+                raise RemoteSystemError(f"{self.name} re-opened with a different spec: {spec} != {self.spec}")
+        self._closed = False
+        return self
+
+    def safe_state(self) -> None:
+        if self._host is not None:
+            self._get(self._host.actor.call.remote(self.slot, "safe_state"), "safe_state")
+
+    def close(self) -> None:
+        """Safe state and close on the bench, then release the host (the last block stops the actor)."""
+        if self._closed:
+            return
+        self._closed = True
+        host, key = self._host, self._key
+        if host is None or key is None:
+            return
+        try:
+            self.final = self._get(host.actor.close.remote(self.slot), "close")
+        finally:
+            _release_host(key, self.slot)
+            self._key, self._host = None, None
+
+    # --------------------------------------------------------------- query
+    def __call__(self, x: Any) -> torch.Tensor:
+        return self.submit(x).result()
+
+    def submit(self, x: Any) -> RemoteQuery:
+        """Validate ``x`` here, send it, and return at once; ``.result()`` waits for the measurement.
+
+        Queries run on the bench in the order they were submitted.
+        """
+        if self._closed:
+            raise RuntimeError(f"{self.spec.name}: the system is closed; call open() before querying it")
+        batch = self.validate_input(x)  # the drive limits: nothing leaves this process before this check
+        return RemoteQuery(self, batch, self._send(batch), time.perf_counter())
+
+    def _send(self, batch: torch.Tensor) -> Any:
+        assert self._host is not None
+        if self._lost:
+            self._await_host()
+        x = np.ascontiguousarray(batch.detach().to("cpu", torch.float32).numpy())
+        return self._host.actor.query.remote(self.slot, x)
+
+    def _await_host(self) -> None:
+        """After a lost actor, wait until Ray has restarted it before sending the next batch.
+
+        The ping touches no system, so repeating it is harmless; sending the
+        batch into a restarting actor would leave its fate unknown.
+        """
+        ray = require_ray()
+        from ray import exceptions as rex
+
+        assert self._host is not None
+        deadline = time.monotonic() + min(self.timeout_s, 120.0)
+        while True:
+            try:
+                ray.get(self._host.actor.where_am_i.remote(), timeout=10)
+                self._lost = False
+                return
+            except (rex.ActorUnavailableError, rex.GetTimeoutError):
+                if time.monotonic() > deadline:
+                    raise ActorLost(f"{self.name}: the host did not come back within {self.timeout_s:g} s") from None
+                time.sleep(0.2)
+            except rex.RayActorError:
+                raise ActorLost(f"{self.name}: the host on {self.where.get('hostname')} is gone and not restarted "
+                                f"(max_restarts={self.max_restarts})") from None
+
+    def _measure(self, x: torch.Tensor) -> torch.Tensor:
+        """The contract's hook, reached only through :meth:`__call__` (after validation)."""
+        return self._receive(RemoteQuery(self, x, self._send(x), time.perf_counter()))
+
+    def _receive(self, q: RemoteQuery) -> torch.Tensor:
+        y_np, device_s, events = self._wait(q)
+        elapsed = time.perf_counter() - q.sent
+        y = self._check_output(torch.from_numpy(np.array(y_np)), q.batch.shape[0])
+        with self._lock:
+            self.stats.calls += 1
+            self.stats.samples += q.batch.shape[0]
+            self.stats.seconds += elapsed
+            self.stats.device_seconds += device_s
+            self.stats.transport_seconds += max(0.0, elapsed - device_s)
+        for kind, fields in events:  # retries, faults and warnings raised on the bench
+            fields = {k: v for k, v in fields.items() if k != "system"}
+            self.report_event(kind, node=self.where.get("hostname"), **fields)
+        y = y.detach().to(device=q.batch.device, dtype=torch.float32)
+        if self.query_hook is not None:
+            self.query_hook(q.batch, y)
+        return y
+
+    def _wait(self, q: RemoteQuery) -> tuple[np.ndarray, float, list]:
+        """The reply of a query; a restarted host gets its system back (nothing had reached the device)."""
+        for _ in range(3):
+            try:
+                return self._get(q.ref, "query")
+            except _SlotMissing:
+                self.report_event("remote_reopened", node=self.where.get("hostname"))
+                assert self._host is not None
+                info = self._get(self._host.actor.add.remote(self.slot, self.name, self.remote_options), "re-open")
+                self.where = dict(info["where"], resource=self.resource, restarted=info["restarted"])
+                q.ref = self._send(q.batch)
+        raise RemoteSystemError(f"{self.name}: the host on {self.where.get('hostname')} keeps losing the system")
+
+    def _get(self, ref: Any, what: str) -> Any:
+        """``ray.get`` with the project's errors: the remote exception's own type, or :class:`RemoteSystemError`."""
+        ray = require_ray()
+        from ray import exceptions as rex
+
+        where = f"{self.name} on {self.where.get('hostname', '?')} (node {str(self.where.get('node_id', '?'))[:12]})"
+        try:
+            return ray.get(ref, timeout=self.timeout_s)
+        except rex.RayTaskError as exc:
+            cause = exc.cause
+            if isinstance(cause, _SlotMissing):
+                raise cause from None
+            if not isinstance(cause, BaseException):
+                raise RemoteSystemError(f"{what} failed on {where}: {exc}") from None
+            tb = getattr(exc, "traceback_str", "") or ""
+            cause.remote_traceback = tb  # type: ignore[attr-defined]
+            if hasattr(cause, "add_note"):
+                cause.add_note(f"raised in the bench actor, {where}; remote traceback:\n{tb}")
+            raise cause from None
+        except rex.GetTimeoutError:
+            raise RemoteSystemError(
+                f"{what} on {where} got no reply within timeout_s={self.timeout_s:g} s; the batch may still reach "
+                f"the device and is not re-sent"
+            ) from None
+        except (rex.ActorDiedError, rex.ActorUnavailableError, rex.RayActorError) as exc:
+            restart = "Ray restarts it and the next query re-opens the system" if self.max_restarts else \
+                "it is not restarted (max_restarts=0)"
+            self._lost = True
+            raise ActorLost(
+                f"the actor hosting {where} was lost during {what}; the batch may have reached the device and "
+                f"is not re-sent (at-most-once); {restart}. Ray: {str(exc).splitlines()[0]}"
+            ) from None
+        except rex.RayError as exc:
+            raise RemoteSystemError(f"{what} on {where} failed in Ray: {exc}") from None
+
+    # ---------------------------------------------------- state and metadata
+    def get_rng_state(self) -> dict[str, torch.Tensor]:
+        assert self._host is not None, "the system is closed"
+        return self._get(self._host.actor.call.remote(self.slot, "get_rng_state"), "get_rng_state")
+
+    def set_rng_state(self, state: dict[str, torch.Tensor]) -> None:
+        assert self._host is not None, "the system is closed"
+        self._get(self._host.actor.call.remote(self.slot, "set_rng_state", state), "set_rng_state")
+
+    def remote_describe(self) -> dict[str, Any]:
+        """The hosted system's own :meth:`describe` (its class, settings and stats on the bench)."""
+        if self._host is None:
+            return dict(self.final.get("describe", {}))
+        return self._get(self._host.actor.call.remote(self.slot, "describe"), "describe")
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["remote"] = {"name": self.name, "options": self.options, "resource": self.resource,
+                       "address": self.address, "idempotent": self.idempotent, "where": self.where,
+                       "system": self.remote_describe()}
+        return d
+
+    def __repr__(self) -> str:
+        return f"RemoteSystem({self.name!r}, resource={self.resource!r}, node={self.where.get('hostname')!r})"
+
+
+def remote_system(
+    *,
+    name: str,
+    options: dict[str, Any] | None = None,
+    resource: str | None = None,
+    address: str | None = None,
+    idempotent: bool = False,
+    max_restarts: int = 1,
+    timeout_s: float = 600.0,
+    n_inputs: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> RemoteSystem:
+    """Registry factory of ``system = "remote"`` (see :class:`RemoteSystem` for the options)."""
+    return RemoteSystem(name, options=options, resource=resource, address=address, idempotent=idempotent,
+                        max_restarts=max_restarts, timeout_s=timeout_s, n_inputs=n_inputs, seed=seed, device=device)
+
+
+# ------------------------------------------------------------------ serving
+def _check_bind(host: str, allow_remote: bool) -> str:
+    if not _is_loopback(host) and not allow_remote:
+        raise checks.ParameterError(
+            f"--bind {host} exposes Ray (which has no access control by default) beyond this machine; use a "
+            f"private network or VPN address and add --allow-remote, or keep the default 127.0.0.1, got {host!r}"
+        )
+    return host
+
+
+def serve(
+    system: str,
+    options: dict[str, Any],
+    resource: str,
+    *,
+    address: str | None = None,
+    bind: str = "127.0.0.1",
+    allow_remote: bool = False,
+    num_cpus: int = 1,
+    echo: Any = print,
+    block: bool = True,
+) -> dict[str, Any]:
+    """Offer a bench to a Ray cluster: ``physnn serve``.
+
+    Without ``address`` this starts a new cluster (head node) here; with one,
+    it joins that cluster as a new node (through ``ray start``). Either way the
+    node advertises ``resource = 1``, and the system is built once on it, by
+    a host actor placed through that resource, to check it opens and to print
+    its spec and node; it is then put in its safe state and closed. Training
+    processes create their own host actors there (see :class:`RemoteSystem`).
+    ``block`` keeps the node up until Ctrl-C.
+    """
+    import subprocess
+
+    checks.string("system", system, empty=False)
+    checks.string("resource", resource, empty=False)
+    checks.integer("num_cpus", num_cpus, low=0)
+    bind = _check_bind(checks.string("bind", bind, empty=False), allow_remote)
+    if _is_loopback(bind):
+        use_loopback()
+    ray = require_ray()
+    child = None
+    if address is None:
+        ray.init(resources={resource: 1}, num_cpus=num_cpus, include_dashboard=False, _node_ip_address=bind,
+                 logging_level=logging.WARNING)
+        cluster = ray.get_runtime_context().gcs_address
+    else:
+        if _is_loopback(bind):
+            raise checks.ParameterError(
+                f"--address {address}: joining a cluster needs the node's own network address (--bind, with "
+                f"--allow-remote); on one machine, run `physnn serve` without --address instead, got bind={bind!r}"
+            )
+        cmd = [os.path.join(os.path.dirname(sys.executable), "ray"), "start", f"--address={address}",
+               f"--node-ip-address={bind}", f"--resources={json.dumps({resource: 1})}", f"--num-cpus={num_cpus}",
+               "--block"]
+        child = subprocess.Popen(cmd)
+        cluster = address
+        connect(address)
+        deadline = time.monotonic() + 60
+        while not any(n.get("Alive") and resource in n.get("Resources", {}) for n in ray.nodes()):
+            if child.poll() is not None or time.monotonic() > deadline:
+                child.terminate()
+                raise RemoteSystemError(f"the node offering {resource!r} did not join {address} (ray start failed)")
+            time.sleep(0.5)
+    try:
+        probe = RemoteSystem(system, options={k: v for k, v in options.items() if k not in ("n_inputs", "seed")},
+                             resource=resource, n_inputs=options.get("n_inputs"), seed=options.get("seed", 0))
+        s, where = probe.spec, dict(probe.where)
+        probe.close()
+        served = {"system": system, "options": options, "resource": resource, "cluster": cluster,
+                  "node_id": where["node_id"], "hostname": where["hostname"], "node_ip": where["node_ip"],
+                  "spec": s.to_dict()}
+        echo(f"serving {system} as {resource!r} on {where['hostname']} ({where['node_ip']}, node "
+             f"{where['node_id'][:12]}): {s.n_inputs} inputs {s.low:g}..{s.high:g} {s.units}, "
+             f"{s.n_outputs} outputs ({s.output_units})")
+        echo(f"cluster address: {cluster}")
+        echo(f"train against it with system = \"remote\" and system_options = {{ name = \"{system}\", "
+             f"resource = \"{resource}\", address = \"{cluster}\" }}")
+        if block:
+            echo("Ctrl-C stops serving")
+            try:
+                while child is None or child.poll() is None:
+                    time.sleep(1.0)
+            except KeyboardInterrupt:
+                echo("stopping")
+        return served
+    finally:
+        if block or child is not None:
+            ray.shutdown()
+        if child is not None and child.poll() is None:
+            child.terminate()
+            child.wait(timeout=60)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .cli import _parse_option
+
+    options = dict(_parse_option(o) for o in args.option)
+    serve(args.system, options, args.resource or f"bench:{args.system}", address=args.address, bind=args.bind,
+          allow_remote=args.allow_remote, num_cpus=args.num_cpus)
+    return 0
+
+
+def add_cli(subparsers: Any) -> None:
+    """Register ``physnn serve`` on the CLI's subparsers."""
+    p = subparsers.add_parser("serve", help="offer a bench (a system on this PC) to a Ray cluster")
+    p.add_argument("--system", required=True, help="registry name of the system to serve")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the system (repeatable), as in [system_options]")
+    p.add_argument("--resource", default=None, help="the resource that names this bench (default bench:SYSTEM)")
+    p.add_argument("--address", default=None, help="join this Ray cluster (HOST:PORT); default: start a new one here")
+    p.add_argument("--bind", default="127.0.0.1", help="this node's address for Ray (default 127.0.0.1)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a non-loopback --bind (only on a private network/VPN: Ray has no access control)")
+    p.add_argument("--num-cpus", type=int, default=1, help="CPUs this node offers to sweep trials (default 1)")
+    p.set_defaults(func=_cmd_serve)
+
