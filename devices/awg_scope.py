@@ -131,7 +131,8 @@ class BenchLimits:
         checks.nonnegative("BenchLimits.max_abs_offset", self.max_abs_offset)
         if self.min_sample_rate > self.max_sample_rate:
             raise ValueError(
-                f"BenchLimits needs min_sample_rate <= max_sample_rate, got {self.min_sample_rate}, {self.max_sample_rate}"
+                "BenchLimits needs min_sample_rate <= max_sample_rate, "
+                f"got {self.min_sample_rate}, {self.max_sample_rate}"
             )
         for key in ("max_points", "min_points"):
             checks.integer(f"BenchLimits.{key}", getattr(self, key), low=1)
@@ -328,15 +329,27 @@ class AWGScopeSystem(BenchSystem):
         eps = 1e-9 * max(1.0, abs(span_low), abs(span_high))
         if not span_low - eps <= low < high <= span_high + eps:
             raise LimitError(
-                f"drive limits low={low:g} V, high={high:g} V must satisfy {span_low:g} <= low < high <= {span_high:g} V "
+                f"drive limits low={low:g} V, high={high:g} V must satisfy "
+                f"{span_low:g} <= low < high <= {span_high:g} V "
                 f"(the AWG span offset -/+ Vpp/2 for offset {offset:g} V, Vpp {vpp:g} V)"
             )
         output_units = "V*s" if self.features == "integrals" else "V"
-        spec = SystemSpec(checks.integer("n_inputs", n_inputs, low=1), checks.integer("n_outputs", n_outputs, low=1),
-                          low, high, levels, name=name, units="V", output_units=output_units)
+        spec = SystemSpec(
+            checks.integer("n_inputs", n_inputs, low=1),
+            checks.integer("n_outputs", n_outputs, low=1),
+            low,
+            high,
+            levels,
+            name=name,
+            units="V",
+            output_units=output_units,
+        )
         framing = Framing(spec.n_inputs, symbol_samples, guard_samples, sync_chip_samples)
-        max_pts = limits.max_points if max_waveform_points is None else checks.integer(
-            "max_waveform_points", max_waveform_points, low=1)
+        max_pts = (
+            limits.max_points
+            if max_waveform_points is None
+            else checks.integer("max_waveform_points", max_waveform_points, low=1)
+        )
         if max_pts > limits.max_points:
             raise LimitError(
                 f"max_waveform_points = {max_pts} exceeds the AWG memory limit max_points = {limits.max_points}"
@@ -349,7 +362,9 @@ class AWGScopeSystem(BenchSystem):
                 f"max_waveform_points = {max_pts}"
             )
         if framing.length(1) < limits.min_points:
-            raise LimitError(f"a one-sample waveform of {framing.length(1)} points is below min_points = {limits.min_points}")
+            raise LimitError(
+                f"a one-sample waveform of {framing.length(1)} points is below min_points = {limits.min_points}"
+            )
         if self.features == "integrals" and framing.slot < spec.n_outputs:
             raise ValueError(
                 f"'integrals' needs at least one point per window: slot of {framing.slot} points "
@@ -360,8 +375,9 @@ class AWGScopeSystem(BenchSystem):
                 f"'fft' needs slot//2 >= n_outputs bins: slot of {framing.slot} points gives {framing.slot // 2} "
                 f"< n_outputs = {spec.n_outputs}; raise symbol_samples"
             )
-        super().__init__(spec, retries=retries, backoff=backoff, max_backoff=max_backoff, on_clip=on_clip,
-                         device=device)
+        super().__init__(
+            spec, retries=retries, backoff=backoff, max_backoff=max_backoff, on_clip=on_clip, device=device
+        )
         self.awg = awg
         self.scope = scope
         for inst in (awg, scope):
@@ -402,7 +418,9 @@ class AWGScopeSystem(BenchSystem):
         scope_idn = self.scope.identify()
         for label, idn, want in (("AWG", awg_idn, self.expect_awg_idn), ("scope", scope_idn, self.expect_scope_idn)):
             if want is not None and want not in idn:
-                raise InstrumentError(f"{label} identifies as {idn!r}, which does not contain {want!r}; refusing to drive it")
+                raise InstrumentError(
+                    f"{label} identifies as {idn!r}, which does not contain {want!r}; refusing to drive it"
+                )
         if self.awg_idn is not None and (awg_idn != self.awg_idn or scope_idn != self.scope_idn):
             raise InstrumentError(
                 f"after reconnecting, the instruments identify as {awg_idn!r} / {scope_idn!r}, "
@@ -484,7 +502,8 @@ class AWGScopeSystem(BenchSystem):
 
     def _clip_message(self, mask: np.ndarray, y: torch.Tensor, n: int, rows: int) -> str:
         return (
-            f"{n} of {mask.shape[0]} samples reached the scope's full scale (first: sample {int(np.flatnonzero(mask)[0])}); "
+            f"{n} of {mask.shape[0]} samples reached the scope's full scale "
+            f"(first: sample {int(np.flatnonzero(mask)[0])}); "
             f"the channel range {self.channel_range:g} V (offset {self.channel_offset:g} V) is too small "
             "for the response, or use on_clip='flag'"
         )

@@ -56,7 +56,14 @@ import torch
 from physnn import checks
 from physnn.system import PhysicalSystem, SystemSpec
 
-from .errors import ConnectionLost, InstrumentError, InstrumentReportedError, InstrumentTimeout, LimitError, ProtocolError
+from .errors import (
+    ConnectionLost,
+    InstrumentError,
+    InstrumentReportedError,
+    InstrumentTimeout,
+    LimitError,
+    ProtocolError,
+)
 from .transport import Transport
 
 __all__ = ["BenchSystem", "ClipError", "CLIP_POLICIES", "with_context"]
@@ -315,8 +322,9 @@ class BenchSystem(PhysicalSystem):
         first = [int(i) for i in np.argwhere(mask)[0]]
         self.report_event("clipped", values=n, rows=rows, first=first, action=self.on_clip)
         if self.on_clip == "raise":
-            raise self.CLIP_ERROR(self._clip_message(mask, y, n, rows), y, torch.as_tensor(mask),
-                                  resource=self.resource)
+            raise self.CLIP_ERROR(
+                self._clip_message(mask, y, n, rows), y, torch.as_tensor(mask), resource=self.resource
+            )
 
     # ------------------------------------------------------------ lifecycle
     def _open_transports(self) -> None:
@@ -347,7 +355,9 @@ class BenchSystem(PhysicalSystem):
         try:
             self.safe_state()
         except Exception as safe_exc:  # noqa: BLE001 - reported; the original error is the one raised
-            self.report_event("safe_state_failed", after=type(exc).__name__, error=f"{type(safe_exc).__name__}: {safe_exc}")
+            self.report_event(
+                "safe_state_failed", after=type(exc).__name__, error=f"{type(safe_exc).__name__}: {safe_exc}"
+            )
 
     def _close_transports(self) -> None:
         for t in self.transports:

@@ -107,6 +107,7 @@ INFINIIVISION_X: dict[str, str] = {
     "data": ":WAV:DATA?",
 }
 
+
 @dataclass(frozen=True)
 class Setting:
     """One row of a driver's configuration table.
@@ -169,7 +170,7 @@ def parse_error_reply(reply: str) -> tuple[int, str]:
     """Parse a ``SYST:ERR?`` answer such as ``-222,"Data out of range"``."""
     m = _ERROR_RE.match(reply)
     if not m:
-        raise ProtocolError(f"cannot parse error-queue reply {reply!r} (expected <code>,\"<message>\")")
+        raise ProtocolError(f'cannot parse error-queue reply {reply!r} (expected <code>,"<message>")')
     return int(m.group(1)), m.group(2)
 
 
@@ -209,8 +210,10 @@ class SCPIInstrument:
             template = self.commands[key]
         except KeyError:
             raise KeyError(f"{self.name}: the command table has no entry {key!r}") from None
-        formatted = {k: scpi_number(v) if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) else v
-                     for k, v in values.items()}
+        formatted = {
+            k: scpi_number(v) if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) else v
+            for k, v in values.items()
+        }
         return template.format(**formatted)
 
     def configure(self, **values: Any) -> None:
@@ -271,9 +274,10 @@ class SCPIInstrument:
                 resource=self.transport.resource,
             )
         if errors:
-            text = "; ".join(f"{c},\"{m}\"" for c, m in errors)
-            exc = InstrumentReportedError(errors[0][0], f"{self.name} reported {len(errors)} error(s): {text}",
-                                          resource=self.transport.resource)
+            text = "; ".join(f'{c},"{m}"' for c, m in errors)
+            exc = InstrumentReportedError(
+                errors[0][0], f"{self.name} reported {len(errors)} error(s): {text}", resource=self.transport.resource
+            )
             exc.errors = errors  # type: ignore[attr-defined]
             raise exc
         return errors
@@ -434,7 +438,9 @@ class SCPIScope(SCPIInstrument):
         try:
             value = int(float(cond))
         except ValueError:
-            raise ProtocolError(f"{self.name}: :OPER:COND? answered {cond!r}", resource=self.transport.resource) from None
+            raise ProtocolError(
+                f"{self.name}: :OPER:COND? answered {cond!r}", resource=self.transport.resource
+            ) from None
         if not value & OPER_RUN_BIT:
             raise ProtocolError(
                 f"{self.name}: not armed after :SING (:OPER:COND? = {value}, RUN bit {OPER_RUN_BIT} clear)",
@@ -449,8 +455,9 @@ class SCPIScope(SCPIInstrument):
             try:
                 self.opc()
             except InstrumentTimeout as exc:
-                raise InstrumentTimeout(f"{self.name}: acquisition not complete within {timeout:g} s (no trigger?)",
-                                        resource=t.resource) from exc
+                raise InstrumentTimeout(
+                    f"{self.name}: acquisition not complete within {timeout:g} s (no trigger?)", resource=t.resource
+                ) from exc
 
     def preamble(self) -> Preamble:
         return Preamble.parse(self.ask("preamble"), resource=self.transport.resource)
@@ -459,11 +466,15 @@ class SCPIScope(SCPIInstrument):
         """Preamble and the int16 codes of the last acquisition (a complete block or an error)."""
         pre = self.preamble()
         if pre.format != self.WORD_FORMAT:
-            raise ProtocolError(f"{self.name}: waveform format {pre.format}, expected WORD ({self.WORD_FORMAT})",
-                                resource=self.transport.resource)
+            raise ProtocolError(
+                f"{self.name}: waveform format {pre.format}, expected WORD ({self.WORD_FORMAT})",
+                resource=self.transport.resource,
+            )
         raw = self.transport.query_binary(self.command("data"))
         if len(raw) % 2:
-            raise ProtocolError(f"{self.name}: WORD data block has an odd length {len(raw)}", resource=self.transport.resource)
+            raise ProtocolError(
+                f"{self.name}: WORD data block has an odd length {len(raw)}", resource=self.transport.resource
+            )
         codes = np.frombuffer(raw, dtype="<i2")
         if codes.size != pre.points:
             raise ProtocolError(

@@ -49,6 +49,7 @@ measurement) or flagged in :attr:`last_clipped`.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, ClassVar, Sequence
@@ -175,11 +176,19 @@ class SerialDAQSystem(BenchSystem):
         device: str | torch.device = "cpu",
         open: bool = True,
     ):
-        spec = SystemSpec(checks.integer("n_inputs", n_inputs, low=1), checks.integer("n_outputs", n_outputs, low=1),
-                          checks.real("low", low), checks.real("high", high), None, name=name, units="V",
-                          output_units="V")
-        super().__init__(spec, retries=retries, backoff=backoff, max_backoff=max_backoff, on_clip=on_clip,
-                         device=device)
+        spec = SystemSpec(
+            checks.integer("n_inputs", n_inputs, low=1),
+            checks.integer("n_outputs", n_outputs, low=1),
+            checks.real("low", low),
+            checks.real("high", high),
+            None,
+            name=name,
+            units="V",
+            output_units="V",
+        )
+        super().__init__(
+            spec, retries=retries, backoff=backoff, max_backoff=max_backoff, on_clip=on_clip, device=device
+        )
         self.dac_bits = checks.integer("dac_bits", dac_bits, low=1, high=16)  # codes are u16
         self.adc_bits = checks.integer("adc_bits", adc_bits, low=1, high=16)
         if not isinstance(dac, Calibration) or not isinstance(adc, Calibration):
@@ -275,8 +284,12 @@ class SerialDAQSystem(BenchSystem):
         wrong = []
         if ident.protocol != PROTOCOL_VERSION:
             wrong.append(f"protocol {ident.protocol} (this driver speaks {PROTOCOL_VERSION})")
-        for key, want in (("n_in", self.spec.n_inputs), ("n_out", self.spec.n_outputs),
-                          ("dac_bits", self.dac_bits), ("adc_bits", self.adc_bits)):
+        for key, want in (
+            ("n_in", self.spec.n_inputs),
+            ("n_out", self.spec.n_outputs),
+            ("dac_bits", self.dac_bits),
+            ("adc_bits", self.adc_bits),
+        ):
             if getattr(ident, key) != want:
                 wrong.append(f"{key}={getattr(ident, key)} (configured {want})")
         if self.expected_serial is not None and ident.serial != self.expected_serial:
@@ -293,8 +306,9 @@ class SerialDAQSystem(BenchSystem):
         """SET_LIMITS: the DAC codes the board may drive from now on."""
         frame = self._request(CMD_SET_LIMITS, encode_set_limits(*self.code_limits))
         if frame.payload:
-            raise ProtocolError(f"SET_LIMITS reply has a {len(frame.payload)}-byte payload, expected none",
-                                resource=self.resource)
+            raise ProtocolError(
+                f"SET_LIMITS reply has a {len(frame.payload)}-byte payload, expected none", resource=self.resource
+            )
 
     def _fault_kind(self, exc: InstrumentError) -> tuple[str | None, bool]:
         if isinstance(exc, DeviceError):
@@ -343,8 +357,10 @@ class SerialDAQSystem(BenchSystem):
         full = 2**self.adc_bits - 1
         r, c = np.argwhere(mask)[0]
         code = int(round((float(y[r, c]) - self.adc.offset_v) / self.adc.volts_per_code))
-        return (f"{n} ADC value(s) in {rows} row(s) at 0 or full scale {full} (first: row {r}, channel {c}, "
-                f"code {code}); lower the drive or the gain, or use on_clip='flag'")
+        return (
+            f"{n} ADC value(s) in {rows} row(s) at 0 or full scale {full} (first: row {r}, channel {c}, "
+            f"code {code}); lower the drive or the gain, or use on_clip='flag'"
+        )
 
     # ------------------------------------------------------------- lifecycle
     def _resync(self) -> None:
@@ -359,10 +375,8 @@ class SerialDAQSystem(BenchSystem):
 
     def _on_open_failure(self, exc: BaseException) -> None:
         """Never driven (no RUN_BATCH since the open): release the port so the user can fix the setup and retry."""
-        try:
+        with contextlib.suppress(Exception):  # the open error is the one to report
             self.transport.close()
-        except Exception:  # noqa: BLE001 - the open error is the one to report
-            pass
 
     def safe_state(self) -> None:
         """Send SAFE (every DAC to its safe code). Idempotent; retried like any request."""
@@ -372,8 +386,9 @@ class SerialDAQSystem(BenchSystem):
             frame = self._retrying("SAFE", lambda: self._request(CMD_SAFE))
         self.stats.count("safe_sent")
         if frame.payload:
-            raise ProtocolError(f"SAFE reply has a {len(frame.payload)}-byte payload, expected none",
-                                resource=self.resource)
+            raise ProtocolError(
+                f"SAFE reply has a {len(frame.payload)}-byte payload, expected none", resource=self.resource
+            )
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -420,15 +435,18 @@ def read_reply(
             if frame is None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise InstrumentTimeout(f"no {command_name(cmd)} reply (seq={seq}) within {timeout:g} s",
-                                            resource=resource)
+                    raise InstrumentTimeout(
+                        f"no {command_name(cmd)} reply (seq={seq}) within {timeout:g} s", resource=resource
+                    )
                 if remaining < transport.timeout - 1e-3:
                     transport.timeout = remaining
                 try:
                     reader.feed(transport.read_exact(reader.needed()))
                 except InstrumentTimeout as exc:
                     got = reader.buffered
-                    what = f"only {got} bytes of a {command_name(cmd)} frame" if got else f"no {command_name(cmd)} reply"
+                    what = (
+                        f"only {got} bytes of a {command_name(cmd)} frame" if got else f"no {command_name(cmd)} reply"
+                    )
                     raise InstrumentTimeout(
                         f"{what} (seq={seq}) within {timeout:g} s" + (" (truncated)" if got else ""),
                         resource=resource,
@@ -444,7 +462,8 @@ def read_reply(
                 raise parse_error(frame.payload, resource=resource)
             if frame.cmd != reply_cmd(cmd):
                 raise ProtocolError(
-                    f"reply to {command_name(cmd)} (seq={seq}) has CMD 0x{frame.cmd:02X}, expected 0x{reply_cmd(cmd):02X}",
+                    f"reply to {command_name(cmd)} (seq={seq}) has CMD 0x{frame.cmd:02X}, "
+                    f"expected 0x{reply_cmd(cmd):02X}",
                     resource=resource,
                 )
             return frame

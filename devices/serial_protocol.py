@@ -348,8 +348,9 @@ def parse_error(payload: bytes, *, resource: str | None = None) -> DeviceError:
     """The :class:`DeviceError` described by an error reply's payload (returned, not raised)."""
     payload = bytes(payload)
     if len(payload) < 2:
-        raise ProtocolError(f"error reply payload has {len(payload)} bytes, needs at least 2 (code, request_cmd)",
-                            resource=resource)
+        raise ProtocolError(
+            f"error reply payload has {len(payload)} bytes, needs at least 2 (code, request_cmd)", resource=resource
+        )
     message = payload[2:].decode("utf-8", errors="replace")
     return DeviceError(payload[0], payload[1], message, resource=resource)
 
@@ -465,9 +466,7 @@ def decode_codes(payload: bytes, width: int, expected_rows: int | None = None) -
     (n,) = struct.unpack_from("<H", payload)
     want = 2 + 2 * n * width
     if len(payload) != want:
-        raise ProtocolError(
-            f"RUN_BATCH payload has {len(payload)} bytes; n={n} rows x {width} codes need {want}"
-        )
+        raise ProtocolError(f"RUN_BATCH payload has {len(payload)} bytes; n={n} rows x {width} codes need {want}")
     if expected_rows is not None and n != expected_rows:
         raise ProtocolError(f"RUN_BATCH reply has n={n} rows, the request had {expected_rows}")
     return np.frombuffer(payload, dtype="<u2", offset=2).reshape(n, width).astype(np.uint16)

@@ -36,7 +36,6 @@ cannot be detected.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence, Union
@@ -102,7 +101,9 @@ def _parse_block_header(buf: bytes, resource: str | None) -> tuple[int, int]:
         raise ProtocolError(f"expected an IEEE 488.2 block starting with '#', got {buf[:16]!r}", resource=resource)
     nd = buf[1:2]
     if nd == b"0":
-        raise ProtocolError("indefinite-length block '#0' is not accepted (truncation would go unnoticed)", resource=resource)
+        raise ProtocolError(
+            "indefinite-length block '#0' is not accepted (truncation would go unnoticed)", resource=resource
+        )
     if not nd.isdigit():
         raise ProtocolError(f"bad block header: digit count {nd!r} is not 1..9 (got {buf[:16]!r})", resource=resource)
     n = int(nd)
@@ -311,7 +312,8 @@ class Transport:
             length = int(digits)
             if length > self.max_block:
                 raise ProtocolError(
-                    f"block header announces {length} bytes, more than max_block={self.max_block}", resource=self.resource
+                    f"block header announces {length} bytes, more than max_block={self.max_block}",
+                    resource=self.resource,
                 )
             data = self._read_block_bytes(length, f"block data ({length} bytes)")
             term = _as_bytes(self.read_termination, self.encoding)
@@ -341,7 +343,9 @@ class Transport:
             return self.read_exact(n)
         except InstrumentTimeout as exc:
             got = len(getattr(exc, "received", b""))
-            err = ProtocolError(f"truncated block: {what}: got {got} of {n} bytes before the timeout", resource=self.resource)
+            err = ProtocolError(
+                f"truncated block: {what}: got {got} of {n} bytes before the timeout", resource=self.resource
+            )
             err.received = getattr(exc, "received", b"")  # type: ignore[attr-defined]
             raise err from exc
 
@@ -441,9 +445,7 @@ class VisaTransport(Transport):
             self.locked = False
             if self.exclusive:
                 try:
-                    res = self._rm.open_resource(
-                        self.resource, access_mode=pyvisa.constants.AccessModes.exclusive_lock
-                    )
+                    res = self._rm.open_resource(self.resource, access_mode=pyvisa.constants.AccessModes.exclusive_lock)
                     self.locked = True
                 except (NotImplementedError, ValueError):
                     res = None  # the backend has no locking (pyvisa-py on some interfaces)
@@ -522,7 +524,9 @@ class VisaTransport(Transport):
         if code == sc.error_timeout:
             return InstrumentTimeout(f"{what}: no reply within {self._timeout:g} s", resource=self.resource)
         if code == sc.error_resource_locked:
-            return ConnectionLost(f"{what}: the instrument is locked by another program or session", resource=self.resource)
+            return ConnectionLost(
+                f"{what}: the instrument is locked by another program or session", resource=self.resource
+            )
         if isinstance(exc, (pyvisa.errors.InvalidSession, ConnectionError, OSError)) or code in (
             sc.error_connection_lost,
             sc.error_io,
@@ -544,8 +548,11 @@ def _no_locking_codes() -> tuple:
         from pyvisa.constants import StatusCode
     except ImportError:  # pragma: no cover - visa extra not installed
         return ()
-    return (StatusCode.error_nonsupported_operation, StatusCode.error_nonsupported_attribute,
-            StatusCode.error_invalid_access_mode)
+    return (
+        StatusCode.error_nonsupported_operation,
+        StatusCode.error_nonsupported_attribute,
+        StatusCode.error_invalid_access_mode,
+    )
 
 
 #: VISA status codes meaning "this backend cannot lock", after which the resource is opened unlocked.
@@ -609,7 +616,9 @@ class SerialTransport(Transport):
                 if not self._ser.is_open:
                     self._ser.open()
             else:
-                kwargs: dict[str, Any] = dict(baudrate=self.baudrate, timeout=self._timeout, write_timeout=self._timeout)
+                kwargs: dict[str, Any] = dict(
+                    baudrate=self.baudrate, timeout=self._timeout, write_timeout=self._timeout
+                )
                 if "://" not in self.port:
                     kwargs["exclusive"] = self.exclusive
                 self._ser = serial.serial_for_url(self.port, **kwargs)
@@ -644,7 +653,9 @@ class SerialTransport(Transport):
             n = self._ser.write(data)
             self._ser.flush()
         except serial.SerialTimeoutException as exc:
-            raise InstrumentTimeout(f"write of {len(data)} bytes timed out after {self._timeout:g} s", resource=self.resource) from exc
+            raise InstrumentTimeout(
+                f"write of {len(data)} bytes timed out after {self._timeout:g} s", resource=self.resource
+            ) from exc
         except (serial.SerialException, OSError, TypeError, AttributeError, *_TERMIOS_ERRORS) as exc:
             raise ConnectionLost(f"write failed: {exc}", resource=self.resource) from exc
         if n is not None and n != len(data):

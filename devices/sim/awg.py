@@ -62,8 +62,9 @@ class SimAWG(SimInstrument):
         "function_arb": Param("function", word(("ARB", "SIN", "SQU", "DC"))),
         "select_arb": "_select_arb",
         "sample_rate": Param("sample_rate", number(lambda self, v: 1e-6 <= v <= self.max_sample_rate)),
-        "vpp": Param("vpp", number(lambda self, v: 1e-3 <= v <= self.max_vpp
-                                   and abs(self.offset) + v / 2 <= self.max_voltage)),
+        "vpp": Param(
+            "vpp", number(lambda self, v: 1e-3 <= v <= self.max_vpp and abs(self.offset) + v / 2 <= self.max_voltage)
+        ),
         "offset": Param("offset", number(lambda self, v: abs(v) + self.vpp / 2 <= self.max_voltage)),
         "load": Param("load", _load),
         "burst_mode": Param("burst_mode", word(("TRIG", "GAT"))),
@@ -75,8 +76,16 @@ class SimAWG(SimInstrument):
         "trigger": "_trigger",
     }
 
-    def __init__(self, bench: "SCPIBench", *, max_vpp: float = 10.0, max_voltage: float = 5.0,
-                 max_sample_rate: float = 160e6, memory: int = 1_000_000, table: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        bench: "SCPIBench",
+        *,
+        max_vpp: float = 10.0,
+        max_voltage: float = 5.0,
+        max_sample_rate: float = 160e6,
+        memory: int = 1_000_000,
+        table: Mapping[str, str] | None = None,
+    ):
         self.max_vpp = max_vpp
         self.max_voltage = max_voltage
         self.max_sample_rate = max_sample_rate
@@ -125,8 +134,13 @@ class SimAWG(SimInstrument):
         return None
 
     def _trigger(self, args: bytes, now: float) -> Reply:
-        ready = (self.burst_on and self.burst_mode == "TRIG" and self.trigger_source == "BUS"
-                 and self.function == "ARB" and self.selected is not None)
+        ready = (
+            self.burst_on
+            and self.burst_mode == "TRIG"
+            and self.trigger_source == "BUS"
+            and self.function == "ARB"
+            and self.selected is not None
+        )
         if not ready:
             self.push_error(-211, "Trigger ignored")
             return None

@@ -251,7 +251,9 @@ class BenchTransport(Transport):
             fault = self.bench.take_fault(self.instrument, command.lstrip())
             if fault is not None and fault.kind == "connection_lost":
                 self.bench.drop_link(self.instrument)
-                raise ConnectionLost(f"connection lost while sending {command[:32]!r} (simulated)", resource=self.resource)
+                raise ConnectionLost(
+                    f"connection lost while sending {command[:32]!r} (simulated)", resource=self.resource
+                )
             result = self.bench.execute(self.instrument, message)
             if result is None:
                 return
@@ -284,8 +286,9 @@ class BenchTransport(Transport):
         if self._wait(lambda now: self._arrived(now) >= n):
             return self._take(n)
         partial = self._take(self._arrived(time.monotonic()))
-        exc = InstrumentTimeout(f"short read: got {len(partial)} of {n} bytes within {self._timeout:g} s",
-                                resource=self.resource)
+        exc = InstrumentTimeout(
+            f"short read: got {len(partial)} of {n} bytes within {self._timeout:g} s", resource=self.resource
+        )
         exc.received = partial  # type: ignore[attr-defined]
         raise exc
 
@@ -396,8 +399,9 @@ def simulated_awg_scope(
         dut = BenchDUT(inner, framing, v_low=offset - vpp / 2, v_high=offset + vpp / 2, encoding="windows", gain=1.0)
         channel_range, channel_offset = 2.0, 0.5
     else:
-        dut = BenchDUT(inner, framing, v_low=offset - vpp / 2, v_high=offset + vpp / 2, encoding="tones",
-                       gain=4.0 / n_out)
+        dut = BenchDUT(
+            inner, framing, v_low=offset - vpp / 2, v_high=offset + vpp / 2, encoding="tones", gain=4.0 / n_out
+        )
         channel_range, channel_offset = 4.0, 0.0
     bench = SCPIBench(dut, seed=seed, noise_volts=noise_volts, faults=faults)
     awg = SCPIAWG(BenchTransport(bench, "awg", timeout=timeout), name="awg")

@@ -69,7 +69,7 @@ class BenchDUT:
         self.calls = 0
 
     def drive_values(self, volts: np.ndarray) -> np.ndarray | None:
-        """Per-sample backend drive values ``[B, n_in]`` from the AWG voltage, or None if it is not a framed waveform."""
+        """Per-sample backend drive values ``[B, n_in]`` from the AWG voltage (None: not a framed waveform)."""
         f = self.framing
         per = f.slot + f.guard_samples
         n = (volts.size - f.header) // per if volts.size > f.header else 0

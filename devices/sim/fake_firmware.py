@@ -174,9 +174,16 @@ class FakeFirmware:
         checks.integer("safe_code", safe_code, low=0, high=2**dac_bits - 1)
         self.backend = backend
         self.ident = Ident(
-            protocol=PROTOCOL_VERSION, model=model, serial=serial, firmware=firmware,
-            n_in=backend.spec.n_inputs, n_out=backend.spec.n_outputs, dac_bits=dac_bits, adc_bits=adc_bits,
-            max_batch=max_batch, settle_us=int(settle_us),
+            protocol=PROTOCOL_VERSION,
+            model=model,
+            serial=serial,
+            firmware=firmware,
+            n_in=backend.spec.n_inputs,
+            n_out=backend.spec.n_outputs,
+            dac_bits=dac_bits,
+            adc_bits=adc_bits,
+            max_batch=max_batch,
+            settle_us=int(settle_us),
         )
         self.output_range = (y_low, y_high)
         self.safe_code = int(safe_code)
@@ -252,8 +259,15 @@ class FakeFirmware:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def inject(self, kind: str | Fault, *, command: str = "RUN_BATCH", after: int = 0, count: int = 1,
-               delay: float | None = None) -> None:
+    def inject(
+        self,
+        kind: str | Fault,
+        *,
+        command: str = "RUN_BATCH",
+        after: int = 0,
+        count: int = 1,
+        delay: float | None = None,
+    ) -> None:
         """Arm a fault (see the module docstring)."""
         fault = kind if isinstance(kind, Fault) else Fault(kind, command, after, count, delay)
         with self._lock:
@@ -419,7 +433,9 @@ class FakeFirmware:
                 return self._error(seq, "BAD_LENGTH", cmd, str(exc))
             full = 2**ident.dac_bits - 1
             if lo > hi or hi > full:
-                return self._error(seq, "OUT_OF_LIMITS", cmd, f"limits {lo}..{hi} invalid for a {ident.dac_bits}-bit DAC")
+                return self._error(
+                    seq, "OUT_OF_LIMITS", cmd, f"limits {lo}..{hi} invalid for a {ident.dac_bits}-bit DAC"
+                )
             self.limits = (lo, hi)
             return encode_frame(reply_cmd(cmd), seq)
         if cmd == CMD_RUN_BATCH:
@@ -440,8 +456,9 @@ class FakeFirmware:
             bad = (codes < lo) | (codes > hi)
             if bad.any():
                 r, c = np.argwhere(bad)[0]
-                return self._error(seq, "OUT_OF_LIMITS", cmd,
-                                   f"code {int(codes[r, c])} at row {r}, channel {c} outside {lo}..{hi}")
+                return self._error(
+                    seq, "OUT_OF_LIMITS", cmd, f"code {int(codes[r, c])} at row {r}, channel {c} outside {lo}..{hi}"
+                )
             out = self.measure_codes(codes)
             return encode_frame(reply_cmd(cmd), seq, encode_codes(out))
         return self._error(seq, "UNKNOWN_COMMAND", cmd, f"command 0x{cmd:02X} is not in protocol {PROTOCOL_VERSION}")
@@ -539,8 +556,16 @@ def simulated_serial_daq(
             opts["n_outputs"] = n_outputs
         system = build_system(backend, n_inputs=n_inputs, seed=seed, device=device, **opts)
     armed = [_as_fault(f) for f in faults or ()]  # validated before any pty or thread exists
-    fw = FakeFirmware(system, dac_bits=dac_bits, adc_bits=adc_bits, max_batch=max_batch, settle_us=settle_us,
-                      output_range=output_range, serial=serial, start=False)
+    fw = FakeFirmware(
+        system,
+        dac_bits=dac_bits,
+        adc_bits=adc_bits,
+        max_batch=max_batch,
+        settle_us=settle_us,
+        output_range=output_range,
+        serial=serial,
+        start=False,
+    )
     daq = None
     try:
         for f in armed:

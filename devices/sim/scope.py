@@ -66,8 +66,14 @@ class SimScope(SimInstrument):
         "data": "_data",
     }
 
-    def __init__(self, bench: "SCPIBench", *, max_points: int = 4_000_000, adc_bits: int = 12,
-                 table: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        bench: "SCPIBench",
+        *,
+        max_points: int = 4_000_000,
+        adc_bits: int = 12,
+        table: Mapping[str, str] | None = None,
+    ):
         self.max_points = max_points
         self.adc_bits = adc_bits
         super().__init__(bench, table=table)

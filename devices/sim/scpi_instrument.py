@@ -66,7 +66,9 @@ def word(choices: Mapping[str, Any] | tuple[str, ...] | None = None) -> Parser:
 ON_OFF = word({"ON": True, "1": True, "OFF": False, "0": False})
 
 
-def number(allowed: Callable[["SimInstrument", float], bool] | None = None, convert: Callable[[float], Any] = float) -> Parser:
+def number(
+    allowed: Callable[["SimInstrument", float], bool] | None = None, convert: Callable[[float], Any] = float
+) -> Parser:
     """A numeric argument: -104 if it does not parse, -222 if non-finite or not ``allowed(instrument, v)``."""
 
     def parse(inst: "SimInstrument", text: str) -> Any:
