@@ -19,8 +19,25 @@ from .codec import _dumps
 #: rows as a table of text.
 TEXT_ROW = np.dtype([("time", "<f8"), ("epoch", "<i8"), ("kind", "S32"), ("part", "<u4"), ("parts", "<u4"),
                      ("text", "S200")])
-_TEXT_WIDTH = TEXT_ROW["text"].itemsize
+_TEXT_WIDTH = TEXT_ROW["text"].itemsize - 1  # NUL-terminated on disk: one byte for the terminator
+_KIND_WIDTH = TEXT_ROW["kind"].itemsize - 1
 _TEXT_ROWS_PER_CHUNK = 64
+
+
+def _text_row_type() -> h5py.h5t.TypeID:
+    """TEXT_ROW as an HDF5 compound whose strings are NUL-terminated (numpy's 'S' maps to NUL-padded,
+    which h5dump and HDFView print with every padding byte as \\000)."""
+    ct = h5py.h5t.create(h5py.h5t.COMPOUND, TEXT_ROW.itemsize)
+    for name in TEXT_ROW.names:
+        dtype, offset = TEXT_ROW.fields[name][:2]
+        if dtype.kind == "S":
+            member = h5py.h5t.C_S1.copy()
+            member.set_size(dtype.itemsize)
+            member.set_strpad(h5py.h5t.STR_NULLTERM)
+        else:
+            member = h5py.h5t.py_create(dtype)
+        ct.insert(name.encode(), offset, member)
+    return ct
 
 
 def _describe(ds: h5py.Dataset, units: str, long_name: str) -> h5py.Dataset:
@@ -58,7 +75,12 @@ def _create_scale(g: h5py.Group, name: str, values: np.ndarray, units: str, long
 
 
 def _create_text_log(g: h5py.Group, name: str, long_name: str) -> h5py.Dataset:
-    ds = _create_col(g, name, TEXT_ROW, chunk=_TEXT_ROWS_PER_CHUNK, checksum=True, units="", long_name=long_name)
+    space = h5py.h5s.create_simple((0,), (h5py.h5s.UNLIMITED,))
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_chunk((_TEXT_ROWS_PER_CHUNK,))
+    dcpl.set_fletcher32()
+    ds = h5py.Dataset(h5py.h5d.create(g.id, name.encode(), _text_row_type(), space, dcpl=dcpl))
+    _describe(ds, "", long_name)
     ds.attrs["field_units"] = "time: seconds since 1970-01-01 00:00:00 UTC; epoch: 1 (-1: none)"
     ds.attrs["layout"] = ("one record = rows part 0..parts-1 with the same time/epoch/kind; "
                           "JSON = concatenation of their text fields (ASCII)")
@@ -139,7 +161,7 @@ class _TextLog:
         pieces = [raw[i:i + _TEXT_WIDTH] for i in range(0, len(raw), _TEXT_WIDTH)] or [b""]
         rows = np.zeros(len(pieces), dtype=TEXT_ROW)
         rows["time"], rows["epoch"], rows["parts"] = time, epoch, len(pieces)
-        rows["kind"] = kind.encode("ascii", "replace")[:TEXT_ROW["kind"].itemsize]
+        rows["kind"] = kind.encode("ascii", "replace")[:_KIND_WIDTH]
         rows["part"] = np.arange(len(pieces))
         rows["text"] = pieces
         end = self.rows + len(pieces)

@@ -15,8 +15,12 @@ real test of the checkpointed RNG state.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
 import sys
+import threading
 
 import numpy as np
 import torch
@@ -25,6 +29,38 @@ from physnn import runlog
 
 CONFIG = {"model": "tiny", "lr": 0.05, "epochs": 6, "batch": 8}
 SYSTEMS = {"block0": {"class": "tests.Tiny", "spec": {"n_inputs": 4, "n_outputs": 3}}}
+
+
+def spawn(*args: str) -> subprocess.Popen:
+    """A Python subprocess with piped stdio (the tests talk to it line by line)."""
+    return subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(proc: subprocess.Popen, line: str, timeout: float = 120.0) -> list[str]:
+    """Read stdout lines until ``line``; a watchdog kills a stuck process so the test fails instead of hanging."""
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    seen = []
+    try:
+        while True:
+            out = proc.stdout.readline()
+            if not out:
+                raise AssertionError(f"process ended before printing {line!r}; stderr:\n{proc.stderr.read()}")
+            seen.append(out.strip())
+            if out.strip() == line:
+                return seen
+    finally:
+        timer.cancel()
+
+
+def kill9(proc: subprocess.Popen) -> None:
+    """SIGKILL: the writer gets no chance to close anything."""
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    proc.stdout.close()
+    proc.stderr.close()
+    proc.stdin.close()
 
 
 class Tiny:
