@@ -516,3 +516,24 @@ def test_hardware_one_small_batch(visa_address, request):
         assert y.shape == (3, 4) and torch.isfinite(y).all()
     finally:
         sys.close()
+
+
+# ------------------------------------------------------- one vocabulary
+def test_both_drivers_share_the_bench_vocabulary():
+    """Issue 9: the same constructor names, defaults and base for the same ideas in both drivers."""
+    import inspect
+
+    from physnn.devices.bench import BenchSystem
+    from physnn.devices.serial_daq import SerialDAQSystem
+
+    shared = ("low", "high", "retries", "backoff", "max_backoff", "on_clip", "open")
+    sigs = [inspect.signature(cls).parameters for cls in (AWGScopeSystem, SerialDAQSystem)]
+    for key in shared:
+        assert all(key in s for s in sigs), key
+    for key in ("on_clip", "max_backoff", "open"):
+        assert sigs[0][key].default == sigs[1][key].default, key
+    assert sigs[0]["on_clip"].default == "flag"
+    for old in ("max_retries", "retry_backoff", "connect", "drive_range", "units"):
+        assert all(old not in s for s in sigs), old
+    assert issubclass(AWGScopeSystem, BenchSystem) and issubclass(SerialDAQSystem, BenchSystem)
+    assert AWGScopeSystem._retrying is SerialDAQSystem._retrying  # one retry loop

@@ -146,6 +146,20 @@ def test_integrals_are_an_exact_scale_of_the_simulator_outputs():
     sys.close()
 
 
+def test_spec_units_are_volts_in_and_the_features_units_out():
+    """The simulated bench is driven in volts at the AWG output (issue 15: it used to copy the optics' 'pi rad')."""
+    sys = _quiet()
+    assert (sys.spec.units, sys.spec.output_units, sys.spec.low, sys.spec.high) == ("V", "V*s", 0.0, 1.0)
+    sys.close()
+    sys = _quiet(features="fft")
+    assert (sys.spec.units, sys.spec.output_units) == ("V", "V")
+    sys.close()
+    with pytest.warns(DeprecationWarning, match="'max_retries' is now 'retries'"):
+        sys = _quiet(max_retries=1)  # the name before the shared vocabulary: old run files still rebuild
+    assert sys.retries == 1
+    sys.close()
+
+
 def test_fft_features_read_the_tone_amplitudes():
     x = _x(20)
     sys = _quiet(features="fft")

@@ -95,7 +95,7 @@ def test_open_sends_ident_then_set_limits_exact_bytes():
     assert t.written == req(CMD_IDENT, 1) + req(CMD_SET_LIMITS, 2, bytes.fromhex("9a19 65e6"))
     assert daq.ident == IDENT
     assert daq.code_limits == LIMITS
-    assert daq.spec.units == "V" and (daq.spec.low, daq.spec.high) == (0.5, 4.5)
+    assert daq.spec.units == daq.spec.output_units == "V" and (daq.spec.low, daq.spec.high) == (0.5, 4.5)
 
 
 def test_batch_round_trip_exact_bytes_and_close_sends_safe():
