@@ -67,6 +67,7 @@ __all__ = [
     "snap",
     "encoder_drives",
     "bench_sweeps",
+    "save_bench_plots",
     "save_hdf5",
     "save_figure",
     "format_table",
@@ -554,6 +555,63 @@ def bench_sweeps(
         "drift_slope": drift_slope,
         "drift_slope_stderr": drift_err,
     }
+
+
+def save_bench_plots(result: dict[str, Any], out: Path, max_lines: int = 4) -> list[Path]:
+    """Four PNG figures of :func:`bench_sweeps` (linearity, noise, repeatability, drift) with units."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    name, du, ou = result["name"], result["drive_units"], result["output_units"]
+    n_out = result["linearity"].shape[2]
+    outs = list(range(min(max_lines, n_out)))
+    paths = []
+
+    fig, axes = plt.subplots(1, len(result["channels"]), figsize=(4 * len(result["channels"]), 3.6), squeeze=False)
+    for ax, i in zip(axes[0], range(len(result["channels"]))):
+        for k in outs:
+            ax.plot(result["sweep"], result["linearity"][i, :, k], marker="o", ms=3,
+                    label=f"output {k} (R²={result['r2'][i, k]:.3f})")
+        ax.set_xlabel(f"drive of input {result['channels'][i]} [{du}]")
+        ax.set_ylabel(f"measured output [{ou}]")
+        ax.set_title(f"input {result['channels'][i]} swept, others at mid-range")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{name}: linearity")
+    paths.append(_save(fig, out / "linearity.png"))
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for r in range(result["noise_mean"].shape[0]):
+        ax.scatter(result["noise_mean"][r], result["noise_std"][r], s=10, label=f"drive {r}")
+    ax.set_xlabel(f"mean output [{ou}]")
+    ax.set_ylabel(f"standard deviation over {result['settings']['repeats']} repeats [{ou}]")
+    ax.set_title(f"{name}: noise (median SNR {result['summary']['snr_db_median'] or float('inf'):.1f} dB)")
+    ax.legend(fontsize=7)
+    paths.append(_save(fig, out / "noise.png"))
+
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    a, b = result["repeat_a"].ravel(), result["repeat_b"].ravel()
+    ax.scatter(a, b, s=8, label="same drive, start vs end")
+    lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
+    ax.set_xlabel(f"first measurement [{ou}]")
+    ax.set_ylabel(f"repeated measurement [{ou}]")
+    ax.set_title(f"{name}: repeatability (RMS diff {result['summary']['repeatability_rms']:.3g} {ou})")
+    ax.legend(fontsize=7)
+    paths.append(_save(fig, out / "repeatability.png"))
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k in outs:
+        y = result["drift_y"][:, k]
+        ax.plot(result["drift_t"], y - y[0], marker=".", label=f"output {k} ({result['drift_slope'][k]:+.2g} {ou}/s)")
+    ax.set_xlabel("time since first drift measurement [s]")
+    ax.set_ylabel(f"change of mean output [{ou}]")
+    ax.set_title(f"{name}: drift at a fixed mid-range drive")
+    ax.legend(fontsize=7)
+    paths.append(_save(fig, out / "drift.png"))
+    return paths
 
 
 # --------------------------------------------------------------------- CLI

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from physnn import checks
 from physnn.system import PhysicalSystem, SystemSpec
 
 
@@ -25,9 +26,14 @@ class IdentitySystem(PhysicalSystem):
         seed: int = 0,
         device: str = "cpu",
     ):
-        n = 16 if n_inputs is None else int(n_inputs)
-        super().__init__(SystemSpec(n, n, low, high, levels, name="identity"), device=device)
-        self.seed = seed
+        n = 16 if n_inputs is None else checks.integer("n_inputs", n_inputs, low=1)
+        low, high = checks.real("low", low), checks.real("high", high)
+        if levels is not None:
+            levels = checks.integer("levels", levels, low=2)
+        # the output is the drive itself, so it carries the drive's unit
+        super().__init__(SystemSpec(n, n, low, high, levels, name="identity", units="a.u.", output_units="a.u."),
+                         device=device)
+        self.seed = checks.integer("seed", seed, low=0)
 
     def _measure(self, x: torch.Tensor) -> torch.Tensor:
         return x.clone()

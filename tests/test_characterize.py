@@ -1,4 +1,5 @@
-"""lab_scripts/characterize.py on simulators: exact metrics where the answer is known, plots written."""
+"""physnn.characterize and lab_scripts/characterize.py: exact figures where the answer is known, each
+simulator above its floors, files and CLI."""
 
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def char():
 
 def run(char, tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "out"
+    if "--fit-drives" not in args:
+        args = (*args, "--fit-drives", "0")
     assert char.main([*args, "--points", "5", "--repeats", "4", "--drift-calls", "3", "--drift-interval", "0",
                       "--out", str(out)]) == 0
     for name in FIGURES:
@@ -82,7 +85,7 @@ def test_argument_errors(char, tmp_path, capsys):
     with pytest.raises(SystemExit):
         char.main(["--system", "identity", "--option", "n_inputs", "--out", str(tmp_path)])
     with pytest.raises(ValueError, match="need points >= 3"):
-        char.characterize(object(), points=2)
+        char.characterize_bench(object(), points=2)
 
 
 class Drifting(PhysicalSystem):
@@ -98,7 +101,133 @@ class Drifting(PhysicalSystem):
 
 
 def test_a_real_drift_is_measured_and_flagged(char):
-    result = char.characterize(Drifting(rate=0.5), points=3, repeats=2, drift_calls=6, drift_interval=0.03)
+    result = char.characterize_bench(Drifting(rate=0.5), points=3, repeats=2, drift_calls=6, drift_interval=0.03)
     assert result["drift_slope"] == pytest.approx([0.5] * 3, rel=0.1)
     assert result["summary"]["drift_outputs_significant"] == 3
     assert result["summary"]["drift_window_s"] >= 0.15
+
+
+def test_lab_script_adds_the_core_figures(char, tmp_path):
+    s = run(char, tmp_path, "--system", "identity", "--option", "n_inputs=5", "--fit-drives", "40",
+            "--test-drives", "20")
+    assert s["figures"]["nonlinear_fraction_random"] == pytest.approx(0.0, abs=1e-9)
+    assert s["figures"]["samples_queried"] == 2 * (40 + 20)
+    assert (tmp_path / "out" / "characterize.png").read_bytes().startswith(PNG_MAGIC)
+
+
+# ------------------------------------------------------------------ the core: physnn.characterize
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from physnn import characterize as core  # noqa: E402
+from physnn.registry import build_system  # noqa: E402
+
+
+class Square(PhysicalSystem):
+    """y_k = (x_k - 1/2)^2 + sigma N(0, 1): no affine part at uniform drives, known noise."""
+
+    def __init__(self, n: int = 4, sigma: float = 0.0, levels: int | None = None):
+        super().__init__(SystemSpec(n, n, levels=levels, name="square", output_units="V"))
+        self.sigma = sigma
+        self.gen = torch.Generator().manual_seed(0)
+
+    def _measure(self, x):
+        return (x - 0.5) ** 2 + self.sigma * torch.randn(x.shape, generator=self.gen)
+
+
+class NoisyIdentity(Square):
+    def _measure(self, x):
+        return x + self.sigma * torch.randn(x.shape, generator=self.gen)
+
+
+def test_identity_is_linear_full_rank_noiseless_and_unmixed():
+    r = core.characterize(build_system("identity", n_inputs=6), n_fit=200, n_test=100)
+    assert r.nonlinear_fraction_random == pytest.approx(0.0, abs=1e-9)
+    assert r.noise_rel == 0.0
+    assert r.effective_rank == pytest.approx(6.0, rel=0.15)  # six independent uniform outputs
+    assert r.rank99 == 6
+    assert r.single_input_share_median == pytest.approx(1.0)  # each output is one input
+    assert r.samples_queried == 2 * 300
+
+
+def test_a_pure_square_is_fully_nonlinear_and_noise_is_removed():
+    clean = core.characterize(Square(), n_fit=1000, n_test=500)
+    assert clean.nonlinear_fraction_random > 0.95
+    # noise removed: a noisy linear system still reads as linear, and the noise floor is measured
+    sigma = 0.05
+    noisy = core.characterize(NoisyIdentity(4, sigma=sigma), n_fit=1000, n_test=500)
+    assert noisy.nonlinear_fraction_random < 0.03
+    expected = sigma / np.sqrt(1 / 12 + sigma**2)
+    assert noisy.noise_rel == pytest.approx(expected, rel=0.1)
+    assert noisy.noise_std == pytest.approx(np.full(4, sigma), rel=0.1)
+
+
+def test_encoder_drives_are_the_embedded_encoded_data():
+    from physnn.encoding import Encoder, embed_label
+
+    spec = SystemSpec(3 * 2 + 4, 1, levels=2)
+    x = torch.rand(50, 4, generator=torch.Generator().manual_seed(0))
+    d = core.encoder_drives(spec, x, torch.zeros(50), 3, 120, torch.Generator().manual_seed(1),
+                            encoder="thermometer", encoder_options={"bits": 1}, label_repeat=2)
+    assert d.shape == (120, 10) and set(d.unique().tolist()) <= {0.0, 1.0}
+    assert len(torch.unique(d, dim=0)) > 30  # of at most 3 labels x 2**4 feature patterns
+    with pytest.raises(ValueError, match="only 150 .sample, label. pairs"):
+        core.encoder_drives(spec, x, torch.zeros(50), 3, 151, torch.Generator())
+    one = Encoder(spec, "thermometer", bits=1)(embed_label(x[:1], torch.tensor([2]), 3, label_repeat=2))
+    assert one[0, 4:6].tolist() == [1.0, 1.0]  # class 2's two slots, hot
+
+
+# the floors each simulator must keep (issue 10: nonlinear where the encoder drives it)
+FLOORS = {
+    "optics": dict(options={}, encoder="minmax", bits=None, nl_random=0.4, nl_encoded=0.25, rank=30, noise=0.1),
+    "neuromorphic": dict(options={}, encoder="minmax", bits=None, nl_random=0.4, nl_encoded=0.25, rank=12,
+                         noise=0.15),
+    "microwave": dict(options={}, encoder="thermometer", bits=1, nl_random=0.4, nl_encoded=0.25, rank=5,
+                      noise=0.15),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_each_simulator_is_nonlinear_where_the_encoder_drives_it(name, tmp_path):
+    f = FLOORS[name]
+    r, paths = core.characterize_named(name, system_options=f["options"], dataset="digits", encoder=f["encoder"],
+                                       encoder_bits=f["bits"], n_fit=600, n_test=300, out=tmp_path)
+    assert r.nonlinear_fraction_random > f["nl_random"]
+    assert r.nonlinear_fraction_encoded > f["nl_encoded"]
+    assert r.effective_rank > f["rank"]
+    assert r.noise_rel < f["noise"]
+    assert r.single_input_share_median < 0.3  # every output mixes many inputs
+    assert [p.name for p in paths] == ["characterize.h5", "characterize.png"]
+
+
+def test_files_and_cli(tmp_path, capsys):
+    import h5py
+
+    from physnn.characterize import main
+
+    assert main(["--system", "identity", "--dataset", "none", "--system-option", "n_inputs=3", "--n-fit", "30",
+                 "--n-test", "15", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "nonlinear fraction, random drives" in out and "characterize.h5" in out
+    with h5py.File(tmp_path / "characterize.h5") as h:
+        assert h.attrs["nonlinear_fraction_random"] == pytest.approx(0.0, abs=1e-9)
+        assert np.isnan(h.attrs["nonlinear_fraction_encoded"])
+        assert h["eigenvalues"].shape == (3,)
+        assert '"n_inputs": 3' in h.attrs["system"]
+    assert (tmp_path / "characterize.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_add_cli_registers_the_subcommand():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    core.add_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["characterize", "--system", "optics", "--system-option", "n_outputs=64"])
+    assert args.func is core._cmd_characterize and args.system_option == ["n_outputs=64"]
+
+
+def test_bad_arguments_name_the_value():
+    with pytest.raises(ValueError, match="n_fit must be an integer >= 2, got 1"):
+        core.characterize(build_system("identity"), n_fit=1)
+    with pytest.raises(ValueError, match=r"drives must be \[>= 30, 16\]"):
+        core.characterize(build_system("identity"), drives=torch.zeros(5, 16), n_fit=20, n_test=10)
