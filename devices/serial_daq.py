@@ -61,7 +61,7 @@ from physnn import checks
 from physnn.system import SystemSpec
 
 from .bench import BenchSystem, ClipError
-from .errors import InstrumentError, InstrumentTimeout, LimitError, ProtocolError
+from .errors import ConnectionLost, InstrumentError, InstrumentTimeout, LimitError, ProtocolError
 from .serial_protocol import (
     CMD_IDENT,
     CMD_RUN_BATCH,
@@ -370,8 +370,11 @@ class SerialDAQSystem(BenchSystem):
         """Open the port if needed, set the reply timeout and drop whatever a previous session left."""
         if not self.transport.is_open:
             self.transport.open()
-        self.transport.timeout = self.timeout
-        self.transport.clear()
+        try:
+            self.transport.timeout = self.timeout
+            self.transport.clear()
+        except ConnectionLost:  # a port that died since it was opened: the retry loop reopens it
+            self._link_lost = True
 
     def _on_open_failure(self, exc: BaseException) -> None:
         """Never driven (no RUN_BATCH since the open): release the port so the user can fix the setup and retry."""
