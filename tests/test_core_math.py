@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from physnn.encoding import Encoder, embed_label
+from physnn.encoding import Encoder, drive_width, embed_label, label_width
 from physnn.goodness import MeanSquare, PrototypeCosine, ff_loss, make_goodness
 from physnn.system import SystemSpec
 
@@ -51,6 +51,66 @@ def test_encoder_refuses_too_wide_input():
         Encoder(SystemSpec(2, 1), "minmax")(torch.zeros(1, 3))
     with pytest.raises(ValueError, match="unknown encoder 'foo'"):
         Encoder(SystemSpec(2, 1), "foo")
+
+
+def test_label_repeat_writes_each_class_into_k_adjacent_slots():
+    x = torch.tensor([[0.5, -2.0], [1.0, 0.0]])
+    e = embed_label(x, torch.tensor([2, 0]), 3, label_repeat=2)
+    assert torch.equal(e, torch.tensor([[0, 0, 0, 0, 2.0, 2.0, 0.5, -2.0], [2.0, 2.0, 0, 0, 0, 0, 1.0, 0.0]]))
+    assert torch.equal(embed_label(x, torch.tensor([2, 0]), 3, label_repeat=1), embed_label(x, torch.tensor([2, 0]), 3))
+    assert label_width(10, 20) == 200
+    with pytest.raises(ValueError, match="label_repeat must be an integer >= 1, got 0"):
+        embed_label(x, torch.tensor([2, 0]), 3, label_repeat=0)
+
+
+def test_pnn_grows_block_zero_with_label_repeat():
+    from physnn.model import PNN
+    from physnn.simulators.identity import IdentitySystem
+
+    pnn = PNN([IdentitySystem(3 * 4 + 5)], 5, 3, label_repeat=4)
+    assert pnn.blocks[0].in_features == 17
+    e = pnn.embed(torch.ones(2, 5), torch.tensor([0, 2]))
+    assert e.shape == (2, 17) and e[1, 8:12].tolist() == [1.0] * 4 and e[1, :8].sum() == 0
+    with pytest.raises(ValueError, match="takes n_inputs=16"):
+        PNN([IdentitySystem(16)], 5, 3, label_repeat=4)
+
+
+def test_thermometer_encoder_by_hand():
+    spec = SystemSpec(12, 1, levels=2)
+    enc = Encoder(spec, "thermometer")  # default 2 bits: thresholds at z = -0.4307, +0.4307
+    assert enc.bits == 2 and enc.width(5) == 10 and drive_width("thermometer", 5, bits=2) == 10
+    h = torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0]])  # z = -1.41, -0.71, 0, 0.71, 1.41
+    out = enc(h)
+    assert torch.equal(out, torch.tensor([[0, 0, 0, 0, 1, 0, 1, 1, 1, 1, 0, 0.0]]))  # 2 padded channels at low
+    # scale and offset of the sample do not matter (per-sample standardisation)
+    assert torch.equal(enc(h * 7 - 3), out)
+    # one bit per feature: above or below the sample's mean
+    one = Encoder(spec, "thermometer", bits=1)(h)
+    assert torch.equal(one[:, :5], torch.tensor([[0, 0, 0, 1, 1.0]]))
+
+
+def test_thermometer_keeps_more_of_a_binary_drive_than_rounding_minmax():
+    """The microwave case: a label slot at the batch max squeezes min-max codes, so rounding turns most bits off."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 12, generator=g)
+    h = embed_label(x, torch.randint(0, 7, (256,), generator=g), 7)
+    spec = SystemSpec(19 * 3, 1, levels=2)
+    rounded = Encoder(spec, "minmax")(h)[:, 7:19]
+    thermo = Encoder(spec, "thermometer", bits=3)(h)[:, 21:57]
+    assert float(rounded.mean()) < 0.25 < 0.4 < float(thermo.mean()) < 0.6
+    assert len(torch.unique(thermo, dim=0)) > len(torch.unique(rounded, dim=0))
+
+
+def test_drive_width_and_encoder_bits_errors():
+    assert drive_width("minmax", 7) == 7 and drive_width("thermometer", 7, bits=3) == 21
+    with pytest.raises(ValueError, match="bits must be 1 for encoder 'minmax'"):
+        Encoder(SystemSpec(4, 1), "minmax", bits=2)
+    with pytest.raises(ValueError, match="bits must be an integer in 1..16, got 0"):
+        Encoder(SystemSpec(4, 1), "thermometer", bits=0)
+    with pytest.raises(ValueError, match=r"encoder must be one of .*, got 'gray'"):
+        drive_width("gray", 3)
+    with pytest.raises(ValueError, match=r"3 features \(2 channels per feature\) but system 'system' has only n_inputs=5"):
+        Encoder(SystemSpec(5, 1), "thermometer")(torch.zeros(1, 3))
 
 
 def test_prototype_cosine_by_hand():
