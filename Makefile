@@ -24,6 +24,8 @@ demo: $(VENV)/.installed
 	$(BIN)/physnn train
 
 test: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 benchmarks: $(VENV)/.installed-test

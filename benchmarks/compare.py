@@ -8,7 +8,7 @@ wall time, and the queries one test sample costs at inference.
 
 The lab scenario. The *device* every hardware-in-the-loop method trains on
 (MF-FF, PAT, zeroth-order) is a perturbed instance of the simulator
-(:func:`physnn.train.backprop.perturbed_system`, ``--perturb`` strength): the
+(the system wrapped as ``drifting`` with one event at t = 0, ``--perturb`` strength): the
 bench never matches its model exactly. In-silico backprop trains on the
 nominal simulator's differentiable model; it is reported twice: deployed on
 the nominal simulator ("ideal": the device is the model) and deployed on the
@@ -48,22 +48,15 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from physnn.accounting import Accountant, probe_flops, with_stand_ins
-from physnn.data import Dataset, load_dataset
-from physnn.model import PNN
+from physnn.config import RunConfig
+from physnn.data import load_dataset
+from physnn.experiment import RunResult, build_systems, load_data, run_experiment
 from physnn.readout import fit_readout
 from physnn.registry import build_system
-from physnn.train.backprop import Backprop, perturbed_system
-from physnn.train.e2e_model import E2ENet
-from physnn.train.ff_digital import DigitalFF, FFDigital
-from physnn.train.mfff import MFFF
-from physnn.train.pat import PAT
-from physnn.train.zeroth_order import ZerothOrder
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -74,12 +67,11 @@ class Pair:
     system: str
     options: dict[str, Any] = field(default_factory=dict)
     hidden: int = 100
-    fixed_width: bool = False  # the system has a fixed number of inputs (the acoustic twin: 20)
     epochs: int = 20  # default budget (vowels: 206 training samples, 4 batches an epoch, so more epochs)
 
 
 PAIRS: dict[str, Pair] = {
-    "vowels-acoustic": Pair("vowels", "acoustic-twin", hidden=20, fixed_width=True, epochs=100),
+    "vowels-acoustic": Pair("vowels", "acoustic-twin", hidden=20, epochs=100),
     "vowels-microwave": Pair("vowels", "microwave", hidden=40, epochs=100),
     "digits-optics": Pair("digits", "optics"),
     "mnist5k-optics": Pair("mnist5k", "optics"),
@@ -103,43 +95,6 @@ ROW_ORDER = ["mfff", "mfff-readout", "pat", "zo", "backprop-ideal", "backprop-de
              "mfff-identity", "logreg", "mlp"]
 
 
-def block_seed(seed: int, block: int) -> int:
-    return seed * 1000 + block + 1  # as physnn.experiment: every seed is another device
-
-
-# ------------------------------------------------------------------ building
-def widths(pair: Pair, data: Dataset, blocks: int) -> list[int]:
-    """Drive width of each block's system: block 0 takes labels + features (MF-FF), later blocks ``hidden``."""
-    first = data.n_classes + data.n_features
-    return [first] + [pair.hidden] * (blocks - 1)
-
-
-def build(pair: Pair, data: Dataset, seed: int, blocks: int, *, perturb: float | None) -> list:
-    """The systems of one run: nominal (``perturb=None``) or the perturbed device."""
-    out = []
-    for i, w in enumerate(widths(pair, data, blocks)):
-        opts = dict(pair.options, n_inputs=None if pair.fixed_width else w, seed=block_seed(seed, i))
-        if perturb is None:
-            out.append(build_system(pair.system, **opts))
-        else:
-            out.append(perturbed_system(pair.system, strength=perturb, perturb_seed=block_seed(seed, i) + 7, **opts))
-    return out
-
-
-def pnn_hidden(pair: Pair, blocks: int) -> list[int]:
-    return [pair.hidden] * (blocks - 1) + [100]
-
-
-def device_perturbation(pair: Pair, data: Dataset, seed: int, settings: Settings) -> str:
-    """What the perturbation of the device does for this pair (from the drift wrapper's own description)."""
-    if settings.perturb == 0:
-        return "none"
-    d = build(pair, data, seed, 1, perturb=settings.perturb)[0].describe()["drift"]
-    what = ", ".join(sorted(d["parameters"])) if d["target"] == "parameters" else "per-channel output gain and offset"
-    return f"{d['target']}: {what}"
-
-
-# ------------------------------------------------------------------ one run
 @dataclass
 class Settings:
     epochs: int
@@ -153,6 +108,46 @@ class Settings:
     zo_directions: int
 
 
+# ------------------------------------------------------------------ configs
+def base_config(pair: Pair, seed: int, settings: Settings) -> RunConfig:
+    """The run every method shares: data set, split, seed, blocks, budget (physnn's runner does the rest)."""
+    return RunConfig(dataset=pair.dataset, system=pair.system, system_options=dict(pair.options), seed=seed,
+                     blocks=settings.blocks, hidden=pair.hidden, epochs=settings.epochs,
+                     batch_size=settings.batch_size, lr=settings.lr, probes=0, log_samples=False, threads=0)
+
+
+def on_device(config: RunConfig, settings: Settings) -> RunConfig:
+    """The same run on the *perturbed* device: the system wrapped as ``drifting`` with one event at t = 0."""
+    if settings.perturb == 0:
+        return config
+    return config.updated(system="drifting", system_options={
+        "base": config.system, "base_options": dict(config.system_options), "events": [[0.0, settings.perturb]]})
+
+
+#: compare's method name -> (physnn method, method options, on the perturbed device?, system override)
+def method_config(method: str, cfg: RunConfig, settings: Settings) -> RunConfig:
+    if method == "mfff":
+        return on_device(cfg.updated(method="mfff", eval_every=1), settings)
+    if method == "mfff-identity":
+        return cfg.updated(method="mfff", system="identity", system_options={})
+    if method == "ff-digital":
+        return cfg.updated(method="ff_digital", theta=100.0)
+    if method == "pat":
+        return on_device(cfg.updated(method="pat", method_options={
+            "twin_samples": settings.twin_samples, "twin_epochs": settings.twin_epochs}), settings)
+    if method == "zo":
+        return on_device(cfg.updated(method="zeroth_order", method_options={
+            "perturbation": settings.zo_perturbation, "directions": settings.zo_directions}), settings)
+    if method == "backprop":
+        return cfg.updated(method="backprop")
+    if method in ("logreg", "mlp"):
+        layers = [] if method == "logreg" else [256]
+        return cfg.updated(method="digital", lr=0.01 if method == "logreg" else 1e-3, weight_decay=1e-4,
+                           method_options={"hidden_layers": layers, "schedule": "cosine"})
+    raise ValueError(f"unknown method {method!r}; methods: {', '.join(METHODS)}")
+
+
+# ------------------------------------------------------------------ one run
 def curve_summary(curve: list[tuple[float, float]], final: float) -> float:
     """Learning queries at the first evaluation reaching 95 % of the final accuracy."""
     for q, acc in curve:
@@ -161,188 +156,98 @@ def curve_summary(curve: list[tuple[float, float]], final: float) -> float:
     return curve[-1][0] if curve else float("nan")
 
 
-_PROBES: dict = {}
-
-
-def _probe(key, fn: Callable[[], Any]) -> int:
-    """FLOPs of ``fn`` on stand-ins, counted once per key in this process (they depend on shapes only)."""
-    if key not in _PROBES:
-        _PROBES[key] = probe_flops(fn)
-    return _PROBES[key]
-
-
-def run_mfff_like(model, trainer, x, y, xt, yt, systems, settings: Settings, *, readout: bool) -> dict:
-    """Train an MFFF-compatible model epoch by epoch; FLOPs per epoch from a stand-in probe."""
-    acct = Accountant(systems)
-    # model and trainer copied together, so the copied optimisers point at the copied weights
-    probe_model, probe_trainer = with_stand_ins((model, trainer), systems)
-    probe_trainer.epochs = 1
-    shapes = (type(model).__name__, tuple(x.shape), tuple(xt.shape), trainer.batch_size, trainer.inner_steps,
-              tuple((b.linear.in_features, b.linear.out_features) for b in model.blocks))
-    key, eval_key, readout_key = ("mfff.epoch", shapes), ("mfff.eval", shapes), ("readout.fit", shapes)
-    acct.prime(key, _probe(key, lambda: probe_trainer.fit(probe_model, x, y)))
-    acct.prime(eval_key, _probe(eval_key, lambda: probe_model.score(xt, yt)))
-    curve = []
-    for epoch in range(settings.epochs):
-        trainer.epochs = epoch + 1
-        with acct.phase("train"), acct.flops(key):
-            trainer.fit(model, x, y)
-        with acct.phase("eval"), acct.flops(eval_key):
-            acc = model.score(xt, yt)
-        curve.append((acct.metrics()["queries/learning"], acc))
-    m = acct.metrics()
-    out = {"test_accuracy": curve[-1][1], "curve": curve, "metrics": m}
-    if readout:
-        acct.prime(readout_key, _probe(readout_key, lambda: fit_readout(probe_model, x, y, seed=trainer.seed)))
-        with acct.phase("readout_fit"), acct.flops(readout_key):
-            r = fit_readout(model, x, y, seed=trainer.seed)
-        with acct.phase("inference"):
-            acc_r = r.score(xt, yt)
-        m2 = acct.metrics()
-        out["readout"] = {"test_accuracy": acc_r, "readout_fit_queries": m2.get("queries/readout_fit", 0.0),
-                          "readout_fit_seconds": m2.get("wall_seconds/readout_fit", 0.0),
-                          "readout_fit_flops": m2.get("flops/readout_fit", 0.0),
-                          "inference_queries_per_sample": m2.get("queries/inference", 0.0) / xt.shape[0]}
-    return out
-
-
-def run_e2e(trainer, model, x, y, xt, yt) -> dict:
-    curve = []
-
-    def cb(epoch, metrics):
-        if "test_accuracy" in metrics:
-            curve.append((metrics["queries/learning"], metrics["test_accuracy"]))
-
-    hist = trainer.fit(model, x, y, xt, yt, on_epoch_end=cb)
-    return {"test_accuracy": hist.epochs[-1]["test_accuracy"], "curve": curve, "metrics": trainer.accountant.metrics(),
-            "last_epoch": {k: v for k, v in hist.epochs[-1].items() if isinstance(v, float)}}
-
-
-def run_digital(kind: str, data: Dataset, seed: int, settings: Settings) -> dict:
-    """Raw-feature controls, trained by backprop: softmax regression (full batch) or a 256-unit MLP."""
-    g = torch.Generator().manual_seed(seed)
-    F_, C = data.n_features, data.n_classes
-    if kind == "logreg":
-        net = torch.nn.Linear(F_, C)
-        steps, bs, lr, wd = 500, data.x_train.shape[0], 0.05, 1e-4
-    else:
-        net = torch.nn.Sequential(torch.nn.Linear(F_, 256), torch.nn.ReLU(), torch.nn.Linear(256, C))
-        steps, bs, lr, wd = None, settings.batch_size, 1e-3, 1e-4
-    with torch.no_grad():
-        for p in net.parameters():
-            p.uniform_(-1 / math.sqrt(p.shape[-1]), 1 / math.sqrt(p.shape[-1]), generator=g)
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=wd)
-    acct = Accountant([])
-    x, y = data.x_train, data.y_train
-
-    def step(xb, yb):
-        with acct.flops(("step", tuple(xb.shape))):
-            loss = F.cross_entropy(net(xb), yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-    with acct.phase("train"):
-        if steps is not None:
-            for _ in range(steps):
-                step(x, y)
-        else:
-            for _ in range(settings.epochs):
-                perm = torch.randperm(x.shape[0], generator=g)
-                for s in range(0, x.shape[0], bs):
-                    idx = perm[s : s + bs]
-                    step(x[idx], y[idx])
-    with torch.no_grad():
-        acc = float((net(data.x_test).argmax(1) == data.y_test).float().mean())
-    return {"test_accuracy": acc, "curve": [(0.0, acc)], "metrics": acct.metrics()}
+def _record(result: RunResult) -> dict:
+    """Accuracy, curve and cost of a run from its per-epoch history (the trainer's own accounting)."""
+    h = result.history
+    last = h[-1] if h else {}
+    curve = [(e.get("queries/learning", 0.0), e["test_accuracy"]) for e in h if "test_accuracy" in e]
+    return {"test_accuracy": last.get("test_accuracy", result.test_accuracy), "curve": curve,
+            "metrics": {k: v for k, v in last.items() if isinstance(v, float)}}
 
 
 def one_run(pair_name: str, method: str, seed: int, settings: Settings, command: str = "") -> list[dict]:
-    """Run one method on one pair for one seed; returns one record per reported row."""
-    torch.manual_seed(seed)
+    """Run one method on one pair for one seed through physnn's runner; one record per reported row."""
     pair = PAIRS[pair_name]
-    data = load_dataset(pair.dataset, seed=seed)
-    x, y, xt, yt = data.x_train, data.y_train, data.x_test, data.y_test
-    C, F_ = data.n_classes, data.n_features
-    L = settings.blocks
-    common = dict(epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, seed=seed)
+    cfg = method_config(method, base_config(pair, seed, settings), settings)
     t0 = time.perf_counter()
-    rows: list[tuple[str, dict, int]] = []  # (row, result, inference queries per sample)
-    if method in ("mfff", "mfff-identity", "ff-digital"):
-        if method == "mfff":
-            systems = build(pair, data, seed, L, perturb=settings.perturb)
-            model = PNN(systems, F_, C, hidden=pnn_hidden(pair, L), seed=seed)
-            trainer = MFFF(eval_every=0, **common)
-        elif method == "mfff-identity":
-            from physnn.simulators.identity import IdentitySystem
-
-            systems = [IdentitySystem(w, seed=block_seed(seed, i)) for i, w in enumerate(widths(pair, data, L))]
-            model = PNN(systems, F_, C, hidden=pnn_hidden(pair, L), seed=seed)
-            trainer = MFFF(eval_every=0, **common)
-        else:
-            systems = []
-            model = DigitalFF(F_, C, hidden=pnn_hidden(pair, L), seed=seed)
-            trainer = FFDigital(eval_every=0, **common)
-        res = run_mfff_like(model, trainer, x, y, xt, yt, systems, settings, readout=(method == "mfff"))
-        rows.append((method, res, C * L if systems else 0))
-        if "readout" in res:
-            r = res["readout"]
-            m = dict(res["metrics"])
-            m["queries/learning"] += r["readout_fit_queries"]
-            m["flops/learning"] += r["readout_fit_flops"]
-            m["wall_seconds/train"] = m.get("wall_seconds/train", 0.0) + r["readout_fit_seconds"]
-            # the readout exists only after training: its accuracy is known at the total learning cost
-            rows.append(("mfff-readout", {"test_accuracy": r["test_accuracy"],
-                                          "curve": [(m["queries/learning"], r["test_accuracy"])], "metrics": m},
-                         round(r["inference_queries_per_sample"])))
+    result = run_experiment(cfg, write_file=False, progress=False, echo=lambda line: None)
+    data = load_data(cfg)
+    C, L = data.n_classes, settings.blocks
+    rows: list[tuple[str, dict, int]] = []
+    res = _record(result)
+    if method == "mfff":
+        rows.append(("mfff", res, C * L))
+        rows.append(("mfff-readout", readout_row(result, data, seed, res), L))
+    elif method in ("mfff-identity", "ff-digital", "logreg", "mlp"):
+        rows.append((method, res, 0))
     elif method == "backprop":
-        nominal = build(pair, data, seed, L, perturb=None)
-        model = E2ENet(nominal, F_, C, hidden=[pair.hidden] * (L - 1), seed=seed)
-        res = run_e2e(Backprop(**common), model, x, y, xt, yt)
         rows.append(("backprop-ideal", res, L))
-        device = build(pair, data, seed, L, perturb=settings.perturb)
-        deployed = model.with_systems(device)
-        acc = deployed.score(xt, yt)
+        device = build_systems(on_device(cfg, settings), data)
+        try:
+            acc = result.model.with_systems(device).score(data.x_test, data.y_test)
+        finally:
+            for s in device:
+                s.close()
         rows.append(("backprop-device", {"test_accuracy": acc, "curve": [(0.0, acc)], "metrics": res["metrics"],
-                                         "insilico_accuracy": res["last_epoch"].get("insilico_accuracy")}, L))
-    elif method in ("pat", "zo"):
-        systems = build(pair, data, seed, L, perturb=settings.perturb)
-        model = E2ENet(systems, F_, C, hidden=[pair.hidden] * (L - 1), seed=seed)
-        if method == "pat":
-            trainer = PAT(twin_samples=settings.twin_samples, twin_epochs=settings.twin_epochs, **common)
-        else:
-            trainer = ZerothOrder(perturbation=settings.zo_perturbation, directions=settings.zo_directions, **common)
-        res = run_e2e(trainer, model, x, y, xt, yt)
-        if method == "pat":
-            res["twin_rel_error"] = res["last_epoch"].get("twin_rel_error/block1")
-        rows.append((method, res, L))
-    elif method in ("logreg", "mlp"):
-        rows.append((method, run_digital(method, data, seed, settings), 0))
+                                         "insilico_accuracy": res["metrics"].get("insilico_accuracy")}, L))
     else:
-        raise ValueError(f"unknown method {method!r}; methods: {', '.join(METHODS)}")
+        if method == "pat":
+            res["twin_rel_error"] = res["metrics"].get("twin_rel_error/block1")
+        rows.append((method, res, L))
     total = time.perf_counter() - t0
-    perturbation = device_perturbation(pair, data, seed, settings) if method in ("mfff", "backprop", "pat", "zo") else None
+    perturbation = device_perturbation(cfg) if method in ("mfff", "pat", "zo") else None
     records = []
-    for row, res, q_inf in rows:
-        m = res["metrics"]
+    for row, r, q_inf in rows:
+        m = r["metrics"]
         records.append({
             "pair": pair_name, "method": row, "seed": seed, "settings": vars(settings), "command": command,
             "machine": machine(),
-            "test_accuracy": res["test_accuracy"],
+            "test_accuracy": r["test_accuracy"],
             "learning_queries": m.get("queries/learning", 0.0),
-            "queries_to_95": curve_summary(res["curve"], res["test_accuracy"]),
+            "queries_to_95": curve_summary(r["curve"], r["test_accuracy"]),
             "learning_flops": m.get("flops/learning", float("nan")),
             "train_seconds": m.get("wall_seconds/train", 0.0) + m.get("wall_seconds/twin_fit", 0.0),
             "device_seconds": m.get("device_seconds/train", 0.0) + m.get("device_seconds/twin_fit", 0.0),
             "inference_queries_per_sample": q_inf,
             "run_seconds": total,
-            "curve": res["curve"],
+            "curve": r["curve"],
             **({"device_perturbation": perturbation} if perturbation else {}),
-            **({"twin_rel_error": res["twin_rel_error"]} if res.get("twin_rel_error") is not None else {}),
-            **({"insilico_accuracy": res["insilico_accuracy"]} if res.get("insilico_accuracy") is not None else {}),
+            **({"twin_rel_error": r["twin_rel_error"]} if r.get("twin_rel_error") is not None else {}),
+            **({"insilico_accuracy": r["insilico_accuracy"]} if r.get("insilico_accuracy") is not None else {}),
             "metrics": m,
         })
     return records
+
+
+def readout_row(result: RunResult, data, seed: int, res: dict) -> dict:
+    """The one-pass readout fitted on the trained MF-FF network (L queries per test sample)."""
+    model = result.model
+    systems = model.systems
+    q0 = sum(s.stats.samples for s in dict.fromkeys(systems))
+    t0 = time.perf_counter()
+    readout = fit_readout(model, data.x_train, data.y_train, seed=seed)
+    fit_s = time.perf_counter() - t0
+    q1 = sum(s.stats.samples for s in dict.fromkeys(systems))
+    acc = readout.score(data.x_test, data.y_test)
+    m = dict(res["metrics"])
+    m["queries/learning"] = m.get("queries/learning", 0.0) + (q1 - q0)
+    m["wall_seconds/train"] = m.get("wall_seconds/train", 0.0) + fit_s
+    # the readout exists only after training: its accuracy is known at the total learning cost
+    return {"test_accuracy": acc, "curve": [(m["queries/learning"], acc)], "metrics": m}
+
+
+def device_perturbation(cfg: RunConfig) -> str:
+    """What the perturbation of the device does (from the drift wrapper's own description)."""
+    if cfg.system != "drifting":
+        return "none"
+    opts = dict(cfg.system_options)
+    s = build_system("drifting", n_inputs=None if opts["base"] == "acoustic-twin" else 8, seed=0, **opts)
+    try:
+        d = s.describe()["drift"]
+    finally:
+        s.close()
+    what = ", ".join(sorted(d["parameters"])) if d["target"] == "parameters" else "per-channel output gain and offset"
+    return f"{d['target']}: {what}"
 
 
 # ------------------------------------------------------------------ storage
@@ -415,7 +320,7 @@ def write_report(runs: list[dict], out: Path, command: str, unavailable: dict[st
              "seconds of training and twin fitting (evaluation excluded); *inf. q/sample*: queries to classify one "
              "test sample.", "",
              "Device: hardware-in-the-loop methods (MF-FF, PAT, zeroth-order) train on a *perturbed* instance of the "
-             "simulator (physnn.train.backprop.perturbed_system: a Drifting wrapper with one event of size "
+             "simulator (system = \"drifting\" around it: a Drifting wrapper with one event of size "
              "`perturb` at t = 0 -- drift parameters moved by `perturb` decorrelation scales where the simulator "
              "exposes them, else a per-channel gain/offset error of relative size `perturb`). In-silico backprop "
              "trains on the nominal simulator's differentiable model and is shown deployed on the nominal simulator "
@@ -571,7 +476,7 @@ def check_available(pair: Pair) -> str | None:
     except (ImportError, FileNotFoundError, ValueError) as exc:
         return f"data set {pair.dataset!r} unavailable: {exc}"
     try:
-        build_system(pair.system, n_inputs=None if pair.fixed_width else 8, seed=0)
+        build_system(pair.system, seed=0).close()
     except (ImportError, FileNotFoundError, ValueError, TypeError) as exc:
         return f"system {pair.system!r} unavailable: {exc}"
     return None

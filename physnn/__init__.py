@@ -9,7 +9,7 @@ live in :mod:`physnn.simulators`, instrument drivers in :mod:`physnn.devices`.
 from .system import PhysicalSystem, QueryStats, SystemSpec
 from .registry import available_systems, build_system, register_system
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place the version is written (pyproject.toml reads it)
 
 __all__ = [
     "PhysicalSystem",

@@ -163,11 +163,13 @@ class Accountant:
         self._device: dict[str, float] = {}
         self._wall: dict[str, float] = {}
         self._flops: dict[str, int] = {}
-        self._memo: dict[Hashable, int] = {}
+        self._memo: dict[str, int] = {}  # repr(key) -> FLOPs, so checkpoints can carry it
         self.memo_hits = 0
         self.memo_misses = 0
         self._phase: str | None = None
         self._flop_depth = 0
+        #: (queries, device seconds) carried over from a checkpoint (:meth:`load_state_dict`)
+        self._offset: tuple[int, float] = (0, 0.0)
         self.add_systems(systems)
 
     # ---------------------------------------------------------- systems
@@ -184,7 +186,33 @@ class Accountant:
     def _used(self) -> tuple[int, float]:
         q = sum(s.stats.samples - self._base[k][0] for k, s in self._systems.items())
         d = sum(s.stats.seconds - self._base[k][1] for k, s in self._systems.items())
-        return q, d
+        return q + self._offset[0], d + self._offset[1]
+
+    # ---------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The cumulative totals, so a resumed run keeps counting from where it stopped (not from zero).
+
+        The FLOP memo is included: a resumed run then never runs a step under the
+        counter that the uninterrupted run ran without it (the counter's
+        dispatch can change the last bit of a result, and resume is bit-exact).
+        """
+        q, d = self._used()
+        return {"queries": dict(self._queries), "device": dict(self._device), "wall": dict(self._wall),
+                "flops": dict(self._flops), "used": [int(q), float(d)], "memo": dict(self._memo)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`: totals restored, the systems' present counters become the new base."""
+        if self._phase is not None:
+            raise RuntimeError("load_state_dict between phases, not inside one")
+        self._queries = {str(k): int(v) for k, v in state["queries"].items()}
+        self._device = {str(k): float(v) for k, v in state["device"].items()}
+        self._wall = {str(k): float(v) for k, v in state["wall"].items()}
+        self._flops = {str(k): int(v) for k, v in state["flops"].items()}
+        for k, s in self._systems.items():
+            self._base[k] = (s.stats.samples, s.stats.seconds)
+        used = state["used"]
+        self._offset = (int(used[0]), float(used[1]))
+        self._memo.update({str(k): int(v) for k, v in state.get("memo", {}).items()})
 
     # ---------------------------------------------------------- phases
     @property
@@ -227,16 +255,17 @@ class Accountant:
         phase = self._phase or "other"
         self._flop_depth += 1
         try:
-            if not self.exact and key in self._memo:
+            memo_key = repr(key)
+            if not self.exact and memo_key in self._memo:
                 self.memo_hits += 1
                 yield
-                n = self._memo[key]
+                n = self._memo[memo_key]
             else:
                 self.memo_misses += 1
                 with _counter() as fc:
                     yield
                 n = int(fc.get_total_flops())
-                self._memo.setdefault(key, n)
+                self._memo.setdefault(memo_key, n)
         finally:
             self._flop_depth -= 1
         self._flops[phase] = self._flops.get(phase, 0) + n
@@ -245,10 +274,10 @@ class Accountant:
         """Register the FLOPs of a key counted elsewhere (e.g. by :func:`probe_flops` on stand-ins)."""
         if not isinstance(flops, int) or flops < 0:
             raise ValueError(f"flops must be an integer >= 0, got {flops!r}")
-        self._memo[key] = flops
+        self._memo[repr(key)] = flops
 
     def known(self, key: Hashable) -> bool:
-        return key in self._memo
+        return repr(key) in self._memo
 
     # ---------------------------------------------------------- results
     def metrics(self) -> dict[str, float]:

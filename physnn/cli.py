@@ -20,7 +20,8 @@ _TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--dataset", "dataset", str, "data set: digits, vowels, mnist5k, mnist-idx"),
     ("--data-path", "data_path", str, "file or folder of the data set (vowels CSV, MNIST IDX folder)"),
     ("--system", "system", str, "physical system name (see `physnn systems`)"),
-    ("--method", "method", str, "training method: mfff (default), pat, zeroth_order, backprop (in silico)"),
+    ("--method", "method", str, "training method: mfff (default), pat, zeroth_order, backprop (in silico); "
+     "controls: ff_digital, digital"),
     ("--blocks", "blocks", int, "number of physical blocks"),
     ("--hidden", "hidden", int, "width of each block's digital layer"),
     ("--epochs", "epochs", int, "training epochs"),
@@ -37,10 +38,10 @@ _TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
 ]
 
 
-def _parse_option(text: str) -> tuple[str, Any]:
+def _parse_option(text: str, flag: str = "--system-option") -> tuple[str, Any]:
     """``KEY=VALUE`` with VALUE read as TOML (numbers, booleans, quoted strings) or a bare string."""
     if "=" not in text:
-        raise ConfigError(f"--system-option needs KEY=VALUE, got {text!r}")
+        raise ConfigError(f"{flag} needs KEY=VALUE, got {text!r}")
     key, value = text.split("=", 1)
     from .config import tomllib
 
@@ -54,28 +55,45 @@ def _parse_option(text: str) -> tuple[str, Any]:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .experiment import run_experiment
 
+    overrides = {key: getattr(args, key) for _, key, _, _ in _TRAIN_FLAGS}
     if args.resume:
         from . import runlog
 
         config = RunConfig.from_dict(runlog.load(args.resume).config, source=args.resume)
+        # a resumed run keeps its configuration; only the epoch budget may grow (extending a finished run)
+        others = sorted(k for k, v in overrides.items() if v is not None and k != "epochs")
+        if others or args.config or args.system_option or args.method_option:
+            given = ", ".join(others) or "--config/--system-option/--method-option"
+            raise ConfigError(f"--resume continues a run with its own configuration; only --epochs may be given "
+                              f"with it (got {given})")
+        if overrides["epochs"] is not None:
+            config = config.updated(epochs=overrides["epochs"])
     else:
         config = load_config(args.config) if args.config else RunConfig()
-    overrides = {key: getattr(args, key) for _, key, _, _ in _TRAIN_FLAGS}
-    if args.resume and any(v is not None for v in overrides.values()):
-        raise ConfigError("--resume continues a run with its own configuration; do not combine it with other flags")
-    config = config.updated(**overrides)
-    if args.system_option:
-        opts = dict(config.system_options)
-        opts.update(_parse_option(o) for o in args.system_option)
-        config = config.updated(system_options=opts)
+        config = config.updated(**overrides)
+        if args.system_option:
+            opts = dict(config.system_options)
+            opts.update(_parse_option(o) for o in args.system_option)
+            config = config.updated(system_options=opts)
+        if args.method_option:
+            opts = dict(config.method_options)
+            opts.update(_parse_option(o, "--method-option") for o in args.method_option)
+            config = config.updated(method_options=opts)
     print(f"physnn train ({config.method}): {config.dataset} through {config.system} x{config.blocks} blocks, "
-          f"{config.epochs} epochs, seed {config.seed}")
-    from tqdm.auto import tqdm
+          f"{config.epochs} epochs, seed {config.seed}", flush=True)
+    progress = not args.no_progress and sys.stderr.isatty()
 
-    # with a progress bar, tqdm.write keeps the per-epoch lines above it instead of breaking it;
-    # without one, plain print (tqdm.write's lock handling breaks if Ctrl-C lands inside it)
-    echo = print if args.no_progress else tqdm.write
-    result = run_experiment(config, progress=not args.no_progress, resume=args.resume, echo=echo)
+    def echo(line: str) -> None:
+        # with a progress bar, tqdm.write keeps the per-epoch lines above it instead of breaking it; without
+        # one, plain print, flushed so that a pipe (a log, a parent process) sees each epoch as it is saved
+        if progress:
+            from tqdm.auto import tqdm
+
+            tqdm.write(line)
+        else:
+            print(line, flush=True)
+
+    result = run_experiment(config, progress=progress, resume=args.resume, echo=echo)
     print(f"train accuracy {result.train_accuracy:.4f}, test accuracy {result.test_accuracy:.4f}")
     print(f"physical queries: {result.train_queries} samples in training, {result.total_queries} in total "
           f"(incl. evaluation); wall time {result.wall_seconds:.1f} s")
@@ -139,7 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument(flag, dest=key, type=typ, default=None, help=help_)
     t.add_argument("--system-option", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of the system's factory (repeatable), e.g. noise=false")
-    t.add_argument("--resume", metavar="RUN.h5", help="continue a run file from its last checkpoint")
+    t.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the training method (repeatable), e.g. twin_samples=1000 for pat")
+    t.add_argument("--resume", metavar="RUN.h5",
+                   help="continue a run file from its last checkpoint (with --epochs N: extend it to N epochs)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
     s = sub.add_parser("systems", help="list the available physical systems and their specs")

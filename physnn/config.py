@@ -13,8 +13,11 @@ Example ``run.toml``::
     epochs = 50
     seed = 3
 
-    [system_options]      # passed to the system's factory
+    [system_options]      # passed to the system's factory, checked against its signature
     noise_db = -40
+
+    [method_options]      # passed to the trainer's constructor (e.g. PAT's twin_samples)
+    twin_samples = 1000
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import checks
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -32,7 +37,7 @@ else:  # pragma: no cover
 __all__ = ["RunConfig", "load_config", "ConfigError"]
 
 
-class ConfigError(ValueError):
+class ConfigError(checks.ParameterError):
     """A config file or key that cannot be used; the message names the key and what is allowed."""
 
 
@@ -46,6 +51,7 @@ class RunConfig:
     method: str = "mfff"
     system: str = "optics"
     system_options: dict[str, Any] = field(default_factory=dict)
+    method_options: dict[str, Any] = field(default_factory=dict)
     blocks: int = 2
     hidden: int = 100
     skip: bool = True
@@ -72,47 +78,49 @@ class RunConfig:
 
     # ------------------------------------------------------------ checks
     def validate(self) -> None:
-        def need(cond: bool, key: str, what: str) -> None:
-            if not cond:
-                raise ConfigError(f"config key {key!r} = {getattr(self, key)!r}: {what}")
+        """Type- and range-check every key (:mod:`physnn.checks`); a :class:`ConfigError` names the key."""
+        try:
+            self._validate()
+        except checks.ParameterError as exc:
+            raise ConfigError(f"config key {exc}") from None
 
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-        for key in ("dataset", "data_path", "method", "system", "encoder", "goodness", "device", "output"):
-            need(isinstance(getattr(self, key), str), key, "must be a string")
-        need(is_int(self.blocks) and 1 <= self.blocks <= 64, "blocks", "must be an integer in 1..64")
-        need(is_int(self.hidden) and 1 <= self.hidden <= 100_000, "hidden", "must be a positive integer")
-        need(is_int(self.epochs) and self.epochs >= 0, "epochs", "must be an integer >= 0")
-        need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "must be an integer >= 1")
-        need(is_int(self.inner_steps) and self.inner_steps >= 1, "inner_steps", "must be an integer >= 1")
-        need(is_int(self.eval_every) and self.eval_every >= 0, "eval_every", "must be an integer >= 0")
-        need(is_int(self.checkpoint_every) and self.checkpoint_every >= 1, "checkpoint_every", "must be an integer >= 1")
-        need(is_int(self.seed) and self.seed >= 0, "seed", "must be an integer >= 0")
-        need(is_int(self.probes) and 0 <= self.probes <= 10_000, "probes", "must be an integer in 0..10000")
-        need(isinstance(self.log_samples, bool), "log_samples", "must be true or false")
-        need(is_int(self.threads) and 0 <= self.threads <= 1024, "threads", "must be an integer >= 0 (0: torch's default)")
-        need(is_num(self.lr) and self.lr > 0, "lr", "must be a positive number")
-        need(is_num(self.theta) and self.theta > 0, "theta", "must be a positive number")
-        need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "must be a number >= 0")
-        need(is_num(self.test_fraction) and 0 < self.test_fraction < 1, "test_fraction", "must lie strictly between 0 and 1")
-        need(isinstance(self.skip, bool), "skip", "must be true or false")
-        need(isinstance(self.system_options, dict), "system_options", "must be a table of the system's options")
-        need(self.label_scale in ("batch_max", "sample_max") or is_num(self.label_scale), "label_scale",
-             "must be 'batch_max', 'sample_max' or a number")
+    def _validate(self) -> None:
         from .data import DATASETS
         from .encoding import ENCODERS
         from .goodness import GOODNESS
-
-        need(self.dataset in DATASETS, "dataset", f"unknown dataset; available: {', '.join(DATASETS)}")
         from .train import METHODS
 
-        need(self.method in METHODS, "method", f"unknown training method; available: {', '.join(METHODS)}")
-        need(self.encoder in ENCODERS, "encoder", f"unknown encoder; available: {', '.join(ENCODERS)}")
-        need(self.goodness in GOODNESS, "goodness", f"unknown goodness; available: {', '.join(GOODNESS)}")
+        for key in ("data_path", "device", "output"):
+            checks.string(key, getattr(self, key))
+        checks.choice("dataset", self.dataset, DATASETS)
+        checks.choice("method", self.method, METHODS)
+        checks.string("system", self.system, empty=False)
+        checks.choice("encoder", self.encoder, ENCODERS)
+        checks.choice("goodness", self.goodness, GOODNESS)
+        checks.integer("blocks", self.blocks, low=1, high=64)
+        checks.integer("hidden", self.hidden, low=1, high=100_000)
+        checks.integer("epochs", self.epochs, low=0)
+        checks.integer("batch_size", self.batch_size, low=1)
+        checks.integer("inner_steps", self.inner_steps, low=1)
+        checks.integer("eval_every", self.eval_every, low=0)
+        checks.integer("checkpoint_every", self.checkpoint_every, low=1)
+        checks.integer("seed", self.seed, low=0, high=2**63 - 1)
+        checks.integer("probes", self.probes, low=0, high=10_000)
+        checks.integer("threads", self.threads, low=0, high=1024)
+        checks.boolean("log_samples", self.log_samples)
+        checks.boolean("skip", self.skip)
+        checks.positive("lr", self.lr)
+        checks.positive("theta", self.theta)
+        checks.nonnegative("weight_decay", self.weight_decay)
+        checks.fraction("test_fraction", self.test_fraction)
+        for key in ("system_options", "method_options"):
+            if not isinstance(getattr(self, key), dict):
+                raise checks.ParameterError(f"{key} must be a table of KEY = VALUE options, got "
+                                            f"{getattr(self, key)!r}")
+        if not (self.label_scale in ("batch_max", "sample_max") or
+                (isinstance(self.label_scale, (int, float)) and not isinstance(self.label_scale, bool))):
+            raise checks.ParameterError(f"label_scale must be 'batch_max', 'sample_max' or a number, "
+                                        f"got {self.label_scale!r}")
 
     # ---------------------------------------------------------- building
     @classmethod

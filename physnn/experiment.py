@@ -1,30 +1,57 @@
-"""One training run from a :class:`RunConfig`: data, systems, model, MF-FF, run file.
+"""The runner: one training run from a :class:`RunConfig`, whatever the method.
 
-This is what ``physnn train`` runs. It owns the run's resources: systems are
-closed (instruments put in their safe state) and the run file is closed with
-an honest status whatever happens — completed, interrupted by Ctrl-C, or
-failed with an exception.
+This is what ``physnn train``, the lab scripts, the benchmarks and sweeps run.
+It reads top to bottom as a few named steps::
+
+    data    = load_data(config)
+    systems = build_systems(config, data)          # or the instruments a lab script hands over
+    model, trainer = build_model(...), build_trainer(...)
+    with open_run_file(...) as writer:             # a new run file, or the one being resumed
+        restore(...)                               # --resume: weights, trainer state, RNG, history
+        train(...)                                 # probes, epochs, checkpoints
+        finish(...)                                # the test split, measured once; the summary
+
+It owns the run's resources: systems are closed (instruments put in their safe
+state) before the run file, so a failure to reach the safe state is recorded,
+and the run file is closed with an honest status -- completed, interrupted by
+Ctrl-C or a signal, or failed with an exception (``RunWriter.__exit__``).
+Nothing here knows a particular method: the trainer class says which model it
+trains, how wide the first block is, which metrics it emits and what its state
+is (:class:`physnn.train.base.Trainer`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import math
 import time
+import uuid
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
+from torch import nn
 
-from .config import RunConfig
+from . import checks
+from .config import ConfigError, RunConfig
 from .data import Dataset, load_dataset
-from .model import PNN
 from .registry import build_system
 from .system import PhysicalSystem
-from .train.mfff import MFFF, count_samples
+from .train import trainer_class
+from .train.base import Trainer
 
-__all__ = ["RunResult", "run_experiment", "build_model", "run_path"]
+__all__ = ["RunResult", "run_experiment", "build_model", "build_trainer", "build_systems", "load_data", "run_path",
+           "block_seed", "confusion_matrix"]
+
+log = logging.getLogger(__name__)
+
+#: Config keys the runner passes to every trainer (never through ``method_options``).
+_TRAINER_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "eval_every")
+#: Top-level config keys that are options of some methods only (kept top-level for MF-FF configs).
+_METHOD_KEYS = ("inner_steps", "theta")
 
 
 @dataclass
@@ -38,15 +65,21 @@ class RunResult:
     wall_seconds: float
     history: list[dict]
     status: str = "completed"
+    model: nn.Module | None = field(default=None, repr=False)
 
 
+# ==================================================================== building
 def run_path(config: RunConfig) -> Path:
-    """``output`` is a file (``*.h5``) or a folder that gets a time-stamped file name."""
+    """``output`` is a file (``*.h5``) or a folder that gets a unique, descriptive file name.
+
+    The name holds the data set, system, method, seed, a time stamp and a
+    random suffix, so runs started in the same second (a sweep) never collide.
+    """
     out = Path(config.output)
     if out.suffix in (".h5", ".hdf5"):
         return out
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    return out / f"{config.dataset}-{config.system}-s{config.seed}-{stamp}.h5"
+    return out / f"{config.dataset}-{config.system}-{config.method}-s{config.seed}-{stamp}-{uuid.uuid4().hex[:6]}.h5"
 
 
 def block_seed(seed: int, block: int) -> int:
@@ -54,70 +87,214 @@ def block_seed(seed: int, block: int) -> int:
     return seed * 1000 + block + 1
 
 
-def build_systems(config: RunConfig, data: Dataset) -> list[PhysicalSystem]:
-    systems = []
-    width = input_width(config, data)
-    for i in range(config.blocks):
-        systems.append(
-            build_system(config.system, n_inputs=width, seed=block_seed(config.seed, i), device=config.device,
-                         **config.system_options)
-        )
-        width = config.hidden
-    return systems
+def load_data(config: RunConfig) -> Dataset:
+    return load_dataset(config.dataset, path=config.data_path or None, test_fraction=config.test_fraction,
+                        seed=config.seed)
 
 
 def input_width(config: RunConfig, data: Dataset) -> int:
-    """Width of the first block's input: MF-FF embeds the label in front of the features."""
-    return data.n_features + (data.n_classes if config.method == "mfff" else 0)
+    """Drive channels of the first block (the method decides: MF-FF embeds the label in front of the features)."""
+    return trainer_class(config.method).first_block_width(data.n_features, data.n_classes)
 
 
-def build_model(config: RunConfig, data: Dataset, systems: list[PhysicalSystem]) -> torch.nn.Module:
-    """A :class:`PNN` for MF-FF; the end-to-end network (last block -> logits) for the baselines."""
-    if config.method == "mfff":
-        return PNN(systems, data.n_features, data.n_classes, hidden=config.hidden, skip=config.skip,
-                   encoder=config.encoder, goodness=config.goodness, label_scale=config.label_scale,
-                   seed=config.seed)
-    from .train.e2e_model import E2ENet
-
-    return E2ENet(systems, data.n_features, data.n_classes, hidden=config.hidden, skip=config.skip,
-                  encoder=config.encoder, seed=config.seed)
-
-
-def build_trainer(config: RunConfig, progress: bool):
-    from .train import trainer_class
-
-    common = dict(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                  weight_decay=config.weight_decay, seed=config.seed, eval_every=config.eval_every)
-    if config.method == "mfff":
-        return trainer_class("mfff")(inner_steps=config.inner_steps, theta=config.theta, progress=progress, **common)
-    return trainer_class(config.method)(**common)
-
-
-def _chain_hooks(first: Callable[[str, dict], None], second: Callable[[str, dict], None] | None):
-    """An event hook that records to the run file and still informs a hook the caller had set."""
-    if second is None:
-        return first
-
-    def hook(kind: str, fields: dict) -> None:
-        first(kind, fields)
-        second(kind, fields)
-
-    return hook
-
-
-def _unlogged_query(system: PhysicalSystem, x: torch.Tensor) -> torch.Tensor:
-    """Query without the sample-logging hook: probe measurements are not training samples."""
-    hook, system.query_hook = system.query_hook, None
+def build_systems(config: RunConfig, data: Dataset) -> list[PhysicalSystem]:
+    """One system per block, by name and options; block ``i`` gets seed :func:`block_seed` (none for digital controls)."""
+    systems: list[PhysicalSystem] = []
+    if not trainer_class(config.method).uses_systems:
+        return systems
+    width = input_width(config, data)
     try:
-        return system(x)
-    finally:
-        system.query_hook = hook
+        for i in range(config.blocks):
+            systems.append(build_system(config.system, n_inputs=width, seed=block_seed(config.seed, i),
+                                        device=config.device, **config.system_options))
+            width = config.hidden
+    except BaseException:
+        for s in systems:  # the ones already open must not stay driven
+            s.close()
+        raise
+    return systems
+
+
+def build_model(config: RunConfig, data: Dataset, systems: Sequence[PhysicalSystem],
+                trainer: Trainer | None = None) -> nn.Module:
+    """The model the configured method trains (a :class:`PNN`, an end-to-end network ...)."""
+    trainer = trainer if trainer is not None else build_trainer(config)
+    return trainer.build_model(
+        list(systems), data.n_features, data.n_classes, blocks=config.blocks, hidden=config.hidden, skip=config.skip,
+        encoder=config.encoder, goodness=config.goodness, label_scale=config.label_scale, seed=config.seed)
+
+
+def build_trainer(config: RunConfig, progress: bool = False) -> Trainer:
+    """The configured method's trainer: the run's keys plus ``[method_options]``, checked against its signature."""
+    cls = trainer_class(config.method)
+    accepted = set(cls._param_names())
+    defaults = RunConfig()
+    kwargs: dict[str, Any] = {k: getattr(config, k) for k in _TRAINER_KEYS}
+    for key in _METHOD_KEYS:
+        if key in accepted:
+            kwargs[key] = getattr(config, key)
+        elif getattr(config, key) != getattr(defaults, key):
+            raise ConfigError(f"config key {key!r} = {getattr(config, key)!r} is not an option of method "
+                              f"{config.method!r}; remove it")
+    options = checks.check_options(cls, config.method_options, f"method {config.method!r}",
+                                   reserved=(*_TRAINER_KEYS, *_METHOD_KEYS, "progress"))
+    return cls(**kwargs, **options, progress=progress)
 
 
 def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
     m = torch.zeros(n_classes, n_classes, dtype=torch.int64)
     m.index_put_((y.long(), pred.long()), torch.ones_like(y, dtype=torch.int64), accumulate=True)
     return m
+
+
+# ==================================================================== the run file
+def _unlogged_query(system: PhysicalSystem, x: torch.Tensor) -> torch.Tensor:
+    """Query without the sample-logging hook: probe measurements are not training samples."""
+    with system.hooks(query_hook=None, replace=True):
+        return system(x)
+
+
+def _close_systems(systems: Sequence[PhysicalSystem], writer: Any) -> None:
+    """Safe state for every distinct system; a failure is recorded in the run file (if any) and warned about."""
+    errors = []
+    for s in dict.fromkeys(systems):
+        try:
+            s.close()
+        except Exception as exc:  # noqa: BLE001 - recorded, then the others are still closed
+            errors.append(exc)
+            if writer is not None and not writer.closed:
+                writer.event("close_failed", {"system": s.spec.name, "type": type(exc).__name__, "message": str(exc)})
+            warnings.warn(f"{s.spec.name} could not be closed / put in its safe state: {exc}; check the instrument "
+                          "by hand", RuntimeWarning, stacklevel=2)
+    if errors and writer is None:
+        raise errors[0]
+
+
+@contextlib.contextmanager
+def _no_file() -> Iterator[None]:
+    yield None
+
+
+def open_run_file(config: RunConfig, data: Dataset, systems: Sequence[PhysicalSystem], metric_names: list[str],
+                  *, resume: str | Path | None, write_file: bool) -> contextlib.AbstractContextManager:
+    """A context manager yielding the run's :class:`RunWriter` (new or resumed), or None without a file."""
+    from . import runlog
+
+    if resume is not None:
+        return runlog.RunWriter.resume(resume)
+    if not write_file:
+        return _no_file()
+    path = run_path(config)
+    if path.exists():
+        raise ConfigError(f"output {str(path)!r} already exists; choose another file or a folder (a unique "
+                          "name is made inside a folder), or continue it with --resume")
+    return runlog.RunWriter(path, config=config.to_dict(), seed=config.seed,
+                            systems={f"block{i}": s.describe() for i, s in enumerate(systems)},
+                            dataset=data.describe(), metric_names=metric_names)
+
+
+def _history_from_file(path: Path, upto_epoch: int, ckpt_extra: Any) -> list[dict[str, float]]:
+    """The per-epoch metrics up to a checkpoint, read from ``/metrics`` (older files: from the checkpoint)."""
+    from . import runlog
+
+    if isinstance(ckpt_extra, dict) and "history" in ckpt_extra:
+        return [dict(e) for e in ckpt_extra["history"]]
+    rows = runlog.load(path).epoch_rows
+    out = []
+    for r in rows:
+        if int(r["epoch"]) > upto_epoch:
+            continue
+        out.append({k: float(v) for k, v in r.items()
+                    if k not in ("time", "segment") and not (isinstance(v, float) and math.isnan(v))})
+    return out
+
+
+def restore(path: Path, model: nn.Module, trainer: Trainer, systems: Sequence[PhysicalSystem]) -> dict[str, Any]:
+    """Load the last checkpoint of ``path`` into the model, trainer, RNGs and systems' noise generators."""
+    from . import runlog
+
+    ckpt = runlog.last_checkpoint(path)
+    model.load_state_dict(ckpt.model_state)
+    if not ckpt.optim_state:
+        raise ConfigError(f"run file {str(path)!r} has no trainer state in its last checkpoint (written by an older "
+                          "physnn for a baseline method); it cannot be resumed exactly")
+    trainer.load_state_dict(model, ckpt.optim_state)
+    runlog.restore_rng(ckpt.rng_state)
+    extra = ckpt.extra if isinstance(ckpt.extra, dict) else {}
+    for i, st in enumerate(extra.get("system_rng", [])):
+        systems[i].set_rng_state(st)
+    trainer.history.epochs = _history_from_file(path, trainer.epochs_done, ckpt.extra)
+    return extra
+
+
+# ==================================================================== one run
+class _Run:
+    """The state of one run between its named steps (kept small: the steps read as the docstring above)."""
+
+    def __init__(self, config: RunConfig, data: Dataset, systems: list[PhysicalSystem], model: nn.Module,
+                 trainer: Trainer, writer: Any, echo: Callable[[str], None]):
+        self.config, self.data, self.systems, self.model = config, data, systems, model
+        self.trainer, self.writer, self.echo = trainer, writer, echo
+        self.probes: list[torch.Tensor] = []
+
+    # ------------------------------------------------------------ probes
+    def set_probes(self, fresh: bool) -> None:
+        """Fixed drive patterns per block, re-measured after every epoch to follow drift."""
+        if self.writer is None or not self.config.probes:
+            return
+        gen = torch.Generator().manual_seed(self.config.seed + 7919)
+        for i, (s, block) in enumerate(zip(self.systems, self.model.blocks)):
+            probe = block.encoder(torch.rand(self.config.probes, s.spec.n_inputs, generator=gen))
+            self.writer.set_probes(f"block{i}", probe)
+            self.probes.append(probe)
+            if fresh:  # measured twice before training: the repeatability floor
+                for _ in range(2):
+                    self.writer.log_probe(f"block{i}", 0, _unlogged_query(s, probe))
+
+    # ------------------------------------------------------------ epochs
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        config, writer = self.config, self.writer
+        if writer is not None:
+            for i, (s, probe) in enumerate(zip(self.systems, self.probes)):
+                writer.log_probe(f"block{i}", epoch + 1, _unlogged_query(s, probe))
+            writer.log_epoch(epoch + 1, metrics)
+            if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+                self.checkpoint(epoch + 1)
+        # printed once the epoch is on disk, so "epoch N" on the console means it is saved
+        acc = f", test accuracy {metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else ""
+        per_block = [metrics[f"loss/block{i}"] for i in range(len(self.model.blocks)) if f"loss/block{i}" in metrics]
+        blocks = f" (blocks {' '.join(f'{v:.4f}' for v in per_block)})" if per_block else ""
+        self.echo(f"epoch {epoch + 1:3d}/{config.epochs}: loss {metrics['loss']:.4f}{blocks}{acc}, "
+                  f"{int(metrics.get('train_queries', 0))} queries")
+
+    def checkpoint(self, epoch: int) -> None:
+        from . import runlog
+
+        self.writer.checkpoint(epoch, self.model.state_dict(), self.trainer.state_dict(), runlog.capture_rng(),
+                               extra={"system_rng": [s.get_rng_state() for s in self.systems]})
+
+    def train(self) -> None:
+        d = self.data
+        self.trainer.fit(self.model, d.x_train, d.y_train, d.x_test, d.y_test, on_epoch_end=self.on_epoch_end)
+
+    # ------------------------------------------------------------ end
+    def finish(self) -> tuple[float, float, int, int]:
+        """Final accuracies and totals, recorded in the run file's summary."""
+        d, model, acct = self.data, self.model, self.trainer.accountant
+        phase = acct.phase("final") if acct is not None else contextlib.nullcontext()
+        with phase:
+            train_acc = model.score(d.x_train, d.y_train)
+            pred = model.predict(d.x_test)
+        test_acc = float((pred == d.y_test).float().mean())
+        train_q = int(sum(e.get("train_queries", 0.0) for e in self.trainer.history.epochs))
+        total = int(acct.metrics()["queries/total"]) if acct is not None else 0
+        if self.writer is not None:
+            self.writer.log_summary({"train_accuracy": train_acc, "test_accuracy": test_acc, "train_queries": train_q,
+                                     "total_queries": total, "method": self.config.method})
+            self.writer.log_confusion(confusion_matrix(pred, d.y_test, d.n_classes).numpy(), d.class_names)
+            for i, (gp, gn) in self.trainer.history.last_goodness.items():
+                self.writer.log_goodness(i, gp.numpy(), gn.numpy())
+        return train_acc, test_acc, train_q, total
 
 
 def run_experiment(
@@ -136,122 +313,77 @@ def run_experiment(
     instruments themselves and hand them over. Either way the systems are
     closed (instruments put in their safe state) when the run ends, however
     it ends. ``config.system`` then only names the system in the run file.
+    ``resume`` continues the run file's last checkpoint up to
+    ``config.epochs`` (more epochs than the run had extend it).
     """
-    if resume is not None or write_file:
-        from . import runlog
     if config.threads:
         # One intra-op thread by default: the tensors of a PNN are small, so threads buy little, and a
         # fixed thread count keeps CPU reductions (and so the run) bit-reproducible whatever the load.
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)  # anything that still uses the global RNG is seeded too
-    data = load_dataset(config.dataset, path=config.data_path or None, test_fraction=config.test_fraction,
-                        seed=config.seed)
-    with contextlib.ExitStack() as stack:
-        if systems is None:
-            systems = build_systems(config, data)
-        else:
-            systems = list(systems)
-            if len(systems) != config.blocks:
-                raise ValueError(f"got {len(systems)} systems for blocks={config.blocks}; give one per block")
-        for s in dict.fromkeys(systems):
-            stack.callback(s.close)
-        pnn = build_model(config, data, systems)
+    t0 = time.perf_counter()
+    if resume is not None:
+        done = _checkpointed_epochs(Path(resume))
+        if done >= config.epochs:  # a finished run asked for no more epochs: measure nothing, change nothing
+            echo(f"{resume}: already trained for {done} epochs (epochs = {config.epochs}); nothing to do. "
+                 "Give --epochs N with N > {done} to extend it.".replace("{done}", str(done)))
+            return _stored_result(config, Path(resume), time.perf_counter() - t0)
+    data = load_data(config)
+    if systems is None:
+        systems = build_systems(config, data)
+    else:
+        systems = list(systems)
+        if len(systems) != config.blocks and trainer_class(config.method).uses_systems:
+            _close_systems(systems, None)
+            raise ConfigError(f"got {len(systems)} systems for blocks={config.blocks}; give one per block")
+    try:
         trainer = build_trainer(config, progress)
-        writer = None
-        path: Path | None = None
-        if resume is not None:
-            if not isinstance(trainer, MFFF):
-                raise ValueError(f"--resume continues MF-FF runs; this run's method is {config.method!r}")
-            path = Path(resume)
-            ckpt = runlog.last_checkpoint(path)
-            pnn.load_state_dict(ckpt.model_state)
-            trainer.load_state_dict(pnn, ckpt.optim_state)
-            runlog.restore_rng(ckpt.rng_state)
-            trainer.history.epochs = [dict(e) for e in ckpt.extra["history"]]
-            for i, st in enumerate(ckpt.extra.get("system_rng", [])):
-                systems[i].set_rng_state(st)
-            writer = runlog.RunWriter.resume(path)
-            echo(f"resuming {path} after epoch {trainer.epochs_done}")
-        elif write_file:
-            path = run_path(config)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            writer = runlog.RunWriter(
-                path,
-                config=config.to_dict(),
-                seed=config.seed,
-                systems={f"block{i}": s.describe() for i, s in enumerate(systems)},
-                dataset=data.describe(),
-            )
-        probes: list[torch.Tensor] = []
+        model = build_model(config, data, systems, trainer)
+        run_file = open_run_file(config, data, systems, trainer.metric_names(model), resume=resume,
+                                 write_file=write_file)
+    except BaseException:
+        _close_systems(systems, None)
+        raise
+    # exit order: the systems (safe state) first, then the run file records how the run ended
+    with run_file as writer, contextlib.ExitStack() as stack:
+        stack.callback(_close_systems, systems, writer)
         if writer is not None:
-            gen = torch.Generator().manual_seed(config.seed + 7919)
             for s in dict.fromkeys(systems):
-                s.event_hook = _chain_hooks(writer.event, s.event_hook)
-            for i, (s, block) in enumerate(zip(systems, pnn.blocks)):
-                if config.log_samples:
-                    s.query_hook = lambda x, y, name=f"block{i}": writer.log_samples(name, x, y)
-                if config.probes:
-                    # fixed drive patterns, re-measured after every epoch to follow drift
-                    probe = block.encoder(torch.rand(config.probes, s.spec.n_inputs, generator=gen))
-                    writer.set_probes(f"block{i}", probe)
-                    probes.append(probe)
-                    if resume is None:  # measured twice before training: the repeatability floor
-                        for _ in range(2):
-                            writer.log_probe(f"block{i}", 0, _unlogged_query(s, probe))
+                stack.enter_context(s.hooks(event_hook=writer.event))
+            if config.log_samples:
+                for i, s in enumerate(systems):
+                    stack.enter_context(s.hooks(query_hook=lambda x, y, name=f"block{i}": writer.log_samples(name, x, y)))
+        trainer.prepare(model)  # accounting starts before the first query (probes included)
+        run = _Run(config, data, systems, model, trainer, writer, echo)
+        if resume is not None:
+            restore(Path(resume), model, trainer, systems)
+            echo(f"resuming {resume} after epoch {trainer.epochs_done}")
+        run.set_probes(fresh=resume is None)
+        run.train()
+        train_acc, test_acc, train_q, total = run.finish()
+    return RunResult(config, getattr(writer, "path", None), train_acc, test_acc, train_q, total,
+                     time.perf_counter() - t0, trainer.history.epochs, "completed", model)
 
-        def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
-            if writer is not None:
-                for i, (s, probe) in enumerate(zip(systems, probes)):
-                    writer.log_probe(f"block{i}", epoch + 1, _unlogged_query(s, probe))
-                writer.log_epoch(epoch + 1, metrics)
-                if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
-                    trainer_state = trainer.state_dict() if isinstance(trainer, MFFF) else None
-                    writer.checkpoint(epoch + 1, pnn.state_dict(), trainer_state, runlog.capture_rng(),
-                                      extra={"history": trainer.history.epochs,
-                                             "system_rng": [s.get_rng_state() for s in systems]})
-            # printed once the epoch is on disk, so "epoch N" on the console means it is saved
-            acc = f", test accuracy {metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else ""
-            per_block = [metrics[f"loss/block{i}"] for i in range(len(pnn.blocks)) if f"loss/block{i}" in metrics]
-            blocks = f" (blocks {' '.join(f'{v:.4f}' for v in per_block)})" if per_block else ""
-            echo(f"epoch {epoch + 1:3d}/{config.epochs}: loss {metrics['loss']:.4f}{blocks}{acc}, "
-                 f"{int(metrics.get('train_queries', 0))} queries")
 
-        t0 = time.perf_counter()
-        status = "failed"
-        try:
-            trainer.fit(pnn, data.x_train, data.y_train, data.x_test, data.y_test, on_epoch_end=on_epoch_end)
-            train_acc = pnn.score(data.x_train, data.y_train)
-            pred = pnn.predict(data.x_test)
-            test_acc = float((pred == data.y_test).float().mean())
-            total, _ = count_samples(systems)
-            train_q = int(sum(e["train_queries"] for e in trainer.history.epochs))
-            if writer is not None:
-                writer.log_summary({"train_accuracy": train_acc, "test_accuracy": test_acc,
-                                    "train_queries": train_q, "total_queries": total})
-                writer.log_confusion(confusion_matrix(pred, data.y_test, data.n_classes).numpy(), data.class_names)
-                for i, (gp, gn) in trainer.history.last_goodness.items():
-                    writer.log_goodness(i, gp.numpy(), gn.numpy())
-            status = "completed"
-        except KeyboardInterrupt:
-            status = "interrupted"
-            raise
-        except BaseException as exc:
-            if writer is not None:
-                writer.event("error", {"type": type(exc).__name__, "message": str(exc)})
-            raise
-        finally:
-            # systems first (safe state), so a failure to reach it is still recorded in the run file
-            for s in dict.fromkeys(systems):
-                try:
-                    s.close()
-                except Exception as exc:  # noqa: BLE001 - recorded, then the run file is closed anyway
-                    if writer is None:
-                        raise
-                    writer.event("close_failed", {"system": s.spec.name, "type": type(exc).__name__,
-                                                  "message": str(exc)})
-                    warnings.warn(f"{s.spec.name} could not be closed / put in its safe state: {exc}; "
-                                  f"check the instrument by hand", RuntimeWarning, stacklevel=2)
-            if writer is not None:
-                writer.close(status=status)
-        wall = time.perf_counter() - t0
-        return RunResult(config, path, train_acc, test_acc, train_q, total, wall, trainer.history.epochs, status)
+def _checkpointed_epochs(path: Path) -> int:
+    from . import runlog
+
+    run = runlog.load(path)
+    return max(run.checkpoints, default=0)
+
+
+def _stored_result(config: RunConfig, path: Path, wall: float) -> RunResult:
+    """The result of a finished run as its file records it (nothing is measured)."""
+    from . import runlog
+
+    run = runlog.load(path)
+    s = run.summary
+
+    def num(key: str) -> float:
+        v = s.get(key)
+        return float(v) if isinstance(v, (int, float)) else math.nan
+
+    history = [{k: float(v) for k, v in r.items() if k not in ("time", "segment") and not
+                (isinstance(v, float) and math.isnan(v))} for r in run.epoch_rows]
+    return RunResult(config, path, num("train_accuracy"), num("test_accuracy"), int(s.get("train_queries", 0) or 0),
+                     int(s.get("total_queries", 0) or 0), wall, history, run.status, None)

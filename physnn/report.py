@@ -94,6 +94,27 @@ def _epoch_axis(ax: Any) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+#: How each method is named on figures and in tables.
+METHOD_LABELS = {
+    "mfff": "MF-FF",
+    "pat": "physics-aware training",
+    "zeroth_order": "zeroth-order (SPSA)",
+    "backprop": "in-silico backprop",
+    "ff_digital": "digital FF (control)",
+    "digital": "digital backprop (control)",
+}
+
+
+def _method(run: Run) -> str:
+    return str(run.config.get("method", "mfff"))
+
+
+def _label(run: Run) -> str:
+    """``<method> — <run name>``: every figure says which method made it."""
+    method = _method(run)
+    return f"{METHOD_LABELS.get(method, method)}, {run.name}"
+
+
 def _blocks_of(run: Run, prefix: str) -> list[str]:
     return [k.split("/", 1)[1] for k in run.metrics if k.startswith(prefix + "/")]
 
@@ -117,7 +138,7 @@ def _plot_learning_curves(run: Run, path: Path) -> Path | str:
                     arrowprops={"arrowstyle": "->", "color": "0.3"})
     if run.dataset and isinstance(run.dataset.get("n_classes"), int) and run.dataset["n_classes"] > 1:
         ax.axhline(100 / run.dataset["n_classes"], color="0.6", lw=1, ls=":", label="chance level")
-    ax.set(ylabel="accuracy (%)", ylim=(0, 100), title=f"Learning curves — {run.name}")
+    ax.set(ylabel="accuracy (%)", ylim=(0, 100), title=f"Learning curves — {_label(run)}")
     _epoch_axis(ax)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
@@ -144,7 +165,10 @@ def _plot_loss(run: Run, path: Path) -> Path | str:
     v = np.concatenate(values) if values else np.array([])
     if v.size and (v > 0).all() and v.max() / v.min() > 30:
         ax.set_yscale("log")
-    ax.set(ylabel="local loss per sample (dimensionless)", title=f"Forward-forward loss of each block — {run.name}")
+    local = bool(blocks)  # forward-forward methods log a local loss per block; end-to-end ones one loss
+    what = "Local loss of each block" if local else "Training loss (cross-entropy)"
+    ax.set(ylabel=("local loss" if local else "cross-entropy") + " per sample (dimensionless)",
+           title=f"{what} — {_label(run)}")
     _epoch_axis(ax)
     ax.grid(alpha=0.3)
     ax.legend(title="block")
@@ -177,7 +201,7 @@ def _plot_goodness(run: Run, path: Path) -> Path | str:
         ax.set_ylim(0, ax.get_ylim()[1] * 1.35)  # room for the legend above the peaks
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle(f"Goodness distributions (dashed: means) — {run.name}")
+    fig.suptitle(f"Goodness distributions (dashed: means) — {_label(run)}")
     return _save(fig, path)
 
 
@@ -194,7 +218,7 @@ def _plot_goodness_means(run: Run, path: Path) -> Path | str:
         ax.plot(m["epoch"], m[f"g_pos/{b}"], "-", color=c, marker="o", markersize=3, label=f"{b} positive")
         ax.plot(m["epoch"], m[f"g_neg/{b}"], ":", color=c, marker="x", markersize=4, label=f"{b} negative")
     ax.set(ylabel="mean goodness (a.u.)",
-           title=f"Mean goodness of positive (solid) and negative (dotted) data — {run.name}")
+           title=f"Mean goodness of positive (solid) and negative (dotted) data — {_label(run)}")
     _epoch_axis(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=max(1, len(blocks) // 3))
@@ -272,7 +296,7 @@ def _plot_cost(run: Run, path: Path) -> Path | str:
         draw(ax)
         ax.grid(alpha=0.3)
     _epoch_axis(axes[-1])
-    fig.suptitle(f"Cost of training — {run.name}")
+    fig.suptitle(f"Cost of training — {_label(run)}")
     return _save(fig, path)
 
 
@@ -297,7 +321,7 @@ def _plot_drift(run: Run, path: Path) -> Path | str:
         ax2.plot(p["step"], y.mean(axis=(1, 2)), marker="o", markersize=3, color=f"C{i}",
                  label=f"{b} ({p['x'].shape[0]} probes)")
     ax1.set(ylabel="RMS change since the first\nmeasurement (% of RMS output)",
-            title=f"Drift of fixed probe measurements — {run.name}")
+            title=f"Drift of fixed probe measurements — {_label(run)}")
     ax2.set(xlabel="epoch (probes re-measured after each; 0 = before training)",
             ylabel="mean probe output\n(system units)")
     ax2.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -32,6 +32,8 @@ __all__ = ["SystemSpec", "QueryStats", "PhysicalSystem", "EventHook", "as_batch"
 #: from a system (the run file records them in ``/events``).
 EventHook = Callable[[str, dict], None]
 
+_UNSET: Any = object()  # "argument not given" (None is a valid hook: no hook)
+
 
 @dataclass(frozen=True)
 class SystemSpec:
@@ -303,6 +305,25 @@ class PhysicalSystem:
         for name, st in state.items():
             gens[name].set_state(st)
 
+    @contextlib.contextmanager
+    def hooks(self, *, event_hook: Any = _UNSET, query_hook: Any = _UNSET, replace: bool = False):
+        """Attach hooks for the duration of a ``with`` block; the previous ones are back afterwards.
+
+        By default a new hook runs *after* the one already set (a run file
+        records events while a lab script's own hook still sees them);
+        ``replace=True`` installs exactly the given hook (``None``: none)
+        for the block, e.g. to query probes without logging them as samples.
+        """
+        saved = (self.event_hook, self.query_hook)
+        if event_hook is not _UNSET:
+            self.event_hook = event_hook if replace else _chain(saved[0], event_hook)
+        if query_hook is not _UNSET:
+            self.query_hook = query_hook if replace else _chain(saved[1], query_hook)
+        try:
+            yield self
+        finally:
+            self.event_hook, self.query_hook = saved
+
     def report_event(self, kind: str, **fields: Any) -> None:
         """Send a fault, retry or warning to the caller's hook (if any) and count it."""
         self.stats.count(kind)
@@ -340,6 +361,18 @@ class PhysicalSystem:
         s = self.spec
         lv = f", levels={s.levels}" if s.levels else ""
         return f"{type(self).__name__}(n_inputs={s.n_inputs}, n_outputs={s.n_outputs}, low={s.low:g}, high={s.high:g}{lv})"
+
+
+def _chain(first: Callable[..., None] | None, second: Callable[..., None] | None) -> Callable[..., None] | None:
+    """A hook calling ``first`` then ``second`` (either may be None)."""
+    if first is None or second is None:
+        return second if first is None else first
+
+    def both(*args: Any) -> None:
+        first(*args)
+        second(*args)
+
+    return both
 
 
 def _first(mask: torch.Tensor) -> tuple[int, int]:

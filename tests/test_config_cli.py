@@ -2,6 +2,8 @@
 
 import pytest
 
+from physnn import runlog
+
 from physnn.cli import main
 from physnn.config import ConfigError, RunConfig, load_config
 
@@ -24,12 +26,12 @@ def test_toml_round_trip_and_unknown_key(tmp_path):
 @pytest.mark.parametrize(
     "text, pattern",
     [
-        ("epochs = -2", r"'epochs' = -2: must be an integer >= 0"),
-        ('epochs = "ten"', r"'epochs' = 'ten': must be an integer"),
-        ("lr = 0", r"'lr' = 0: must be a positive number"),
-        ('dataset = "cifar"', r"'dataset' = 'cifar': unknown dataset; available: digits, vowels"),
-        ("skip = 1", r"'skip' = 1: must be true or false"),
-        ("test_fraction = 1.5", "must lie strictly between 0 and 1"),
+        ("epochs = -2", r"config key epochs must be an integer >= 0, got -2"),
+        ('epochs = "ten"', r"config key epochs must be an integer >= 0, got 'ten'"),
+        ("lr = 0", r"config key lr must be a positive finite number, got 0"),
+        ('dataset = "cifar"', r"config key dataset must be one of 'digits', 'vowels', .*got 'cifar'"),
+        ("skip = 1", r"config key skip must be true or false, got 1"),
+        ("test_fraction = 1.5", "config key test_fraction must be a finite number > 0 and < 1, got 1.5"),
         ("epochs = [", "not valid TOML"),
     ],
 )
@@ -49,8 +51,8 @@ def test_missing_config_file(tmp_path):
     "argv, pattern",
     [
         (["train", "--system", "optix"], "unknown system 'optix'; available systems: .*optics"),
-        (["train", "--dataset", "cifar"], "unknown dataset; available: digits"),
-        (["train", "--epochs", "-1"], "'epochs' = -1: must be an integer >= 0"),
+        (["train", "--dataset", "cifar"], "dataset must be one of 'digits'"),
+        (["train", "--epochs", "-1"], "config key epochs must be an integer >= 0, got -1"),
         (["train", "--system-option", "bogus=3", "--epochs", "0"], "system 'optics' has no option\\(s\\) 'bogus'"),
         (["train", "--dataset", "vowels", "--data-path", "/nonexistent/v.csv"], "vowels data file not found: /nonexistent/v.csv"),
         (["train", "--config", "/nonexistent/run.toml"], "config file not found"),
@@ -99,11 +101,21 @@ def test_cli_trains_the_baselines_into_a_run_file(tmp_path, capsys, method):
     assert 0.5 < run.metrics["test_accuracy"][-1] <= 1.0
 
 
-def test_unknown_method_and_resume_of_a_baseline(tmp_path, capsys):
+def test_unknown_method_and_resume_of_a_finished_baseline(tmp_path, capsys):
     assert main(["train", "--method", "sgd", "--output", str(tmp_path)]) == 2
-    assert "unknown training method; available: mfff, pat, zeroth_order, backprop" in capsys.readouterr().err
+    assert "config key method must be one of 'mfff', 'pat', 'zeroth_order', 'backprop'" in capsys.readouterr().err
     out = tmp_path / "b.h5"
     assert main(["train", "--method", "backprop", "--epochs", "1", "--hidden", "8", "--output", str(out),
                  "--no-progress"]) == 0
-    assert main(["train", "--resume", str(out), "--no-progress"]) == 2
-    assert "--resume continues MF-FF runs; this run's method is 'backprop'" in capsys.readouterr().err
+    before = out.read_bytes()
+    capsys.readouterr()
+    # a finished run with nothing more to do: nothing is measured and the file is not touched
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert out.read_bytes() == before
+    # --epochs extends it; any other flag beside --resume is refused
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
+    run = runlog.load(out)
+    assert list(run.metrics["epoch"]) == [1, 2] and run.status == "completed"
+    assert main(["train", "--resume", str(out), "--lr", "0.1"]) == 2
+    assert "--resume continues a run with its own configuration" in capsys.readouterr().err

@@ -95,7 +95,7 @@ def test_same_seed_same_weights_and_accuracy_different_seed_differs():
 
 @pytest.mark.parametrize(
     "kwargs, pattern",
-    [(dict(epochs=-1), "epochs must be an integer >= 0"), (dict(lr=0), "lr must be a positive number"),
+    [(dict(epochs=-1), "epochs must be an integer >= 0"), (dict(lr=0), "lr must be a positive finite number, got 0"),
      (dict(batch_size=0), "batch_size must be an integer >= 1"), (dict(theta=-1.0), "theta must be a positive")],
 )
 def test_trainer_hyperparameter_errors(kwargs, pattern):
@@ -114,7 +114,7 @@ def test_fit_rejects_bad_data():
     bad[3, 2] = float("nan")
     with pytest.raises(ValueError, match=r"x\[3, 2\] = nan is not finite"):
         MFFF(epochs=1).fit(pnn, bad, y)
-    with pytest.raises(ValueError, match="block input has 9 features but system 'spy' takes n_inputs=4"):
+    with pytest.raises(ValueError, match="block input has 9 features .*but system 'spy' takes n_inputs=4"):
         PNN([SpySystem(4, 8)], 6, 3)
 
 

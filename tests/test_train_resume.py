@@ -36,19 +36,32 @@ def wait_for_epochs(path, n, proc, timeout=120):
 def final_state(path):
     ck = runlog.last_checkpoint(path)
     run = runlog.load(path)
-    keep = ["epoch", "loss", "loss/block0", "loss/block1", "test_accuracy", "train_queries"]
+    keep = [k for k in ("epoch", "loss", "loss/block0", "loss/block1", "test_accuracy", "train_queries",
+                        "train_accuracy", "twin_rel_error/block1", "digital_flops") if k in run.metrics]
     return ck.model_state, {k: np.asarray(run.metrics[k]) for k in keep}, run
 
 
+#: Every method, with options that keep it fast (PAT's twin is small).
+METHOD_ARGS = {
+    "mfff": [],
+    "pat": ["--method", "pat", "--method-option", "twin_samples=300", "--method-option", "twin_epochs=3",
+            "--method-option", "twin_hidden=[32]", "--method-option", "refit_steps=5"],
+    "zeroth_order": ["--method", "zeroth_order"],
+    "backprop": ["--method", "backprop"],
+}
+
+
 @pytest.mark.slow
-def test_kill9_then_resume_equals_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("method", list(METHOD_ARGS))
+def test_kill9_then_resume_equals_an_uninterrupted_run(tmp_path, method):
+    args = [*ARGS, *METHOD_ARGS[method]]
     ref = tmp_path / "ref.h5"
-    p = physnn(*ARGS, "--output", str(ref))
+    p = physnn(*args, "--output", str(ref))
     assert p.wait(timeout=300) == 0, p.communicate()
     w_ref, m_ref, _ = final_state(ref)
 
     cut = tmp_path / "cut.h5"
-    p = physnn(*ARGS, "--output", str(cut))
+    p = physnn(*args, "--output", str(cut))
     wait_for_epochs(cut, 2, p)
     p.send_signal(signal.SIGKILL)
     p.wait()
@@ -62,6 +75,10 @@ def test_kill9_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert f"after epoch {done}" in p.stdout
     w_cut, m_cut, run = final_state(cut)
     assert run.status == "completed"
+    assert run.config["method"] == method
+    # the totals count every process's queries, not only the last one's
+    assert run.summary["total_queries"] >= runlog.load(ref).summary["total_queries"]
+    assert not any(e["kind"] == "late_metric" for e in run.events)
     for k in w_ref:
         assert np.array_equal(np.asarray(w_ref[k]), np.asarray(w_cut[k])), k
     for k in m_ref:

@@ -6,7 +6,13 @@
 * :class:`~physnn.train.backprop.Backprop` — in-silico backprop through a simulator's explicit
   ``differentiable`` mode (the one declared exception to black-box use).
 
-The last three train an end-to-end :class:`~physnn.train.e2e_model.E2ENet`.
+The last three train an end-to-end :class:`~physnn.train.e2e_model.E2ENet`. The digital controls:
+
+* :class:`~physnn.train.ff_digital.FFDigital` -- Hinton's FF on a digital stack (:class:`physnn.digital.DigitalFF`);
+* :class:`~physnn.train.digital.DigitalBackprop` -- logistic regression / MLP on the raw features.
+
+Every trainer is a :class:`~physnn.train.base.Trainer` (the one contract: epoch loop, accounting,
+state, declared metrics).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ METHODS: dict[str, str] = {
     "pat": "physnn.train.pat:PAT",
     "zeroth_order": "physnn.train.zeroth_order:ZerothOrder",
     "backprop": "physnn.train.backprop:Backprop",
+    "ff_digital": "physnn.train.ff_digital:FFDigital",
+    "digital": "physnn.train.digital:DigitalBackprop",
 }
 
 

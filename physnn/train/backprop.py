@@ -26,7 +26,7 @@ drift parameters (for simulators that expose ``drift_parameters()``: the
 optical transmission matrix, clutter positions and element detuning of the
 microwave cavity, the acoustic cavity's parameters) are moved by ``strength``
 times their natural scale (``drift_scales()``; rms, seeded by
-``perturb_seed``); for systems without drift parameters (the measured twin,
+``seed + 1``); for systems without drift parameters (the measured twin,
 the neuromorphic chip) a per-channel gain and offset error of ``strength``
 (relative gain, and offset in units of the mean output) is applied to the
 outputs instead. The nominal instance the network was trained on is left
@@ -39,7 +39,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from .. import checks
 from ..registry import build_system
 from ..system import PhysicalSystem
 from .e2e_model import E2ENet, E2ETrainer, in_silico
@@ -59,9 +61,14 @@ class Backprop(E2ETrainer):
     name = "backprop"
 
     def __init__(self, epochs: int = 30, batch_size: int = 64, lr: float = 0.01, weight_decay: float = 0.0,
-                 seed: int = 0, eval_every: int = 1, count_flops: bool = True, insilico_eval: bool = True):
-        super().__init__(epochs, batch_size, lr, weight_decay, seed, eval_every, count_flops)
-        self.insilico_eval = bool(insilico_eval)
+                 seed: int = 0, eval_every: int = 1, progress: bool = False, count_flops: bool = True,
+                 insilico_eval: bool = True):
+        super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                         eval_every=eval_every, progress=progress, count_flops=count_flops)
+        self.insilico_eval = checks.boolean("insilico_eval", insilico_eval)
+
+    def _method_metric_names(self, model: nn.Module) -> list[str]:
+        return ["train_accuracy", "insilico_accuracy"]
 
     def _setup(self, model: E2ENet, x: torch.Tensor, y: torch.Tensor) -> None:
         for i, b in enumerate(model.blocks):
@@ -89,18 +96,17 @@ class Backprop(E2ETrainer):
                 metrics["insilico_accuracy"] = model.score(x_val, y_val, physics=in_silico)
 
 
-def perturbed_system(name: str, *, strength: float, perturb_seed: int = 0, **options: Any) -> PhysicalSystem:
+def perturbed_system(name: str, *, strength: float, n_inputs: int | None = None, seed: int = 0,
+                     device: str = "cpu", **options: Any) -> PhysicalSystem:
     """A new instance of system ``name`` (built with ``options``) that differs from its model by ``strength``.
 
-    See the module docstring for the mechanism. ``strength`` is in units of
+    Built through the registry as ``drifting`` with one event of size
+    ``strength`` at t = 0 (see the module docstring), so the core needs no
+    simulator import; the base system gets ``seed`` (the same "design" as the
+    nominal one), the perturbation ``seed + 1``. ``strength`` is in units of
     each drift parameter's decorrelation scale (or relative gain); 0 gives a
     device identical to a fresh nominal instance.
     """
-    if not isinstance(strength, (int, float)) or isinstance(strength, bool) or not strength >= 0:
-        raise ValueError(f"strength must be a number >= 0, got {strength!r}")
-    try:  # the core does not depend on the simulators; the wrapper is loaded only when asked for
-        from physnn.simulators.drift import Drifting
-    except ImportError as exc:  # pragma: no cover - the simulators ship with physnn
-        raise ImportError(f"perturbed_system needs physnn.simulators.drift: {exc}") from exc
-    system = build_system(name, **options)
-    return Drifting(system, events=[(0.0, float(strength))], seed=perturb_seed)
+    strength = checks.nonnegative("strength", strength)
+    return build_system("drifting", n_inputs=n_inputs, seed=seed, device=device, base=name, base_options=options,
+                        events=[(0.0, strength)])

@@ -30,18 +30,15 @@ straight-through estimator for quantisation to the system's levels.
 from __future__ import annotations
 
 import copy
-import math
-import time
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
-from ..accounting import Accountant
 from ..encoding import Encoder
-from ..model import _standardise, seeded_linear, check_features, check_labels, check_stack, hidden_widths
+from ..model import _standardise, check_features, check_stack, hidden_widths, seeded_linear
 from ..system import PhysicalSystem
-from .mfff import History
+from .base import Trainer
 
 __all__ = ["E2EBlock", "E2ENet", "E2ETrainer", "Physics", "black_box", "in_silico", "ste_drive"]
 
@@ -95,7 +92,8 @@ class E2EBlock(nn.Module):
         n_feat = system.spec.n_outputs + (in_features if skip else 0)
         self.linear = seeded_linear(n_feat, out_features, generator)
 
-    def features(self, h: torch.Tensor, physics: Physics, i: int) -> torch.Tensor:
+    def measure(self, h: torch.Tensor, physics: Physics, i: int) -> torch.Tensor:
+        """The digital layer's input: the system's response to ``h`` (crossing it as ``physics`` says)."""
         y = physics(i, self, ste_drive(self.encoder, h)).to(h.device)
         feats = _standardise(y)
         if self.skip:
@@ -146,7 +144,7 @@ class E2ENet(nn.Module):
     def forward(self, x: torch.Tensor, physics: Physics = black_box) -> torch.Tensor:
         h = x
         for i, block in enumerate(self.blocks):
-            h = block(block.features(h, physics, i))
+            h = block(block.measure(h, physics, i))
         return h
 
     @torch.no_grad()
@@ -175,134 +173,40 @@ class E2ENet(nn.Module):
 
 
 # ====================================================================== training loop
-class E2ETrainer:
-    """The epoch loop the end-to-end baselines share; subclasses define one training step.
+class E2ETrainer(Trainer):
+    """The base of the end-to-end baselines: cross-entropy on the logits, one Adam, a per-batch step.
 
-    Same verb shape as :class:`physnn.train.mfff.MFFF`: every hyperparameter in
-    the constructor, ``fit(model, x, y, x_val, y_val, on_epoch_end=cb) ->
-    History`` with one metrics dict per epoch. Each epoch's dict holds the
-    MF-FF keys (``loss``, ``train_queries``, ``eval_queries``,
-    ``device_seconds``, ``epoch_seconds``, ``wall_seconds``, ``test_accuracy``
-    when validation data are given) and the cumulative totals of the run's
-    :class:`~physnn.accounting.Accountant` (``queries/train``,
-    ``queries/twin_fit``, ``flops/train``, ...).
-
-    Args:
-        epochs: passes over the training set.
-        batch_size: samples per optimiser step.
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
-        seed: seeds shuffling and every random draw of the method.
-        eval_every: evaluate on the validation set every this many epochs (0: only at the end).
-        count_flops: count digital FLOPs (memoised per step shape, see :mod:`physnn.accounting`).
+    Subclasses implement :meth:`_step` (one optimiser step on a batch,
+    returning the loss and the number of correct training predictions); the
+    epoch loop, accounting, evaluation and state are :class:`~physnn.train.base.Trainer`'s.
+    Each epoch's metrics add ``train_accuracy`` (of the training predictions
+    made during the epoch) to the common ones.
     """
 
     name = "e2e"
+    model_kind = "e2e"
 
-    def __init__(self, epochs: int = 30, batch_size: int = 64, lr: float = 0.01, weight_decay: float = 0.0,
-                 seed: int = 0, eval_every: int = 1, count_flops: bool = True):
-        for key, v, lo in (("epochs", epochs, 0), ("batch_size", batch_size, 1), ("eval_every", eval_every, 0)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"{key} must be an integer >= {lo}, got {v!r}")
-        _positive("lr", lr)
-        if not isinstance(weight_decay, (int, float)) or isinstance(weight_decay, bool) or not weight_decay >= 0:
-            raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = float(lr)
-        self.weight_decay = float(weight_decay)
-        self.seed = seed
-        self.eval_every = eval_every
-        self.count_flops = bool(count_flops)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.optimizer: torch.optim.Optimizer | None = None
-        self.accountant: Accountant | None = None
-        self.epochs_done = 0
-        self.history = History()
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The one optimiser over every digital weight (None before the first fit)."""
+        return self.optimizers[0] if self.optimizers else None
 
-    # -------------------------------------------------------------- hooks
-    def _setup(self, model: E2ENet, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Once, before the first epoch (PAT fits its twins here)."""
+    def _check_model(self, model: nn.Module) -> None:
+        if not isinstance(model, E2ENet):
+            raise TypeError(f"{type(self).__name__} trains an E2ENet, got {type(model).__name__}")
+
+    def _method_metric_names(self, model: nn.Module) -> list[str]:
+        return ["train_accuracy"]
 
     def _step(self, model: E2ENet, xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, int]:
         """One optimiser step on a batch; returns (loss, number of correct training predictions)."""
         raise NotImplementedError
 
-    def _after_epoch(self, model: E2ENet, epoch: int, metrics: dict[str, float]) -> None:
-        """After each epoch's training (PAT refits its twins here); may add metrics."""
+    def _train_batch(self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> dict[str, float]:
+        loss, correct = self._step(model, xb, yb)
+        return {"loss": loss * xb.shape[0], "train_accuracy": float(correct)}
 
-    def _evaluate(self, model: E2ENet, x_val: torch.Tensor, y_val: torch.Tensor, metrics: dict[str, float]) -> None:
+    def _evaluate(self, model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, metrics: dict[str, float]) -> None:
         assert self.accountant is not None
         with self.accountant.flops(("eval", tuple(x_val.shape))):
             metrics["test_accuracy"] = model.score(x_val, y_val)
-
-    # ---------------------------------------------------------------- fit
-    def fit(self, model: E2ENet, x, y, x_val=None, y_val=None, *,
-            on_epoch_end: Callable[[int, dict[str, float]], None] | None = None) -> History:
-        if not isinstance(model, E2ENet):
-            raise TypeError(f"{type(self).__name__} trains an E2ENet, got {type(model).__name__}")
-        x = model.check_features(x)
-        y = _labels(y, x.shape[0], model.n_classes, "y")
-        has_val = x_val is not None and y_val is not None
-        if has_val:
-            x_val = model.check_features(x_val)
-            y_val = _labels(y_val, x_val.shape[0], model.n_classes, "y_val")
-        if self.accountant is None:
-            self.accountant = Accountant(model.systems, count_flops=self.count_flops)
-        acct = self.accountant
-        t_start = time.perf_counter()
-        pre_setup: dict[str, float] | None = None
-        if self.optimizer is None:
-            pre_setup = acct.metrics()  # the setup (PAT's twin fit) is charged to the first epoch
-            self.optimizer = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            self._setup(model, x, y)
-        model.train()
-        try:
-            while self.epochs_done < self.epochs:
-                epoch = self.epochs_done
-                before, pre_setup = (pre_setup if pre_setup is not None else acct.metrics()), None
-                t0 = time.perf_counter()
-                perm = torch.randperm(x.shape[0], generator=self.generator)
-                loss_sum, correct = 0.0, 0
-                with acct.phase("train"):
-                    for start in range(0, x.shape[0], self.batch_size):
-                        idx = perm[start : start + self.batch_size]
-                        loss, ok = self._step(model, x[idx], y[idx])
-                        loss_sum += loss * idx.numel()
-                        correct += ok
-                metrics: dict[str, float] = {"epoch": float(epoch + 1), "loss": loss_sum / x.shape[0],
-                                             "train_accuracy": correct / x.shape[0]}
-                self._after_epoch(model, epoch, metrics)
-                last = epoch + 1 == self.epochs
-                if has_val and (last or (self.eval_every and (epoch + 1) % self.eval_every == 0)):
-                    model.eval()
-                    with acct.phase("eval"):
-                        self._evaluate(model, x_val, y_val, metrics)
-                    model.train()
-                after = acct.metrics()
-                delta = lambda k: after.get(k, 0.0) - before.get(k, 0.0)  # noqa: E731
-                metrics["train_queries"] = delta("queries/train") + delta("queries/twin_fit")
-                metrics["eval_queries"] = delta("queries/eval")
-                metrics["device_seconds"] = delta("device_seconds/total")
-                metrics["epoch_seconds"] = time.perf_counter() - t0
-                metrics["wall_seconds"] = time.perf_counter() - t_start
-                metrics.update(after)
-                self.epochs_done += 1
-                self.history.epochs.append(metrics)
-                if on_epoch_end is not None:
-                    on_epoch_end(epoch, metrics)
-        finally:
-            model.eval()
-        return self.history
-
-    def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "weight_decay", "seed", "eval_every")}
-
-
-def _labels(y, n: int, n_classes: int, name: str) -> torch.Tensor:
-    return check_labels(y, n, n_classes, name)
-
-
-def _positive(name: str, v: Any) -> None:
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a positive number, got {v!r}")

@@ -18,20 +18,17 @@ block learns from its own local loss. A training epoch therefore costs exactly
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
+from torch import nn
 
-from ..accounting import Accountant
+from .. import checks
 from ..goodness import ff_loss
-from ..model import PNN, check_labels
 from ..system import PhysicalSystem
+from .base import EpochCallback, History, Trainer
 
-__all__ = ["MFFF", "History", "count_samples"]
-
-EpochCallback = Callable[[int, dict[str, float]], None]
+__all__ = ["MFFF", "History", "EpochCallback", "count_samples"]
 
 
 def count_samples(systems: list[PhysicalSystem]) -> tuple[int, float]:
@@ -40,19 +37,11 @@ def count_samples(systems: list[PhysicalSystem]) -> tuple[int, float]:
     return sum(s.stats.samples for s in seen.values()), sum(s.stats.seconds for s in seen.values())
 
 
-@dataclass
-class History:
-    """Per-epoch metrics (a list of dicts) plus every goodness value of the last epoch, per block."""
-
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    last_goodness: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-
-    def metric(self, name: str) -> list[float]:
-        return [e.get(name, float("nan")) for e in self.epochs]
-
-
-class MFFF:
+class MFFF(Trainer):
     """The MF-FF trainer: scikit-learn style, every hyperparameter in the constructor.
+
+    Trains a :class:`physnn.model.PNN` (or anything with its interface, e.g.
+    :class:`physnn.train.ff_digital.DigitalFF`).
 
     Args:
         epochs: passes over the training set.
@@ -69,6 +58,9 @@ class MFFF:
         count_flops: record the digital FLOPs of training (``digital_flops`` per epoch).
     """
 
+    name = "mfff"
+    model_kind = "pnn"
+
     def __init__(
         self,
         epochs: int = 30,
@@ -82,132 +74,33 @@ class MFFF:
         progress: bool = False,
         count_flops: bool = True,
     ):
-        for name, v, lo in (("epochs", epochs, 0), ("batch_size", batch_size, 1), ("inner_steps", inner_steps, 1),
-                            ("eval_every", eval_every, 0)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
-        for name, v in (("lr", lr), ("theta", theta)):
-            if not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
-        if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
-        self.epochs = epochs
-        self.batch_size = batch_size
-        self.lr = float(lr)
-        self.inner_steps = inner_steps
-        self.theta = float(theta)
-        self.weight_decay = float(weight_decay)
-        self.seed = seed
-        self.eval_every = eval_every
-        self.progress = progress
-        self.generator = torch.Generator().manual_seed(seed)
-        # digital FLOPs of the local updates (memoised per block and batch shape, so counting is cheap)
-        self.accountant = Accountant(count_flops=count_flops)
-        self.optimizers: list[torch.optim.Optimizer] = []
-        self.epochs_done = 0
-        self.history = History()
+        super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                         eval_every=eval_every, progress=progress, count_flops=count_flops)
+        self.inner_steps = checks.integer("inner_steps", inner_steps, low=1)
+        self.theta = checks.positive("theta", theta)
 
-    def get_params(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "inner_steps", "theta",
-                                               "weight_decay", "seed", "eval_every")}
+    # -------------------------------------------------------------- contract
+    def _check_model(self, model: nn.Module) -> None:
+        for attr in ("blocks", "embed", "score", "n_classes"):
+            if not hasattr(model, attr):
+                raise TypeError(f"MFFF trains a PNN (blocks with a goodness and a label embedding), "
+                                f"got {type(model).__name__}")
 
-    # -------------------------------------------------------------- state
-    def _ensure_optimizers(self, pnn: PNN) -> None:
-        if len(self.optimizers) != len(pnn.blocks):
-            self.optimizers = [
-                torch.optim.Adam(b.linear.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-                for b in pnn.blocks
-            ]
+    def _method_metric_names(self, model: nn.Module) -> list[str]:
+        names = []
+        for i in range(len(model.blocks)):
+            names += [f"loss/block{i}", f"g_pos/block{i}", f"g_neg/block{i}"]
+        return names
 
-    def state_dict(self) -> dict[str, Any]:
-        """Optimiser states, the RNG state and the epoch counter, for checkpoints."""
-        return {
-            "epochs_done": self.epochs_done,
-            "generator": self.generator.get_state(),
-            "optimizers": [o.state_dict() for o in self.optimizers],
-        }
+    def _make_optimizers(self, model: nn.Module) -> list[torch.optim.Optimizer]:
+        return [torch.optim.Adam(b.linear.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+                for b in model.blocks]
 
-    def load_state_dict(self, pnn: PNN, state: dict[str, Any]) -> None:
-        self._ensure_optimizers(pnn)
-        self.epochs_done = int(state["epochs_done"])
-        self.generator.set_state(state["generator"])
-        for opt, s in zip(self.optimizers, state["optimizers"]):
-            opt.load_state_dict(s)
-
-    # ---------------------------------------------------------------- fit
-    def fit(
-        self,
-        pnn: PNN,
-        x,
-        y,
-        x_val=None,
-        y_val=None,
-        *,
-        on_epoch_end: EpochCallback | None = None,
-    ) -> History:
-        """Train ``pnn`` on ``(x, y)`` until ``epochs`` epochs are done in total.
-
-        Calling ``fit`` again after :meth:`load_state_dict` continues a run
-        from its checkpoint. ``on_epoch_end(epoch, metrics)`` is called after
-        each epoch (the run file hooks in here).
-        """
-        x = pnn.check_features(x)
-        y = check_labels(y, x.shape[0], pnn.n_classes)
-        has_val = x_val is not None and y_val is not None
-        self._ensure_optimizers(pnn)
-        pnn.train()
-        n = x.shape[0]
-        n_batches = (n + self.batch_size - 1) // self.batch_size
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=(self.epochs - self.epochs_done) * n_batches, unit="batch", dynamic_ncols=True)
-        t_start = time.perf_counter()
-        try:
-            while self.epochs_done < self.epochs:
-                epoch = self.epochs_done
-                q0, s0 = count_samples(pnn.systems)
-                f0 = self._flops_so_far()
-                t0 = time.perf_counter()
-                losses, gpos, gneg = self._epoch(pnn, x, y, bar)
-                q1, s1 = count_samples(pnn.systems)
-                metrics: dict[str, float] = {"epoch": float(epoch + 1), "train_queries": float(q1 - q0),
-                                             "device_seconds": float(s1 - s0)}
-                if self.accountant.count_flops:
-                    metrics["digital_flops"] = float(self._flops_so_far() - f0)
-                for i, (l, gp, gn) in enumerate(zip(losses, gpos, gneg)):
-                    metrics[f"loss/block{i}"] = l
-                    metrics[f"g_pos/block{i}"] = gp
-                    metrics[f"g_neg/block{i}"] = gn
-                metrics["loss"] = sum(losses) / len(losses)
-                last = epoch + 1 == self.epochs
-                if has_val and (last or (self.eval_every and (epoch + 1) % self.eval_every == 0)):
-                    qv0, _ = count_samples(pnn.systems)
-                    pnn.eval()
-                    metrics["test_accuracy"] = pnn.score(x_val, y_val)
-                    pnn.train()
-                    metrics["eval_queries"] = float(count_samples(pnn.systems)[0] - qv0)
-                metrics["epoch_seconds"] = time.perf_counter() - t0
-                metrics["wall_seconds"] = time.perf_counter() - t_start
-                self.epochs_done += 1
-                self.history.epochs.append(metrics)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{metrics['loss']:.4f}",
-                                    **({"test_acc": f"{metrics['test_accuracy']:.3f}"} if "test_accuracy" in metrics else {}))
-                if on_epoch_end is not None:
-                    on_epoch_end(epoch, metrics)
-        finally:
-            if bar is not None:
-                bar.close()
-            pnn.eval()
-        return self.history
-
-    def _flops_so_far(self) -> float:
-        return self.accountant.metrics().get("flops/total", 0.0)
-
-    def _epoch(self, pnn: PNN, x: torch.Tensor, y: torch.Tensor, bar) -> tuple[list[float], list[float], list[float]]:
+    # ------------------------------------------------------------------ epoch
+    def _train_epoch(self, pnn: nn.Module, x: torch.Tensor, y: torch.Tensor, bar: Any) -> dict[str, float]:
         n, C, L = x.shape[0], pnn.n_classes, len(pnn.blocks)
+        acct = self.accountant
+        assert acct is not None
         perm = torch.randperm(n, generator=self.generator)
         loss_sum = [0.0] * L
         gp_sum = [0.0] * L
@@ -222,7 +115,7 @@ class MFFF:
             h = torch.cat([pnn.embed(xb, yb), pnn.embed(xb, wrong)])
             for i, (block, opt) in enumerate(zip(pnn.blocks, self.optimizers)):
                 feats = block.measure(h)
-                with self.accountant.flops(("mfff", i, tuple(feats.shape), self.inner_steps)):
+                with acct.flops(("mfff", i, tuple(feats.shape), self.inner_steps)):
                     for _ in range(self.inner_steps):
                         g = block.goodness(block(feats))
                         loss = ff_loss(g[:B], g[B:], self.theta)
@@ -241,4 +134,10 @@ class MFFF:
                 bar.update(1)
         for i in range(L):
             self.history.last_goodness[i] = (torch.cat([p for p, _ in g_all[i]]), torch.cat([q for _, q in g_all[i]]))
-        return [s / n for s in loss_sum], [s / n for s in gp_sum], [s / n for s in gn_sum]
+        metrics: dict[str, float] = {}
+        for i in range(L):
+            metrics[f"loss/block{i}"] = loss_sum[i] / n
+            metrics[f"g_pos/block{i}"] = gp_sum[i] / n
+            metrics[f"g_neg/block{i}"] = gn_sum[i] / n
+        metrics["loss"] = sum(s / n for s in loss_sum) / L  # mean of the per-block losses
+        return metrics

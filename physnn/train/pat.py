@@ -37,12 +37,13 @@ deviation of the initial fit data; mean-squared error; Adam.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import checks
 from ..system import PhysicalSystem
 from .e2e_model import E2EBlock, E2ENet, E2ETrainer
 
@@ -101,35 +102,71 @@ class PAT(E2ETrainer):
 
     name = "pat"
 
+    phases = ("train", "twin_fit", "eval")
+
     def __init__(self, epochs: int = 30, batch_size: int = 64, lr: float = 0.01, weight_decay: float = 0.0,
-                 seed: int = 0, eval_every: int = 1, count_flops: bool = True, *,
+                 seed: int = 0, eval_every: int = 1, progress: bool = False, count_flops: bool = True, *,
                  twin_hidden: Sequence[int] = (256, 256), twin_samples: int = 2000, twin_epochs: int = 30,
                  twin_lr: float = 2e-3, twin_batch: int = 128, refit_every: int = 1, refit_steps: int = 50,
                  buffer_size: int = 4096):
-        super().__init__(epochs, batch_size, lr, weight_decay, seed, eval_every, count_flops)
-        for key, v, lo in (("twin_samples", twin_samples, 1), ("twin_epochs", twin_epochs, 0),
-                           ("twin_batch", twin_batch, 1), ("refit_every", refit_every, 0),
-                           ("refit_steps", refit_steps, 0), ("buffer_size", buffer_size, 1)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ValueError(f"{key} must be an integer >= {lo}, got {v!r}")
-        if not isinstance(twin_lr, (int, float)) or not twin_lr > 0:
-            raise ValueError(f"twin_lr must be a positive number, got {twin_lr!r}")
-        hidden = [int(h) for h in twin_hidden]
-        if any(h < 1 for h in hidden):
-            raise ValueError(f"twin_hidden widths must be positive integers, got {list(twin_hidden)!r}")
-        self.twin_hidden = hidden
-        self.twin_samples = twin_samples
-        self.twin_epochs = twin_epochs
-        self.twin_lr = float(twin_lr)
-        self.twin_batch = twin_batch
-        self.refit_every = refit_every
-        self.refit_steps = refit_steps
-        self.buffer_size = buffer_size
+        super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                         eval_every=eval_every, progress=progress, count_flops=count_flops)
+        self.twin_hidden = tuple(checks.int_sequence("twin_hidden", twin_hidden, low=1))
+        self.twin_samples = checks.integer("twin_samples", twin_samples, low=1)
+        self.twin_epochs = checks.integer("twin_epochs", twin_epochs, low=0)
+        self.twin_lr = checks.positive("twin_lr", twin_lr)
+        self.twin_batch = checks.integer("twin_batch", twin_batch, low=1)
+        self.refit_every = checks.integer("refit_every", refit_every, low=0)
+        self.refit_steps = checks.integer("refit_steps", refit_steps, low=0)
+        self.buffer_size = checks.integer("buffer_size", buffer_size, low=1)
+        # keyed by the index of the first block that uses the system (stable across processes, for checkpoints)
         self.twins: dict[int, DigitalTwin] = {}
         self._twin_opt: dict[int, torch.optim.Optimizer] = {}
         self._initial: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._buffer: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._err: dict[int, list[float]] = {}
+        self._key_of: dict[int, int] = {}  # id(system) -> twin key
+
+    def _method_metric_names(self, model: nn.Module) -> list[str]:
+        return ["train_accuracy", *[f"twin_rel_error/block{j}" for j in range(1, len(model.blocks))]]
+
+    def _twin_keys(self, model: E2ENet) -> dict[int, PhysicalSystem]:
+        """Systems that need a twin (every system behind a trainable weight), by first-block index."""
+        self._key_of = {}
+        needed: dict[int, PhysicalSystem] = {}
+        for j, b in enumerate(list(model.blocks)):
+            if j == 0 or id(b.system) in self._key_of:
+                continue
+            self._key_of[id(b.system)] = j
+            needed[j] = b.system
+        return needed
+
+    # ----------------------------------------------------------------- state
+    def _extra_state(self) -> dict[str, Any]:
+        return {
+            str(k): {
+                "twin": self.twins[k].state_dict(),
+                "optimizer": self._twin_opt[k].state_dict(),
+                "initial": list(self._initial[k]),
+                "buffer": [list(b) for b in self._buffer[k]],
+            }
+            for k in self.twins
+        }
+
+    def _load_extra_state(self, model: nn.Module, state: dict[str, Any]) -> None:
+        needed = self._twin_keys(model)
+        if sorted(int(k) for k in state) != sorted(needed):
+            raise ValueError(f"checkpoint holds PAT twins for blocks {sorted(state)}, the model needs {sorted(needed)}")
+        for k, system in needed.items():
+            st = state[str(k)]
+            twin = DigitalTwin(system, self.twin_hidden)
+            twin.load_state_dict(st["twin"])
+            self.twins[k] = twin
+            self._twin_opt[k] = torch.optim.Adam(twin.parameters(), lr=self.twin_lr)
+            self._twin_opt[k].load_state_dict(st["optimizer"])
+            self._initial[k] = (st["initial"][0], st["initial"][1])
+            self._buffer[k] = [(b[0], b[1]) for b in st["buffer"]]
+            self._err[k] = []
 
     # ----------------------------------------------------------------- twins
     def _random_drives(self, system: PhysicalSystem, n: int) -> torch.Tensor:
@@ -141,9 +178,7 @@ class PAT(E2ETrainer):
 
     def _setup(self, model: E2ENet, x: torch.Tensor, y: torch.Tensor) -> None:
         assert self.accountant is not None
-        needed: dict[int, PhysicalSystem] = {}
-        for b in list(model.blocks)[1:]:
-            needed.setdefault(id(b.system), b.system)
+        needed = self._twin_keys(model)
         with self.accountant.phase("twin_fit"):
             for k, system in needed.items():
                 gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.generator)))
@@ -198,7 +233,7 @@ class PAT(E2ETrainer):
         meas = block.system(drive)  # the only contact with the system: a query
         if not drive.requires_grad:  # first block: no gradient needed upstream
             return meas
-        k = id(block.system)
+        k = self._key_of[id(block.system)]
         twin = self.twins[k]
         pred = twin(drive)
         self._remember(k, drive, meas)
@@ -218,7 +253,7 @@ class PAT(E2ETrainer):
 
     def _after_epoch(self, model: E2ENet, epoch: int, metrics: dict[str, float]) -> None:
         for j, b in enumerate(model.blocks):
-            errs = self._err.get(id(b.system))
+            errs = self._err.get(self._key_of.get(id(b.system), -1))
             if j > 0 and errs:
                 metrics[f"twin_rel_error/block{j}"] = sum(errs) / len(errs)
         for errs in self._err.values():

@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .. import checks
 from .e2e_model import E2EBlock, E2ENet, E2ETrainer
 
 __all__ = ["ZerothOrder"]
@@ -48,15 +49,12 @@ class ZerothOrder(E2ETrainer):
     name = "zeroth_order"
 
     def __init__(self, epochs: int = 30, batch_size: int = 64, lr: float = 0.01, weight_decay: float = 0.0,
-                 seed: int = 0, eval_every: int = 1, count_flops: bool = True, *,
+                 seed: int = 0, eval_every: int = 1, progress: bool = False, count_flops: bool = True, *,
                  perturbation: float = 0.01, directions: int = 1):
-        super().__init__(epochs, batch_size, lr, weight_decay, seed, eval_every, count_flops)
-        if not isinstance(perturbation, (int, float)) or isinstance(perturbation, bool) or not perturbation > 0:
-            raise ValueError(f"perturbation must be a positive number, got {perturbation!r}")
-        if not isinstance(directions, int) or isinstance(directions, bool) or directions < 1:
-            raise ValueError(f"directions must be an integer >= 1, got {directions!r}")
-        self.perturbation = float(perturbation)
-        self.directions = directions
+        super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
+                         eval_every=eval_every, progress=progress, count_flops=count_flops)
+        self.perturbation = checks.positive("perturbation", perturbation)
+        self.directions = checks.integer("directions", directions, low=1)
         self._first: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _physics(self, i: int, block: E2EBlock, drive: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,369 @@
+"""The one trainer contract: every training method is a :class:`Trainer` with a per-batch step.
+
+Why one base class: a run on a bench is long, gets interrupted and is resumed,
+logged and compared against other methods. If each method owned its own epoch
+loop, each would count queries, evaluate, checkpoint and name its metrics its
+own way -- and the comparison between methods, the point of the project, would
+compare bookkeeping. So the base owns everything that is not the method:
+
+* the epoch loop, the progress bar and the evaluation schedule;
+* the accounting (:class:`~physnn.accounting.Accountant`): physical queries,
+  device seconds, wall time and digital FLOPs by phase (``train``,
+  ``twin_fit``, ``eval``), the same for every method;
+* ``state_dict``/``load_state_dict``: optimisers, the method's RNG, the epoch
+  counter, the accounting totals and whatever the method adds (a twin, a
+  readout), so every method resumes exactly;
+* :meth:`Trainer.metric_names`: every metric a method emits is declared
+  before the run starts, so the run file has a column for each;
+* scikit-learn's parameter protocol (``get_params(deep=True)``,
+  ``set_params``), so ``sklearn.base.clone`` works.
+
+A method subclasses it and implements :meth:`Trainer._train_batch` (one step
+on one batch; it returns the batch's metrics as sums) or, when a whole epoch
+is its unit, :meth:`Trainer._train_epoch`; optional hooks are
+:meth:`_make_optimizers`, :meth:`_setup`, :meth:`_after_epoch`,
+:meth:`_evaluate`, :meth:`_extra_state` / :meth:`_load_extra_state`.
+
+Stopping early: ``on_epoch_end(epoch, metrics)`` may return ``True`` (or set
+``trainer.should_stop = True``) to end training after that epoch; the
+trainer's ``epochs`` budget is unchanged, so a later ``fit`` continues.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from .. import checks
+from ..accounting import Accountant
+from ..model import check_labels
+
+__all__ = ["Trainer", "History", "EpochCallback", "PHASE_METRICS"]
+
+log = logging.getLogger(__name__)
+
+#: ``on_epoch_end(epoch, metrics) -> stop?``; the run file hooks in here.
+EpochCallback = Callable[[int, dict[str, float]], Any]
+
+#: Cumulative accounting metrics emitted per declared phase (``queries/train`` ...).
+PHASE_METRICS = ("queries", "device_seconds", "wall_seconds", "flops")
+
+
+@dataclass
+class History:
+    """Per-epoch metrics (a list of dicts) plus every goodness value of the last epoch, per block."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    last_goodness: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    def metric(self, name: str) -> list[float]:
+        return [e.get(name, float("nan")) for e in self.epochs]
+
+
+class Trainer:
+    """Base of every training method (see the module docstring).
+
+    Args:
+        epochs: passes over the training set (the total, across resumes).
+        batch_size: samples per batch.
+        lr: learning rate of the method's optimiser(s).
+        weight_decay: optimiser weight decay.
+        seed: seeds shuffling and every random draw of the method.
+        eval_every: evaluate on the validation data every this many epochs
+            (0: only after the last epoch).
+        progress: a tqdm bar over batches (it turns itself off when stderr is not a terminal).
+        count_flops: count digital FLOPs (memoised per step shape, see :mod:`physnn.accounting`).
+    """
+
+    #: The method's name (``--method``).
+    name: ClassVar[str] = "trainer"
+    #: The kind of model the method trains: ``"pnn"`` (label embedded, goodness) or ``"e2e"`` (logits).
+    model_kind: ClassVar[str] = "pnn"
+    #: False for the digital controls: the runner builds no system for them.
+    uses_systems: ClassVar[bool] = True
+    #: Accounting phases the method uses (each gets ``queries/<phase>`` ... columns).
+    phases: ClassVar[tuple[str, ...]] = ("train", "eval")
+
+    def __init__(
+        self,
+        epochs: int = 30,
+        batch_size: int = 64,
+        lr: float = 0.01,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        eval_every: int = 1,
+        progress: bool = False,
+        count_flops: bool = True,
+    ):
+        self.epochs = checks.integer("epochs", epochs, low=0)
+        self.batch_size = checks.integer("batch_size", batch_size, low=1)
+        self.lr = checks.positive("lr", lr)
+        self.weight_decay = checks.nonnegative("weight_decay", weight_decay)
+        self.seed = checks.integer("seed", seed, low=0)
+        self.eval_every = checks.integer("eval_every", eval_every, low=0)
+        self.progress = checks.boolean("progress", progress)
+        self.count_flops = checks.boolean("count_flops", count_flops)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.optimizers: list[torch.optim.Optimizer] = []
+        self.accountant: Accountant | None = None
+        self.epochs_done = 0
+        self.history = History()
+        self.should_stop = False
+        self._ready = False
+
+    # ------------------------------------------------------------ parameters
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [k for k, p in sig.parameters.items() if k != "self" and p.kind is not p.VAR_KEYWORD]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's arguments (scikit-learn's protocol; ``deep`` has no nested estimators here)."""
+        return {k: getattr(self, k) for k in self._param_names()}
+
+    def set_params(self, **params: Any) -> "Trainer":
+        """Set constructor arguments, re-checked by building a fresh instance (scikit-learn's protocol)."""
+        valid = self._param_names()
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            raise checks.ParameterError(
+                f"{type(self).__name__} has no parameter(s) {', '.join(map(repr, unknown))}; valid: {', '.join(valid)}"
+            )
+        merged = {**self.get_params(), **params}
+        fresh = type(self)(**merged)  # validates every value the way the constructor does
+        for k in params:
+            setattr(self, k, getattr(fresh, k))
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # --------------------------------------------------------------- model
+    @classmethod
+    def first_block_width(cls, n_features: int, n_classes: int) -> int:
+        """Drive channels the first block needs: MF-FF-style methods embed the label in front of the features."""
+        return n_features + (n_classes if cls.model_kind == "pnn" else 0)
+
+    def build_model(self, systems: Sequence[Any], n_features: int, n_classes: int, **options: Any) -> nn.Module:
+        """The model this method trains, on ``systems`` (one per block).
+
+        ``options`` are the model keys of a config (``blocks``, ``hidden``,
+        ``skip``, ``encoder``, ``goodness``, ``label_scale``, ``seed``); each
+        model kind takes the ones it uses.
+        """
+        if self.model_kind == "pnn":
+            from ..model import PNN
+
+            pnn = {k: v for k, v in options.items() if k != "blocks"}
+            return PNN(systems, n_features, n_classes, **pnn)
+        from .e2e_model import E2ENet
+
+        e2e = {k: v for k, v in options.items() if k in ("hidden", "skip", "encoder", "seed")}
+        return E2ENet(systems, n_features, n_classes, **e2e)
+
+    def _check_model(self, model: nn.Module) -> None:
+        """Refuse a model this method cannot train (a clear TypeError)."""
+
+    # -------------------------------------------------------------- metrics
+    def metric_names(self, model: nn.Module) -> list[str]:
+        """Every metric :meth:`fit` can emit for ``model``, in a stable order (the run file's columns)."""
+        names = ["loss", *self._method_metric_names(model), "test_accuracy", "train_queries", "eval_queries",
+                 "device_seconds", "digital_flops", "epoch_seconds", "wall_seconds"]
+        for p in self.phases:
+            names += [f"{kind}/{p}" for kind in PHASE_METRICS]
+        names += ["queries/learning", "queries/total", "device_seconds/total", "wall_seconds/total",
+                  "flops/learning", "flops/total", "queries/other", "device_seconds/other", "flops/other"]
+        seen: dict[str, None] = {}
+        for n in names:
+            seen.setdefault(n)
+        return list(seen)
+
+    def _method_metric_names(self, model: nn.Module) -> list[str]:
+        """The method's own per-epoch metrics (per-block losses, twin errors ...)."""
+        return []
+
+    def _cumulative(self, acct: Accountant, names: set[str]) -> dict[str, float]:
+        """The accountant's cumulative totals, restricted to declared names (missing phases read 0)."""
+        got = acct.metrics()
+        return {n: float(got.get(n, 0.0)) for n in names}
+
+    # ----------------------------------------------------------------- state
+    def _make_optimizers(self, model: nn.Module) -> list[torch.optim.Optimizer]:
+        """One Adam over every trainable parameter (MF-FF overrides: one per block)."""
+        return [torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)]
+
+    def prepare(self, model: nn.Module) -> None:
+        """Start accounting for ``model``'s systems and build the optimisers (idempotent).
+
+        The runner calls it before anything is queried, so probes and every
+        other query of the run are counted in ``queries/total``.
+        """
+        if self.accountant is None:
+            self.accountant = Accountant(getattr(model, "systems", []), count_flops=self.count_flops)
+        if not self.optimizers:
+            self.optimizers = self._make_optimizers(model)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly: epoch counter, RNG, optimisers, accounting, method state."""
+        return {
+            "epochs_done": self.epochs_done,
+            "generator": self.generator.get_state(),
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "accountant": self.accountant.state_dict() if self.accountant is not None else {},
+            "method": self._extra_state(),
+        }
+
+    def load_state_dict(self, model: nn.Module, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` for ``model`` (already holding its checkpointed weights)."""
+        self._check_model(model)
+        self.prepare(model)
+        self.epochs_done = int(state["epochs_done"])
+        self.generator.set_state(state["generator"])
+        saved = state.get("optimizers", [])
+        if len(saved) != len(self.optimizers):
+            raise ValueError(f"checkpoint holds {len(saved)} optimiser state(s), {type(self).__name__} has "
+                             f"{len(self.optimizers)} for this model")
+        for opt, s in zip(self.optimizers, saved):
+            opt.load_state_dict(s)
+        if state.get("accountant") and self.accountant is not None:
+            self.accountant.load_state_dict(state["accountant"])
+        self._load_extra_state(model, state.get("method") or {})
+        self._ready = True  # the method's one-off set-up (e.g. PAT's twin fit) is in the restored state
+
+    def _extra_state(self) -> dict[str, Any]:
+        """The method's own state beyond optimisers and RNG (a twin, a readout); tensors, numbers, lists, dicts."""
+        return {}
+
+    def _load_extra_state(self, model: nn.Module, state: dict[str, Any]) -> None:
+        """Restore :meth:`_extra_state`."""
+
+    # ----------------------------------------------------------------- hooks
+    def _setup(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Once, before the first epoch of a fresh run (PAT fits its twins here); not after a resume."""
+
+    def _train_epoch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, bar: Any) -> dict[str, float]:
+        """One pass over ``(x, y)`` in shuffled batches; returns the epoch's training metrics.
+
+        The default calls :meth:`_train_batch` per batch and averages the sums
+        it returns over the samples.
+        """
+        n = x.shape[0]
+        perm = torch.randperm(n, generator=self.generator)
+        sums: dict[str, float] = {}
+        for start in range(0, n, self.batch_size):
+            idx = perm[start : start + self.batch_size]
+            for k, v in self._train_batch(model, x[idx], y[idx]).items():
+                sums[k] = sums.get(k, 0.0) + v
+            if bar is not None:
+                bar.update(1)
+        return {k: v / n for k, v in sums.items()}
+
+    def _train_batch(self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> dict[str, float]:
+        """One step on one batch; returns metric *sums* over the batch (e.g. ``loss`` x batch size)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _train_batch or _train_epoch")
+
+    def _after_epoch(self, model: nn.Module, epoch: int, metrics: dict[str, float]) -> None:
+        """After each epoch's training, before evaluation (PAT refits its twins here); may add metrics."""
+
+    def _evaluate(self, model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, metrics: dict[str, float]) -> None:
+        """Validation accuracy through the systems (the run's evaluation schedule decides when)."""
+        metrics["test_accuracy"] = model.score(x_val, y_val)
+
+    def _should_evaluate(self, epoch: int) -> bool:
+        last = epoch + 1 == self.epochs
+        return last or bool(self.eval_every and (epoch + 1) % self.eval_every == 0)
+
+    def _postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        out = {"loss": f"{metrics['loss']:.4f}"} if "loss" in metrics else {}
+        if "test_accuracy" in metrics:
+            out["test_acc"] = f"{metrics['test_accuracy']:.3f}"
+        return out
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, model: nn.Module, x: Any, y: Any, x_val: Any = None, y_val: Any = None, *,
+            on_epoch_end: EpochCallback | None = None) -> History:
+        """Train ``model`` on ``(x, y)`` until ``epochs`` epochs are done in total.
+
+        Calling ``fit`` again (after :meth:`load_state_dict`, or with a larger
+        ``epochs``) continues the run. ``on_epoch_end(epoch, metrics)`` is
+        called after each epoch; returning ``True`` stops training there.
+        """
+        self._check_model(model)
+        x = model.check_features(x)
+        y = check_labels(y, x.shape[0], model.n_classes)
+        has_val = x_val is not None and y_val is not None
+        if has_val:
+            x_val = model.check_features(x_val)
+            y_val = check_labels(y_val, x_val.shape[0], model.n_classes, "y_val")
+        self.prepare(model)
+        acct = self.accountant
+        assert acct is not None
+        declared = set(self.metric_names(model))
+        t_start = time.perf_counter()
+        pre_setup: dict[str, float] | None = None
+        if not self._ready:
+            pre_setup = acct.metrics()  # the set-up (PAT's twin fit) is charged to the first epoch
+            self._setup(model, x, y)
+            self._ready = True
+        model.train()
+        self.should_stop = False
+        bar = None
+        if self.progress and self.epochs_done < self.epochs:
+            from tqdm.auto import tqdm
+
+            n_batches = (x.shape[0] + self.batch_size - 1) // self.batch_size
+            # disable=None: the bar turns itself off when stderr is not a terminal (CI, nohup, pipes)
+            bar = tqdm(total=(self.epochs - self.epochs_done) * n_batches, unit="batch", dynamic_ncols=True,
+                       disable=None)
+        try:
+            while self.epochs_done < self.epochs and not self.should_stop:
+                epoch = self.epochs_done
+                before, pre_setup = (pre_setup if pre_setup is not None else acct.metrics()), None
+                t0 = time.perf_counter()
+                with acct.phase("train"):
+                    trained = self._train_epoch(model, x, y, bar)
+                metrics: dict[str, float] = {"epoch": float(epoch + 1), **trained}
+                self._after_epoch(model, epoch, metrics)
+                if has_val and self._should_evaluate(epoch):
+                    model.eval()
+                    with acct.phase("eval"):
+                        self._evaluate(model, x_val, y_val, metrics)
+                    model.train()
+                after = acct.metrics()
+
+                def delta(k: str) -> float:
+                    return after.get(k, 0.0) - before.get(k, 0.0)
+
+                metrics["train_queries"] = delta("queries/learning")
+                metrics["eval_queries"] = delta("queries/eval")
+                metrics["device_seconds"] = delta("device_seconds/total")
+                if self.count_flops:
+                    metrics["digital_flops"] = delta("flops/learning")
+                metrics["epoch_seconds"] = time.perf_counter() - t0
+                metrics["wall_seconds"] = time.perf_counter() - t_start
+                metrics.update(self._cumulative(acct, declared & {k for k in declared if "/" in k and
+                                                                  k.split("/")[0] in PHASE_METRICS}))
+                undeclared = sorted(set(metrics) - declared - {"epoch"})
+                if undeclared:  # a bug in the method, caught here rather than as a run-file surprise
+                    raise RuntimeError(f"{type(self).__name__} emitted undeclared metric(s) {undeclared}; "
+                                       f"add them to _method_metric_names")
+                self.epochs_done += 1
+                self.history.epochs.append(metrics)
+                if bar is not None:
+                    bar.set_postfix(**self._postfix(metrics))
+                if on_epoch_end is not None and on_epoch_end(epoch, metrics) is True:
+                    self.should_stop = True
+                if self.should_stop:
+                    log.info("%s: stopped after epoch %d on request", type(self).__name__, epoch + 1)
+        finally:
+            if bar is not None:
+                bar.close()
+            model.eval()
+        return self.history
