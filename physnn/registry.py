@@ -55,7 +55,7 @@ def system_factory(name: str) -> Callable[..., PhysicalSystem]:
         raise ImportError(f"system {name!r} could not be loaded ({eps[name].value}): {exc}") from exc
 
 
-def build_system(name: str, **options: Any) -> PhysicalSystem:
+def build_system(name: str, /, **options: Any) -> PhysicalSystem:
     """Build a system by name, its options typed and checked against the factory's signature.
 
     Why typed here: options arrive from TOML or ``--system-option KEY=VALUE``,
