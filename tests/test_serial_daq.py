@@ -571,7 +571,7 @@ def test_fake_maps_codes_to_the_backend_levels_and_outputs_to_adc_codes():
         fw.stop()
 
 
-def test_factory_faults_are_armed_before_the_first_request():
+def test_factory_faults_are_armed_before_the_first_request(monkeypatch):
     daq = simulated_serial_daq(n_inputs=2, n_outputs=2, noise=False, timeout=0.5, backoff=0.01,
                                faults=[{"kind": "drop", "command": "IDENT"}, "corrupt_crc"])
     try:
@@ -582,16 +582,20 @@ def test_factory_faults_are_armed_before_the_first_request():
         assert [n for n, _ in daq.firmware.log[:3]] == ["IDENT", "IDENT", "SET_LIMITS"]
     finally:
         daq.close()
-    import glob
+    import os
     import tempfile
 
-    before = set(glob.glob(f"{tempfile.gettempdir()}/physnn-fakedaq-*"))
+    # the pty folders this process creates (a glob of /tmp would see other processes' benches)
+    created = []
+    real_mkdtemp = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: created.append(real_mkdtemp(*a, **k)) or created[-1])
     with pytest.raises(ValueError, match="fault kind must be one of 'drop', 'late', .*, got 'explode'"):
         simulated_serial_daq(n_inputs=2, n_outputs=2, faults=["explode"])
+    assert created == []  # refused before any pty or thread exists
     with pytest.raises(InstrumentTimeout, match="open failed after 2 attempt"):  # a board that never answers
         simulated_serial_daq(n_inputs=2, n_outputs=2, timeout=0.2, retries=1,
                              faults=[{"kind": "drop", "command": "IDENT", "count": 5}])
-    assert set(glob.glob(f"{tempfile.gettempdir()}/physnn-fakedaq-*")) <= before
+    assert len(created) == 1 and not os.path.exists(created[0])  # the failed bench cleaned up after itself
 
 
 def test_registry_builds_the_simulated_bench():
