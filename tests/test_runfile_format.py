@@ -258,3 +258,29 @@ def test_file_size_is_linear_in_epochs(tmp_path):
     assert 0.9 < exponent < 1.1, sizes
     per_epoch = (sizes[240] - sizes[120]) / 120
     assert per_epoch < 64 * 64 * 4 * 1.5, sizes  # about one checkpoint (16 KiB) per epoch
+
+
+def test_fsync_follows_fsync_seconds_and_close_always_syncs(tmp_path, monkeypatch):
+    import physnn.runlog.writer as writer_module
+
+    calls = []
+    monkeypatch.setattr(writer_module.os, "fsync", lambda fd: calls.append(fd))
+    w = RunWriter(tmp_path / "a.h5", config={}, seed=0, fsync_seconds=3600)
+    for e in range(5):
+        w.log_epoch(e, {"loss": 1.0})
+        w.checkpoint(e, {"w": torch.zeros(2)})
+    assert calls == []  # an hour between fsyncs: none yet (a killed process still loses nothing flushed)
+    w.close()
+    assert len(calls) == 1
+    calls.clear()
+    w = RunWriter(tmp_path / "b.h5", config={}, seed=0, fsync_seconds=0)
+    for e in range(3):
+        w.log_epoch(e, {"loss": 1.0})
+    assert len(calls) == 3  # 0: after every epoch, as for a power cut that must lose nothing
+    w.close()
+    calls.clear()
+    with RunWriter(tmp_path / "c.h5", config={}, seed=0, durable=False) as w:
+        w.log_epoch(0, {})
+    assert calls == []
+    with pytest.raises(ValueError, match="fsync_seconds must be a finite number >= 0, got -1"):
+        RunWriter(tmp_path / "d.h5", config={}, seed=0, fsync_seconds=-1)

@@ -67,8 +67,14 @@ class RunWriter:
         goodness_per_call: at most this many positive and as many negative
             goodness values per :meth:`log_goodness` call.
         overwrite: replace an existing file (default: refuse, never lose data).
-        durable: ``fsync`` after every epoch and checkpoint, so that a power
-            cut (not just a killed process) keeps them too.
+        durable: ``fsync`` the file at close and, after an epoch or a
+            checkpoint, when ``fsync_seconds`` have passed since the last
+            ``fsync``, so that a power cut (not just a killed process) keeps
+            them too. A killed process loses nothing flushed either way: the
+            operating system holds the written data.
+        fsync_seconds: at most one ``fsync`` per this many seconds (0: after
+            every epoch and checkpoint). An ``fsync`` costs milliseconds, as
+            much as a whole full-batch epoch of a small model.
         checkpoint_seconds: with it, :meth:`should_checkpoint` also says yes
             once this many seconds have passed since the last checkpoint (a
             wall-clock checkpoint interval for runs whose epochs are short).
@@ -97,6 +103,7 @@ class RunWriter:
         overwrite: bool = False,
         durable: bool = True,
         checkpoint_seconds: float | None = None,
+        fsync_seconds: float = 1.0,
     ):
         path = Path(path)
         overwrite = checks.boolean("overwrite", overwrite)
@@ -111,6 +118,7 @@ class RunWriter:
         goodness_per_call = checks.integer("goodness_per_call", goodness_per_call, low=1)
         durable = checks.boolean("durable", durable)
         checkpoint_seconds = _check_checkpoint_seconds(checkpoint_seconds)
+        fsync_seconds = checks.nonnegative("fsync_seconds", fsync_seconds)
         units = {checks.string("metric_units key", k): checks.string(f"metric_units[{k!r}]", v)
                  for k, v in (metric_units or {}).items()}
         config_json = json.dumps(_strict_json(config, "config"), indent=1)
@@ -130,6 +138,7 @@ class RunWriter:
         self.goodness_per_call = goodness_per_call
         self.durable = durable
         self.checkpoint_seconds = checkpoint_seconds
+        self.fsync_seconds = fsync_seconds
         path.parent.mkdir(parents=True, exist_ok=True)
         start_unix = time.time()
         tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
@@ -296,7 +305,7 @@ class RunWriter:
         self._segment = segment
         self._closed = False
         self._fd = os.open(self.path, os.O_RDONLY) if self.durable else None
-        self._last_checkpoint_time = time.monotonic()
+        self._last_checkpoint_time = self._last_fsync = time.monotonic()
 
     def _bind(self, f: h5py.File) -> None:
         """Open handles on every dataset (SWMR keeps them valid) and read back the running state."""
@@ -365,10 +374,14 @@ class RunWriter:
         if self._closed:
             raise RuntimeError(f"{what}: run file {str(self.path)!r} is closed; reopen it with RunWriter.resume(path)")
 
-    def _sync(self) -> None:
+    def _sync(self, force: bool = False) -> None:
+        """Flush to the operating system (enough for a killed process); fsync when due (for a power cut)."""
         self._f.flush()
         if self._fd is not None:
-            os.fsync(self._fd)
+            now = time.monotonic()
+            if force or now - self._last_fsync >= self.fsync_seconds:
+                os.fsync(self._fd)
+                self._last_fsync = now
 
     # ---------------------------------------------------------------- epoch
     def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
@@ -422,7 +435,7 @@ class RunWriter:
         with self._lock:
             self._check_open("log_summary")
             self._summary.append(record, time=time.time(), epoch=_or_minus1(self._last_epoch), kind="summary")
-            self._sync()
+            self._sync(force=True)
 
     # ----------------------------------------------------------- checkpoint
     def should_checkpoint(self, epoch: int, *, every: int | None = None, final: bool = False) -> bool:
@@ -475,6 +488,7 @@ class RunWriter:
             self._write_all_samples()
             now = time.time()
             offset = _append_bytes(self._ckpt_data, raw)
+            self._f.flush()  # the bytes reach the file before the manifest that points to them
             record = {"epoch": epoch, "time": now, "segment": self._segment, "data_offset": offset,
                       "data_length": len(raw), "crc32": zlib.crc32(raw), "byteorder": sys.byteorder,
                       "arrays": packer.table, **trees}
@@ -578,10 +592,14 @@ class RunWriter:
                 ds.flush()
             pr["n"] = xa.shape[0]
             pr["rows"].div[0] = pr["rows"].div[1] = xa.shape[0]
+            pr["rows"].recount()
             self._f.flush()
 
     def log_probe(self, block: str | int, step: int, y: Any) -> None:
-        """Append one re-measurement ``y [P, n_out]`` of the block's probes at training ``step``."""
+        """Append one re-measurement ``y [P, n_out]`` of the block's probes at training ``step``.
+
+        It reaches the disk with the next epoch flush (:meth:`log_epoch`, :meth:`checkpoint`, :meth:`flush`).
+        """
         step = _nonneg_int(step, "step")
         with self._lock:
             self._check_open("log_probe")
@@ -595,7 +613,6 @@ class RunWriter:
             k = pr["rows"].committed()
             rows = np.arange(k * pr["n"], (k + 1) * pr["n"], dtype=np.int64)
             pr["rows"].append([ya, rows, np.asarray([time.time()]), np.asarray([step], dtype=np.int64)], 1)
-            self._f.flush()
 
     # ------------------------------------------------ goodness and confusion
     def log_goodness(self, block: str | int, g_pos: Any, g_neg: Any, epoch: int | None = None) -> None:
@@ -642,7 +659,7 @@ class RunWriter:
             self._confusion.append({"epoch": e, "split": str(split), "labels": labels,
                                     "matrix": m.astype(np.int64).tolist()}, time=time.time(), epoch=e,
                                    kind=str(split))
-            self._sync()
+            self._sync(force=True)
 
     # ---------------------------------------------------------------- systems
     def update_systems(self, systems: Mapping[str, Any]) -> None:
@@ -695,7 +712,7 @@ class RunWriter:
         with self._lock:
             self._check_open("flush")
             self._write_all_samples()
-            self._sync()
+            self._sync(force=True)
 
     # ---------------------------------------------------------------- close
     def close(self, status: str = "completed", *, systems: Mapping[str, Any] | None = None) -> None:
@@ -714,7 +731,7 @@ class RunWriter:
                 self._write_all_samples()
                 self._events.append({"kind": "run_closed", "fields": {"status": status}}, time=time.time(),
                                     epoch=_or_minus1(self._last_epoch), kind="run_closed")
-                self._sync()
+                self._sync(force=True)
             finally:
                 self._f.close()
                 if self._fd is not None:
@@ -745,7 +762,7 @@ class RunWriter:
     # --------------------------------------------------------------- resume
     @classmethod
     def resume(cls, path: str | os.PathLike, *, durable: bool = True, force: bool = False,
-               checkpoint_seconds: float | None = None) -> "RunWriter":
+               checkpoint_seconds: float | None = None, fsync_seconds: float = 1.0) -> "RunWriter":
         """Reopen a run file to append to it (after a crash, Ctrl-C or a finished run).
 
         The status goes back to ``running`` and a ``resumed`` event records the
@@ -758,6 +775,7 @@ class RunWriter:
         durable = checks.boolean("durable", durable)
         force = checks.boolean("force", force)
         checkpoint_seconds = _check_checkpoint_seconds(checkpoint_seconds)
+        fsync_seconds = checks.nonnegative("fsync_seconds", fsync_seconds)
         run = _load_for_repair(path, force)
         if run.format_version < FORMAT_VERSION:
             raise RunFileError(path, f"is in run-format version {run.format_version}, which this physnn reads but "
@@ -785,6 +803,7 @@ class RunWriter:
         self.path = path
         self.durable = durable
         self.checkpoint_seconds = checkpoint_seconds
+        self.fsync_seconds = fsync_seconds
         options = json.loads(run.attrs.get("writer_options", "{}"))
         self.samples_per_call = int(options.get("samples_per_call", 16))
         self.max_samples = int(options.get("max_samples", 100_000))
