@@ -7,11 +7,19 @@ simulator, 2 blocks, a run file under ``runs/``.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import errno
+import logging
 import os
+import re
 import sys
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, Sequence
 
+from . import safety
 from .config import ConfigError, RunConfig, load_config
+from .safety import Terminated, shutdown_on_signals
 
 __all__ = ["main"]
 
@@ -93,13 +101,35 @@ def _cmd_train(args: argparse.Namespace) -> int:
         else:
             print(line, flush=True)
 
-    result = run_experiment(config, progress=progress, resume=args.resume, echo=echo)
+    if not args.resume:
+        _check_output(config.output)
+        reserved = sorted(set(config.system_options) & {"n_inputs", "seed", "device"})
+        if reserved:  # the runner passes these to the system's factory itself
+            raise ConfigError(f"system_options may not set {', '.join(map(repr, reserved))}: the run sets them "
+                              f"itself (from the model's width, --seed and --device)")
+    # a run file is data: paths in its options may only point into the run's folder or the user's cache
+    confine = (safety.confined_paths([Path(args.resume).resolve().parent, safety.user_cache_dir()],
+                                     source=str(args.resume)) if args.resume else contextlib.nullcontext())
+    with confine:
+        result = run_experiment(config, progress=progress, resume=args.resume, echo=echo)
     print(f"train accuracy {result.train_accuracy:.4f}, test accuracy {result.test_accuracy:.4f}")
     print(f"physical queries: {result.train_queries} samples in training, {result.total_queries} in total "
           f"(incl. evaluation); wall time {result.wall_seconds:.1f} s")
     if result.path is not None:
         print(f"run file: {result.path}")
     return 0
+
+
+def _check_output(value: str) -> None:
+    """``--output`` must be a new ``*.h5`` file or a folder: an existing file on the way is refused up front."""
+    out = Path(value)
+    folder = out.parent if out.suffix in (".h5", ".hdf5") else out
+    for p in (folder, *folder.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise ConfigError(f"output {value!r}: {str(p)!r} is a file, not a folder; give a folder or a new "
+                                  f"*.h5 file name")
+            return
 
 
 def _cmd_systems(args: argparse.Namespace) -> int:
@@ -149,7 +179,7 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="physnn", description="Train physical neural networks with MF-FF.")
+    p = _Parser(prog="physnn", description="Train physical neural networks with MF-FF.")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a PNN (no arguments: the main job, digits through optics)")
     t.add_argument("--config", help="TOML file with the same keys as these flags")
@@ -180,19 +210,101 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``physnn`` command; returns the exit code.
+
+    Every user error ends in one line on stderr naming the value and what is
+    allowed, exit code 2 (``PHYSNN_DEBUG=1``: the traceback instead). Ctrl-C
+    exits 130; SIGTERM and SIGHUP are handled like Ctrl-C (systems to their
+    safe state, run file ``interrupted``) and exit 128 + the signal number.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted: the run file holds every completed epoch; instruments were put in their safe state",
-              file=sys.stderr)
-        return 130
-    except (ConfigError, ValueError, FileNotFoundError, ImportError) as exc:
-        if os.environ.get("PHYSNN_DEBUG"):
+        with shutdown_on_signals():
+            return args.func(args)
+    except KeyboardInterrupt as exc:
+        why = f"terminated by {exc.signal_name}" if isinstance(exc, Terminated) else "interrupted"
+        _say(f"\n{why}: the run file holds every completed epoch; instruments were put in their safe state")
+        return exc.exit_code if isinstance(exc, Terminated) else 130
+    except Exception as exc:
+        if os.environ.get("PHYSNN_DEBUG") or not _is_user_error(exc):
             raise
-        print(f"physnn {args.command}: error: {exc}", file=sys.stderr)
+        _say(f"physnn {args.command}: error: {_one_line(exc)}")
+        if argv is None and _disk_full(exc):
+            _skip_hdf5_teardown(2, exc)
         return 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: the usage block is what ``--help`` is for."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _say(line: str) -> None:
+    """A last line on stderr; a terminal that went away with SIGHUP must not turn it into a traceback."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+def _skip_hdf5_teardown(code: int, exc: BaseException) -> None:
+    """End the process without HDF5's own exit handler, after Python's.
+
+    Why: after a write failed with ENOSPC, HDF5 2.0 crashes (SIGSEGV in
+    ``H5_term_library``) tearing down the datasets of the file it could not
+    flush, at C-level exit, after everything in Python is done. The run file
+    is as closed as it can be by then (readers recover it), so the last Python
+    exit handler ends the process with ``code`` instead. Only for ``physnn``
+    run as a program (``main()`` reading ``sys.argv``), never in-process.
+    ``exc`` is held until then: its frames hold the h5py objects whose
+    deallocation would print a traceback per dataset after the one-line error.
+    """
+
+    def hard_exit(_keep: BaseException) -> None:
+        safety.close_all()
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+    atexit.register(hard_exit, exc)  # registered last, so it runs first; it runs safety.close_all() itself
+
+
+def _foreign_error(exc: BaseException, module: str, name: str) -> bool:
+    """``exc`` is ``module.name`` (or a subclass), without importing ``module`` (the core never imports devices)."""
+    cls = getattr(sys.modules.get(module), name, None)
+    return isinstance(cls, type) and isinstance(exc, cls)
+
+
+def _disk_full(exc: BaseException) -> bool:
+    # h5py reports a failed write as a RuntimeError whose text carries the errno
+    return getattr(exc, "errno", None) == errno.ENOSPC or "errno = 28," in str(exc)
+
+
+def _is_user_error(exc: Exception) -> bool:
+    """Errors a user can act on (a value, a file, an instrument, a full disk), as opposed to bugs in physnn."""
+    return (isinstance(exc, (ValueError, OSError, ImportError)) or _disk_full(exc)
+            or _foreign_error(exc, "physnn.devices.errors", "InstrumentError")
+            or _foreign_error(exc, "physnn.remote", "RemoteSystemError"))
+
+
+def _one_line(exc: BaseException) -> str:
+    if _disk_full(exc):
+        m = re.search(r"filename = '([^']*)'", str(exc))
+        where = m.group(1) if m else getattr(exc, "filename", None)
+        return (f"No space left on device{f' writing {where}' if where else ''}; free some space or give an "
+                f"--output on another disk (the run file keeps every epoch written before)")
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        text = f"{exc.filename}: {exc.strerror}"
+    elif isinstance(exc, (ValueError, OSError, ImportError)):
+        text = str(exc)
+    else:  # an instrument or remote fault: its class says what kind
+        text = f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -117,6 +117,7 @@ class RunConfig:
             if not isinstance(getattr(self, key), dict):
                 raise checks.ParameterError(f"{key} must be a table of KEY = VALUE options, got "
                                             f"{getattr(self, key)!r}")
+        _check_device(self.device)
         if not (self.label_scale in ("batch_max", "sample_max") or
                 (isinstance(self.label_scale, (int, float)) and not isinstance(self.label_scale, bool))):
             raise checks.ParameterError(f"label_scale must be 'batch_max', 'sample_max' or a number, "
@@ -144,6 +145,27 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _check_device(value: str) -> None:
+    """A torch device this build and machine can use, checked before any data or system is built."""
+    import torch
+
+    allowed = "'cpu' or 'cuda[:N]'"
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise checks.ParameterError(f"device must be {allowed}, got {value!r}") from None
+    if dev.type == "cpu":
+        return
+    if dev.type != "cuda":
+        raise checks.ParameterError(f"device must be {allowed}, got {value!r}")
+    if not torch.cuda.is_available():
+        raise checks.ParameterError(f"device = {value!r} needs CUDA, which this torch build or machine does not "
+                                    f"have; use 'cpu'")
+    n = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= n:
+        raise checks.ParameterError(f"device = {value!r}: this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}")
 
 
 def load_config(path: str | Path) -> RunConfig:

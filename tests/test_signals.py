@@ -91,7 +91,10 @@ class _Bench:
         self.closed = True
 
 
-def test_close_all_closes_what_is_still_open_and_survives_a_failing_close(caplog):
+def test_close_all_closes_what_is_still_open_and_survives_a_failing_close(caplog, monkeypatch):
+    import weakref
+
+    monkeypatch.setattr(safety, "_OPEN", weakref.WeakSet())  # only this test's systems
     a, b, done = _Bench(), _Bench(fail=True), _Bench()
     done.closed = True
     for s in (a, b, done):
@@ -247,3 +250,62 @@ def test_a_bench_left_open_is_put_safe_at_interpreter_exit(tmp_path):
     assert proc.returncode == 0 and "drove" in proc.stdout, proc.stderr
     assert commands[-2:] == ["RUN_BATCH", "SAFE"], commands
     assert "closed 1 system(s) left open at exit (safe state sent): serial-daq" in proc.stderr
+
+
+# ----------------------------------------------------------------- physnn train
+def _vowels_cli(shared_data, out, *more):
+    return ["train", "--no-progress", "--system", "serial-daq-sim", "--system-option", "n_outputs=8",
+            "--system-option", "timeout=0.5", "--dataset", "vowels", "--data-path", str(shared_data / "vowels.csv"),
+            "--hidden", "8", "--blocks", "1", "--output", str(out), *more]
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_physnn_train_signal_mid_transaction_sends_safe_and_marks_the_run_interrupted(sig, shared_data, tmp_path,
+                                                                                      capsys, monkeypatch):
+    import functools
+
+    from physnn.cli import main
+    from physnn.devices.sim.fake_firmware import simulated_serial_daq
+    from physnn.registry import _RUNTIME
+
+    built = []
+
+    @functools.wraps(simulated_serial_daq)
+    def spy(**kw):
+        built.append(simulated_serial_daq(**kw))
+        return built[-1]
+
+    monkeypatch.setitem(_RUNTIME, "serial-daq-sim", spy)  # runtime registrations win over entry points
+    real_log_epoch = runlog.RunWriter.log_epoch
+
+    def log_epoch(self, epoch, metrics):
+        real_log_epoch(self, epoch, metrics)
+        if epoch == 1:
+            _signal_mid_transaction(built[0], sig)
+
+    monkeypatch.setattr(runlog.RunWriter, "log_epoch", log_epoch)
+    try:
+        rc = main(_vowels_cli(shared_data, tmp_path / "run.h5", "--epochs", "3"))
+        err = capsys.readouterr().err
+        assert rc == 128 + sig, err
+        assert f"terminated by {signal.Signals(sig).name}" in err
+        fw = built[0].firmware
+        commands = [c for c, _ in fw.log]
+        last_run = max(i for i, c in enumerate(commands) if c == "RUN_BATCH")
+        assert "SAFE" in commands[last_run:] and commands[-1] == "SAFE", commands[-6:]
+        assert (fw.dac_codes == fw.safe_code).all() and built[0].closed
+        run = runlog.load(tmp_path / "run.h5")
+        assert run.status == "interrupted" and run.metrics["epoch"].tolist() == [1]
+    finally:
+        for b in built:
+            b.close()
+
+
+def test_physnn_train_process_killed_by_sighup_leaves_an_interrupted_run_file(shared_data, tmp_path):
+    out = tmp_path / "run.h5"
+    cmd = [sys.executable, "-m", "physnn.cli", *_vowels_cli(shared_data, out, "--epochs", "1000")]
+    rc, err = _kill_after_first_epoch(cmd, signal.SIGHUP)
+    assert rc == 128 + signal.SIGHUP, err
+    assert "terminated by SIGHUP" in err and "Traceback" not in err
+    run = runlog.load(out)
+    assert run.status == "interrupted" and run.metrics["epoch"].size >= 1

@@ -218,3 +218,38 @@ def test_a_cache_path_from_a_run_file_is_confined_to_the_run_and_user_cache_fold
     # outside a run file's options a path the user typed is the user's choice
     outside = acoustic_twin(data_dir=shared_data, cache=elsewhere, rows=300)
     assert Path(outside.fit_info["cache_file"]).parent == elsewhere
+
+
+@pytest.mark.fault("run file")
+def test_resume_of_a_crafted_run_file_writes_nothing_outside_the_run_and_cache_folders(
+        shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attack of issue 15: a run file whose config names a cache folder of its choosing, then --resume."""
+    import zlib
+
+    import h5py
+
+    from physnn.cli import main
+
+    monkeypatch.setenv("PHYSNN_CACHE", str(tmp_path / "user-cache"))
+    run, elsewhere = tmp_path / "runs" / "a.h5", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    argv = ["train", "--no-progress", "--system", "acoustic-twin", "--system-option", "rows=300",
+            "--system-option", f"data_dir='{shared_data}'", "--dataset", "vowels", "--data-path",
+            str(shared_data / "vowels.csv"), "--hidden", "20", "--blocks", "1", "--epochs", "1", "--output", str(run)]
+    assert main(argv) == 0, capsys.readouterr().err
+    with h5py.File(run, "r+") as f:  # a crafter recomputes the checksum: it guards against bit rot, not intent
+        config = json.loads(f["config"][()])
+        config["system_options"]["cache"] = str(elsewhere)
+        config["epochs"] = 2
+        text = json.dumps(config)
+        del f["config"]
+        f.create_dataset("config", data=text, dtype=h5py.string_dtype())
+        f["config"].attrs["crc32"] = np.int64(zlib.crc32(text.encode("utf-8")))
+    capsys.readouterr()
+    rc = main(["train", "--no-progress", "--resume", str(run)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "Traceback" not in err, err
+    assert err.endswith(f"acoustic-twin option cache = '{elsewhere}' read from {run} lies outside the folders a "
+                        f"run file may write to ({run.parent}, {tmp_path / 'user-cache'}); paths from a run file "
+                        f"are confined to the run's folder and the user's cache folder"), err
+    assert len(err.splitlines()) == 1 and list(elsewhere.iterdir()) == []
