@@ -222,13 +222,19 @@ def one_run(pair_name: str, method: str, seed: int, settings: Settings, command:
 def readout_row(result: RunResult, data, seed: int, res: dict) -> dict:
     """The one-pass readout fitted on the trained MF-FF network (L queries per test sample)."""
     model = result.model
-    systems = model.systems
-    q0 = sum(s.stats.samples for s in dict.fromkeys(systems))
-    t0 = time.perf_counter()
-    readout = fit_readout(model, data.x_train, data.y_train, seed=seed)
-    fit_s = time.perf_counter() - t0
-    q1 = sum(s.stats.samples for s in dict.fromkeys(systems))
-    acc = readout.score(data.x_test, data.y_test)
+    systems = list(dict.fromkeys(model.systems))
+    for s in systems:  # the runner closed them at the end of the run; the readout queries them again
+        s.open()
+    try:
+        q0 = sum(s.stats.samples for s in systems)
+        t0 = time.perf_counter()
+        readout = fit_readout(model, data.x_train, data.y_train, seed=seed)
+        fit_s = time.perf_counter() - t0
+        q1 = sum(s.stats.samples for s in systems)
+        acc = readout.score(data.x_test, data.y_test)
+    finally:
+        for s in systems:
+            s.close()
     m = dict(res["metrics"])
     m["queries/learning"] = m.get("queries/learning", 0.0) + (q1 - q0)
     m["wall_seconds/train"] = m.get("wall_seconds/train", 0.0) + fit_s

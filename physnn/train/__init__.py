@@ -1,6 +1,8 @@
 """Trainers. All share one verb shape: ``Trainer(**hyperparameters, seed=...).fit(model, x, y, x_val, y_val)``.
 
 * :class:`~physnn.train.mfff.MFFF` — model-free forward-forward, the method (trains a :class:`physnn.model.PNN`);
+* :class:`~physnn.train.local_ce.LocalCE` — local cross-entropy: a class head per block, forward only,
+  no label embedding or negatives (trains a :class:`physnn.local_model.LocalNet`);
 * :class:`~physnn.train.pat.PAT` — physics-aware training (black-box forward, digital-twin backward);
 * :class:`~physnn.train.zeroth_order.ZerothOrder` — SPSA through the black box;
 * :class:`~physnn.train.backprop.Backprop` — in-silico backprop through a simulator's explicit
@@ -23,6 +25,7 @@ from typing import Any
 #: method name -> "module:Class" (imported lazily: PAT and backprop pull in more code)
 METHODS: dict[str, str] = {
     "mfff": "physnn.train.mfff:MFFF",
+    "local_ce": "physnn.train.local_ce:LocalCE",
     "pat": "physnn.train.pat:PAT",
     "zeroth_order": "physnn.train.zeroth_order:ZerothOrder",
     "backprop": "physnn.train.backprop:Backprop",

@@ -44,7 +44,8 @@ class DigitalBackprop(Trainer):
                  hidden_layers: Sequence[int] = (256,), schedule: str = "constant"):
         super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                          eval_every=eval_every, progress=progress, count_flops=count_flops)
-        self.hidden_layers = tuple(checks.int_sequence("hidden_layers", list(hidden_layers), low=1))
+        checks.int_sequence("hidden_layers", hidden_layers, low=1)
+        self.hidden_layers = hidden_layers  # stored as given (scikit-learn's clone compares identity)
         self.schedule = checks.choice("schedule", schedule, ("constant", "cosine"))
 
     @classmethod
@@ -53,7 +54,7 @@ class DigitalBackprop(Trainer):
 
     def build_model(self, systems: Sequence[Any], n_features: int, n_classes: int, **options: Any) -> nn.Module:
         """A :class:`DigitalNet` with this trainer's ``hidden_layers`` (the config's model keys but the seed unused)."""
-        return DigitalNet(n_features, n_classes, hidden=self.hidden_layers, seed=options.get("seed", 0))
+        return DigitalNet(n_features, n_classes, hidden=list(self.hidden_layers), seed=options.get("seed", 0))
 
     def _check_model(self, model: nn.Module) -> None:
         if not isinstance(model, DigitalNet):

@@ -111,7 +111,8 @@ class PAT(E2ETrainer):
                  buffer_size: int = 4096):
         super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                          eval_every=eval_every, progress=progress, count_flops=count_flops)
-        self.twin_hidden = tuple(checks.int_sequence("twin_hidden", twin_hidden, low=1))
+        checks.int_sequence("twin_hidden", twin_hidden, low=1)
+        self.twin_hidden = twin_hidden  # stored as given (scikit-learn's clone compares identity)
         self.twin_samples = checks.integer("twin_samples", twin_samples, low=1)
         self.twin_epochs = checks.integer("twin_epochs", twin_epochs, low=0)
         self.twin_lr = checks.positive("twin_lr", twin_lr)
@@ -159,7 +160,7 @@ class PAT(E2ETrainer):
             raise ValueError(f"checkpoint holds PAT twins for blocks {sorted(state)}, the model needs {sorted(needed)}")
         for k, system in needed.items():
             st = state[str(k)]
-            twin = DigitalTwin(system, self.twin_hidden)
+            twin = DigitalTwin(system, tuple(self.twin_hidden))
             twin.load_state_dict(st["twin"])
             self.twins[k] = twin
             self._twin_opt[k] = torch.optim.Adam(twin.parameters(), lr=self.twin_lr)
@@ -182,7 +183,7 @@ class PAT(E2ETrainer):
         with self.accountant.phase("twin_fit"):
             for k, system in needed.items():
                 gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=self.generator)))
-                twin = DigitalTwin(system, self.twin_hidden, generator=gen)
+                twin = DigitalTwin(system, tuple(self.twin_hidden), generator=gen)
                 drives = self._random_drives(system, self.twin_samples)
                 meas = torch.cat([system(drives[s : s + 256]) for s in range(0, drives.shape[0], 256)])
                 twin.set_normalisation(meas)
