@@ -13,20 +13,31 @@ Why the file is written the way it is
   instant: a writer killed with ``kill -9`` leaves a file that opens and holds
   everything flushed (we flush after every epoch, checkpoint and event), and
   another process can read the file while the run writes it.
+* **Readable by every HDF5 >= 1.10 tool.** Format version 2 is written with
+  ``libver=("v110", "v110")`` (the lowest bound that keeps SWMR); every dataset
+  has ``units`` and ``long_name`` attributes and its axes are dimension scales,
+  so h5dump, HDFView, MATLAB and xarray read it without physnn.
 * **Every object is created before SWMR starts.** SWMR forbids new groups,
   datasets and attributes, and appending variable-length strings. So all
   datasets are pre-created and extendable: metric columns for the names known
-  at construction (unknown names later go to a JSON log, never dropped), and
-  records of free structure (events, checkpoint manifests, confusion matrices)
-  are JSON text in append-only ``uint8`` byte streams indexed by
-  ``(offset, length)`` rows. Checkpoint tensors are raw bytes in one byte
-  stream, described by their manifest (dtype, shape, offset): any state dict
-  round-trips bit for bit, and nothing is ever pickled.
+  at construction (unknown names later go to a text log, never dropped), and
+  records of free structure (events, summary, checkpoint manifests, confusion
+  matrices, later system descriptions) are JSON text cut into fixed-length
+  string fields of compound rows ("text logs"). Checkpoint tensors are raw bytes
+  in one byte stream, described by their manifest (dtype, shape, offset): any
+  state dict round-trips bit for bit, and nothing is ever pickled.
 * **Append-only, commit column last.** A record is a row across several
-  columns; the key column is written and flushed last, and readers count only
-  rows present in every column. A crash mid-record leaves at most an
+  columns; the key column is written after the file is flushed, and readers
+  count only rows present in every column. A crash mid-record leaves at most an
   uncommitted partial row, which the next writer overwrites; committed data is
   never rewritten.
+* **Off the query path.** ``log_samples`` (a system's ``query_hook``) only copies
+  the kept rows into memory; samples and probes are written with the epoch's
+  metrics, and ``fsync`` runs at most once per ``fsync_seconds``.
+* **Checksums.** HDF5's fletcher32 filter on every chunked dataset (it keeps
+  chunk sizes fixed, so partly filled chunks are rewritten in place under SWMR;
+  compression would leak space), CRC-32 on checkpoints and JSON scalars; a
+  failure is a :class:`RunFileError` naming the dataset, never silently wrong data.
 * **Crash recovery without external tools.** A writer that dies leaves the
   HDF5 "file is open for writing" flag set in the superblock; other programs
   then refuse the file until ``h5clear -s``. :func:`recover` (called by

@@ -401,8 +401,8 @@ def _with_file(path: Path, fn: Any, retries: int = 4) -> Any:
                 raise RunFileError(path, f"is damaged: cannot read {exc.what} ({exc.exc})") from None
         except _ChecksumError as exc:
             if not live or attempt == retries - 1:
-                raise RunFileError(path, f"is corrupt: dataset {exc.name!r} fails its {exc.check} (bit rot, "
-                                         f"a bad disk or a damaged copy); its values cannot be trusted") from None
+                raise RunFileError(path, f"is corrupt: dataset {exc.name!r} fails its {exc.check}; bit rot, a bad "
+                                         f"disk or a damaged copy: its values cannot be trusted") from None
         finally:
             f.close()
         time.sleep(0.05 * (attempt + 1))
