@@ -34,24 +34,44 @@ CLASSES = ["serial", "visa", "run file", "signals", "disk full", "bad input"]
 #: Unmarked fault tests: (file, regex on the test name) -> class. First match wins, so put the narrow ones first.
 CLASSIFY: list[tuple[str, str, str]] = [
     ("test_serial_daq.py", r"keyboard_interrupt", "signals"),
-    ("test_serial_daq.py", r"stale|crc|timeouts?_|refus|busy|connection_lost|hangup|port_errors|cleanup_error|"
-                           r"gone_for_good|fault|late_reply|unrecoverable|completed_chunks|saturation|"
-                           r"above_full_scale|mismatch|limit_violation|validation", "serial"),
-    ("test_serial_protocol.py", r"recovers|garbage|skips|truncated|corrupt|impossible|too_short|not_json|"
-                                r"errors_name|rejects|validation", "serial"),
+    (
+        "test_serial_daq.py",
+        r"stale|crc|timeouts?_|refus|busy|connection_lost|hangup|port_errors|cleanup_error|"
+        r"gone_for_good|fault|late_reply|unrecoverable|completed_chunks|saturation|"
+        r"above_full_scale|mismatch|limit_violation|validation",
+        "serial",
+    ),
+    (
+        "test_serial_protocol.py",
+        r"recovers|garbage|skips|truncated|corrupt|impossible|too_short|not_json|"
+        r"errors_name|rejects|validation",
+        "serial",
+    ),
     ("test_transport.py", r"serial_.*(short_read|rejects|clear)|pty", "serial"),
-    ("test_transport.py", r"truncated|missing_terminator|giant_header|refused_connection|closed_transport|"
-                          r"dropped_reply|mismatch|exhausted|rejects_malformed|timeout_validation", "visa"),
+    (
+        "test_transport.py",
+        r"truncated|missing_terminator|giant_header|refused_connection|closed_transport|"
+        r"dropped_reply|mismatch|exhausted|rejects_malformed|timeout_validation",
+        "visa",
+    ),
     ("test_awg_scope.py", r"keyboard_interrupt", "signals"),
-    ("test_awg_scope.py", r"rejects|resync|lost_sync|truncated|instrument_error|clipped|wrong_instrument|"
-                          r"limit|out_of_range|too_long|reconnects|drains|parse_failure|refuses", "visa"),
+    (
+        "test_awg_scope.py",
+        r"rejects|resync|lost_sync|truncated|instrument_error|clipped|wrong_instrument|"
+        r"limit|out_of_range|too_long|reconnects|drains|parse_failure|refuses",
+        "visa",
+    ),
     ("test_scpi_bench.py", r"ctrl_c", "signals"),
     ("test_scpi_bench.py", r"fault|late_reply|permanent|failure_before|stays_down|clipping|error_queue", "visa"),
     ("test_lab_scripts.py", r"ctrl_c|sigint", "signals"),
     ("test_lab_scripts.py", r"instrument_fault|bench_events", "serial"),  # both benches: counted once, as serial
     ("test_lab_scripts.py", r"refuse_to_start|bad_training_flag", "bad input"),
-    ("test_runlog.py", r"kill9|refuses_to_overwrite|status_on_exception|bad_files|damaged|resume_appends|"
-                       r"another_process|checksum|bit_rot|external", "run file"),
+    (
+        "test_runlog.py",
+        r"kill9|refuses_to_overwrite|status_on_exception|bad_files|damaged|resume_appends|"
+        r"another_process|checksum|bit_rot|external",
+        "run file",
+    ),
     ("test_train_resume.py", r"kill9", "run file"),
     ("test_train_resume.py", r"ctrl_c", "signals"),
     ("test_report.py", r"missing|bad_files|without", "run file"),
@@ -113,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.run:
             per_class[kind][matrix.outcome.get(nodeid, "not run")] += 1
     if args.list:
-        for nodeid, kind in sorted(matrix.kind.items(), key=lambda kv: (CLASSES.index(kv[1]) if kv[1] in CLASSES
-                                                                       else 99, kv[0])):
+        for nodeid, kind in sorted(
+            matrix.kind.items(), key=lambda kv: (CLASSES.index(kv[1]) if kv[1] in CLASSES else 99, kv[0])
+        ):
             print(f"{kind:10}  {nodeid}")
     print()
     cols = ["tests"] + (["passed", "failed", "skipped"] if args.run else [])

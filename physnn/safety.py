@@ -100,8 +100,9 @@ def shutdown_on_signals(signals: Sequence[int] = DEFAULT_SIGNALS) -> Iterator[No
 
     def handler(signum: int, frame: Any) -> None:
         if fired:
-            log.warning("%s received while shutting down after %s; finishing the shutdown first",
-                        _name(signum), _name(fired[0]))
+            log.warning(
+                "%s received while shutting down after %s; finishing the shutdown first", _name(signum), _name(fired[0])
+            )
             return
         fired.append(signum)
         raise Terminated(signum)

@@ -92,16 +92,31 @@ CASES: list[tuple[str, list[str], str]] = [
     ("system", [*T, "--system", "optix"], r"unknown system 'optix'; available systems: .*optics"),
     ("device-banana", [*T, "--device", "banana"], r"(?=.*device)(?=.*'banana')(?=.*cpu)"),
     # system options, typed by the factory's signature
-    ("noise=False", [*T, "--system-option", "noise=False"], r"system 'optics' option noise must be true or false, got 'False'"),
+    (
+        "noise=False",
+        [*T, "--system-option", "noise=False"],
+        r"system 'optics' option noise must be true or false, got 'False'",
+    ),
     ("noise=maybe", [*T, "--system-option", "noise=maybe"], r"option noise must be true or false, got 'maybe'"),
     ("noise={a=1}", [*T, "--system-option", "noise={a=1}"], r"option noise must be true or false, got \{'a': 1\}"),
-    ("n_outputs=12.7", [*T, "--system-option", "n_outputs=12.7"], r"option n_outputs must be an integer or none, got 12.7"),
-    ("bogus-option", [*T, "--system-option", "bogus=3"], r"system 'optics' has no option\(s\) 'bogus'; its options are: "),
+    (
+        "n_outputs=12.7",
+        [*T, "--system-option", "n_outputs=12.7"],
+        r"option n_outputs must be an integer or none, got 12.7",
+    ),
+    (
+        "bogus-option",
+        [*T, "--system-option", "bogus=3"],
+        r"system 'optics' has no option\(s\) 'bogus'; its options are: ",
+    ),
     ("option-no-value", [*T, "--system-option", "noise"], r"--system-option needs KEY=VALUE, got 'noise'"),
     ("option-seed", [*T, "--system-option", "seed=3"], r"seed"),
     ("option-n_inputs", [*T, "--system-option", "n_inputs=3"], r"n_inputs"),
-    ("neuromorphic-noise", [*T, "--system", "neuromorphic", "--system-option", "noise=true"],
-     r"system 'neuromorphic' option noise must be a number, got True"),
+    (
+        "neuromorphic-noise",
+        [*T, "--system", "neuromorphic", "--system-option", "noise=true"],
+        r"system 'neuromorphic' option noise must be a number, got True",
+    ),
     ("twin-too-wide", [*T, "--system", "acoustic-twin"], r"the acoustic twin has 20 inputs"),
     # config files
     ("config-missing", ["train", "--config", "{missing}.toml"], r"config file not found: .*missing.toml"),
@@ -115,7 +130,11 @@ CASES: list[tuple[str, list[str], str]] = [
     ("csv-binary", [*T, *VOWELS, "{binary_csv}"], r"binary.csv: not a text CSV file \(byte 0x80 at offset 128"),
     ("csv-empty-test-split", [*T, *VOWELS, "{tiny_csv}"], r"tiny.csv: the test split is empty"),
     ("mnist-no-path", [*T, "--dataset", "mnist-idx"], r"dataset 'mnist-idx' needs data_path"),
-    ("mnist-file-as-folder", [*T, "--dataset", "mnist-idx", "--data-path", "{afile}"], r"MNIST folder not found: .*afile"),
+    (
+        "mnist-file-as-folder",
+        [*T, "--dataset", "mnist-idx", "--data-path", "{afile}"],
+        r"MNIST folder not found: .*afile",
+    ),
     # the run file
     ("output-exists", [*T, "--output", "{existing_h5}"], r"existing.h5.* already exists"),
     ("output-under-a-file", [*T, "--output", "{afile}/run.h5"], r"afile.txt"),
@@ -129,10 +148,23 @@ CASES: list[tuple[str, list[str], str]] = [
     ("report-not-a-run", ["report", "{not_a_run}"], r"not-a-run.h5' is not an HDF5 file"),
     ("compare-not-a-run", ["compare", "{not_a_run}"], r"not-a-run.h5' is not an HDF5 file"),
     # an instrument fault that outlives every retry, under `physnn train`
-    ("persistent-instrument-fault",
-     [*T, "--system", "awg-scope-sim", "--system-option", FAULT, "--system-option", "timeout=0.05",
-      "--hidden", "8", "--blocks", "1"],
-     r"InstrumentTimeout.*acquisition not complete"),
+    (
+        "persistent-instrument-fault",
+        [
+            *T,
+            "--system",
+            "awg-scope-sim",
+            "--system-option",
+            FAULT,
+            "--system-option",
+            "timeout=0.05",
+            "--hidden",
+            "8",
+            "--blocks",
+            "1",
+        ],
+        r"InstrumentTimeout.*acquisition not complete",
+    ),
 ]
 
 if not torch.cuda.is_available():
@@ -173,8 +205,20 @@ def test_the_table_has_at_least_40_bad_inputs():
 def test_typed_system_options_agree_in_the_config_and_the_systems_description(tmp_path, capsys):
     """noise=false (a TOML boolean) reaches the system as False and both records in the run file say so."""
     out = tmp_path / "run.h5"
-    rc = main(["train", "--no-progress", "--epochs", "0", "--blocks", "1", "--system-option", "noise=false",
-               "--output", str(out)])
+    rc = main(
+        [
+            "train",
+            "--no-progress",
+            "--epochs",
+            "0",
+            "--blocks",
+            "1",
+            "--system-option",
+            "noise=false",
+            "--output",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     run = runlog.load(out)
     assert run.config["system_options"]["noise"] is False
@@ -193,17 +237,31 @@ def test_disk_full_ends_in_one_line_and_a_readable_run_file(tmp_path):
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "physnn.cli", "train", "--no-progress", "--epochs", "30", "--output",
-             str(mnt / "run.h5")],
-            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+            [
+                sys.executable,
+                "-m",
+                "physnn.cli",
+                "train",
+                "--no-progress",
+                "--epochs",
+                "30",
+                "--output",
+                str(mnt / "run.h5"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
         )
         err_lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])  # was -11: SIGSEGV in HDF5's exit
         assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
         # the last line is the error (a RuntimeWarning of the run file's failed close may come before it)
-        assert re.fullmatch(r"physnn train: error: No space left on device writing .*run.h5; free some space or "
-                            r"give an --output on another disk \(the run file keeps every epoch written before\)",
-                            err_lines[-1]), proc.stderr[-3000:]
+        assert re.fullmatch(
+            r"physnn train: error: No space left on device writing .*run.h5; free some space or "
+            r"give an --output on another disk \(the run file keeps every epoch written before\)",
+            err_lines[-1],
+        ), proc.stderr[-3000:]
         run = runlog.load(mnt / "run.h5")  # readable, with an honest status
         assert run.status in ("failed", "aborted")
     finally:

@@ -132,13 +132,30 @@ def _signal_mid_transaction(bench, sig: int) -> None:
 
 
 def _argv(shared_data, output, *more):
-    return ["--simulate", "--n-outputs", "8", "--hidden", "8", "--batch-size", "64", "--timeout", "0.5",
-            "--retries", "1", "--data-path", str(shared_data / "vowels.csv"), "--output", str(output), *more]
+    return [
+        "--simulate",
+        "--n-outputs",
+        "8",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "64",
+        "--timeout",
+        "0.5",
+        "--retries",
+        "1",
+        "--data-path",
+        str(shared_data / "vowels.csv"),
+        "--output",
+        str(output),
+        *more,
+    ]
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: signal.Signals(s).name)
-def test_lab_script_signal_mid_transaction_sends_safe_and_marks_the_run_interrupted(sig, shared_data, tmp_path,
-                                                                                    capsys, monkeypatch):
+def test_lab_script_signal_mid_transaction_sends_safe_and_marks_the_run_interrupted(
+    sig, shared_data, tmp_path, capsys, monkeypatch
+):
     mod = _load("train_serial")
     common = sys.modules["_bench_common"]
     built = []
@@ -186,8 +203,13 @@ def _host_firmware(n_inputs: int, n_outputs: int):
 
 
 def _kill_after_first_epoch(cmd: list[str], sig: int, env: dict | None = None) -> tuple[int, str]:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+    )
     try:
         for line in proc.stdout:
             if line.lstrip().startswith("epoch") and "1/" in line.split(":")[0]:
@@ -209,11 +231,34 @@ def test_killed_lab_script_on_a_real_port_leaves_the_board_safe(sig, shared_data
     fw = _host_firmware(n_inputs=19, n_outputs=8)  # vowels: 7 classes + 12 formants
     out = tmp_path / "run.h5"
     try:
-        cmd = [sys.executable, str(LAB / "train_serial.py"), "--port", fw.port, "--high", "5",
-               "--dac-volts-per-code", str(5 / 65535), "--adc-volts-per-code", str(3.3 / 65535),
-               "--serial", "SIM-0001", "--timeout", "0.5", "--retries", "1", "--hidden", "8",
-               "--data-path", str(shared_data / "vowels.csv"), "--blocks", "1", "--epochs", "1000",
-               "--output", str(out)]
+        cmd = [
+            sys.executable,
+            str(LAB / "train_serial.py"),
+            "--port",
+            fw.port,
+            "--high",
+            "5",
+            "--dac-volts-per-code",
+            str(5 / 65535),
+            "--adc-volts-per-code",
+            str(3.3 / 65535),
+            "--serial",
+            "SIM-0001",
+            "--timeout",
+            "0.5",
+            "--retries",
+            "1",
+            "--hidden",
+            "8",
+            "--data-path",
+            str(shared_data / "vowels.csv"),
+            "--blocks",
+            "1",
+            "--epochs",
+            "1000",
+            "--output",
+            str(out),
+        ]
         rc, err = _kill_after_first_epoch(cmd, sig)
         commands = [c for c, _ in fw.log]
     finally:
@@ -230,7 +275,8 @@ def test_a_bench_left_open_is_put_safe_at_interpreter_exit(tmp_path):
     """atexit, the last resort: a script that never closes its bench still ends with SAFE on the wire."""
     fw = _host_firmware(n_inputs=2, n_outputs=2)
     script = tmp_path / "forgetful.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import torch
         from physnn import safety
         from physnn.devices.serial_daq import Calibration, SerialDAQSystem
@@ -241,7 +287,8 @@ def test_a_bench_left_open_is_put_safe_at_interpreter_exit(tmp_path):
         daq(torch.full((3, 2), 2.5))
         print("drove", flush=True)
         # no close(): the process just ends
-    """))
+    """)
+    )
     try:
         proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
         commands = [c for c, _ in fw.log]
@@ -254,14 +301,33 @@ def test_a_bench_left_open_is_put_safe_at_interpreter_exit(tmp_path):
 
 # ----------------------------------------------------------------- physnn train
 def _vowels_cli(shared_data, out, *more):
-    return ["train", "--no-progress", "--system", "serial-daq-sim", "--system-option", "n_outputs=8",
-            "--system-option", "timeout=0.5", "--dataset", "vowels", "--data-path", str(shared_data / "vowels.csv"),
-            "--hidden", "8", "--blocks", "1", "--output", str(out), *more]
+    return [
+        "train",
+        "--no-progress",
+        "--system",
+        "serial-daq-sim",
+        "--system-option",
+        "n_outputs=8",
+        "--system-option",
+        "timeout=0.5",
+        "--dataset",
+        "vowels",
+        "--data-path",
+        str(shared_data / "vowels.csv"),
+        "--hidden",
+        "8",
+        "--blocks",
+        "1",
+        "--output",
+        str(out),
+        *more,
+    ]
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: signal.Signals(s).name)
-def test_physnn_train_signal_mid_transaction_sends_safe_and_marks_the_run_interrupted(sig, shared_data, tmp_path,
-                                                                                      capsys, monkeypatch):
+def test_physnn_train_signal_mid_transaction_sends_safe_and_marks_the_run_interrupted(
+    sig, shared_data, tmp_path, capsys, monkeypatch
+):
     import functools
 
     from physnn.cli import main
