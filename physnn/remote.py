@@ -54,17 +54,20 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import dataclasses
 import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -90,6 +93,7 @@ logger = logging.getLogger(__name__)
 
 #: Environment variable Ray reads (at import) to decide whether it may advertise a non-loopback address.
 _RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class RemoteSystemError(RuntimeError):
@@ -203,17 +207,21 @@ class BenchHost:
         self.systems: dict[str, PhysicalSystem] = {}
         self.events: dict[str, list[tuple[str, dict]]] = {}
         self.safe_state_calls = 0
-        self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
+        with warnings.catch_warnings():  # Ray's property warns about an internal API it uses itself
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
         self.where = _where()
         atexit.register(self._close_all)
         logger.info("bench host %s up on %s (restarted: %s)", label, self.where, self.restarted)
 
-    def add(self, slot: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
-        """Build and open a system by registry name (idempotent for an existing slot)."""
+    def add(self, slot: str, name: str | Callable[..., PhysicalSystem], options: dict[str, Any]) -> dict[str, Any]:
+        """Build and open a system by registry name or factory (idempotent for an existing slot)."""
         if slot not in self.systems:
             from .registry import build_system
 
-            system = build_system(name, **options)
+            system = build_system(name, **options) if isinstance(name, str) else name(**options)
+            if not isinstance(system, PhysicalSystem):
+                raise TypeError(f"factory {name!r} returned {type(system).__name__}, not a PhysicalSystem")
             if system.closed:
                 system.open()
             events: list[tuple[str, dict]] = []
@@ -334,6 +342,15 @@ def _release_host(key: tuple, slot: str) -> None:
 
 
 # -------------------------------------------------------------- the client
+def _spec_from(remote_spec: dict[str, Any]) -> SystemSpec:
+    """The remote system's spec; fields this (older) physnn does not know are dropped with a warning."""
+    known = {f.name for f in dataclasses.fields(SystemSpec)}
+    extra = sorted(set(remote_spec) - known)
+    if extra:
+        logger.warning("the bench's physnn has spec field(s) %s that this one does not know; ignored", extra)
+    return SystemSpec(**{k: v for k, v in remote_spec.items() if k in known})
+
+
 @dataclass
 class RemoteQueryStats(QueryStats):
     """:class:`QueryStats` plus where the time went: on the device, or in transport and queues."""
@@ -377,7 +394,8 @@ class RemoteSystem(PhysicalSystem):
     """A proxy for a system built and queried in a Ray actor on the node that has ``resource``.
 
     Args:
-        name: the registry name of the system to build on the bench node.
+        name: the registry name of the system to build on the bench node (or,
+            from Python, a factory callable; Ray pickles it to the bench).
         options: that system's options (the same keys as in a local config);
             ``n_inputs``, ``seed`` and ``device`` below are passed with them.
         resource: the custom Ray resource of the bench node (``"bench:NAME"``);
@@ -404,7 +422,11 @@ class RemoteSystem(PhysicalSystem):
         seed: int = 0,
         device: str = "cpu",
     ):
-        self.name = checks.string("name", name, empty=False)
+        if callable(name):  # a factory object (pickled to the bench), for systems not in the registry
+            self.factory: str | Callable[..., PhysicalSystem] = name
+            self.name = getattr(name, "__name__", type(name).__name__)
+        else:
+            self.factory = self.name = checks.string("name", name, empty=False)
         if self.name == "remote":
             raise checks.ParameterError("name must be the system to host, not 'remote' itself, got 'remote'")
         self.options = dict(options or {})
@@ -433,6 +455,8 @@ class RemoteSystem(PhysicalSystem):
         """Catch a misspelt option here when the system is also installed on this side (else the bench does)."""
         from .registry import system_factory
 
+        if not isinstance(self.factory, str):
+            return
         try:
             factory = system_factory(self.name)
         except (ValueError, ImportError):
@@ -445,17 +469,20 @@ class RemoteSystem(PhysicalSystem):
         self._key, self._host = _acquire_host(self.resource, self.idempotent, self.max_restarts)
         with _HOSTS_LOCK:
             self._host.slots.add(self.slot)
-        if self.resource and not self._resource_exists(ray):
-            self._abandon()
-            raise RemoteSystemError(
-                f"resource={self.resource!r}: no node of the Ray cluster offers it; serve the bench with "
-                f"`physnn serve --system {self.name} --resource {self.resource}` (nodes offer: "
-                f"{', '.join(sorted(self._bench_resources(ray))) or 'no bench resources'})"
-            )
-        info = self._get(self._host.actor.add.remote(self.slot, self.name, self.remote_options), "open")
-        self.where = dict(info["where"], resource=self.resource, restarted=info["restarted"])
-        logger.info("%s runs on node %s (%s)", self.name, self.where["node_id"], self.where["hostname"])
-        return SystemSpec(**info["spec"])
+        try:
+            if self.resource and not self._resource_exists(ray):
+                raise RemoteSystemError(
+                    f"resource={self.resource!r}: no node of the Ray cluster offers it; serve the bench with "
+                    f"`physnn serve --system {self.name} --resource {self.resource}` (nodes offer: "
+                    f"{', '.join(sorted(self._bench_resources(ray))) or 'no bench resources'})"
+                )
+            info = self._get(self._host.actor.add.remote(self.slot, self.factory, self.remote_options), "open")
+            self.where = dict(info["where"], resource=self.resource, restarted=info["restarted"])
+            logger.info("%s runs on node %s (%s)", self.name, self.where["node_id"], self.where["hostname"])
+            return _spec_from(info["spec"])
+        except BaseException:
+            self._abandon()  # never keep a bench that this object will not use
+            raise
 
     @staticmethod
     def _bench_resources(ray: Any) -> set[str]:
@@ -570,7 +597,7 @@ class RemoteSystem(PhysicalSystem):
             except _SlotMissing:
                 self.report_event("remote_reopened", node=self.where.get("hostname"))
                 assert self._host is not None
-                info = self._get(self._host.actor.add.remote(self.slot, self.name, self.remote_options), "re-open")
+                info = self._get(self._host.actor.add.remote(self.slot, self.factory, self.remote_options), "re-open")
                 self.where = dict(info["where"], resource=self.resource, restarted=info["restarted"])
                 q.ref = self._send(q.batch)
         raise RemoteSystemError(f"{self.name}: the host on {self.where.get('hostname')} keeps losing the system")
@@ -589,7 +616,7 @@ class RemoteSystem(PhysicalSystem):
                 raise cause from None
             if not isinstance(cause, BaseException):
                 raise RemoteSystemError(f"{what} failed on {where}: {exc}") from None
-            tb = getattr(exc, "traceback_str", "") or ""
+            tb = _ANSI.sub("", str(exc))  # Ray's text of the remote traceback
             cause.remote_traceback = tb  # type: ignore[attr-defined]
             if hasattr(cause, "add_note"):
                 cause.add_note(f"raised in the bench actor, {where}; remote traceback:\n{tb}")
@@ -627,7 +654,7 @@ class RemoteSystem(PhysicalSystem):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d["remote"] = {"name": self.name, "options": self.options, "resource": self.resource,
+        d["remote"] = {"name": self.name if isinstance(self.factory, str) else repr(self.factory), "options": self.options, "resource": self.resource,
                        "address": self.address, "idempotent": self.idempotent, "where": self.where,
                        "system": self.remote_describe()}
         return d
