@@ -52,6 +52,7 @@ from typing import Any
 
 import torch
 
+from physnn.accounting import count_flops
 from physnn.config import RunConfig
 from physnn.data import load_dataset
 from physnn.experiment import RunResult, build_systems, load_data, run_experiment
@@ -143,7 +144,7 @@ def method_config(method: str, cfg: RunConfig, settings: Settings) -> RunConfig:
     if method in ("logreg", "mlp"):
         layers = [] if method == "logreg" else [256]
         return cfg.updated(method="digital", lr=0.01 if method == "logreg" else 1e-3, weight_decay=1e-4,
-                           method_options={"hidden_layers": layers, "schedule": "cosine"})
+                           method_options={"hidden_layers": layers, "lr_schedule": "cosine"})
     raise ValueError(f"unknown method {method!r}; methods: {', '.join(METHODS)}")
 
 
@@ -228,7 +229,7 @@ def readout_row(result: RunResult, data, seed: int, res: dict) -> dict:
     try:
         q0 = sum(s.stats.samples for s in systems)
         t0 = time.perf_counter()
-        readout = fit_readout(model, data.x_train, data.y_train, seed=seed)
+        readout, fit_flops = count_flops(fit_readout, model, data.x_train, data.y_train, seed=seed)
         fit_s = time.perf_counter() - t0
         q1 = sum(s.stats.samples for s in systems)
         acc = readout.score(data.x_test, data.y_test)
@@ -238,6 +239,7 @@ def readout_row(result: RunResult, data, seed: int, res: dict) -> dict:
     m = dict(res["metrics"])
     m["queries/learning"] = m.get("queries/learning", 0.0) + (q1 - q0)
     m["wall_seconds/train"] = m.get("wall_seconds/train", 0.0) + fit_s
+    m["flops/learning"] = m.get("flops/learning", 0.0) + fit_flops
     # the readout exists only after training: its accuracy is known at the total learning cost
     return {"test_accuracy": acc, "curve": [(m["queries/learning"], acc)], "metrics": m}
 

@@ -1,4 +1,4 @@
-"""``physnn`` command line: train, systems, report, compare, ls.
+"""``physnn`` command line: train, systems, characterize, report, compare, ls, serve, sweep.
 
 ``physnn train`` with no arguments is the main job: digits through the optical
 simulator, 2 blocks, a run file under ``runs/``.
@@ -206,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     l_ = sub.add_parser("ls", help="list the runs in a folder with their key numbers")
     l_.add_argument("folder", nargs="?", default="runs")
     l_.set_defaults(func=_cmd_ls)
+    # subcommands that live beside their feature (each module imports its heavy parts only when run)
+    from . import characterize, remote, sweep
+
+    characterize.add_cli(sub)
+    remote.add_cli(sub)
+    sweep.add_cli(sub)
     return p
 
 

@@ -31,7 +31,7 @@ class DigitalBackprop(Trainer):
 
     Args:
         hidden_layers: hidden widths of the MLP; ``[]`` is logistic regression.
-        schedule: ``"constant"`` or ``"cosine"`` (learning rate decayed to 0 over ``epochs``).
+        lr_schedule: ``"constant"`` or ``"cosine"`` (learning rate decayed to 0 over ``epochs``).
         Others as :class:`~physnn.train.base.Trainer`.
     """
 
@@ -41,12 +41,12 @@ class DigitalBackprop(Trainer):
 
     def __init__(self, epochs: int = 30, batch_size: int = 64, lr: float = 0.01, weight_decay: float = 0.0,
                  seed: int = 0, eval_every: int = 1, progress: bool = False, count_flops: bool = True, *,
-                 hidden_layers: Sequence[int] = (256,), schedule: str = "constant"):
+                 hidden_layers: Sequence[int] = (256,), lr_schedule: str = "constant"):
         super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                          eval_every=eval_every, progress=progress, count_flops=count_flops)
         checks.int_sequence("hidden_layers", hidden_layers, low=1)
         self.hidden_layers = hidden_layers  # stored as given (scikit-learn's clone compares identity)
-        self.schedule = checks.choice("schedule", schedule, ("constant", "cosine"))
+        self.lr_schedule = checks.choice("lr_schedule", lr_schedule, ("constant", "cosine"))
 
     @classmethod
     def first_block_width(cls, n_features: int, n_classes: int) -> int:
@@ -64,7 +64,7 @@ class DigitalBackprop(Trainer):
         return ["train_accuracy", "lr"]
 
     def _lr_now(self) -> float:
-        if self.schedule == "constant" or self.epochs <= 1:
+        if self.lr_schedule == "constant" or self.epochs <= 1:
             return self.lr
         return 0.5 * self.lr * (1 + math.cos(math.pi * self.epochs_done / self.epochs))
 

@@ -43,7 +43,7 @@ class LocalCE(Trainer):
 
     Args:
         inner_steps: optimiser steps per batch reusing the same measurements.
-        schedule: ``"constant"`` or ``"cosine"`` (each block's learning rate decays to 0 over ``epochs``).
+        lr_schedule: ``"constant"`` or ``"cosine"`` (each block's learning rate decays to 0 over ``epochs``).
         label_smoothing: cross-entropy label smoothing (a regulariser; 0 = none).
         Others as :class:`~physnn.train.base.Trainer`.
     """
@@ -53,11 +53,11 @@ class LocalCE(Trainer):
 
     def __init__(self, epochs: int = 30, batch_size: int = 64, lr: float = 0.01, weight_decay: float = 0.0,
                  seed: int = 0, eval_every: int = 1, progress: bool = False, count_flops: bool = True, *,
-                 inner_steps: int = 1, schedule: str = "cosine", label_smoothing: float = 0.0):
+                 inner_steps: int = 1, lr_schedule: str = "cosine", label_smoothing: float = 0.0):
         super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                          eval_every=eval_every, progress=progress, count_flops=count_flops)
         self.inner_steps = checks.integer("inner_steps", inner_steps, low=1)
-        self.schedule = checks.choice("schedule", schedule, ("constant", "cosine"))
+        self.lr_schedule = checks.choice("lr_schedule", lr_schedule, ("constant", "cosine"))
         self.label_smoothing = checks.real("label_smoothing", label_smoothing, low=0.0, high=1.0, high_open=True)
 
     @classmethod
@@ -82,7 +82,7 @@ class LocalCE(Trainer):
                 for b, h in zip(model.blocks, model.heads)]
 
     def _lr_now(self) -> float:
-        if self.schedule == "constant" or self.epochs <= 1:
+        if self.lr_schedule == "constant" or self.epochs <= 1:
             return self.lr
         return 0.5 * self.lr * (1 + math.cos(math.pi * self.epochs_done / self.epochs))
 
