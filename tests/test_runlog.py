@@ -8,10 +8,6 @@ import math
 import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -37,34 +33,7 @@ SYSTEMS = {
 }
 
 
-def _spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(proc: subprocess.Popen, line: str, timeout: float = 120.0) -> list[str]:
-    """Read stdout lines until ``line``; a watchdog kills a stuck process so the test fails instead of hanging."""
-    timer = threading.Timer(timeout, proc.kill)
-    timer.start()
-    seen = []
-    try:
-        while True:
-            out = proc.stdout.readline()
-            if not out:
-                raise AssertionError(f"process ended before printing {line!r}; stderr:\n{proc.stderr.read()}")
-            seen.append(out.strip())
-            if out.strip() == line:
-                return seen
-    finally:
-        timer.cancel()
-
-
-def _kill9(proc: subprocess.Popen) -> None:
-    os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=30) == -signal.SIGKILL
-    proc.stdout.close()
-    proc.stderr.close()
-    proc.stdin.close()
+_spawn, _wait_for, _kill9 = helper.spawn, helper.wait_for, helper.kill9
 
 
 # ------------------------------------------------------------------ round trip
