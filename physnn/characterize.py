@@ -676,9 +676,20 @@ def characterize_named(
     return result, paths
 
 
-def _cmd_characterize(args: argparse.Namespace) -> int:
-    from .cli import _parse_option
+def _parse_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as TOML (numbers, booleans, quoted strings) or else a bare string."""
+    from .config import tomllib
 
+    if "=" not in text:
+        raise checks.ParameterError(f"--system-option must be KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key.strip(), tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value
+
+
+def _cmd_characterize(args: argparse.Namespace) -> int:
     options = dict(_parse_option(o) for o in args.system_option)
     result, paths = characterize_named(
         args.system, system_options=options, dataset=None if args.dataset == "none" else args.dataset,

@@ -190,7 +190,8 @@ def test_float_mode_matches_snntorch_spike_for_spike(dtype: torch.dtype, encodin
 
 def test_float_mode_reset_is_delayed_and_undecayed() -> None:
     """Hand-checked single-neuron trace of the documented float-mode equations."""
-    chip = NeuromorphicChip(n_inputs=1, n_outputs=1, n_hidden=1, steps=5, mode="float", dtype=torch.float64)
+    chip = NeuromorphicChip(n_inputs=1, n_outputs=1, n_hidden=1, steps=5, mode="float", dash_mem=3,
+                            dtype=torch.float64)
     # one input -> one hidden neuron -> one output neuron, weights set by hand
     chip._w["in"].fill_(0.6)
     chip._w["rec"].fill_(0.0)
