@@ -109,7 +109,7 @@ class Encoder:
       as ``bits`` channels, channel ``i`` at ``high`` if ``z > t_i`` else at
       ``low``, with thresholds at the standard-normal quantiles
       ``t_i = Phi^-1(i / (bits + 1))``, i = 1..bits (bits = 2: z > -0.43,
-      z > +0.43). A feature's channels are adjacent (feature j owns channels
+      z > +0.43; bits = 1: z > 0). A feature's channels are adjacent (feature j owns channels
       ``j*bits .. j*bits + bits - 1``). For roughly normal activations about
       half the channels are on and every feature keeps ``bits + 1`` levels,
       where rounding a min-max map keeps one level and switches most features
@@ -124,9 +124,17 @@ class Encoder:
         spec: the system's spec (limits, levels, width).
         mode: one of :data:`ENCODERS`.
         pad_value: drive of unused channels (default ``spec.low``).
-        bits: channels per feature of ``"thermometer"`` (1..16; default 2, as
-            the microwave PNN paper used 2 bits per feature). Must stay 1 for
-            the other modes.
+        bits: channels per feature of ``"thermometer"`` (1..16; default 1: one
+            bit per feature, on where the feature is above its sample's mean, so
+            the system needs no extra width). The microwave PNN paper used 2 bits
+            per feature (``bits=2``). Measured on vowels through the microwave
+            cavity (``physnn characterize --system microwave --dataset vowels``,
+            MF-FF 20 epochs, seeds 0-2): min-max + rounding keeps 2.8 of 19 bits
+            on, 17 distinct drives in 64 samples, nonlinear fraction at its
+            drives 0.15, accuracy 0.946 +- 0.077; ``bits=1``: 7.9 of 19 on, 34
+            distinct, 0.26, 0.946 +- 0.031; ``bits=2`` (hidden 70 to fit the 140
+            wall sites): 17.2 of 38 on, 48 distinct, 0.14, 0.925 +- 0.012.
+            Must stay 1 for the other modes.
     """
 
     def __init__(self, spec: SystemSpec, mode: str = "minmax", pad_value: float | None = None, *,
@@ -136,7 +144,7 @@ class Encoder:
         self.spec = spec
         self.mode = mode
         if bits is None:
-            bits = 2 if mode == "thermometer" else 1
+            bits = 1
         self.bits = checks.integer("bits", bits, low=1, high=16)
         if mode != "thermometer" and self.bits != 1:
             raise checks.ParameterError(f"bits must be 1 for encoder {mode!r} (only 'thermometer' has bits), "

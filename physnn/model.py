@@ -160,7 +160,7 @@ class PNN(nn.Module):
         goodness: ``"cosine"`` (PhyLL) or ``"mean_square"`` (Hinton).
         label_scale: value of the hot label slot (see :func:`embed_label`).
         label_repeat: input slots per class label (see :func:`embed_label`; default 1).
-        encoder_bits: channels per feature of the ``"thermometer"`` encoder (default 2 for it).
+        encoder_bits: channels per feature of the ``"thermometer"`` encoder (default 1; see :class:`Encoder`).
         seed: seeds the digital weights and goodness prototypes.
     """
 

@@ -77,7 +77,8 @@ def test_pnn_grows_block_zero_with_label_repeat():
 
 def test_thermometer_encoder_by_hand():
     spec = SystemSpec(12, 1, levels=2)
-    enc = Encoder(spec, "thermometer")  # default 2 bits: thresholds at z = -0.4307, +0.4307
+    assert Encoder(spec, "thermometer").bits == 1  # the default: no extra width
+    enc = Encoder(spec, "thermometer", bits=2)  # thresholds at z = -0.4307, +0.4307
     assert enc.bits == 2 and enc.width(5) == 10 and drive_width("thermometer", 5, bits=2) == 10
     h = torch.tensor([[0.0, 1.0, 2.0, 3.0, 4.0]])  # z = -1.41, -0.71, 0, 0.71, 1.41
     out = enc(h)
@@ -110,7 +111,7 @@ def test_drive_width_and_encoder_bits_errors():
     with pytest.raises(ValueError, match=r"encoder must be one of .*, got 'gray'"):
         drive_width("gray", 3)
     with pytest.raises(ValueError, match=r"3 features \(2 channels per feature\) but system 'system' has only n_inputs=5"):
-        Encoder(SystemSpec(5, 1), "thermometer")(torch.zeros(1, 3))
+        Encoder(SystemSpec(5, 1), "thermometer", bits=2)(torch.zeros(1, 3))
 
 
 def test_prototype_cosine_by_hand():
