@@ -121,6 +121,7 @@ class _Rows:
         self.cols = list(cols)
         self.div = list(div) if div is not None else [1] * len(self.cols)
         self._fid = self.cols[0].file.id
+        self._pending: tuple[Any, int] | None = None
         self.recount()
 
     def recount(self) -> None:
@@ -130,13 +131,27 @@ class _Rows:
     def committed(self) -> int:
         return self.n
 
+    def stage(self, values: Sequence[np.ndarray], k: int) -> None:
+        """Write ``k`` records into every column but the key; :meth:`commit` (after a file flush) ends them.
+
+        Staging several record types, one flush, then committing them all makes an epoch's samples,
+        probes and metrics cost one flush instead of one each.
+        """
+        for c, d, v in zip(self.cols[:-1], self.div, values):
+            _put(c, self.n * d, v)
+        self._pending = (values[-1], k)
+
+    def commit(self) -> None:
+        key, k = self._pending
+        _put(self.cols[-1], self.n * self.div[-1], key)
+        self.n += k
+        self._pending = None
+
     def append(self, values: Sequence[np.ndarray], k: int) -> int:
         n = self.n
-        for c, d, v in zip(self.cols[:-1], self.div, values):
-            _put(c, n * d, v)
+        self.stage(values, k)
         h5py.h5f.flush(self._fid)
-        _put(self.cols[-1], n * self.div[-1], values[-1])
-        self.n = n + k
+        self.commit()
         return n
 
 

@@ -337,7 +337,7 @@ class RunWriter:
         self._probes: dict[str, dict[str, Any]] = {}
         for b, g in f["probes"].items():
             n_probe = g["x"].shape[0]
-            self._probes[b] = {"g": g, "n": n_probe,
+            self._probes[b] = {"g": g, "n": n_probe, "buf": [],
                                "rows": _Rows([g["y"], g["row"], g["time"], g["step"]],
                                              [max(n_probe, 1), max(n_probe, 1), 1, 1])}
         n = self._metrics.committed()
@@ -405,7 +405,6 @@ class RunWriter:
             values[_check_metric_name(key)] = _to_float(v, f"metric {key!r}")
         with self._lock:
             self._check_open("log_epoch")
-            self._write_all_samples()
             now = time.time()
             row = [np.asarray([values.get(n, math.nan)], dtype=np.float64) for n in self._metric_names]
             logged = np.zeros((1, max(len(self._metric_names), 1)), dtype=np.uint8)
@@ -417,8 +416,9 @@ class RunWriter:
                 self._extra.append({"row": n, "epoch": epoch, "segment": self._segment,
                                     "values": {k: (v if math.isfinite(v) else repr(v)) for k, v in extras.items()}},
                                    time=now, epoch=epoch, kind="values")
-            self._metrics.append(row + [logged, np.asarray([now]), np.asarray([self._segment], dtype=np.int32),
-                                        np.asarray([epoch], dtype=np.int64)], 1)
+            self._metrics.stage(row + [logged, np.asarray([now]), np.asarray([self._segment], dtype=np.int32),
+                                       np.asarray([epoch], dtype=np.int64)], 1)
+            self._epoch_flush(self._metrics)
             self._last_epoch = epoch
             new = sorted(set(extras) - self._extra_seen)
             self._extra_seen.update(new)
@@ -485,10 +485,9 @@ class RunWriter:
         raw = b"".join(packer.chunks)
         with self._lock:
             self._check_open("checkpoint")
-            self._write_all_samples()
             now = time.time()
             offset = _append_bytes(self._ckpt_data, raw)
-            self._f.flush()  # the bytes reach the file before the manifest that points to them
+            self._epoch_flush()  # the bytes reach the file before the manifest that points to them
             record = {"epoch": epoch, "time": now, "segment": self._segment, "data_offset": offset,
                       "data_length": len(raw), "crc32": zlib.crc32(raw), "byteorder": sys.byteorder,
                       "arrays": packer.table, **trees}
@@ -551,22 +550,33 @@ class RunWriter:
             st["buf"].append((xa[idx].copy(), ya[idx].copy(), np.full(len(idx), s, dtype=np.int64)))
             st["buffered"] += len(idx)
             if st["buffered"] >= _SAMPLE_BUFFER_ROWS:  # a very long epoch: bound the memory
-                self._write_samples(b)
+                self._epoch_flush()
 
-    def _write_samples(self, b: str) -> None:
-        st = self._samples[b]
-        if not st["buffered"]:
-            return
-        xs = np.concatenate([t[0] for t in st["buf"]])
-        ys = np.concatenate([t[1] for t in st["buf"]])
-        ss = np.concatenate([t[2] for t in st["buf"]])
-        st["rows"].append([xs, ys, ss], len(xs))
-        st["buf"] = []
-        st["buffered"] = 0
+    def _epoch_flush(self, *staged: _Rows) -> None:
+        """Write the buffered samples and probe measurements with ``staged`` records, commit them all.
 
-    def _write_all_samples(self) -> None:
-        for b in self._samples:
-            self._write_samples(b)
+        Data columns first, one file flush, then the key columns: a killed writer leaves either a whole
+        epoch (metrics, samples, probes) or none of it.
+        """
+        pending = list(staged)
+        for st in self._samples.values():
+            if st["buffered"]:
+                st["rows"].stage([np.concatenate([t[i] for t in st["buf"]]) for i in range(3)], st["buffered"])
+                pending.append(st["rows"])
+                st["buf"], st["buffered"] = [], 0
+        for pr in self._probes.values():
+            if pr["buf"]:
+                k, n = len(pr["buf"]), pr["n"]
+                first = pr["rows"].committed()
+                rows = np.arange(first * n, (first + k) * n, dtype=np.int64)
+                pr["rows"].stage([np.concatenate([t[0] for t in pr["buf"]]), rows,
+                                  np.asarray([t[1] for t in pr["buf"]]),
+                                  np.asarray([t[2] for t in pr["buf"]], dtype=np.int64)], k)
+                pending.append(pr["rows"])
+                pr["buf"] = []
+        self._f.flush()
+        for r in pending:
+            r.commit()
 
     def set_probes(self, block: str | int, x: Any) -> None:
         """Store the fixed probe inputs ``x [P, n_in]`` of a block (once per run file).
@@ -610,9 +620,7 @@ class RunWriter:
             ya = self._as_2d(y, st["dims"][1], f"log_probe({b!r}) y")
             if ya.shape[0] != pr["n"]:
                 raise ValueError(f"log_probe({b!r}): y has {ya.shape[0]} rows, the block has {pr['n']} probes")
-            k = pr["rows"].committed()
-            rows = np.arange(k * pr["n"], (k + 1) * pr["n"], dtype=np.int64)
-            pr["rows"].append([ya, rows, np.asarray([time.time()]), np.asarray([step], dtype=np.int64)], 1)
+            pr["buf"].append((ya.copy(), time.time(), step))
 
     # ------------------------------------------------ goodness and confusion
     def log_goodness(self, block: str | int, g_pos: Any, g_neg: Any, epoch: int | None = None) -> None:
@@ -711,7 +719,7 @@ class RunWriter:
         """Write everything (including buffered samples) to disk now."""
         with self._lock:
             self._check_open("flush")
-            self._write_all_samples()
+            self._epoch_flush()
             self._sync(force=True)
 
     # ---------------------------------------------------------------- close
@@ -728,7 +736,7 @@ class RunWriter:
             try:
                 if systems is not None:
                     self.update_systems(systems)
-                self._write_all_samples()
+                self._epoch_flush()
                 self._events.append({"kind": "run_closed", "fields": {"status": status}}, time=time.time(),
                                     epoch=_or_minus1(self._last_epoch), kind="run_closed")
                 self._sync(force=True)
