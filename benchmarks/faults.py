@@ -29,7 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 #: The matrix's classes, in the order of docs/reliability.md.
-CLASSES = ["serial", "visa", "run file", "signals", "disk full", "bad input"]
+CLASSES = ["serial", "visa", "remote", "run file", "signals", "disk full", "bad input"]
 
 #: Unmarked fault tests: (file, regex on the test name) -> class. First match wins, so put the narrow ones first.
 CLASSIFY: list[tuple[str, str, str]] = [
@@ -73,6 +73,8 @@ CLASSIFY: list[tuple[str, str, str]] = [
         "run file",
     ),
     ("test_train_resume.py", r"kill9", "run file"),
+    ("test_runfile_format.py", r"bit_rot|killed_writer|external|version_1", "run file"),
+    ("test_remote.py", r"killing_the_actor|bad_options|remote_errors|limits_are_checked|public_bind", "remote"),
     ("test_train_resume.py", r"ctrl_c", "signals"),
     ("test_report.py", r"missing|bad_files|without", "run file"),
     ("test_system.py", r"bad_inputs|bad_outputs|refused|clipped|spec_validation|writes_into|overflow", "bad input"),
