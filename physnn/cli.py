@@ -103,6 +103,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if not args.resume:
         _check_output(config.output)
+        if config.data_path and config.dataset in ("digits", "mnist5k"):
+            raise ConfigError(f"data_path {config.data_path!r} is not used by dataset {config.dataset!r} (bundled); "
+                              f"data_path is for vowels (a CSV file) and mnist-idx (a folder of IDX files)")
         reserved = sorted(set(config.system_options) & {"n_inputs", "seed", "device"})
         if reserved:  # the runner passes these to the system's factory itself
             raise ConfigError(f"system_options may not set {', '.join(map(repr, reserved))}: the run sets them "
@@ -121,8 +124,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _check_output(value: str) -> None:
-    """``--output`` must be a new ``*.h5`` file or a folder: an existing file on the way is refused up front."""
+    """``--output`` must be a new ``*.h5`` file or a folder: an existing file on the way is refused up front.
+
+    A name with another suffix (``run.txt``) is refused too, rather than silently made a folder.
+    """
     out = Path(value)
+    if out.suffix and out.suffix not in (".h5", ".hdf5") and not out.is_dir():
+        raise ConfigError(f"output {value!r} ends in {out.suffix!r}: give a run file name ending in .h5 or a folder")
     folder = out.parent if out.suffix in (".h5", ".hdf5") else out
     for p in (folder, *folder.parents):
         if p.exists():

@@ -136,6 +136,12 @@ CASES: list[tuple[str, list[str], str]] = [
         r"MNIST folder not found: .*afile",
     ),
     # the run file
+    ("output-not-h5", [*T, "--output", "{dir}/run.txt"], r"output '.*run.txt' ends in '.txt': give a run file"),
+    (
+        "data-path-unused",
+        [*T, "--data-path", "{short_csv}"],
+        r"data_path '.*short.csv' is not used by dataset 'digits'",
+    ),
     ("output-exists", [*T, "--output", "{existing_h5}"], r"existing.h5.* already exists"),
     ("output-under-a-file", [*T, "--output", "{afile}/run.h5"], r"afile.txt"),
     ("output-file-as-folder", [*T, "--output", "{afile}"], r"afile.txt"),
