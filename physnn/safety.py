@@ -43,6 +43,7 @@ from .checks import ParameterError
 __all__ = [
     "Terminated",
     "shutdown_on_signals",
+    "deferred_signals",
     "track",
     "close_all",
     "open_systems",
@@ -90,21 +91,27 @@ def shutdown_on_signals(signals: Sequence[int] = DEFAULT_SIGNALS) -> Iterator[No
 
     The previous handlers are restored on exit. Only the first signal raises;
     later ones (while the ``except``/``finally`` clauses put benches in their
-    safe state) are logged and ignored. Outside the main thread, where Python
-    cannot install signal handlers, this is a no-op.
+    safe state) are logged and ignored. Inside :func:`deferred_signals` the
+    first signal waits until that block ends. Outside the main thread, where
+    Python cannot install signal handlers, this is a no-op.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    fired: list[int] = []
+    outermost = _STATE["fired"] is None and _STATE["pending"] is None
 
     def handler(signum: int, frame: Any) -> None:
-        if fired:
+        first = _STATE["fired"] or _STATE["pending"]
+        if first is not None:
             log.warning(
-                "%s received while shutting down after %s; finishing the shutdown first", _name(signum), _name(fired[0])
+                "%s received while shutting down after %s; finishing the shutdown first", _name(signum), _name(first)
             )
             return
-        fired.append(signum)
+        if _STATE["defer"]:
+            _STATE["pending"] = signum
+            log.warning("%s received while closing systems; it takes effect once they are closed", _name(signum))
+            return
+        _STATE["fired"] = signum
         raise Terminated(signum)
 
     previous: dict[int, Any] = {}
@@ -115,6 +122,36 @@ def shutdown_on_signals(signals: Sequence[int] = DEFAULT_SIGNALS) -> Iterator[No
     finally:
         for s, h in previous.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
+        if outermost:
+            _STATE["fired"] = _STATE["pending"] = None
+
+
+#: shared by the handler and :func:`deferred_signals` (signal handlers run in the main thread only)
+_STATE: dict[str, Any] = {"fired": None, "pending": None, "defer": 0}
+
+
+class deferred_signals:  # noqa: N801 - used like a function: ``with deferred_signals():``
+    """Hold a termination signal back while a block that must finish runs (closing systems, the run file).
+
+    Why: the signal handler raises wherever the main thread happens to be; a
+    ``Terminated`` raised inside ``close()`` would cut a SAFE exchange in half.
+    Within this block a signal is noted; when the outermost block ends it is
+    raised as :class:`Terminated` -- unless an exception is already leaving the
+    block, which then ends the run anyway. Blocks nest.
+    """
+
+    def __enter__(self) -> "deferred_signals":
+        _STATE["defer"] += 1
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        _STATE["defer"] -= 1
+        if _STATE["defer"] == 0 and _STATE["pending"] is not None:
+            signum = _STATE["pending"]
+            _STATE["pending"] = None
+            _STATE["fired"] = signum
+            if exc_type is None:
+                raise Terminated(signum)
 
 
 def _name(signum: int) -> str:

@@ -375,3 +375,30 @@ def test_physnn_train_process_killed_by_sighup_leaves_an_interrupted_run_file(sh
     assert "terminated by SIGHUP" in err and "Traceback" not in err
     run = runlog.load(out)
     assert run.status == "interrupted" and run.metrics["epoch"].size >= 1
+
+
+def test_a_signal_while_closing_waits_for_the_close_then_terminates():
+    steps = []
+    with pytest.raises(Terminated) as info:
+        with shutdown_on_signals():
+            with safety.deferred_signals():
+                steps.append("SAFE sent")
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):
+                    pass
+                steps.append("port closed")  # not cut short by the signal
+            steps.append("never reached")
+    assert steps == ["SAFE sent", "port closed"] and info.value.signum == signal.SIGTERM
+
+
+def test_an_error_leaving_a_deferred_block_is_not_replaced_by_the_signal():
+    with pytest.raises(OSError, match="port gone"):
+        with shutdown_on_signals():
+            with safety.deferred_signals():
+                os.kill(os.getpid(), signal.SIGHUP)
+                for _ in range(1000):
+                    pass
+                raise OSError("port gone")
+    with shutdown_on_signals():  # the state is reset for the next run
+        with safety.deferred_signals():
+            pass
