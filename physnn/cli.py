@@ -115,7 +115,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                      source=str(args.resume)) if args.resume else contextlib.nullcontext())
     with confine:
         result = run_experiment(config, progress=progress, resume=args.resume, echo=echo)
-    print(f"train accuracy {result.train_accuracy:.4f}, test accuracy {result.test_accuracy:.4f}")
+    if result.test_n:
+        from .evaluation import Accuracy
+
+        test = str(Accuracy(round(result.test_accuracy * result.test_n), result.test_n))
+    else:
+        test = f"{result.test_accuracy:.4f}"
+    train = "" if result.train_accuracy != result.train_accuracy else f" (training batches {result.train_accuracy:.4f})"
+    print(f"test accuracy {test}{train}")
     print(f"physical queries: {result.train_queries} samples in training, {result.total_queries} in total "
           f"(incl. evaluation); wall time {result.wall_seconds:.1f} s")
     if result.path is not None:

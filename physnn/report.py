@@ -92,6 +92,10 @@ def _save(fig: Figure, path: Path) -> Path:
 def _epoch_axis(ax: Any) -> None:
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    lo, hi = ax.get_xlim()
+    if hi - lo < 2:  # one or two epochs: keep whole-epoch ticks instead of 2.84 ... 3.16
+        mid = round((lo + hi) / 2)
+        ax.set_xlim(mid - 1, mid + 1)
 
 
 #: How each method is named on figures and in tables.
@@ -122,26 +126,38 @@ def _blocks_of(run: Run, prefix: str) -> list[str]:
 def _plot_learning_curves(run: Run, path: Path) -> Path | str:
     m = run.metrics
     curves = [(k, label, style) for k, label, style in
-              (("train_accuracy", "training set", "--"), ("test_accuracy", "test set", "-")) if k in m]
-    if not curves:
-        return "no per-epoch accuracy was logged (metrics 'train_accuracy' / 'test_accuracy')"
+              (("train_accuracy", "training batches", "--"), ("val_accuracy", "validation split", "-"),
+               ("test_accuracy", "test split (per epoch)", "-")) if k in m and np.isfinite(m[k]).any()]
+    final = run.summary.get("test_accuracy")
+    if not curves and not isinstance(final, (int, float)):
+        return "no accuracy was logged (metrics 'train_accuracy' / 'val_accuracy' / 'test_accuracy')"
     fig = _figure()
     ax = fig.add_subplot()
     for key, label, style in curves:
         ok = np.isfinite(m[key])
         ax.plot(m["epoch"][ok], 100 * m[key][ok], style, marker="o", markersize=3, label=label)
-    if "test_accuracy" in m and np.isfinite(m["test_accuracy"]).any():
-        i = int(np.nanargmax(m["test_accuracy"]))
-        best = 100 * m["test_accuracy"][i]
+    sel = "val_accuracy" if "val_accuracy" in m else "test_accuracy"
+    if sel in m and np.isfinite(m[sel]).any():
+        i = int(np.nanargmax(m[sel]))
+        best = 100 * m[sel][i]
         ax.annotate(f"best {best:.1f} % (epoch {m['epoch'][i]})", (m["epoch"][i], best), xytext=(0, -28),
                     textcoords="offset points", ha="center", fontsize=9,
                     arrowprops={"arrowstyle": "->", "color": "0.3"})
+    if isinstance(final, (int, float)) and m["epoch"].size:
+        # the test split, measured once after training: the number the run reports, with its 95 % interval
+        lo, hi = run.summary.get("test_ci95_low"), run.summary.get("test_ci95_high")
+        yerr = None
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+            yerr = [[100 * (final - lo)], [100 * (hi - final)]]
+        n = run.summary.get("test_n")
+        ax.errorbar([m["epoch"][-1]], [100 * final], yerr=yerr, fmt="*", color="k", markersize=10, capsize=4,
+                    label=f"test split, once at the end: {100 * final:.1f} %" + (f" (n={n})" if n else ""))
     if run.dataset and isinstance(run.dataset.get("n_classes"), int) and run.dataset["n_classes"] > 1:
         ax.axhline(100 / run.dataset["n_classes"], color="0.6", lw=1, ls=":", label="chance level")
     ax.set(ylabel="accuracy (%)", ylim=(0, 100), title=f"Learning curves — {_label(run)}")
     _epoch_axis(ax)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
 
 

@@ -91,7 +91,7 @@ def test_digital_ff_learns_a_small_task_and_spends_no_queries():
     xt, yt = blobs(seed=1)
     model = DigitalFF(6, 3, hidden=16, n_layers=2, seed=0)
     hist = FFDigital(epochs=20, batch_size=16, lr=0.01, seed=0, eval_every=0).fit(model, x, y, xt, yt)
-    assert hist.epochs[-1]["test_accuracy"] >= 0.9
+    assert hist.epochs[-1]["val_accuracy"] >= 0.9  # fit's x_val/y_val: the validation data
     assert all(e["train_queries"] == 0 for e in hist.epochs)
     assert {n for n, _ in model.named_parameters()} == {f"blocks.{i}.linear.{w}" for i in (0, 1) for w in ("weight", "bias")}
 

@@ -98,12 +98,14 @@ def test_cli_trains_the_baselines_into_a_run_file(tmp_path, capsys, method):
 
     run = runlog.load(out)
     assert run.status == "completed" and run.config["method"] == method
-    assert 0.5 < run.metrics["test_accuracy"][-1] <= 1.0
+    assert 0.5 < run.metrics["val_accuracy"][-1] <= 1.0  # scheduled evaluations: the validation split
+    assert 0.5 < run.summary["test_accuracy"] <= 1.0  # the test split, measured once at the end
+    assert "test_accuracy" not in run.metrics
 
 
 def test_unknown_method_and_resume_of_a_finished_baseline(tmp_path, capsys):
     assert main(["train", "--method", "sgd", "--output", str(tmp_path)]) == 2
-    assert "config key method must be one of 'mfff', 'pat', 'zeroth_order', 'backprop'" in capsys.readouterr().err
+    assert "config key method must be one of 'mfff', 'local_ce', 'pat', 'zeroth_order', 'backprop'" in capsys.readouterr().err
     out = tmp_path / "b.h5"
     assert main(["train", "--method", "backprop", "--epochs", "1", "--hidden", "8", "--output", str(out),
                  "--no-progress"]) == 0

@@ -209,4 +209,4 @@ class E2ETrainer(Trainer):
     def _evaluate(self, model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, metrics: dict[str, float]) -> None:
         assert self.accountant is not None
         with self.accountant.flops(("eval", tuple(x_val.shape))):
-            metrics["test_accuracy"] = model.score(x_val, y_val)
+            metrics[self.eval_name] = model.score(x_val, y_val)
