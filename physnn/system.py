@@ -50,6 +50,10 @@ class SystemSpec:
         units: the unit of the drive values, for messages and run files.
         output_units: the unit of the measured outputs (camera counts, Pa,
             spikes, V), for run files and figure axes.
+        max_batch: the most samples one call to the device may carry (an AWG's
+            memory, a camera's frame buffer); None: unlimited. A larger batch is
+            sent as several calls of at most this many samples, and trainers
+            group weight-independent queries into as few such calls as it allows.
     """
 
     n_inputs: int
@@ -60,6 +64,7 @@ class SystemSpec:
     name: str = "system"
     units: str = "a.u."
     output_units: str = "a.u."
+    max_batch: int | None = None
 
     def __post_init__(self) -> None:
         for key in ("n_inputs", "n_outputs"):
@@ -76,6 +81,10 @@ class SystemSpec:
             not isinstance(self.levels, (int, np.integer)) or isinstance(self.levels, bool) or self.levels < 2
         ):
             raise ValueError(f"SystemSpec.levels must be an integer >= 2 or None, got {self.levels!r}")
+        if self.max_batch is not None and (
+            not isinstance(self.max_batch, (int, np.integer)) or isinstance(self.max_batch, bool) or self.max_batch < 1
+        ):
+            raise ValueError(f"SystemSpec.max_batch must be an integer >= 1 or None, got {self.max_batch!r}")
 
     @property
     def step(self) -> float | None:
@@ -175,11 +184,16 @@ class PhysicalSystem:
         # _measure gets its own copy: a system that writes into its input (an in-place rescale to DAC
         # codes) must not corrupt the caller's tensor, the probes re-measured every epoch, or the
         # drives the run file logs. One copy of a [B, n_in] batch is negligible beside a measurement.
+        # a device with a batch limit gets a larger batch as several calls (the limit is never exceeded)
+        chunks = batch.to(self.device, copy=True).split(self.spec.max_batch or batch.shape[0])
         with torch.no_grad(), pause:
-            y = self._measure(batch.to(self.device, copy=True))
+            parts = [self._measure(c) for c in chunks]
         elapsed = time.perf_counter() - start
-        y = self._check_output(y, batch.shape[0])
-        self.stats.calls += 1
+        if len(parts) == 1:
+            y = self._check_output(parts[0], batch.shape[0])
+        else:
+            y = torch.cat([self._check_output(p, c.shape[0]) for p, c in zip(parts, chunks)])
+        self.stats.calls += len(parts)
         self.stats.samples += batch.shape[0]
         self.stats.seconds += elapsed
         y = y.detach().to(device=caller_device)
