@@ -79,9 +79,12 @@ PAIRS: dict[str, Pair] = {
     "digits-neuromorphic": Pair("digits", "neuromorphic"),
 }
 
-METHODS = ("mfff", "backprop", "pat", "zo", "ff-digital", "mfff-identity", "logreg", "mlp")
+METHODS = ("mfff", "local_ce", "backprop", "pat", "zo", "ff-digital", "mfff-identity", "local_ce-identity", "logreg",
+           "mlp")
 LABELS = {
     "mfff": "MF-FF (goodness argmax)",
+    "local_ce": "local cross-entropy (forward only)",
+    "local_ce-identity": "local cross-entropy, systems -> identity (control)",
     "mfff-readout": "MF-FF + one-pass readout",
     "backprop-ideal": "backprop in silico, on the model (ideal)",
     "backprop-device": "backprop in silico, deployed on the device",
@@ -92,8 +95,12 @@ LABELS = {
     "logreg": "logistic regression, raw features (control)",
     "mlp": "MLP 256, raw features, backprop (control)",
 }
-ROW_ORDER = ["mfff", "mfff-readout", "pat", "zo", "backprop-ideal", "backprop-device", "ff-digital",
-             "mfff-identity", "logreg", "mlp"]
+ROW_ORDER = ["mfff", "mfff-readout", "local_ce", "pat", "zo", "backprop-ideal", "backprop-device", "ff-digital",
+             "mfff-identity", "local_ce-identity", "logreg", "mlp"]
+
+
+#: Learning rates the digital controls are tuned over (on the validation split).
+CONTROL_LRS = (1e-3, 3e-3, 1e-2, 3e-2)
 
 
 @dataclass
@@ -114,7 +121,8 @@ def base_config(pair: Pair, seed: int, settings: Settings) -> RunConfig:
     """The run every method shares: data set, split, seed, blocks, budget (physnn's runner does the rest)."""
     return RunConfig(dataset=pair.dataset, system=pair.system, system_options=dict(pair.options), seed=seed,
                      blocks=settings.blocks, hidden=pair.hidden, epochs=settings.epochs,
-                     batch_size=settings.batch_size, lr=settings.lr, probes=0, log_samples=False, threads=0)
+                     batch_size=settings.batch_size, lr=settings.lr, probes=0, log_samples=False, threads=0,
+                     eval_every=1, eval_samples=0)  # a full validation curve every epoch: queries-to-95 % needs it
 
 
 def on_device(config: RunConfig, settings: Settings) -> RunConfig:
@@ -131,6 +139,10 @@ def method_config(method: str, cfg: RunConfig, settings: Settings) -> RunConfig:
         return on_device(cfg.updated(method="mfff", eval_every=1), settings)
     if method == "mfff-identity":
         return cfg.updated(method="mfff", system="identity", system_options={})
+    if method == "local_ce":
+        return on_device(cfg.updated(method="local_ce"), settings)
+    if method == "local_ce-identity":
+        return cfg.updated(method="local_ce", system="identity", system_options={})
     if method == "ff-digital":
         return cfg.updated(method="ff_digital", theta=100.0)
     if method == "pat":
@@ -158,11 +170,11 @@ def curve_summary(curve: list[tuple[float, float]], final: float) -> float:
 
 
 def _record(result: RunResult) -> dict:
-    """Accuracy, curve and cost of a run from its per-epoch history (the trainer's own accounting)."""
+    """Test accuracy (measured once, at the end), validation curve and cost from the run's own accounting."""
     h = result.history
     last = h[-1] if h else {}
-    curve = [(e.get("queries/learning", 0.0), e["test_accuracy"]) for e in h if "test_accuracy" in e]
-    return {"test_accuracy": last.get("test_accuracy", result.test_accuracy), "curve": curve,
+    curve = [(e.get("queries/learning", 0.0), e["val_accuracy"]) for e in h if "val_accuracy" in e]
+    return {"test_accuracy": result.test_accuracy, "test_n": result.test_n, "curve": curve,
             "metrics": {k: v for k, v in last.items() if isinstance(v, float)}}
 
 
@@ -171,7 +183,14 @@ def one_run(pair_name: str, method: str, seed: int, settings: Settings, command:
     pair = PAIRS[pair_name]
     cfg = method_config(method, base_config(pair, seed, settings), settings)
     t0 = time.perf_counter()
-    result = run_experiment(cfg, write_file=False, progress=False, echo=lambda line: None)
+    if method in ("logreg", "mlp"):
+        # the digital controls are tuned on the validation split (never the test split): the learning rate
+        # with the best final validation accuracy wins, so a control is never tuned worse than the method
+        trials = [run_experiment(cfg.updated(lr=lr), write_file=False, progress=False, echo=lambda line: None)
+                  for lr in CONTROL_LRS]
+        result = max(trials, key=lambda r: (r.history[-1].get("val_accuracy", 0.0), -trials.index(r)))
+    else:
+        result = run_experiment(cfg, write_file=False, progress=False, echo=lambda line: None)
     data = load_data(cfg)
     C, L = data.n_classes, settings.blocks
     rows: list[tuple[str, dict, int]] = []
@@ -179,7 +198,7 @@ def one_run(pair_name: str, method: str, seed: int, settings: Settings, command:
     if method == "mfff":
         rows.append(("mfff", res, C * L))
         rows.append(("mfff-readout", readout_row(result, data, seed, res), L))
-    elif method in ("mfff-identity", "ff-digital", "logreg", "mlp"):
+    elif method in ("mfff-identity", "local_ce-identity", "ff-digital", "logreg", "mlp"):
         rows.append((method, res, 0))
     elif method == "backprop":
         rows.append(("backprop-ideal", res, L))
@@ -196,7 +215,7 @@ def one_run(pair_name: str, method: str, seed: int, settings: Settings, command:
             res["twin_rel_error"] = res["metrics"].get("twin_rel_error/block1")
         rows.append((method, res, L))
     total = time.perf_counter() - t0
-    perturbation = device_perturbation(cfg) if method in ("mfff", "pat", "zo") else None
+    perturbation = device_perturbation(cfg) if method in ("mfff", "local_ce", "pat", "zo") else None
     records = []
     for row, r, q_inf in rows:
         m = r["metrics"]
@@ -204,8 +223,9 @@ def one_run(pair_name: str, method: str, seed: int, settings: Settings, command:
             "pair": pair_name, "method": row, "seed": seed, "settings": vars(settings), "command": command,
             "machine": machine(),
             "test_accuracy": r["test_accuracy"],
+            "test_n": r.get("test_n", res.get("test_n")),
             "learning_queries": m.get("queries/learning", 0.0),
-            "queries_to_95": curve_summary(r["curve"], r["test_accuracy"]),
+            "queries_to_95": curve_summary(r["curve"], r["curve"][-1][1] if r["curve"] else r["test_accuracy"]),
             "learning_flops": m.get("flops/learning", float("nan")),
             "train_seconds": m.get("wall_seconds/train", 0.0) + m.get("wall_seconds/twin_fit", 0.0),
             "device_seconds": m.get("device_seconds/train", 0.0) + m.get("device_seconds/twin_fit", 0.0),
@@ -396,6 +416,7 @@ def write_report(runs: list[dict], out: Path, command: str, unavailable: dict[st
     lines.append("")
     (out / "compare.md").write_text("\n".join(lines))
     plot(groups, out / "compare.png")
+    plot_curves(groups, out / "compare_queries.png")
 
 
 def reading(by_method: dict[str, list[dict]]) -> list[str]:
@@ -472,6 +493,40 @@ def plot(groups, path: Path) -> None:
             handles.setdefault(lab, h)
     fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.9 / (3.6 * len(keys)), 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_curves(groups, path: Path) -> None:
+    """Accuracy versus physical queries: one curve per method (validation accuracy after each epoch, mean over
+    seeds), with the final test accuracy (mean, n seeds) as a marker at the method's total learning queries."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted(groups)
+    if not keys:
+        return
+    fig, axes = plt.subplots(len(keys), 1, figsize=(8, 3.6 * len(keys)), squeeze=False)
+    for row, key in enumerate(keys):
+        ax = axes[row][0]
+        for m in ROW_ORDER:
+            rs = [r for r in groups[key].get(m, []) if r.get("curve") and r["learning_queries"] > 0]
+            if not rs:
+                continue
+            n = min(len(r["curve"]) for r in rs)
+            qs = [statistics.mean(r["curve"][i][0] for r in rs) for i in range(n)]
+            accs = [statistics.mean(r["curve"][i][1] for r in rs) for i in range(n)]
+            (line,) = ax.plot(qs, accs, marker=".", label=f"{LABELS.get(m, m)} (n={len(rs)} seeds)")
+            ax.plot([statistics.mean(r["learning_queries"] for r in rs)],
+                    [statistics.mean(r["test_accuracy"] for r in rs)], "*", color=line.get_color(), markersize=11)
+        ax.set_xscale("log")
+        ax.set(xlabel="physical queries spent to learn (samples)", ylabel="accuracy",
+               title=f"{key[0]}: validation accuracy per epoch (lines), test accuracy at the end (stars)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
