@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import time
 import uuid
 import warnings
@@ -38,6 +39,7 @@ from torch import nn
 from . import checks
 from .config import ConfigError, RunConfig
 from .data import Dataset, load_dataset
+from .evaluation import Accuracy
 from .registry import build_system
 from .system import PhysicalSystem
 from .train import trainer_class
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
 #: Config keys the runner passes to every trainer (never through ``method_options``).
 _TRAINER_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "eval_every")
 #: Top-level config keys that are options of some methods only (kept top-level for MF-FF configs).
-_METHOD_KEYS = ("inner_steps", "theta")
+_METHOD_KEYS = ("inner_steps", "theta", "schedule")
 
 
 @dataclass
@@ -66,6 +68,7 @@ class RunResult:
     history: list[dict]
     status: str = "completed"
     model: nn.Module | None = field(default=None, repr=False)
+    test_n: int = 0  # test samples behind test_accuracy (its 95 % interval: physnn.evaluation.Accuracy)
 
 
 # ==================================================================== building
@@ -90,6 +93,24 @@ def block_seed(seed: int, block: int) -> int:
 def load_data(config: RunConfig) -> Dataset:
     return load_dataset(config.dataset, path=config.data_path or None, test_fraction=config.test_fraction,
                         seed=config.seed)
+
+
+def split_validation(config: RunConfig, data: Dataset) -> tuple[torch.Tensor, torch.Tensor, Any, Any]:
+    """``(x_train, y_train, x_val, y_val)``: a stratified, seeded validation split held out of the training data.
+
+    The validation split is what every scheduled evaluation, early stop and
+    model choice looks at; the test split is measured once, at the end.
+    ``val_fraction = 0`` keeps the whole training split and, as round-1 runs
+    did, evaluates on the test split itself during training -- the curve is
+    then named ``test_accuracy``, so nobody mistakes it for a held-out choice.
+    """
+    if not config.val_fraction:
+        return data.x_train, data.y_train, data.x_test, data.y_test
+    from .data import _split
+
+    xtr, ytr, xv, yv = _split(data.x_train.numpy(), data.y_train.numpy(), config.val_fraction, config.seed + 104_729,
+                              f"the training split of {data.name!r} (val_fraction)")
+    return (torch.as_tensor(xtr), torch.as_tensor(ytr), torch.as_tensor(xv), torch.as_tensor(yv))
 
 
 def input_width(config: RunConfig, data: Dataset) -> int:
@@ -138,7 +159,11 @@ def build_trainer(config: RunConfig, progress: bool = False) -> Trainer:
                               f"{config.method!r}; remove it")
     options = checks.check_options(cls, config.method_options, f"method {config.method!r}",
                                    reserved=(*_TRAINER_KEYS, *_METHOD_KEYS, "progress"))
-    return cls(**kwargs, **options, progress=progress)
+    trainer = cls(**kwargs, **options, progress=progress)
+    # scheduled evaluations look at the validation split; with val_fraction = 0 at the test split, named so
+    trainer.eval_name = "val_accuracy" if config.val_fraction else "test_accuracy"
+    return trainer.set_budget(eval_samples=config.eval_samples, query_budget=config.query_budget,
+                              stop_on=config.stop_on, patience=config.patience, min_delta=config.min_delta)
 
 
 def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -236,6 +261,8 @@ class _Run:
         self.config, self.data, self.systems, self.model = config, data, systems, model
         self.trainer, self.writer, self.echo = trainer, writer, echo
         self.probes: list[torch.Tensor] = []
+        #: block 0's probe reference and repeatability floor, for the trainer's block-0 cache (if it has one)
+        self._probe_ref: tuple[torch.Tensor, float] | None = None
 
     # ------------------------------------------------------------ probes
     def set_probes(self, fresh: bool) -> None:
@@ -248,24 +275,55 @@ class _Run:
             self.writer.set_probes(f"block{i}", probe)
             self.probes.append(probe)
             if fresh:  # measured twice before training: the repeatability floor
-                for _ in range(2):
-                    self.writer.log_probe(f"block{i}", 0, _unlogged_query(s, probe))
+                pair = [_unlogged_query(s, probe) for _ in range(2)]
+                for y in pair:
+                    self.writer.log_probe(f"block{i}", 0, y)
+                if i == 0:
+                    self._probe_ref = (pair[1], float((pair[0] - pair[1]).abs().max()))
 
     # ------------------------------------------------------------ epochs
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         config, writer = self.config, self.writer
+        if writer is not None and self.trainer.stop_reason is not None:
+            writer.event("early_stop", {"epoch": epoch + 1, "reason": self.trainer.stop_reason,
+                                        "learning_queries": metrics.get("queries/learning", 0.0)})
         if writer is not None:
             for i, (s, probe) in enumerate(zip(self.systems, self.probes)):
-                writer.log_probe(f"block{i}", epoch + 1, _unlogged_query(s, probe))
+                y = _unlogged_query(s, probe)
+                writer.log_probe(f"block{i}", epoch + 1, y)
+                if i == 0:
+                    self.check_drift(epoch, y)
             writer.log_epoch(epoch + 1, metrics)
             if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
                 self.checkpoint(epoch + 1)
         # printed once the epoch is on disk, so "epoch N" on the console means it is saved
-        acc = f", test accuracy {metrics['test_accuracy']:.4f}" if "test_accuracy" in metrics else ""
+        name = self.trainer.eval_name
+        what = "validation" if name == "val_accuracy" else "test"
+        acc = f", {what} accuracy {metrics[name]:.4f}" if name in metrics else ""
         per_block = [metrics[f"loss/block{i}"] for i in range(len(self.model.blocks)) if f"loss/block{i}" in metrics]
         blocks = f" (blocks {' '.join(f'{v:.4f}' for v in per_block)})" if per_block else ""
         self.echo(f"epoch {epoch + 1:3d}/{config.epochs}: loss {metrics['loss']:.4f}{blocks}{acc}, "
                   f"{int(metrics.get('train_queries', 0))} queries")
+
+    def check_drift(self, epoch: int, y: torch.Tensor) -> None:
+        """Empty the trainer's block-0 cache when block 0's probes moved beyond 3x their repeatability floor.
+
+        Without a floor (a resumed run) any change counts: a cached response must
+        never outlive a device that changed.
+        """
+        if not getattr(self.trainer, "cache_block0", False):
+            return
+        if self._probe_ref is None:
+            self._probe_ref = (y, 0.0)
+            return
+        ref, floor = self._probe_ref
+        drift = float((y - ref).abs().max())
+        if drift > 3.0 * floor + 1e-6 * float(ref.abs().max()):
+            dropped = self.trainer.invalidate_cache()
+            self._probe_ref = (y, floor)
+            if self.writer is not None:
+                self.writer.event("block0_cache_invalidated", {"epoch": epoch + 1, "drift": drift,
+                                                               "floor": floor, "dropped": dropped})
 
     def checkpoint(self, epoch: int) -> None:
         from . import runlog
@@ -274,23 +332,34 @@ class _Run:
                                extra={"system_rng": [s.get_rng_state() for s in self.systems]})
 
     def train(self) -> None:
-        d = self.data
-        self.trainer.fit(self.model, d.x_train, d.y_train, d.x_test, d.y_test, on_epoch_end=self.on_epoch_end)
+        x, y, x_val, y_val = split_validation(self.config, self.data)
+        self.trainer.fit(self.model, x, y, x_val, y_val, on_epoch_end=self.on_epoch_end)
 
     # ------------------------------------------------------------ end
     def finish(self) -> tuple[float, float, int, int]:
         """Final accuracies and totals, recorded in the run file's summary."""
-        d, model, acct = self.data, self.model, self.trainer.accountant
+        d, model, acct, trainer = self.data, self.model, self.trainer.accountant, self.trainer
+        # the test set is measured once: the trainer's evaluation of the last epoch on the whole split is reused
+        done = trainer.final_predictions
+        reuse = (done is not None and trainer.eval_name == "test_accuracy" and done[0] == trainer.epochs_done
+                 and done[1].shape[0] == d.y_test.shape[0])
         phase = acct.phase("final") if acct is not None else contextlib.nullcontext()
         with phase:
-            train_acc = model.score(d.x_train, d.y_train)
-            pred = model.predict(d.x_test)
-        test_acc = float((pred == d.y_test).float().mean())
+            # no on-device pass over the training set unless asked: NaN, or the last epoch's training-batch
+            # accuracy where the method reports one (it costs no query)
+            last = trainer.history.epochs[-1] if trainer.history.epochs else {}
+            train_acc = (model.score(d.x_train, d.y_train) if self.config.measure_train_accuracy
+                         else float(last.get("train_accuracy", math.nan)))
+            pred = done[1] if reuse else model.predict(d.x_test)
+        test = Accuracy.of(pred, d.y_test)
+        test_acc = test.value
         train_q = int(sum(e.get("train_queries", 0.0) for e in self.trainer.history.epochs))
         total = int(acct.metrics()["queries/total"]) if acct is not None else 0
         if self.writer is not None:
-            self.writer.log_summary({"train_accuracy": train_acc, "test_accuracy": test_acc, "train_queries": train_q,
-                                     "total_queries": total, "method": self.config.method})
+            lo, hi = test.interval
+            self.writer.log_summary({"train_accuracy": train_acc, "test_accuracy": test_acc, "test_correct": test.correct,
+                                     "test_n": test.n, "test_ci95_low": lo, "test_ci95_high": hi,
+                                     "train_queries": train_q, "total_queries": total, "method": self.config.method})
             self.writer.log_confusion(confusion_matrix(pred, d.y_test, d.n_classes).numpy(), d.class_names)
             for i, (gp, gn) in self.trainer.history.last_goodness.items():
                 self.writer.log_goodness(i, gp.numpy(), gn.numpy())
@@ -351,8 +420,14 @@ def run_experiment(
             for s in dict.fromkeys(systems):
                 stack.enter_context(s.hooks(event_hook=writer.event))
             if config.log_samples:
+                lock = threading.Lock()  # a pipelined schedule queries the systems from worker threads
+
+                def log_samples(x: torch.Tensor, y: torch.Tensor, name: str) -> None:
+                    with lock:
+                        writer.log_samples(name, x, y)
+
                 for i, s in enumerate(systems):
-                    stack.enter_context(s.hooks(query_hook=lambda x, y, name=f"block{i}": writer.log_samples(name, x, y)))
+                    stack.enter_context(s.hooks(query_hook=lambda x, y, name=f"block{i}": log_samples(x, y, name)))
         trainer.prepare(model)  # accounting starts before the first query (probes included)
         run = _Run(config, data, systems, model, trainer, writer, echo)
         if resume is not None:
@@ -362,7 +437,7 @@ def run_experiment(
         run.train()
         train_acc, test_acc, train_q, total = run.finish()
     return RunResult(config, getattr(writer, "path", None), train_acc, test_acc, train_q, total,
-                     time.perf_counter() - t0, trainer.history.epochs, "completed", model)
+                     time.perf_counter() - t0, trainer.history.epochs, "completed", model, int(data.y_test.shape[0]))
 
 
 def _checkpointed_epochs(path: Path) -> int:
@@ -386,4 +461,4 @@ def _stored_result(config: RunConfig, path: Path, wall: float) -> RunResult:
     history = [{k: float(v) for k, v in r.items() if k not in ("time", "segment") and not
                 (isinstance(v, float) and math.isnan(v))} for r in run.epoch_rows]
     return RunResult(config, path, num("train_accuracy"), num("test_accuracy"), int(s.get("train_queries", 0) or 0),
-                     int(s.get("total_queries", 0) or 0), wall, history, run.status, None)
+                     int(s.get("total_queries", 0) or 0), wall, history, run.status, None, int(s.get("test_n", 0) or 0))

@@ -27,6 +27,32 @@ is its unit, :meth:`Trainer._train_epoch`; optional hooks are
 Stopping early: ``on_epoch_end(epoch, metrics)`` may return ``True`` (or set
 ``trainer.should_stop = True``) to end training after that epoch; the
 trainer's ``epochs`` budget is unchanged, so a later ``fit`` continues.
+
+Spending the bench (:meth:`Trainer.set_budget`): on a bench every query costs
+instrument time and wear, so evaluation must not outspend training and a run
+must be able to stop without asking the device anything more:
+
+* ``eval_samples``: the scheduled evaluations between the first and the last
+  epoch use a fixed, seeded subsample of the validation data (drawn from its
+  own generator, so the training stream -- and the weights -- do not depend
+  on it). When the evaluated split is the test split itself
+  (``eval_name == "test_accuracy"``), the last epoch is evaluated on all of
+  it, once, and its predictions are kept (:attr:`Trainer.final_predictions`)
+  so the runner does not measure the test set a second time; a held-out
+  validation split keeps the subsample to the end (the test split is
+  measured once by the runner).
+* ``query_budget``: training stops after the epoch after which the next one
+  would take the learning queries over the budget (estimated from the last
+  epoch, or :meth:`_expected_epoch_queries` before the first).
+* ``stop_on`` = ``"loss"`` / ``"gap"`` / ``"val"`` with ``patience`` and
+  ``min_delta``: stop when the training loss, the goodness gap
+  (``g_pos - g_neg``, mean over blocks) or the validation accuracy has not
+  improved by more than ``min_delta`` for ``patience`` epochs (evaluations
+  for ``"val"``). The first two cost no query at all.
+
+A stop by rule or budget is decided before that epoch's evaluation, so the
+stopping epoch is evaluated like a last epoch; it sets
+:attr:`Trainer.stop_reason` and the metric ``stopped`` = 1.
 """
 
 from __future__ import annotations
@@ -44,7 +70,7 @@ from .. import checks
 from ..accounting import Accountant
 from ..model import check_labels
 
-__all__ = ["Trainer", "History", "EpochCallback", "PHASE_METRICS"]
+__all__ = ["Trainer", "History", "EpochCallback", "PHASE_METRICS", "STOP_RULES"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +79,12 @@ EpochCallback = Callable[[int, dict[str, float]], Any]
 
 #: Cumulative accounting metrics emitted per declared phase (``queries/train`` ...).
 PHASE_METRICS = ("queries", "device_seconds", "wall_seconds", "flops")
+
+#: Stop rules of :meth:`Trainer.set_budget`: none, training-loss plateau, goodness-gap plateau, validation plateau.
+STOP_RULES = ("none", "loss", "gap", "val")
+
+#: Offset of the evaluation subsample's seed from the trainer's seed (its own stream, not the training one).
+_EVAL_SEED_OFFSET = 104_729
 
 
 @dataclass
@@ -116,6 +148,42 @@ class Trainer:
         self.history = History()
         self.should_stop = False
         self._ready = False
+        # the bench budget (set_budget): defaults keep the historical behaviour (full evaluations, no stop rule)
+        self.eval_samples = 0
+        self.query_budget = 0
+        self.stop_on = "none"
+        self.patience = 5
+        self.min_delta = 0.0
+        #: Why the last ``fit`` stopped before ``epochs`` (``"query_budget"``, ``"plateau:loss"`` ...), else None.
+        self.stop_reason: str | None = None
+        #: ``(epochs_done, predictions)`` of the last evaluation on the *whole* validation set (the runner reuses it).
+        self.final_predictions: tuple[int, torch.Tensor] | None = None
+        #: The name of the scheduled evaluation's accuracy: ``val_accuracy`` (a validation split held out of
+        #: the training data, the default of the runner) or ``test_accuracy`` (when a caller evaluates on the
+        #: test split itself, as a run with ``val_fraction = 0`` does).
+        self.eval_name = "val_accuracy"
+        self._eval_predictions: torch.Tensor | None = None
+        self._stop_best: float | None = None
+        self._stop_wait = 0
+
+    def set_budget(self, *, eval_samples: int = 0, query_budget: int = 0, stop_on: str = "none", patience: int = 5,
+                   min_delta: float = 0.0) -> "Trainer":
+        """How much of the bench the run may spend (see the module docstring); returns ``self``.
+
+        Args:
+            eval_samples: validation samples of the scheduled evaluations before
+                the last epoch (a fixed seeded subsample; 0: all of them).
+            query_budget: learning queries the run may spend (0: no budget).
+            stop_on: one of :data:`STOP_RULES`.
+            patience: epochs (evaluations for ``"val"``) without improvement before stopping.
+            min_delta: the smallest change that counts as an improvement.
+        """
+        self.eval_samples = checks.integer("eval_samples", eval_samples, low=0)
+        self.query_budget = checks.integer("query_budget", query_budget, low=0)
+        self.stop_on = checks.choice("stop_on", stop_on, STOP_RULES)
+        self.patience = checks.integer("patience", patience, low=1)
+        self.min_delta = checks.nonnegative("min_delta", min_delta)
+        return self
 
     # ------------------------------------------------------------ parameters
     @classmethod
@@ -174,8 +242,8 @@ class Trainer:
     # -------------------------------------------------------------- metrics
     def metric_names(self, model: nn.Module) -> list[str]:
         """Every metric :meth:`fit` can emit for ``model``, in a stable order (the run file's columns)."""
-        names = ["loss", *self._method_metric_names(model), "test_accuracy", "train_queries", "eval_queries",
-                 "device_seconds", "digital_flops", "epoch_seconds", "wall_seconds"]
+        names = ["loss", *self._method_metric_names(model), self.eval_name, "eval_samples", "stopped",
+                 "train_queries", "eval_queries", "device_seconds", "digital_flops", "epoch_seconds", "wall_seconds"]
         for p in self.phases:
             names += [f"{kind}/{p}" for kind in PHASE_METRICS]
         names += ["queries/learning", "queries/total", "device_seconds/total", "wall_seconds/total",
@@ -218,6 +286,7 @@ class Trainer:
             "optimizers": [o.state_dict() for o in self.optimizers],
             "accountant": self.accountant.state_dict() if self.accountant is not None else {},
             "method": self._extra_state(),
+            "stopping": {"best": self._stop_best, "wait": self._stop_wait},
         }
 
     def load_state_dict(self, model: nn.Module, state: dict[str, Any]) -> None:
@@ -235,6 +304,10 @@ class Trainer:
         if state.get("accountant") and self.accountant is not None:
             self.accountant.load_state_dict(state["accountant"])
         self._load_extra_state(model, state.get("method") or {})
+        stopping = state.get("stopping") or {}
+        best = stopping.get("best")
+        self._stop_best = None if best is None else float(best)
+        self._stop_wait = int(stopping.get("wait", 0))
         self._ready = True  # the method's one-off set-up (e.g. PAT's twin fit) is in the restored state
 
     def _extra_state(self) -> dict[str, Any]:
@@ -273,8 +346,60 @@ class Trainer:
         """After each epoch's training, before evaluation (PAT refits its twins here); may add metrics."""
 
     def _evaluate(self, model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, metrics: dict[str, float]) -> None:
-        """Validation accuracy through the systems (the run's evaluation schedule decides when)."""
-        metrics["test_accuracy"] = model.score(x_val, y_val)
+        """Validation accuracy through the systems (the run's evaluation schedule decides when).
+
+        The predictions are kept for :attr:`final_predictions` (a method that
+        overrides this without setting ``self._eval_predictions`` just gets its
+        test set measured again by the runner).
+        """
+        pred = model.predict(x_val)
+        self._eval_predictions = pred
+        metrics[self.eval_name] = float((pred == y_val).float().mean())
+
+    def _expected_epoch_queries(self, model: nn.Module, n: int) -> float | None:
+        """Learning queries of the next epoch on ``n`` samples (for ``query_budget``); None: unknown.
+
+        The default is the last epoch's count (none before the first epoch);
+        a method whose cost is known in advance (MF-FF: 2 L N) overrides it.
+        """
+        if self.history.epochs:
+            return float(self.history.epochs[-1].get("train_queries", 0.0))
+        return None
+
+    def _stop_value(self, metrics: dict[str, float]) -> float | None:
+        """The value the stop rule watches, larger is better; None when this epoch has none."""
+        if self.stop_on == "loss":
+            return -metrics["loss"] if "loss" in metrics else None
+        if self.stop_on == "val":
+            return metrics.get(self.eval_name)
+        gaps = [metrics[k] - metrics["g_neg/" + k.split("/", 1)[1]] for k in metrics
+                if k.startswith("g_pos/") and "g_neg/" + k.split("/", 1)[1] in metrics]
+        return sum(gaps) / len(gaps) if gaps else None
+
+    def _plateaued(self, metrics: dict[str, float]) -> bool:
+        """Update the stop rule with this epoch; True when it has not improved for ``patience`` epochs."""
+        value = self._stop_value(metrics)
+        if value is None:
+            return False
+        if self._stop_best is None or value > self._stop_best + self.min_delta:
+            self._stop_best, self._stop_wait = float(value), 0
+            return False
+        self._stop_wait += 1
+        return self._stop_wait >= self.patience
+
+    def _budget_stop(self, model: nn.Module, n: int, learning: float) -> bool:
+        """True when the next epoch would take the learning queries over ``query_budget``."""
+        if not self.query_budget:
+            return False
+        nxt = self._expected_epoch_queries(model, n)
+        return nxt is not None and learning + nxt > self.query_budget
+
+    def _eval_subsample(self, n_val: int) -> torch.Tensor | None:
+        """The fixed indices of the scheduled evaluations (None: the whole validation set)."""
+        if not self.eval_samples or self.eval_samples >= n_val:
+            return None
+        gen = torch.Generator().manual_seed(self.seed + _EVAL_SEED_OFFSET)
+        return torch.randperm(n_val, generator=gen)[: self.eval_samples].sort().values
 
     def _should_evaluate(self, epoch: int) -> bool:
         last = epoch + 1 == self.epochs
@@ -282,8 +407,8 @@ class Trainer:
 
     def _postfix(self, metrics: dict[str, float]) -> dict[str, str]:
         out = {"loss": f"{metrics['loss']:.4f}"} if "loss" in metrics else {}
-        if "test_accuracy" in metrics:
-            out["test_acc"] = f"{metrics['test_accuracy']:.3f}"
+        if self.eval_name in metrics:
+            out["val_acc" if self.eval_name == "val_accuracy" else "test_acc"] = f"{metrics[self.eval_name]:.3f}"
         return out
 
     # ------------------------------------------------------------------- fit
@@ -306,6 +431,11 @@ class Trainer:
         acct = self.accountant
         assert acct is not None
         declared = set(self.metric_names(model))
+        if self.stop_on == "gap" and not any(k.startswith("g_pos/") for k in declared):
+            raise checks.ParameterError(f"stop_on = 'gap' needs a method that reports the goodness (g_pos/g_neg); "
+                                        f"{type(self).__name__} does not: use 'loss' or 'val'")
+        sub = self._eval_subsample(x_val.shape[0]) if has_val else None
+        self.stop_reason = None
         t_start = time.perf_counter()
         pre_setup: dict[str, float] | None = None
         if not self._ready:
@@ -323,6 +453,11 @@ class Trainer:
             bar = tqdm(total=(self.epochs - self.epochs_done) * n_batches, unit="batch", dynamic_ncols=True,
                        disable=None)
         try:
+            if self.epochs_done < self.epochs and self._budget_stop(model, x.shape[0], acct.metrics().get(
+                    "queries/learning", 0.0)):
+                self.stop_reason, self.should_stop = "query_budget", True
+                log.info("%s: query_budget %d leaves no room for an epoch; nothing trained", type(self).__name__,
+                         self.query_budget)
             while self.epochs_done < self.epochs and not self.should_stop:
                 epoch = self.epochs_done
                 before, pre_setup = (pre_setup if pre_setup is not None else acct.metrics()), None
@@ -331,11 +466,34 @@ class Trainer:
                     trained = self._train_epoch(model, x, y, bar)
                 metrics: dict[str, float] = {"epoch": float(epoch + 1), **trained}
                 self._after_epoch(model, epoch, metrics)
-                if has_val and self._should_evaluate(epoch):
+                # stop rules that cost no query are decided before the evaluation: the stopping epoch is then
+                # evaluated on the whole validation set, like a last epoch
+                reason = None
+                if self.stop_on in ("loss", "gap") and self._plateaued(metrics):
+                    reason = f"plateau:{self.stop_on}"
+                elif epoch + 1 < self.epochs and self._budget_stop(model, x.shape[0], acct.metrics().get(
+                        "queries/learning", 0.0)):
+                    reason = "query_budget"
+                last = epoch + 1 == self.epochs or reason is not None
+                if has_val and (last or self._should_evaluate(epoch)):
+                    # the last epoch on the whole split only where the runner reuses it as the final test (the
+                    # split *is* the test split); a held-out validation split keeps its subsample to the end
+                    full = sub is None or (last and self.eval_name != "val_accuracy")
+                    xv, yv = (x_val, y_val) if full else (x_val[sub], y_val[sub])
+                    self._eval_predictions = None
                     model.eval()
                     with acct.phase("eval"):
-                        self._evaluate(model, x_val, y_val, metrics)
+                        self._evaluate(model, xv, yv, metrics)
                     model.train()
+                    metrics["eval_samples"] = float(xv.shape[0])
+                    if full and self._eval_predictions is not None:
+                        self.final_predictions = (epoch + 1, self._eval_predictions)
+                    if reason is None and self.stop_on == "val" and epoch + 1 < self.epochs and \
+                            self._plateaued(metrics):
+                        reason = "plateau:val"
+                if reason is not None:
+                    self.stop_reason, self.should_stop = reason, True
+                    metrics["stopped"] = 1.0
                 after = acct.metrics()
 
                 def delta(k: str) -> float:
@@ -361,7 +519,8 @@ class Trainer:
                 if on_epoch_end is not None and on_epoch_end(epoch, metrics) is True:
                     self.should_stop = True
                 if self.should_stop:
-                    log.info("%s: stopped after epoch %d on request", type(self).__name__, epoch + 1)
+                    log.info("%s: stopped after epoch %d (%s)", type(self).__name__, epoch + 1,
+                             self.stop_reason or "on request")
         finally:
             if bar is not None:
                 bar.close()
