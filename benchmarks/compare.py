@@ -525,7 +525,8 @@ def plot_curves(groups, path: Path) -> None:
         ax.set(xlabel="physical queries spent to learn (samples)", ylabel="accuracy",
                title=f"{key[0]}: validation accuracy per epoch (lines), test accuracy at the end (stars)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -12,7 +12,6 @@ learning rate over the run.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch
@@ -21,7 +20,7 @@ from torch import nn
 
 from .. import checks
 from ..digital import DigitalNet
-from .base import Trainer
+from .base import LR_SCHEDULES, Trainer, scheduled_lr
 
 __all__ = ["DigitalBackprop"]
 
@@ -46,7 +45,7 @@ class DigitalBackprop(Trainer):
                          eval_every=eval_every, progress=progress, count_flops=count_flops)
         checks.int_sequence("hidden_layers", hidden_layers, low=1)
         self.hidden_layers = hidden_layers  # stored as given (scikit-learn's clone compares identity)
-        self.lr_schedule = checks.choice("lr_schedule", lr_schedule, ("constant", "cosine"))
+        self.lr_schedule = checks.choice("lr_schedule", lr_schedule, LR_SCHEDULES)
 
     @classmethod
     def first_block_width(cls, n_features: int, n_classes: int) -> int:
@@ -63,15 +62,8 @@ class DigitalBackprop(Trainer):
     def _method_metric_names(self, model: nn.Module) -> list[str]:
         return ["train_accuracy", "lr"]
 
-    def _lr_now(self) -> float:
-        if self.lr_schedule == "constant" or self.epochs <= 1:
-            return self.lr
-        return 0.5 * self.lr * (1 + math.cos(math.pi * self.epochs_done / self.epochs))
-
     def _train_epoch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, bar: Any) -> dict[str, float]:
-        lr = self._lr_now()
-        for group in self.optimizers[0].param_groups:
-            group["lr"] = lr
+        lr = self._set_lr(scheduled_lr(self.lr, self.lr_schedule, self.epochs_done, self.epochs))
         out = super()._train_epoch(model, x, y, bar)
         out["lr"] = lr
         return out

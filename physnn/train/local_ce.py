@@ -23,7 +23,6 @@ each block). Prediction: the blocks' log-probabilities summed
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch
@@ -32,7 +31,7 @@ from torch import nn
 
 from .. import checks
 from ..local_model import LocalNet
-from .base import Trainer
+from .base import LR_SCHEDULES, Trainer, scheduled_lr
 from .e2e_model import black_box
 
 __all__ = ["LocalCE"]
@@ -57,7 +56,7 @@ class LocalCE(Trainer):
         super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                          eval_every=eval_every, progress=progress, count_flops=count_flops)
         self.inner_steps = checks.integer("inner_steps", inner_steps, low=1)
-        self.lr_schedule = checks.choice("lr_schedule", lr_schedule, ("constant", "cosine"))
+        self.lr_schedule = checks.choice("lr_schedule", lr_schedule, LR_SCHEDULES)
         self.label_smoothing = checks.real("label_smoothing", label_smoothing, low=0.0, high=1.0, high_open=True)
 
     @classmethod
@@ -81,16 +80,8 @@ class LocalCE(Trainer):
         return [torch.optim.Adam([*b.linear.parameters(), *h.parameters()], lr=self.lr, weight_decay=self.weight_decay)
                 for b, h in zip(model.blocks, model.heads)]
 
-    def _lr_now(self) -> float:
-        if self.lr_schedule == "constant" or self.epochs <= 1:
-            return self.lr
-        return 0.5 * self.lr * (1 + math.cos(math.pi * self.epochs_done / self.epochs))
-
     def _train_epoch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, bar: Any) -> dict[str, float]:
-        lr = self._lr_now()
-        for opt in self.optimizers:
-            for group in opt.param_groups:
-                group["lr"] = lr
+        lr = self._set_lr(scheduled_lr(self.lr, self.lr_schedule, self.epochs_done, self.epochs))
         out = super()._train_epoch(model, x, y, bar)
         L = len(model.blocks)
         out["loss"] = sum(out[f"loss/block{i}"] for i in range(L)) / L
