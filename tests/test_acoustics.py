@@ -1,4 +1,4 @@
-"""AcousticCavity: shape and limits, determinism, energy, nonlinearity, temperature, noise floor, ADC."""
+"""AcousticCavity: shape and limits, options, determinism, energy, nonlinearity, mixing, temperature, noise, ADC."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from physnn import checks
 from physnn.simulators.acoustics import AcousticCavity, speed_of_sound
 
 
@@ -19,9 +20,17 @@ def quiet() -> AcousticCavity:
     return AcousticCavity(noise=False)
 
 
+@pytest.fixture(scope="module")
+def random_response(quiet: AcousticCavity) -> tuple[torch.Tensor, torch.Tensor]:
+    """1500 random valid drives and the noise-free outputs of the default cavity (float64 for the fits)."""
+    x = _rand(1500, seed=11)
+    return x.double(), quiet(x).double()
+
+
 def test_shape_spec_and_drive_limits(quiet: AcousticCavity) -> None:
     s = quiet.spec
     assert (s.n_inputs, s.n_outputs, s.low, s.high, s.levels) == (20, 20, 0.0, 1.0, None)
+    assert (s.units, s.output_units) == ("full amplitude", "Pa")
     y = quiet(_rand(3))
     assert y.shape == (3, 20) and y.dtype == torch.float32 and (y >= 0).all()
     x = _rand(2)
@@ -40,17 +49,49 @@ def test_shape_spec_and_drive_limits(quiet: AcousticCavity) -> None:
     assert small(_rand(4, 6)).shape == (4, 9)
 
 
-def test_bad_settings_name_the_value() -> None:
-    with pytest.raises(ValueError, match="coupling must be in \\[0, 1\\).*got 1.0"):
-        AcousticCavity(coupling=1.0)
-    with pytest.raises(ValueError, match="sample_rate=8000 Hz is too low for the highest resonance"):
-        AcousticCavity(sample_rate=8000.0, bin_hz=20.0, tone_bins=list(range(20, 60, 2)))
-    with pytest.raises(ValueError, match="sample_rate / bin_hz must be an integer"):
-        AcousticCavity(bin_hz=30.0)
-    with pytest.raises(ValueError, match="temperature 150 deg C is outside -50..100"):
-        AcousticCavity(temperature=150.0)
-    with pytest.raises(ValueError, match="tone_bins must be 20 distinct"):
-        AcousticCavity(tone_bins=[20] * 20)
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(coupling=1.0), r"coupling must be a finite number >= 0 and < 1, got 1.0"),
+        (dict(n_modes=2.5), r"n_modes must be an integer >= 1, got 2.5"),
+        (dict(noise="False"), r"noise must be true or false, got 'False'"),
+        (dict(q_factor=-3.0), r"q_factor must be a positive finite number, got -3.0"),
+        (dict(adc_bits=30), r"adc_bits must be an integer in 2..24, got 30"),
+        (dict(ramp_s=0.2), r"ramp_s must be a finite number in 0..0.1, got 0.2"),
+        (dict(membrane_hz=(900.0, 300.0)), r"membrane_hz must be \(low, high\) with 0 < low <= high"),
+        (dict(dtype=torch.float16), r"dtype must be one of torch.float32, torch.float64, got torch.float16"),
+        (dict(sample_rate=8000.0), r"sample_rate=8000 Hz is too low for the highest resonance"),
+        (dict(bin_hz=30.0), r"sample_rate / bin_hz must be an integer"),
+        (dict(temperature=150.0), r"temperature 150 deg C is outside -50..100"),
+        (dict(tone_bins=[20] * 20), r"tone_bins must be 20 distinct"),
+        (dict(output_bins=[10] * 19), r"output_bins must be a list of integers >= 0 of length 20"),
+    ],
+)
+def test_bad_settings_name_the_key_and_value(kwargs: dict, message: str) -> None:
+    with pytest.raises(checks.ParameterError, match=message):
+        AcousticCavity(**kwargs)
+
+
+def test_option_table_is_typed_against_the_constructor() -> None:
+    """A config's [system_options] is checked against the annotations before the constructor runs."""
+    ok = checks.check_options(AcousticCavity, {"coupling": 1, "n_membranes": 4, "nonlinear_pa": None}, "acoustics")
+    assert ok == {"coupling": 1.0, "n_membranes": 4, "nonlinear_pa": None}
+    with pytest.raises(checks.ParameterError, match="acoustics has no option.*'threads'"):
+        checks.check_options(AcousticCavity, {"threads": 1}, "acoustics")  # gone: it changed process-wide state
+    with pytest.raises(checks.ParameterError, match="option n_membranes must be an integer"):
+        checks.check_options(AcousticCavity, {"n_membranes": 4.5}, "acoustics")
+
+
+def test_a_query_leaves_process_wide_torch_state_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object) -> None:
+        raise AssertionError("a query changed torch's process-wide thread count")
+
+    sim = AcousticCavity(4, 6, n_modes=8, n_membranes=2, settle_s=0.02, ramp_s=0.005, tone_bins=[20, 22, 24, 26],
+                         noise=False)
+    monkeypatch.setattr(torch, "set_num_threads", refuse)
+    monkeypatch.setattr(torch, "set_num_interop_threads", refuse)
+    assert sim(_rand(2, 4)).shape == (2, 6)
+    assert sim.differentiable(_rand(1, 4)).shape == (1, 6)
 
 
 def test_deterministic_with_a_seed() -> None:
@@ -80,14 +121,15 @@ def test_zero_drive_gives_the_noise_floor() -> None:
 
 
 def test_energy_balance_and_bound() -> None:
-    """Power in = power dissipated in the periodic steady state; kinetic energy under the documented bound."""
+    """Power in = power dissipated in the steady state; kinetic energy under the documented bound."""
     sim = AcousticCavity(noise=False, dtype=torch.float64)
     x = torch.cat([_rand(2, seed=2, scale=0.4, dtype=torch.float64), torch.ones(1, 20, dtype=torch.float64)])
     tr = sim.simulate(x, states=True)
     gamma = sim._operators()["gamma"]
     p_in = (tr.v * tr.force).sum(-1).mean(0)
     p_out = (gamma * tr.v**2).sum(-1).mean(0)
-    # exact in continuous time; the O(omega dt) discretisation leaves ~2 %
+    # exact in continuous time for a periodic state; the O(omega dt) discretisation and the slow
+    # quasi-periodic drift of the strongly driven membranes leave a few per cent
     assert torch.allclose(p_in, p_out, rtol=0.05), (p_in, p_out)
     kinetic = (0.5 * (tr.v**2).sum(-1)).mean(0)
     assert (kinetic <= sim.kinetic_energy_bound(x)).all()
@@ -101,6 +143,47 @@ def test_energy_balance_and_bound() -> None:
     assert tr.pressure.abs().max() < sim.full_scale_pa / 2
 
 
+def _exact_linear_spectrum(sim: AcousticCavity, x: torch.Tensor) -> torch.Tensor:
+    """Steady state of the continuous linear model, solved per tone in the frequency domain: [B, M] (Pa)."""
+    ops = sim._physics()
+    D = ops["K"].shape[0]
+    c128 = torch.complex128
+    w = 2 * math.pi * sim.tone_frequencies
+    amp = torch.zeros(len(w), D, dtype=c128)
+    for k, wk in enumerate(w.tolist()):
+        dyn = ops["K"] - wk**2 * torch.eye(D, dtype=torch.float64) + 1j * wk * torch.diag(ops["gamma"])
+        s = sim.volume_velocity * wk * complex(math.cos(sim.tone_phases[k]), math.sin(sim.tone_phases[k]))
+        amp[k] = torch.linalg.solve(dyn.to(c128), ops["b"].to(c128) * s)
+    p_tone = amp @ ops["mic"].to(c128)  # [K]: complex pressure amplitude per unit drive
+    out = torch.zeros(x.shape[0], len(sim.output_bins), dtype=torch.float64)
+    for m, b in enumerate(sim.output_bins):
+        if b in sim.tone_bins:
+            k = sim.tone_bins.index(b)
+            out[:, m] = x[:, k].double() * p_tone[k].abs()
+    return out
+
+
+def test_integrator_matches_the_exact_steady_state_with_linear_membranes() -> None:
+    """Solver agreement: symplectic Euler vs the frequency-domain solution of the same equations.
+
+    Measured 4-7 % at 32 kHz and half that at 64 kHz: the step is first order in dt for the damped,
+    coupled system (pre-warping makes only the uncoupled, undamped frequencies exact).
+    """
+    x = _rand(6, seed=3, dtype=torch.float64)
+    errors = []
+    for rate in (32000.0, 64000.0):
+        sim = AcousticCavity(noise=False, nonlinear_pa=None, dtype=torch.float64, sample_rate=rate)
+        exact = _exact_linear_spectrum(sim, x)
+        y = sim.field(x).abs()
+        errors.append((y - exact).norm(dim=1) / exact.norm(dim=1))
+        # off the tone bins a linear cavity is silent: no tone leaks into another bin
+        tone = torch.tensor([b in sim.tone_bins for b in sim.output_bins])
+        assert y[:, ~tone].max() < 1e-5 * y.max()  # what is left of the switch-on transient
+    assert errors[0].max() < 0.08, errors[0]
+    order = errors[1] / errors[0]
+    assert ((order > 0.4) & (order < 0.6)).all(), order  # halving dt halves the error: it converges to the exact
+
+
 def test_superposition_fails_because_of_the_membranes() -> None:
     a, b = _rand(8, seed=4, scale=0.5), _rand(8, seed=5, scale=0.5)
 
@@ -110,10 +193,54 @@ def test_superposition_fails_because_of_the_membranes() -> None:
 
     nonlinear = violation(AcousticCavity(noise=False))
     linear = violation(AcousticCavity(noise=False, nonlinear_pa=None))
-    # Documented: the field at the output bins is far from additive (~40 %); with linear
-    # membranes the same cavity is additive to float rounding.
-    assert nonlinear > 0.2, nonlinear
+    # the field at the output bins is far from additive; with linear membranes the same cavity is
+    # additive to float rounding
+    assert nonlinear > 0.3, nonlinear
     assert linear < 1e-4, linear
+
+
+def _r2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Squared correlation of every input with every output, [K, M]."""
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    return (xc.T @ yc) ** 2 / ((xc**2).sum(0)[:, None] * (yc**2).sum(0)[None] + 1e-300)
+
+
+def test_outputs_mix_the_inputs_about_as_much_as_the_measured_cavity(random_response) -> None:
+    """Share of each output's variance explained by its best single input, weighted by the output variance.
+
+    Measured: 0.61 here, 0.52 for the real cavity (acoustic_x/y.csv), 0.96 for the earlier
+    defaults where each bin was a fixed gain on its own tone.
+    """
+    x, y = random_response
+    var = y.var(0)
+    mixing = float((_r2(x, y).max(0).values * var).sum() / var.sum())
+    assert 0.35 < mixing < 0.75, mixing
+
+
+def test_outputs_are_nonlinear_at_random_drives(random_response) -> None:
+    """1 - R^2 of the best affine map (noise-free; fit on 1000 drives, scored on 500 held out). Measured 0.31."""
+    x, y = random_response
+    a = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    w = torch.linalg.lstsq(a[:1000], y[:1000]).solution
+    resid = y[1000:] - a[1000:] @ w
+    fraction = float((resid**2).sum() / ((y[1000:] - y[1000:].mean(0)) ** 2).sum())
+    assert fraction > 0.2, fraction
+
+
+def test_every_input_reaches_the_outputs(quiet: AcousticCavity) -> None:
+    """Switching any one tone from 0 to 1 changes the outputs by a sizeable share of their rms (measured >= 0.2)."""
+    base = _rand(8, seed=12)
+    hi, lo = base[None].repeat(20, 1, 1), base[None].repeat(20, 1, 1)
+    for k in range(20):
+        hi[k, :, k], lo[k, :, k] = 1.0, 0.0
+    y_hi = quiet(hi.reshape(-1, 20)).reshape(20, 8, -1)
+    y_lo = quiet(lo.reshape(-1, 20)).reshape(20, 8, -1)
+    reach = (y_hi - y_lo).pow(2).mean((1, 2)).sqrt() / y_hi.pow(2).mean().sqrt()
+    assert reach.min() > 0.08, reach
+    # including the six tones that fall between output bins: only the membranes carry them to the mic
+    between = [k for k, b in enumerate(quiet.tone_bins) if b not in quiet.output_bins]
+    assert between == [2, 5, 8, 11, 14, 17]
+    assert reach[between].min() > 0.08
 
 
 def test_temperature_moves_resonances_up() -> None:
@@ -137,6 +264,7 @@ def test_drift_parameters_act_in_place() -> None:
     f_before = sim.mode_frequencies().clone()
     params = sim.drift_parameters()
     assert set(params) == {"temperature", "membrane_hz"}
+    assert set(sim.drift_scales()) == set(params)
     params["temperature"] += 5.0  # what a drift wrapper does
     assert sim.temperature == 25.0
     ratio = speed_of_sound(25.0) / speed_of_sound(20.0)
@@ -205,4 +333,6 @@ def test_describe_is_complete(quiet: AcousticCavity) -> None:
     d = quiet.describe()
     assert d["temperature_c"] == 20.0 and d["speed_of_sound_m_s"] == pytest.approx(343.42)
     assert d["steps"] == 4800 and d["tone_hz"][0] == 400.0 and len(d["output_hz"]) == 20
+    assert d["n_membranes"] == 16 and d["coupling"] == 0.9
     assert d["class"] == "physnn.simulators.acoustics.AcousticCavity"
+    assert d["spec"]["output_units"] == "Pa"

@@ -1,0 +1,115 @@
+"""Acoustic cavity: samples/s by batch size, and how much its outputs mix and bend the inputs.
+
+Two tables, both on the previous defaults (8 membranes, coupling 0.5) and the
+current ones (16 membranes, coupling 0.9), measured in one process:
+
+* speed: samples/s of one noisy query at batch 64 / 256 / 1024, best of
+  ``--repeats`` runs, the two configurations interleaved run by run so that
+  the ratio column is fair on a shared machine;
+* mixing and nonlinearity, noise-free, on ``--drives`` random valid drives
+  (first two thirds fit, last third held out), beside the same figures for the
+  measured cavity (``acoustic_x.csv`` / ``acoustic_y.csv``, rows 1..3000):
+  "best single input" is the share of each output's variance explained by its
+  best single input (R^2 of a line), weighted by the output variance and
+  unweighted; "nonlinear fraction" is 1 - R^2 of the best affine map from the
+  drive to the output, pooled over outputs (weighted) and averaged per output.
+
+    python benchmarks/acoustics_speed.py [--threads 1] [--repeats 3] [--drives 3000] [--data ../shared/data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from physnn.simulators.acoustics import AcousticCavity
+
+BATCHES = (64, 256, 1024)
+CONFIGS = {"previous (8 membranes, kappa 0.5)": dict(n_membranes=8, coupling=0.5), "current defaults": {}}
+
+
+def mixing(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Best single input's R^2 per output: (variance-weighted, unweighted mean)."""
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    r2 = (xc.T @ yc) ** 2 / ((xc**2).sum(0)[:, None] * (yc**2).sum(0)[None] + 1e-300)
+    best, var = r2.max(0), y.var(0)
+    return float((best * var).sum() / var.sum()), float(best.mean())
+
+
+def nonlinear_fraction(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """1 - R^2 of the best affine map, fit on the first 2/3 and scored on the rest: (pooled, per-output mean)."""
+    n = 2 * len(x) // 3
+    a = np.hstack([x, np.ones((len(x), 1))])
+    w, *_ = np.linalg.lstsq(a[:n], y[:n], rcond=None)
+    resid = y[n:] - a[n:] @ w
+    sse, sst = (resid**2).sum(0), ((y[n:] - y[n:].mean(0)) ** 2).sum(0)
+    return float(sse.sum() / sst.sum()), float((sse / sst).mean())
+
+
+def speed_table(repeats: int) -> None:
+    systems = {name: AcousticCavity(seed=0, **kw) for name, kw in CONFIGS.items()}
+    gen = torch.Generator().manual_seed(0)
+    x_all = torch.rand(max(BATCHES), 20, generator=gen)
+    for sim in systems.values():
+        sim(x_all[:8])  # warm-up (builds the tone table)
+    names = list(systems)
+    print(f"\n{'batch':>6} " + " ".join(f"{n[:26] + ' /s':>30}" for n in names) + f" {'current / previous':>20}")
+    for b in BATCHES:
+        x = x_all[:b]
+        best = {n: float("inf") for n in names}
+        for _ in range(repeats):
+            for n in names:  # interleaved: both see the same load
+                start = time.perf_counter()
+                systems[n](x)
+                best[n] = min(best[n], time.perf_counter() - start)
+        rates = [b / best[n] for n in names]
+        print(f"{b:>6} " + " ".join(f"{r:>30,.0f}" for r in rates) + f" {rates[1] / rates[0]:>20.2f}")
+
+
+def figures_table(n_drives: int, data: Path) -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.rand(n_drives, 20, generator=gen)
+    rows = []
+    for name, kw in CONFIGS.items():
+        y = AcousticCavity(noise=False, seed=0, **kw)(x).double().numpy()
+        rows.append((name, *mixing(x.double().numpy(), y), *nonlinear_fraction(x.double().numpy(), y)))
+    xs, ys = data / "acoustic_x.csv", data / "acoustic_y.csv"
+    if xs.exists() and ys.exists():
+        xr = np.loadtxt(xs, delimiter=",")[1 : n_drives + 1]  # row 0 is the all-zero drive
+        yr = np.loadtxt(ys, delimiter=",")[1 : n_drives + 1]
+        rows.append(("measured cavity (csv)", *mixing(xr, yr), *nonlinear_fraction(xr, yr)))
+    else:
+        print(f"(measured cavity data not found under {data}: its row is left out)")
+    print(f"\n{'system':<36} {'best single input':>22} {'nonlinear fraction':>22}")
+    print(f"{'':<36} {'weighted':>11}{'mean':>11} {'pooled':>11}{'mean':>11}")
+    for name, mw, mm, nw, nm in rows:
+        print(f"{name:<36} {mw:>11.3f}{mm:>11.3f} {nw:>11.3f}{nm:>11.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for the whole run (default 1)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--drives", type=int, default=3000, help="random drives for the mixing figures")
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-figures", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)  # once, for the whole script (never inside a query)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"AcousticCavity, torch {torch.__version__}, {args.threads} thread(s), "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average {load:.2f}")
+    if not args.skip_speed:
+        speed_table(args.repeats)
+    if not args.skip_figures:
+        figures_table(args.drives, args.data)
+
+
+if __name__ == "__main__":
+    main()
