@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import logging
 import math
@@ -528,8 +529,7 @@ class RunWriter:
             if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.ndim == 2 and y.ndim == 2 \
                     and x.shape[0] == y.shape[0]:
                 # pick the rows first: only those are copied off the device and converted
-                k = min(self.samples_per_call, x.shape[0])
-                pick = torch.from_numpy(np.unique(np.linspace(0, x.shape[0] - 1, k).round().astype(np.int64)))
+                pick = _spaced_tensor(x.shape[0], self.samples_per_call)
                 x, y = x.detach()[pick.to(x.device)], y.detach()[pick.to(y.device)]
             xa = self._as_2d(x, n_in, f"log_samples({b!r}) x")
             ya = self._as_2d(y, n_out, f"log_samples({b!r}) y")
@@ -546,9 +546,13 @@ class RunWriter:
                     self.event("samples_full", {"block": b, "max_samples": self.max_samples})
             if k == 0:
                 return
-            idx = np.unique(np.linspace(0, xa.shape[0] - 1, k).round().astype(np.int64))
-            st["buf"].append((xa[idx].copy(), ya[idx].copy(), np.full(len(idx), s, dtype=np.int64)))
-            st["buffered"] += len(idx)
+            if k == xa.shape[0]:  # already picked: one copy (the caller may reuse its buffers)
+                kept = (np.array(xa, dtype=np.float32), np.array(ya, dtype=np.float32))
+            else:
+                idx = _spaced(xa.shape[0], k)
+                kept = (xa[idx], ya[idx])
+            st["buf"].append((*kept, np.full(len(kept[0]), s, dtype=np.int64)))
+            st["buffered"] += len(kept[0])
             if st["buffered"] >= _SAMPLE_BUFFER_ROWS:  # a very long epoch: bound the memory
                 self._epoch_flush()
 
@@ -830,6 +834,23 @@ def _json_scalar(g: h5py.Group, name: str, text: str, long_name: str) -> None:
     ds = g.create_dataset(name, data=text, dtype=h5py.string_dtype())
     _describe(ds, "", long_name)
     ds.attrs["crc32"] = np.int64(zlib.crc32(text.encode("utf-8")))
+
+
+@functools.lru_cache(maxsize=64)
+def _spaced_cached(n: int, k: int) -> np.ndarray:
+    idx = np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(np.int64))
+    idx.setflags(write=False)
+    return idx
+
+
+def _spaced(n: int, k: int) -> np.ndarray:
+    """``k`` row indices evenly spaced through ``n`` rows (cached: the query path calls it every time)."""
+    return _spaced_cached(int(n), int(k))
+
+
+@functools.lru_cache(maxsize=64)
+def _spaced_tensor(n: int, k: int) -> torch.Tensor:
+    return torch.from_numpy(_spaced(n, k).copy())
 
 
 def _or_minus1(epoch: int | None) -> int:
