@@ -49,7 +49,7 @@ Why the file is written the way it is
 # helpers that tests use), so ``from physnn import runlog; runlog.load(...)`` works as before.
 #   _common.py   format constants, errors, argument checks and small shared helpers
 #   codec.py     JSON encodings, checkpoint trees without pickle, RNG capture/restore
-#   columns.py   append-only columns, byte streams and JSON logs on disk
+#   columns.py   append-only columns, byte streams and text logs on disk
 #   reader.py    load(), Run, Checkpoint, last_checkpoint() and the checks on bad files
 #   recovery.py  superblock flags, h5clear-like clearing, recover()
 #   writer.py    RunWriter and the on-disk layout

@@ -67,7 +67,7 @@ def default_metric_names(blocks: Sequence[str]) -> list[str]:
     """The metric columns pre-created when ``metric_names`` is not given.
 
     They follow the MF-FF trainer's names (see docs/run-format.md, "Metric
-    names"); any other name is still stored (in ``/metrics/_extra``).
+    names"); any other name is still stored (in ``/late_metrics``).
     """
     names = ["loss"]
     for b in blocks:

@@ -351,7 +351,7 @@ class RunWriter:
 
     @property
     def metric_names(self) -> list[str]:
-        """Metric names with their own column (others go to ``/metrics/_extra``)."""
+        """Metric names with their own column (others go to ``/late_metrics``)."""
         return list(self._metric_names)
 
     @property
