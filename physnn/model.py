@@ -183,7 +183,9 @@ class PNN(nn.Module):
         systems = check_stack(systems, n_features, n_classes, "a PNN")
         n_blocks = len(systems)
         if hidden is None:
-            widths = hidden_widths(systems, None, n_blocks - 1) + [100]
+            # the next system takes drive_width(hidden) channels: 'thermometer' spends encoder_bits per feature
+            per = encoder_bits if encoder == "thermometer" and encoder_bits else 1
+            widths = [max(1, w // per) for w in hidden_widths(systems, None, n_blocks - 1)] + [100]
         else:
             widths = hidden_widths(systems, hidden, n_blocks)
         self.n_features = n_features

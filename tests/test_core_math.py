@@ -135,3 +135,14 @@ def test_ff_loss_by_hand():
         ff_loss(gp, gn[:1], 1.0)
     with pytest.raises(ValueError, match="unknown goodness 'bad'"):
         make_goodness("bad", 3)
+
+
+def test_pnn_default_hidden_width_fits_a_thermometer_encoded_next_block():
+    from physnn.model import PNN
+    from physnn.simulators.identity import IdentitySystem
+
+    pnn = PNN([IdentitySystem(2 * (3 + 4), levels=2), IdentitySystem(20, levels=2)], 4, 3, encoder="thermometer",
+              encoder_bits=2)
+    assert [b.in_features for b in pnn.blocks] == [7, 10]  # 10 features x 2 bits = the 20 channels of block 1
+    drive = pnn.blocks[1].encoder(torch.randn(5, 10))
+    assert drive.shape == (5, 20) and set(drive.unique().tolist()) <= {0.0, 1.0}
