@@ -86,8 +86,9 @@ def test_a_query_leaves_process_wide_torch_state_alone(monkeypatch: pytest.Monke
     def refuse(*args: object) -> None:
         raise AssertionError("a query changed torch's process-wide thread count")
 
-    sim = AcousticCavity(4, 6, n_modes=8, n_membranes=2, settle_s=0.02, ramp_s=0.005, tone_bins=[20, 22, 24, 26],
-                         noise=False)
+    sim = AcousticCavity(
+        4, 6, n_modes=8, n_membranes=2, settle_s=0.02, ramp_s=0.005, tone_bins=[20, 22, 24, 26], noise=False
+    )
     monkeypatch.setattr(torch, "set_num_threads", refuse)
     monkeypatch.setattr(torch, "set_num_interop_threads", refuse)
     assert sim(_rand(2, 4)).shape == (2, 6)
@@ -236,11 +237,11 @@ def test_every_input_reaches_the_outputs(quiet: AcousticCavity) -> None:
     y_hi = quiet(hi.reshape(-1, 20)).reshape(20, 8, -1)
     y_lo = quiet(lo.reshape(-1, 20)).reshape(20, 8, -1)
     reach = (y_hi - y_lo).pow(2).mean((1, 2)).sqrt() / y_hi.pow(2).mean().sqrt()
-    assert reach.min() > 0.08, reach
+    assert reach.min() > 0.12, reach  # measured 0.18-1.0
     # including the six tones that fall between output bins: only the membranes carry them to the mic
     between = [k for k, b in enumerate(quiet.tone_bins) if b not in quiet.output_bins]
     assert between == [2, 5, 8, 11, 14, 17]
-    assert reach[between].min() > 0.08
+    assert reach[between].min() > 0.12  # 5-14 % with the earlier 8 membranes at coupling 0.5
 
 
 def test_temperature_moves_resonances_up() -> None:
@@ -264,8 +265,11 @@ def test_drift_parameters_act_in_place() -> None:
     f_before = sim.mode_frequencies().clone()
     params = sim.drift_parameters()
     assert set(params) == {"temperature", "membrane_hz"}
-    assert set(sim.drift_scales()) == set(params)
-    params["temperature"] += 5.0  # what a drift wrapper does
+    scales = sim.drift_scales()
+    assert set(scales) == set(params)
+    params["temperature"] += scales["temperature"]  # one scale: a substantial change (documented ~10 %)
+    assert 0.02 < float((sim(x) - before).norm() / before.norm()) < 0.4
+    params["temperature"] += 5.0 - scales["temperature"]  # what a drift wrapper does
     assert sim.temperature == 25.0
     ratio = speed_of_sound(25.0) / speed_of_sound(20.0)
     assert torch.allclose(sim.mode_frequencies(), f_before * ratio, rtol=1e-12)
@@ -309,8 +313,17 @@ def test_adc_saturation_is_reported() -> None:
 
 
 def test_differentiable_matches_finite_differences() -> None:
-    kw = dict(n_modes=6, n_membranes=2, bin_hz=100.0, settle_s=0.02, ramp_s=0.005, tone_bins=[4, 5, 7],
-              output_bins=[3, 4, 5, 6, 7, 9], noise=False, dtype=torch.float64)
+    kw = dict(
+        n_modes=6,
+        n_membranes=2,
+        bin_hz=100.0,
+        settle_s=0.02,
+        ramp_s=0.005,
+        tone_bins=[4, 5, 7],
+        output_bins=[3, 4, 5, 6, 7, 9],
+        noise=False,
+        dtype=torch.float64,
+    )
     sim = AcousticCavity(3, 6, **kw)
     x = torch.tensor([[0.6, 0.8, 0.7]], dtype=torch.float64, requires_grad=True)
     w = torch.linspace(1.0, 2.0, 6, dtype=torch.float64)
