@@ -171,3 +171,37 @@ def test_run_wavefront_checks_its_arguments():
             run_wavefront(0, 3, ex, [], lambda *a: None, lambda *a: None)
     with pytest.raises(ParameterError, match="schedule"):
         MFFF(schedule="wavefront")
+
+
+class Stepping(Toy):
+    """A deterministic device whose gain steps by half from its ``step_at``-th call on (None: perfectly stable)."""
+
+    def __init__(self, *a, step_at=None, **kw):
+        super().__init__(*a, **kw)
+        self.step_at = step_at
+
+    def _measure(self, x):
+        y = super()._measure(x)
+        return y * 1.5 if self.step_at is not None and len(self.sizes) > self.step_at else y
+
+
+@pytest.mark.parametrize("step_at", [None, 3], ids=["stable", "stepping"])
+def test_the_runner_empties_the_block0_cache_when_the_probes_drift(tmp_path, step_at):
+    from physnn import runlog
+    from physnn.config import RunConfig
+    from physnn.experiment import run_experiment
+
+    cfg = RunConfig(hidden=8, epochs=3, label_scale=1.0, output=str(tmp_path), probes=4,
+                    method_options={"cache_block0": True})
+    # block 0's calls: 2 probe measurements, epoch 1's grouped drives, then epoch 1's probes (stepped from here)
+    systems = [Stepping(74, 16, 1, step_at=step_at), Toy(8, 16, 2)]  # digits: 64 features + 10 label slots
+    result = run_experiment(cfg, systems=systems, progress=False, echo=lambda line: None)
+    events = [e for e in runlog.load(result.path).events if e["kind"] == "block0_cache_invalidated"]
+    per_epoch = result.history[0]["train_queries"] / 2  # block 0's share of the first epoch (nothing cached yet)
+    block0 = [e["train_queries"] - per_epoch for e in result.history]  # block 1 always queries per_epoch
+    assert block0[2] < per_epoch  # the cache answers most drives of the last epoch
+    if step_at is None:
+        assert events == [] and block0[1] < per_epoch
+    else:
+        assert [e["fields"]["epoch"] for e in events] == [1]  # the probes after epoch 1 saw the step
+        assert block0[1] == per_epoch  # the emptied cache re-measured every drive of epoch 2
