@@ -14,6 +14,7 @@ Usage::
     python benchmarks/faults.py            # collect only (seconds): tests per fault class
     python benchmarks/faults.py --run      # run those tests too: passed / failed / skipped per class
     python benchmarks/faults.py --list     # every test and the class it counts in
+    python benchmarks/faults.py --run tests/test_signals.py   # only some files
 """
 
 from __future__ import annotations
@@ -123,9 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", action="store_true", help="run the fault tests, not only count them")
     p.add_argument("--list", action="store_true", help="print every fault test and its class")
+    p.add_argument("paths", nargs="*", default=[str(ROOT / "tests")], help="test files or folders (default tests/)")
     args = p.parse_args(argv)
     matrix = _Matrix()
-    pytest_args = [str(ROOT / "tests"), "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT)]
+    pytest_args = [*args.paths, "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT)]
     if not args.run:
         pytest_args.append("--collect-only")
     rc = pytest.main(pytest_args, plugins=[matrix])
