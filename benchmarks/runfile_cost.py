@@ -9,8 +9,9 @@ through the optics simulator:
 * the run-file size after 100/200/400 epochs and the exponent of a log-log fit
   (goal 1.0: a constant cost per epoch);
 * the wall time with a run file / without one, interleaved in this process
-  (median of ``--repeats``), for a checkpoint every epoch and every 10 epochs
-  (goal <= 1.1);
+  (median of ``--repeats``), for a checkpoint every epoch and every 10 epochs,
+  and without the probe re-measurements (physical queries the runner makes only
+  when it writes a run file) and sample logging (goal <= 1.1);
 * the cost of the ``log_samples`` query hook per call, against the simulator's own
   time per call on the same full batch.
 
@@ -70,8 +71,11 @@ def main() -> None:
         per_epoch = (sizes[-1] - sizes[0]) / (args.epochs[-1] - args.epochs[0])
 
         # ---- wall time, interleaved
+        every10 = base.updated(checkpoint_every=10)
         variants = {"no run file": (base, False), "run file, checkpoint every epoch": (base, True),
-                    "run file, checkpoint every 10 epochs": (base.updated(checkpoint_every=10), True)}
+                    "run file, checkpoint every 10 epochs": (every10, True),
+                    "... and no probes re-measured, no samples logged": (every10.updated(probes=0, log_samples=False),
+                                                                          True)}
         walls: dict[str, list[float]] = {name: [] for name in variants}
         _run(base.updated(epochs=2), True, folder, "warmup")
         for _ in range(args.repeats):
