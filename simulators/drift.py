@@ -528,13 +528,16 @@ class Drifting(PhysicalSystem):
         y = self.system(self._apply_stuck(x))
         return self._output_drift(y) if self.target == "output" else y
 
-    def _output_drift(self, y: torch.Tensor) -> torch.Tensor:
+    def _output_drift(self, y: torch.Tensor, *, measured: bool = True) -> torch.Tensor:
+        t = self._t_last
+        state = self._state("offset", t)
         if "offset" not in self._scales:
+            if not measured:  # a model's output does not set the scale; nothing has drifted yet (checked)
+                return (1 + self._scales["gain"] * self._state("gain", t).to(y)) * y
             level = float(y.abs().mean())
             self._scales["offset"] = level if level > 0 else 1.0
-        t = self._t_last
         gain = self._scales["gain"] * self._state("gain", t)
-        offset = self._scales["offset"] * self._state("offset", t)
+        offset = self._scales["offset"] * state
         return (1 + gain.to(y)) * y + offset.to(y)
 
     def differentiable(self, x: torch.Tensor) -> torch.Tensor:
@@ -550,11 +553,11 @@ class Drifting(PhysicalSystem):
             x = x * keep + fixed  # stuck channels carry no gradient
         y = fn(x)
         if self.target == "output":
-            if "offset" not in self._scales:
+            if "offset" not in self._scales and bool(self._state("offset", self._t_last).any()):
                 raise RuntimeError(
                     "the output drift scale is set by the first measured batch; query the system once first"
                 )
-            return self._output_drift(y)
+            return self._output_drift(y, measured=False)
         return y
 
     # ------------------------------------------------------------------ lifecycle

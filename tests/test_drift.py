@@ -454,3 +454,16 @@ def test_bad_events_are_named():
         Drifting(sys_, charts={"weights": "rotation"})
     with pytest.raises(ValueError, match="bounds\\['weights'\\] = \\(5.0, 6.0\\) exclude the parameter's initial"):
         Drifting(sys_, bounds={"weights": (5.0, 6.0)})
+
+
+def test_output_target_differentiable_model_before_any_query():
+    from physnn.simulators.neuromorphic import NeuromorphicChip
+
+    kw = dict(n_hidden=16, steps=4, noise=0.0)
+    wrapped = Drifting(NeuromorphicChip(6, 4, **kw), events=[(1, 0.5)], seed=2)
+    x = torch.rand(3, 6, generator=torch.Generator().manual_seed(8))
+    # in-silico training starts before the device is ever measured: nothing has drifted, the model is the chip's
+    assert torch.equal(wrapped.differentiable(x), NeuromorphicChip(6, 4, **kw).differentiable(x))
+    wrapped(x)
+    wrapped(x)  # t = 3: the gain/offset event has fired
+    assert not torch.equal(wrapped.differentiable(x), NeuromorphicChip(6, 4, **kw).differentiable(x))
