@@ -436,7 +436,7 @@ class RunWriter:
         with self._lock:
             self._check_open("log_summary")
             self._summary.append(record, time=time.time(), epoch=_or_minus1(self._last_epoch), kind="summary")
-            self._sync(force=True)
+            self._sync()
 
     # ----------------------------------------------------------- checkpoint
     def should_checkpoint(self, epoch: int, *, every: int | None = None, final: bool = False) -> bool:
@@ -671,7 +671,7 @@ class RunWriter:
             self._confusion.append({"epoch": e, "split": str(split), "labels": labels,
                                     "matrix": m.astype(np.int64).tolist()}, time=time.time(), epoch=e,
                                    kind=str(split))
-            self._sync(force=True)
+            self._sync()
 
     # ---------------------------------------------------------------- systems
     def update_systems(self, systems: Mapping[str, Any]) -> None:
