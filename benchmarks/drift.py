@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import sys
@@ -67,6 +68,7 @@ from physnn.train.pat import PAT
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("frozen", "continual", "pat", "backprop")
+COLORS = {"frozen": "tab:blue", "continual": "tab:orange", "pat": "tab:green", "backprop": "tab:red"}
 LABELS = {
     "frozen": "MF-FF, trained once then frozen",
     "continual": "MF-FF, continual",
@@ -310,9 +312,10 @@ def write_report(runs: list[dict[str, Any]], out: Path, commands: list[str]) -> 
         name = r["system"] + (f" (mismatch {r['settings']['mismatch']:g})" if r["system"] == "neuromorphic" else "")
         groups.setdefault((name, r["scenario"]), {}).setdefault(r["method"], []).append(r)
     lines = ["# A device that changes under you: accuracy over device time and queries", "",
-             f"Rebuilt on {time.strftime('%Y-%m-%d %H:%M %Z')} from `benchmarks/results/drift_runs.jsonl`, made by:", ""]
+             f"Rebuilt on {time.strftime('%Y-%m-%d %H:%M %Z')} from `benchmarks/results/drift_runs.jsonl`, "
+             "made by:", ""]
     lines += [f"- `{c}`" for c in commands] + [""]
-    lines += [__doc__.split("Runs are appended")[0].split("this benchmark measures it.")[-1].strip(), ""]
+    lines += [__doc__.split("Runs are appended")[0].split("This benchmark measures it.")[-1].strip(), ""]
     for (system, scenario), by_method in sorted(groups.items()):
         any_run = next(iter(by_method.values()))[0]
         st = any_run["settings"]
@@ -367,6 +370,7 @@ def plot(groups: dict[tuple[str, str], dict[str, list[dict]]], path: Path) -> No
     fig, axes = plt.subplots(len(keys), 2, figsize=(12, 3.2 * len(keys)), squeeze=False)
     for row, key in enumerate(keys):
         ax_t, ax_q = axes[row]
+        low = 1.0
         for m in METHODS:
             rs = groups[key].get(m, [])
             if not rs:
@@ -374,20 +378,22 @@ def plot(groups: dict[tuple[str, str], dict[str, list[dict]]], path: Path) -> No
             n = min(len(r["curve"]) for r in rs)
             t = [rs[0]["curve"][i][0] for i in range(n)]
             acc = [statistics.fmean(r["curve"][i][1] for r in rs) for i in range(n)]
-            ax_t.plot(t, acc, label=LABELS[m])
+            ax_t.plot(t, acc, label=LABELS[m], color=COLORS[m])
+            low = min(low, min(acc))
             if m in ("continual", "pat"):
                 q = [statistics.fmean((r["curve"][i][2] + r["initial_queries"]) for r in rs) for i in range(n)]
-                ax_q.plot(q, acc, label=LABELS[m])
+                ax_q.plot(q, acc, label=LABELS[m], color=COLORS[m])
             else:
                 q0 = statistics.fmean(r["initial_queries"] for r in rs)
-                ax_q.scatter([q0], [acc[-1]], marker="x", label=f"{LABELS[m]} (final)")
+                ax_q.scatter([q0], [acc[-1]], marker="x", color=COLORS[m], label=f"{LABELS[m]} (final)")
         if key[1] == "event":
             ax_t.axvline(1.0, color="k", ls=":", lw=1)
         ax_t.set(title=f"{key[0]}, {key[1]}", xlabel="device time (T0 = original training)", ylabel="test accuracy")
         ax_q.set(title=f"{key[0]}, {key[1]}", xlabel="training queries (incl. the original training)",
                  ylabel="test accuracy")
-        ax_t.set_ylim(0, 1)
-        ax_q.set_ylim(0, 1)
+        bottom = max(0.0, math.floor((low - 0.03) * 20) / 20)
+        ax_t.set_ylim(bottom, 1)
+        ax_q.set_ylim(bottom, 1)
         ax_t.legend(fontsize=7)
         ax_q.legend(fontsize=7)
     fig.tight_layout()
