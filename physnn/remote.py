@@ -60,6 +60,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import sys
 import threading
@@ -405,12 +406,14 @@ class RemoteSystem(PhysicalSystem):
         idempotent: the queries are harmless to repeat, so Ray may retry them.
         max_restarts: how often Ray restarts a crashed host (it re-opens the system).
         timeout_s: the longest a single query may take, queueing included.
-        n_inputs, seed, device: as for any system; they go to the remote factory.
+        n_inputs, seed: as for any system; they go to the remote factory.
+        device: where measurements are returned in this process (the bench's
+            own compute device, if it has one, is an entry of ``options``).
     """
 
     def __init__(
         self,
-        name: str,
+        name: str | Callable[..., PhysicalSystem],
         *,
         options: dict[str, Any] | None = None,
         resource: str | None = None,
@@ -721,10 +724,12 @@ def serve(
     bind = _check_bind(checks.string("bind", bind, empty=False), allow_remote)
     if _is_loopback(bind):
         use_loopback()
+    # Ray's token authentication (Ray >= 2.5x; ignored by older versions): on unless the operator chose otherwise
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray = require_ray()
     child = None
     if address is None:
-        ray.init(resources={resource: 1}, num_cpus=num_cpus, include_dashboard=False, _node_ip_address=bind,
+        ray.init(address="local", resources={resource: 1}, num_cpus=num_cpus, include_dashboard=False, _node_ip_address=bind,
                  logging_level=logging.WARNING)
         cluster = ray.get_runtime_context().gcs_address
     else:
@@ -757,10 +762,15 @@ def serve(
              f"{where['node_id'][:12]}): {s.n_inputs} inputs {s.low:g}..{s.high:g} {s.units}, "
              f"{s.n_outputs} outputs ({s.output_units})")
         echo(f"cluster address: {cluster}")
+        if os.environ.get("RAY_AUTH_MODE") == "token":
+            echo("token authentication is on: trainers need RAY_AUTH_MODE=token and this machine's "
+                 "~/.ray/auth_token (copy it to each machine of the cluster)")
         echo(f"train against it with system = \"remote\" and system_options = {{ name = \"{system}\", "
              f"resource = \"{resource}\", address = \"{cluster}\" }}")
         if block:
             echo("Ctrl-C stops serving")
+            # a service manager stops with SIGTERM: leave the same way as on Ctrl-C (safe state, node shut down)
+            signal.signal(signal.SIGTERM, _raise_interrupt)
             try:
                 while child is None or child.poll() is None:
                     time.sleep(1.0)
@@ -773,6 +783,10 @@ def serve(
         if child is not None and child.poll() is None:
             child.terminate()
             child.wait(timeout=60)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:

@@ -215,7 +215,7 @@ def _connect(address: str | None, num_cpus: int | None) -> Any:
     if ray.is_initialized() or address is not None:
         return connect(address)
     use_loopback()
-    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
              logging_level=logging.WARNING)
     return ray
 
