@@ -270,16 +270,21 @@ def goal_lines(scenario: str, by_method: dict[str, list[dict]]) -> list[str]:
 
     out = []
     if scenario == "event":
+        pre, after = mean("frozen", "pre"), mean("frozen", "after_event")
+        if pre is not None and after is not None and pre - after < 0.02:
+            out.append(f"- The event cost the frozen network {100 * (pre - after):.1f} points (< 2): there is "
+                       "nothing to recover, so the recovery goal is moot on this system.")
+        moot = bool(out)
         for m in ("continual", "pat"):
             frac = mean(m, "recovery_queries_frac")
-            if m in by_method:
+            if m in by_method and not moot:
                 verdict = ("did not recover in every seed" if frac is None else
                            f"recovered with {frac:.2f} of the original training's queries on average "
                            f"({'meets' if frac < 0.2 else 'misses'} the < 0.2 goal)")
                 out.append(f"- Goal (event), {LABELS[m]}: {verdict}.")
         for m in ("frozen", "backprop"):
             pre, fin = mean(m, "pre"), mean(m, "final")
-            if pre is not None and fin is not None:
+            if pre is not None and fin is not None and pre - fin >= 0.02:
                 out.append(f"- {LABELS[m]}: {100 * (pre - fin):.1f} points lost to the event, not recovered.")
     else:
         drop = mean("frozen", "worst_drop")
