@@ -7,6 +7,9 @@ drive one bench at once, and that a trial that died resumes from its run file.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from physnn import remote, runlog
@@ -50,6 +53,16 @@ def test_plan_spreads_trials_over_benches_and_names_their_files(tmp_path):
     assert cfg.lr == 0.01 and cfg.seed == 1 and cfg.output == t.path and t.path.endswith("trial001-lr0.01-s1.h5")
     with pytest.raises(ConfigError, match="trial 0 .*'lr'"):
         plan(_base(), {"lr": [-1.0]}, [0], [], tmp_path)
+
+
+def test_physnn_imports_no_ray_and_says_how_to_get_it():
+    """physnn without the extra works as before: Ray is imported only inside the remote features."""
+    code = ("import sys; import physnn.remote, physnn.sweep, physnn.cli; assert 'ray' not in sys.modules; "
+            "sys.modules['ray'] = None\n"
+            "try:\n    physnn.remote.require_ray()\nexcept ImportError as e:\n    print(e)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'physnn[ray]'" in out.stdout
 
 
 # ------------------------------------------------------------ on Ray
