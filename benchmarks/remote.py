@@ -264,9 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         f"| submit 2 ahead, then train (pipelined) | {p['wall']:.2f} s | {p['device']:.2f} s | {pipe_ratio:.3f} | "
         f"{p['digital']:.2f} s | {p['loss']:.4f} |",
         "",
-        "Same losses: the look-ahead does not change what is measured or learnt. A pipelined schedule cannot "
-        "beat max(bench busy, digital steps + sending): when the trainer's digital steps take about as long as "
-        "the bench (a CPU shared with other jobs), the ratio stays above 1.",
+        "Same losses: the look-ahead does not change what is measured or learnt. The digital steps are short, "
+        "so what remains of wall - busy is Ray's handling of each call outside the measurement (dispatch, "
+        "(de)serialisation in the actor and the driver): "
+        f"{(p['wall'] - p['device']) * 1e3 / p['calls']:.1f} ms per call here, on CPUs shared with other jobs; "
+        "the 1.1 goal needs it below 2 ms per 20 ms call.",
         "",
         f"## 3. Sweep ({sw['trials']} trials: lr 0.003/0.01/0.03 x seeds 0-3, digits/optics, 2 blocks)",
         "",
