@@ -67,14 +67,19 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
+def _num(v: float) -> str:
+    """A bound as written: integers in full (a seed limit is 9223372036854775807, not 9.22337e+18)."""
+    return str(v) if isinstance(v, int) else f"{v:g}"
+
+
 def _range_text(low: float | None, high: float | None, low_open: bool = False, high_open: bool = False) -> str:
     if low is not None and high is not None and not low_open and not high_open:
-        return f"in {low:g}..{high:g}"
+        return f"in {_num(low)}..{_num(high)}"
     parts = []
     if low is not None:
-        parts.append(f"{'>' if low_open else '>='} {low:g}")
+        parts.append(f"{'>' if low_open else '>='} {_num(low)}")
     if high is not None:
-        parts.append(f"{'<' if high_open else '<='} {high:g}")
+        parts.append(f"{'<' if high_open else '<='} {_num(high)}")
     return " and ".join(parts)
 
 

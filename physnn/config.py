@@ -59,6 +59,8 @@ class RunConfig:
     encoder: str = "minmax"
     goodness: str = "cosine"
     label_scale: str | float = "batch_max"
+    label_repeat: int = 1
+    encoder_bits: int = 0
     epochs: int = 20
     batch_size: int = 64
     lr: float = 0.01
@@ -110,6 +112,8 @@ class RunConfig:
         checks.choice("goodness", self.goodness, GOODNESS)
         checks.integer("blocks", self.blocks, low=1, high=64)
         checks.integer("hidden", self.hidden, low=1, high=100_000)
+        checks.integer("label_repeat", self.label_repeat, low=1, high=1000)
+        checks.integer("encoder_bits", self.encoder_bits, low=0, high=16)
         checks.integer("epochs", self.epochs, low=0)
         checks.integer("batch_size", self.batch_size, low=1)
         checks.integer("inner_steps", self.inner_steps, low=1)

@@ -36,9 +36,10 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from . import checks
+from . import checks, safety
 from .config import ConfigError, RunConfig
 from .data import Dataset, load_dataset
+from .encoding import drive_width
 from .evaluation import Accuracy
 from .registry import build_system
 from .system import PhysicalSystem
@@ -115,7 +116,9 @@ def split_validation(config: RunConfig, data: Dataset) -> tuple[torch.Tensor, to
 
 def input_width(config: RunConfig, data: Dataset) -> int:
     """Drive channels of the first block (the method decides: MF-FF embeds the label in front of the features)."""
-    return trainer_class(config.method).first_block_width(data.n_features, data.n_classes)
+    return trainer_class(config.method).first_block_width(
+        data.n_features, data.n_classes, label_repeat=config.label_repeat, encoder=config.encoder,
+        encoder_bits=config.encoder_bits or None)
 
 
 def build_systems(config: RunConfig, data: Dataset) -> list[PhysicalSystem]:
@@ -123,12 +126,16 @@ def build_systems(config: RunConfig, data: Dataset) -> list[PhysicalSystem]:
     systems: list[PhysicalSystem] = []
     if not trainer_class(config.method).uses_systems:
         return systems
+    clash = sorted(set(config.system_options) & {"n_inputs", "seed", "device"})
+    if clash:
+        raise ConfigError(f"system_options {', '.join(map(repr, clash))}: set by the run itself (the model's width, "
+                          "the seed per block, the device key); remove them from [system_options]")
     width = input_width(config, data)
     try:
         for i in range(config.blocks):
             systems.append(build_system(config.system, n_inputs=width, seed=block_seed(config.seed, i),
                                         device=config.device, **config.system_options))
-            width = config.hidden
+            width = drive_width(config.encoder, config.hidden, bits=config.encoder_bits or 1)
     except BaseException:
         for s in systems:  # the ones already open must not stay driven
             s.close()
@@ -142,7 +149,8 @@ def build_model(config: RunConfig, data: Dataset, systems: Sequence[PhysicalSyst
     trainer = trainer if trainer is not None else build_trainer(config)
     return trainer.build_model(
         list(systems), data.n_features, data.n_classes, blocks=config.blocks, hidden=config.hidden, skip=config.skip,
-        encoder=config.encoder, goodness=config.goodness, label_scale=config.label_scale, seed=config.seed)
+        encoder=config.encoder, goodness=config.goodness, label_scale=config.label_scale, seed=config.seed,
+        label_repeat=config.label_repeat, encoder_bits=config.encoder_bits or None)
 
 
 def build_trainer(config: RunConfig, progress: bool = False) -> Trainer:
@@ -184,7 +192,8 @@ def _close_systems(systems: Sequence[PhysicalSystem], writer: Any) -> None:
     errors = []
     for s in dict.fromkeys(systems):
         try:
-            s.close()
+            with safety.deferred_signals():  # a second Ctrl-C/SIGTERM must not cut SAFE in half
+                s.close()
         except Exception as exc:  # noqa: BLE001 - recorded, then the others are still closed
             errors.append(exc)
             if writer is not None and not writer.closed:

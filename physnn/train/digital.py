@@ -47,9 +47,6 @@ class DigitalBackprop(Trainer):
         self.hidden_layers = hidden_layers  # stored as given (scikit-learn's clone compares identity)
         self.lr_schedule = checks.choice("lr_schedule", lr_schedule, LR_SCHEDULES)
 
-    @classmethod
-    def first_block_width(cls, n_features: int, n_classes: int) -> int:
-        return n_features
 
     def build_model(self, systems: Sequence[Any], n_features: int, n_classes: int, **options: Any) -> nn.Module:
         """A :class:`DigitalNet` with this trainer's ``hidden_layers`` (the config's model keys but the seed unused)."""

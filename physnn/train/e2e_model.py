@@ -30,7 +30,7 @@ straight-through estimator for quantisation to the system's levels.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn

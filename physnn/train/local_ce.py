@@ -59,9 +59,6 @@ class LocalCE(Trainer):
         self.lr_schedule = checks.choice("lr_schedule", lr_schedule, LR_SCHEDULES)
         self.label_smoothing = checks.real("label_smoothing", label_smoothing, low=0.0, high=1.0, high_open=True)
 
-    @classmethod
-    def first_block_width(cls, n_features: int, n_classes: int) -> int:
-        return n_features
 
     def build_model(self, systems: Sequence[Any], n_features: int, n_classes: int, **options: Any) -> nn.Module:
         keep = {k: v for k, v in options.items() if k in ("hidden", "skip", "encoder", "seed")}
