@@ -80,16 +80,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if overrides["epochs"] is not None:
             config = config.updated(epochs=overrides["epochs"])
     else:
-        config = load_config(args.config) if args.config else RunConfig()
-        config = config.updated(**overrides)
+        from .config import read_config
+        from .recipes import with_recipe
+
+        # the config file's keys, then the flags; the system's recipe fills only what neither sets
+        data = read_config(args.config) if args.config else {}
+        data.update({k: v for k, v in overrides.items() if v is not None})
         if args.system_option:
-            opts = dict(config.system_options)
-            opts.update(_parse_option(o) for o in args.system_option)
-            config = config.updated(system_options=opts)
+            data["system_options"] = {**data.get("system_options", {}),
+                                      **dict(_parse_option(o) for o in args.system_option)}
         if args.method_option:
-            opts = dict(config.method_options)
-            opts.update(_parse_option(o, "--method-option") for o in args.method_option)
-            config = config.updated(method_options=opts)
+            data["method_options"] = {**data.get("method_options", {}),
+                                      **dict(_parse_option(o, "--method-option") for o in args.method_option)}
+        config = RunConfig.from_dict(with_recipe(data), source=args.config or "command line")
     print(f"physnn train ({config.method}): {config.dataset} through {config.system} x{config.blocks} blocks, "
           f"{config.epochs} epochs, seed {config.seed}", flush=True)
     progress = not args.no_progress and sys.stderr.isatty()

@@ -34,7 +34,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["RunConfig", "load_config", "ConfigError"]
+__all__ = ["RunConfig", "load_config", "read_config", "ConfigError"]
 
 
 class ConfigError(checks.ParameterError):
@@ -191,8 +191,14 @@ def _check_device(value: str) -> None:
         raise checks.ParameterError(f"device = {value!r}: this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}")
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read a TOML config; a missing file, bad TOML or an unknown key is a :class:`ConfigError`."""
+def load_config(path: str | Path, *, recipe: bool = True) -> RunConfig:
+    """Read a TOML config on top of its system's recipe (:mod:`physnn.recipes`); a missing file, bad TOML or
+    an unknown key is a :class:`ConfigError`."""
+    return RunConfig.from_dict(read_config(path, recipe=recipe), source=str(path))
+
+
+def read_config(path: str | Path, *, recipe: bool = False) -> dict[str, Any]:
+    """The keys of a TOML config file as written (checked: known keys, valid values), optionally with the recipe."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
@@ -200,8 +206,13 @@ def load_config(path: str | Path) -> RunConfig:
         data = tomllib.loads(p.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    if recipe:
+        from .recipes import with_recipe
+
+        data = with_recipe(data)
     try:
-        return RunConfig.from_dict(data, source=str(p))
+        RunConfig.from_dict(data, source=str(p))
+        return data
     except ConfigError as exc:
         msg = str(exc)
         raise ConfigError(msg if msg.startswith(str(p)) else f"{p}: {msg}") from None
