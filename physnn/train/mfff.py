@@ -47,7 +47,7 @@ from ..goodness import ff_loss
 from ..model import _standardise
 from ..schedule import SCHEDULES, DeviceExecutors, run_wavefront
 from ..system import PhysicalSystem
-from .base import EpochCallback, History, Trainer
+from .base import LR_SCHEDULES, EpochCallback, History, Trainer, scheduled_lr
 
 __all__ = ["MFFF", "History", "EpochCallback", "count_samples"]
 
@@ -78,6 +78,7 @@ class MFFF(Trainer):
         progress: show a tqdm progress bar over batches.
         count_flops: record the digital FLOPs of training (``digital_flops`` per epoch).
         schedule: ``"serial"`` or ``"pipelined"`` (one worker per device; identical weights).
+        lr_schedule: ``"constant"`` (the paper's) or ``"cosine"`` (decayed to 0 over ``epochs``).
         group_block0: send an epoch's block-0 drives in as few calls as ``max_batch`` allows.
         cache_block0: reuse block-0 responses to drives already measured (stable devices only).
     """
@@ -100,6 +101,7 @@ class MFFF(Trainer):
         schedule: str = "serial",
         group_block0: bool = True,
         cache_block0: bool = False,
+        lr_schedule: str = "constant",
     ):
         super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
                          eval_every=eval_every, progress=progress, count_flops=count_flops)
@@ -108,6 +110,7 @@ class MFFF(Trainer):
         self.schedule = checks.choice("schedule", schedule, SCHEDULES)
         self.group_block0 = checks.boolean("group_block0", group_block0)
         self.cache_block0 = checks.boolean("cache_block0", cache_block0)
+        self.lr_schedule = checks.choice("lr_schedule", lr_schedule, LR_SCHEDULES)
         self._cache: dict[bytes, torch.Tensor] = {}
         #: Block-0 samples answered from the cache (cumulative, this process).
         self.cache_hits = 0
@@ -207,6 +210,8 @@ class MFFF(Trainer):
         return groups
 
     def _train_epoch(self, pnn: nn.Module, x: torch.Tensor, y: torch.Tensor, bar: Any) -> dict[str, float]:
+        if self.lr_schedule != "constant":
+            self._set_lr(scheduled_lr(self.lr, self.lr_schedule, self.epochs_done, self.epochs))
         n, L = x.shape[0], len(pnn.blocks)
         acct = self.accountant
         assert acct is not None
