@@ -31,7 +31,7 @@ from typing import Any, Callable, TextIO
 __all__ = ["Benches", "EventSampler", "add_training_arguments", "echo", "make_config", "train_main"]
 
 #: dests of the training flags; every other parsed option belongs to the bench
-TRAINING_KEYS = ("dataset", "data_path", "blocks", "hidden", "epochs", "batch_size", "lr", "seed", "output")
+TRAINING_KEYS = ("dataset", "data_path", "blocks", "hidden", "epochs", "batch_size", "lr", "seed", "output", "resume")
 
 
 @dataclass
@@ -59,12 +59,15 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, hidden_default: i
     t.add_argument("--data-path", help="data file or folder (default: the shared data folder)")
     t.add_argument("--blocks", type=int, default=2, help="PNN blocks (default 2)")
     t.add_argument("--hidden", type=int, default=hidden_default, help=hidden_help)
-    t.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    t.add_argument("--epochs", type=int, default=None, help="training epochs (default 10; with --resume: extend to N)")
     t.add_argument("--batch-size", type=int, default=32, help="samples per batch (default 32)")
     t.add_argument("--lr", type=float, default=0.02, help="Adam learning rate (default 0.02)")
     t.add_argument("--seed", type=int, default=0, help="seed of data split, benches, weights, negatives (default 0)")
     t.add_argument("--output", "--out", dest="output", default="runs",
                    help="run file (*.h5), or a folder that gets a time-stamped one (default runs/)")
+    t.add_argument("--resume", metavar="RUN.h5", default=None,
+                   help="continue this run file from its last checkpoint on the bench built from this command's "
+                        "bench flags (give the same ones as the first run); --epochs N extends it")
 
 
 def bench_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -77,7 +80,7 @@ def make_config(args: argparse.Namespace, *, hidden: int, system: str, options: 
     from physnn.config import RunConfig
 
     return RunConfig(dataset=args.dataset, data_path=args.data_path or "", blocks=args.blocks, hidden=hidden,
-                     epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                     epochs=10 if args.epochs is None else args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      output=str(args.output), system=system, system_options=dict(options or {}))
 
 
@@ -153,20 +156,30 @@ def train_main(args: argparse.Namespace, open_benches: Callable[[argparse.Namesp
             benches = open_benches(args, data.n_classes + data.n_features, stack)
             for s in benches.systems:
                 track(s)  # closed at exit, whatever path the process leaves by
-            config = make_config(args, hidden=benches.hidden, system=benches.name, options=benches.options)
-            path = run_path(config)
-            if path.exists():  # never overwrite a run (a second start in the same second, or a reused *.h5 name)
-                raise FileExistsError(f"run file {path} already exists; give another --output")
-            config = config.updated(output=str(path))  # the name is known even if the run ends in an error
+            if args.resume:  # the run's own configuration; only the epoch budget may grow
+                from physnn import runlog
+                from physnn.config import RunConfig
+
+                path = Path(args.resume)
+                config = RunConfig.from_dict(runlog.load(path).config, source=str(path))
+                if args.epochs is not None:
+                    config = config.updated(epochs=args.epochs)
+            else:
+                config = make_config(args, hidden=benches.hidden, system=benches.name, options=benches.options)
+                path = run_path(config)
+                if path.exists():  # never overwrite a run (a second start in the same second, a reused *.h5 name)
+                    raise FileExistsError(f"run file {path} already exists; give another --output")
+                config = config.updated(output=str(path))  # the name is known even if the run ends in an error
             sampler = EventSampler()
             for s in dict.fromkeys(benches.systems):
                 s.event_hook = sampler
-            result = run_experiment(config, systems=benches.systems, echo=echo, progress=False)
+            result = run_experiment(config, systems=benches.systems, echo=echo, progress=False,
+                                    resume=path if args.resume else None)
     except KeyboardInterrupt as exc:
         why = f"terminated by {exc.signal_name}" if isinstance(exc, Terminated) else "interrupted"
         print(f"\n{why}: the bench was put in its safe state; {_run_file_state(path)}", file=sys.stderr)
         return exc.exit_code if isinstance(exc, Terminated) else 130
-    except (InstrumentError, ConfigError, ValueError, FileNotFoundError, FileExistsError) as exc:
+    except (InstrumentError, ConfigError, ValueError, OSError, RuntimeError) as exc:  # OSError/RuntimeError: disk full
         if os.environ.get("PHYSNN_DEBUG"):
             raise
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -252,3 +252,18 @@ def test_sigint_to_the_real_script_process_exits_130_with_an_interrupted_run_fil
     run = runlog.load(out)
     assert run.status == "interrupted" and run.metrics["epoch"].size >= 1
     assert "interrupted: the bench was put in its safe state" in err
+
+
+def test_resume_extends_a_run_on_a_rebuilt_bench(script, shared_data, tmp_path, capsys):
+    """--resume continues the run file on a bench rebuilt from the same flags; --epochs N extends it."""
+    out = tmp_path / "run.h5"
+    assert script.module.main(_argv(shared_data, out, "--blocks", "1", "--epochs", "1")) == 0
+    first = runlog.load(out)
+    assert first.checkpoints == [1]
+    capsys.readouterr()
+    assert script.module.main(_argv(shared_data, out, "--blocks", "1", "--epochs", "2", "--resume", str(out))) == 0
+    run = runlog.load(out)
+    assert run.status == "completed" and run.checkpoints == [1, 2]
+    assert run.metrics["epoch"].tolist() == [1, 2]
+    assert run.summary["total_queries"] > first.summary["total_queries"]  # counted across both processes
+    assert all(script.safe(b) for b in script.built)  # every bench of both processes ended safe
