@@ -17,8 +17,8 @@ def test_toml_round_trip_and_unknown_key(tmp_path):
     p = tmp_path / "run.toml"
     p.write_text('dataset = "vowels"\nepochs = 3\nseed = 7\n[system_options]\nnoise = false\n')
     c = load_config(p)
-    # the optics recipe (a 512-pixel camera) fills what the file does not set; the file's own keys win
-    assert (c.dataset, c.epochs, c.seed, c.system_options) == ("vowels", 3, 7, {"n_outputs": 512, "noise": False})
+    # the optics recipe (a 1024-pixel camera) fills what the file does not set; the file's own keys win
+    assert (c.dataset, c.epochs, c.seed, c.system_options) == ("vowels", 3, 7, {"n_outputs": 1024, "noise": False})
     assert load_config(p, recipe=False).system_options == {"noise": False}
     p.write_text("epoch = 3\n")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) 'epoch'; valid keys: dataset, .*epochs"):
