@@ -85,6 +85,8 @@ class RunConfig:
     patience: int = 5
     min_delta: float = 0.0
     schedule: str = "serial"
+    # extra places the per-epoch metrics go, beside the run file (optional extras; physnn/sinks.py)
+    metric_sinks: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -130,6 +132,11 @@ class RunConfig:
         checks.integer("patience", self.patience, low=1)
         checks.nonnegative("min_delta", self.min_delta)
         checks.choice("schedule", self.schedule, ("serial", "pipelined"))
+        if not isinstance(self.metric_sinks, list):
+            raise checks.ParameterError(f"metric_sinks must be a list of sink names ('tensorboard', 'mlflow'), "
+                                        f"got {self.metric_sinks!r}")
+        for i, name in enumerate(self.metric_sinks):
+            checks.choice(f"metric_sinks[{i}]", name, ("tensorboard", "mlflow"))
         checks.boolean("skip", self.skip)
         checks.positive("lr", self.lr)
         checks.positive("theta", self.theta)

@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from . import checks, safety
+from . import checks, safety, sinks
 from .config import ConfigError, RunConfig
 from .data import Dataset, load_dataset
 from .encoding import drive_width
@@ -270,6 +270,8 @@ class _Run:
         self.config, self.data, self.systems, self.model = config, data, systems, model
         self.trainer, self.writer, self.echo = trainer, writer, echo
         self.probes: list[torch.Tensor] = []
+        #: TensorBoard/MLflow sinks (config key metric_sinks), fed every epoch after the run file
+        self.sinks: list[Any] = []
         #: block 0's probe reference and repeatability floor, for the trainer's block-0 cache (if it has one)
         self._probe_ref: tuple[torch.Tensor, float] | None = None
 
@@ -303,6 +305,7 @@ class _Run:
                 if i == 0:
                     self.check_drift(epoch, y)
             writer.log_epoch(epoch + 1, metrics)
+            sinks.log_to_sinks(self.sinks, epoch + 1, metrics)
             if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
                 self.checkpoint(epoch + 1)
         # printed once the epoch is on disk, so "epoch N" on the console means it is saved
@@ -439,6 +442,10 @@ def run_experiment(
                     stack.enter_context(s.hooks(query_hook=lambda x, y, name=f"block{i}": log_samples(x, y, name)))
         trainer.prepare(model)  # accounting starts before the first query (probes included)
         run = _Run(config, data, systems, model, trainer, writer, echo)
+        if writer is not None and config.metric_sinks:  # beside the run file, named by its stem
+            run.sinks = sinks.make_sinks(config.metric_sinks, Path(writer.path).parent, Path(writer.path).stem,
+                                         config.to_dict())
+            stack.push(lambda et, *_: sinks.close_sinks(run.sinks, sinks.run_status(et)))
         if resume is not None:
             restore(Path(resume), model, trainer, systems)
             echo(f"resuming {resume} after epoch {trainer.epochs_done}")
