@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -24,11 +25,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from . import checks
 from .runlog import Run, RunFileError, load
 
-__all__ = ["ReportFiles", "main_report", "compare", "ls", "PLOTS"]
+__all__ = ["ReportFiles", "main_report", "compare", "ls", "PLOTS", "FORMATS"]
 
-_DPI = 120
+#: Figure file formats: PNG for screens, PDF and SVG for papers (vector, scale without blur).
+FORMATS = ("png", "pdf", "svg")
+_DPI = 150  # raster resolution of PNG figures (vector formats ignore it)
+#: Relative changes below this are floating-point rounding, not drift: a noiseless system repeats to ~1e-16.
+_ROUNDING = 1e-12
 
 
 class ReportFiles(list):
@@ -85,8 +91,38 @@ def _figure(width: float = 7.0, height: float = 4.4) -> Figure:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=_DPI)
+    """Save in the format the suffix names (png/pdf/svg); PNG at :data:`_DPI`."""
+    fig.savefig(path, dpi=_DPI, format=path.suffix.lstrip(".").lower() or "png")
     return path
+
+
+def _wrap(text: str, width_in: float, fontsize: float = 12.0) -> str:
+    """``text`` broken into lines that fit ``width_in`` inches at ``fontsize`` points.
+
+    Run names are long (``digits-optics-mfff-s0-20261201-160943-55fdaa``) and a
+    title that runs past the canvas is cut by the saved image; an average glyph of
+    DejaVu Sans is ~0.6 em wide, so ``width_in * 72 / (0.6 * fontsize)`` characters fit.
+    """
+    chars = max(20, int(width_in * 72 / (0.6 * fontsize)) - 2)
+    return "\n".join(textwrap.fill(part, chars, break_long_words=True, break_on_hyphens=False)
+                     for part in text.split("\n"))
+
+
+def _title(target: Any, what: str, run: Run | None = None, *, fig: Figure | None = None) -> None:
+    """Title an axes (or a figure's suptitle) with ``what`` and the run's method and name, wrapped to fit."""
+    text = what if run is None else f"{what}\n{_label(run)}"
+    if isinstance(target, Figure):
+        target.suptitle(_wrap(text, target.get_figwidth()))
+        return
+    width = (fig or target.figure).get_figwidth() * target.get_position().width
+    target.set_title(_wrap(text, max(width, 3.0)))
+
+
+def _output_units(run: Run, block: str) -> str:
+    """The unit a block's physical system reports its outputs in, from the run file's spec (or "output units")."""
+    spec = run.systems.get(block, {}).get("spec", {}) if isinstance(run.systems.get(block), dict) else {}
+    units = spec.get("output_units") if isinstance(spec, dict) else None
+    return str(units) if units else "system output units"
 
 
 def _epoch_axis(ax: Any) -> None:
@@ -154,7 +190,8 @@ def _plot_learning_curves(run: Run, path: Path) -> Path | str:
                     label=f"test split, once at the end: {100 * final:.1f} %" + (f" (n={n})" if n else ""))
     if run.dataset and isinstance(run.dataset.get("n_classes"), int) and run.dataset["n_classes"] > 1:
         ax.axhline(100 / run.dataset["n_classes"], color="0.6", lw=1, ls=":", label="chance level")
-    ax.set(ylabel="accuracy (%)", ylim=(0, 100), title=f"Learning curves — {_label(run)}")
+    ax.set(ylabel="accuracy (%)", ylim=(0, 100))
+    _title(ax, "Learning curves", run)
     _epoch_axis(ax)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
@@ -183,12 +220,19 @@ def _plot_loss(run: Run, path: Path) -> Path | str:
         ax.set_yscale("log")
     local = bool(blocks)  # forward-forward methods log a local loss per block; end-to-end ones one loss
     what = "Local loss of each block" if local else "Training loss (cross-entropy)"
-    ax.set(ylabel=("local loss" if local else "cross-entropy") + " per sample (dimensionless)",
-           title=f"{what} — {_label(run)}")
+    ax.set(ylabel=("local loss" if local else "cross-entropy") + " per sample (dimensionless)")
+    _title(ax, what, run)
     _epoch_axis(ax)
     ax.grid(alpha=0.3)
     ax.legend(title="block")
     return _save(fig, path)
+
+
+def _goodness_label(run: Run) -> str:
+    """Goodness is computed on the digital layer's activity, so it has no physical unit: say which function."""
+    kind = str(run.config.get("goodness", "cosine")) if isinstance(run.config, dict) else "cosine"
+    what = {"cosine": "cosine to the prototype", "mean_square": "mean square of the activity"}.get(kind, kind)
+    return f"goodness ({what}, dimensionless)"
 
 
 def _plot_goodness(run: Run, path: Path) -> Path | str:
@@ -213,11 +257,12 @@ def _plot_goodness(run: Run, path: Path) -> Path | str:
                 ax.hist(values, bins=bins, alpha=0.55, color=color, label=f"{label}, n={values.size}")
                 ax.axvline(values.mean(), color=color, ls="--", lw=1.2)
         when = f"epoch {last}" if last >= 0 else "before the first epoch"
-        ax.set(xlabel="goodness (a.u.)", ylabel="samples", title=f"{b}, {when}")
+        ax.set(xlabel=_goodness_label(run), ylabel="samples")
+        _title(ax, f"{b}, {when}")
         ax.set_ylim(0, ax.get_ylim()[1] * 1.35)  # room for the legend above the peaks
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
-    fig.suptitle(f"Goodness distributions (dashed: means) — {_label(run)}")
+    _title(fig, "Goodness distributions (dashed: means)", run)
     return _save(fig, path)
 
 
@@ -233,8 +278,8 @@ def _plot_goodness_means(run: Run, path: Path) -> Path | str:
         c = colors[i % 10]
         ax.plot(m["epoch"], m[f"g_pos/{b}"], "-", color=c, marker="o", markersize=3, label=f"{b} positive")
         ax.plot(m["epoch"], m[f"g_neg/{b}"], ":", color=c, marker="x", markersize=4, label=f"{b} negative")
-    ax.set(ylabel="mean goodness (a.u.)",
-           title=f"Mean goodness of positive (solid) and negative (dotted) data — {_label(run)}")
+    ax.set(ylabel="mean " + _goodness_label(run))
+    _title(ax, "Mean goodness of positive (solid) and negative (dotted) data", run)
     _epoch_axis(ax)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=max(1, len(blocks) // 3))
@@ -264,8 +309,8 @@ def _plot_confusion(run: Run, path: Path) -> Path | str:
     ax.set_yticks(ticks, labels=labels)
     acc = np.trace(mat) / max(mat.sum(), 1)
     when = f", epoch {c['epoch']}" if c.get("epoch", -1) >= 0 else ""
-    ax.set(xlabel="predicted class", ylabel="true class",
-           title=f"Confusion matrix ({c.get('split', 'test')} set{when}): accuracy {100 * acc:.1f} %")
+    ax.set(xlabel="predicted class", ylabel="true class")
+    _title(ax, f"Confusion matrix ({c.get('split', 'test')} set{when}): accuracy {100 * acc:.1f} %")
     fig.colorbar(im, ax=ax, label="fraction of the true class (numbers: samples)", shrink=0.85)
     return _save(fig, path)
 
@@ -302,7 +347,7 @@ def _plot_cost(run: Run, path: Path) -> Path | str:
     if "digital_flops" in m:
         def flops(ax: Any) -> None:
             ax.plot(ep, cum("digital_flops"), marker="o", markersize=3)
-            ax.set(ylabel="digital FLOPs (cumulative)", title="Digital compute")
+            ax.set(ylabel="digital compute\n(FLOPs, cumulative)", title="Digital compute")
         panels.append(("flops", flops))
     if not panels:
         return "no cost metrics were logged ('train_queries', 'eval_queries', 'device_seconds', 'digital_flops')"
@@ -312,8 +357,34 @@ def _plot_cost(run: Run, path: Path) -> Path | str:
         draw(ax)
         ax.grid(alpha=0.3)
     _epoch_axis(axes[-1])
-    fig.suptitle(f"Cost of training — {_label(run)}")
+    _title(fig, "Cost of training", run)
     return _save(fig, path)
+
+
+def _drift(y: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, float | None]:
+    """Relative RMS change (%) of each probe measurement from the pre-training reference, and the noise floor.
+
+    The reference is the mean of the measurements taken before training (two
+    at step 0 when the runner repeats them), so epoch 0 is not "0 by
+    construction" followed by a jump to the noise level. With two repeats
+    y0, y1 of noise sigma, RMS(y0 - y1) = sqrt(2) sigma, and a fresh
+    measurement differs from their mean by sqrt(sigma^2 + sigma^2 / 2), so the
+    floor is ``sqrt(3) / 2 * RMS(y0 - y1)``: drift below it is noise alone.
+    Changes under :data:`_ROUNDING` are floating-point rounding of a
+    noiseless system and are shown as exact zeros.
+    """
+    y = y.astype(np.float64)  # [N, P, n_out]
+    before = steps == steps[0]
+    n_ref = int(before.sum()) if before[:2].all() and steps.size >= 2 else 1
+    ref = y[:n_ref].mean(axis=0)
+    scale = float(np.sqrt(np.mean(ref ** 2))) or 1.0
+    rel = np.sqrt(np.mean((y - ref) ** 2, axis=(1, 2))) / scale
+    rel[rel < _ROUNDING] = 0.0
+    floor = None
+    if n_ref >= 2:
+        f = np.sqrt(3.0) / 2 * float(np.sqrt(np.mean((y[1] - y[0]) ** 2))) / scale
+        floor = 0.0 if f < _ROUNDING else 100 * f
+    return 100 * rel, floor
 
 
 def _plot_drift(run: Run, path: Path) -> Path | str:
@@ -322,28 +393,91 @@ def _plot_drift(run: Run, path: Path) -> Path | str:
         return "fewer than two probe measurements were logged (RunWriter.set_probes + log_probe)"
     fig = _figure(width=7.0, height=6.0)
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
+    top = 0.0
     for i, (b, p) in enumerate(probes.items()):
-        y = p["y"].astype(np.float64)  # [N, P, n_out]
-        ref = y[0]
-        scale = np.sqrt(np.mean(ref ** 2)) or 1.0
-        rel = 100 * np.sqrt(np.mean((y - ref) ** 2, axis=(1, 2))) / scale
-        ax1.plot(p["step"], rel, marker="o", markersize=3, color=f"C{i}", label=b)
         steps = np.asarray(p["step"])
-        if len(steps) >= 2 and steps[0] == steps[1]:
-            # two measurements before training: their difference is the repeatability (noise) floor
-            floor = 100 * np.sqrt(np.mean((y[1] - y[0]) ** 2)) / scale
-            ax1.axhline(floor, color=f"C{i}", linestyle=":", linewidth=1,
-                        label=f"{b}: noise floor (repeat at start)")
-        ax2.plot(p["step"], y.mean(axis=(1, 2)), marker="o", markersize=3, color=f"C{i}",
-                 label=f"{b} ({p['x'].shape[0]} probes)")
-    ax1.set(ylabel="RMS change since the first\nmeasurement (% of RMS output)",
-            title=f"Drift of fixed probe measurements — {_label(run)}")
+        rel, floor = _drift(p["y"], steps)
+        ax1.plot(steps, rel, marker="o", markersize=3, color=f"C{i}", label=b)
+        top = max(top, float(rel.max()))
+        if floor is not None:
+            ax1.axhline(floor, color=f"C{i}", ls=":", lw=1)
+            ax1.axhspan(0, floor, color=f"C{i}", alpha=0.1, lw=0,
+                        label=f"{b}: noise floor from the repeat before training" + (" (noiseless: 0)" if not floor
+                                                                                     else ""))
+            top = max(top, floor)
+        units = _output_units(run, b)
+        mean = p["y"].astype(np.float64).mean(axis=(1, 2))
+        ax2.plot(steps, mean, marker="o", markersize=3, color=f"C{i}", label=f"{b} ({p['x'].shape[0]} probes, {units})")
+    # a noiseless, drift-free system gives exact zeros: show them on a % axis, not a 1e-17 one
+    ax1.set_ylim(0, max(1.25 * top, 0.1))
+    ax1.set(ylabel="RMS change from the pre-training\nmeasurement (% of RMS output)")
+    _title(ax1, "Drift of fixed probe measurements", run)
+    units = sorted({_output_units(run, b) for b in probes})
     ax2.set(xlabel="epoch (probes re-measured after each; 0 = before training)",
-            ylabel="mean probe output\n(system units)")
+            ylabel="mean probe output\n(" + ", ".join(units) + ")")
+    ax2.ticklabel_format(axis="y", useOffset=False)
+    lo, hi = ax2.get_ylim()
+    if hi - lo < 1e-9 * max(abs(lo), abs(hi), 1e-30):  # constant outputs: a readable window around them
+        mid = (lo + hi) / 2
+        pad = 0.05 * abs(mid) or 1.0
+        ax2.set_ylim(mid - pad, mid + pad)
     ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _learning_queries(run: Run) -> np.ndarray | None:
+    """Cumulative physical queries spent to learn, per epoch: ``queries/learning``, else the sum of ``train_queries``."""
+    m = run.metrics
+    if "queries/learning" in m and np.isfinite(m["queries/learning"]).any():
+        return np.asarray(m["queries/learning"], dtype=np.float64)
+    if "train_queries" in m:
+        return np.cumsum(np.nan_to_num(np.asarray(m["train_queries"], dtype=np.float64)))
+    return None
+
+
+def _accuracy_key(run: Run) -> str | None:
+    """The per-epoch held-out accuracy: ``val_accuracy``, or ``test_accuracy`` for runs written before validation."""
+    for key in ("val_accuracy", "test_accuracy"):
+        if key in run.metrics and np.isfinite(run.metrics[key]).any():
+            return key
+    return None
+
+
+def _plot_accuracy_vs_queries(run: Run, path: Path) -> Path | str:
+    """Accuracy against the physical queries spent: the cost axis on which methods are fairly compared."""
+    q = _learning_queries(run)
+    key = _accuracy_key(run)
+    final = run.summary.get("test_accuracy")
+    has_final = isinstance(final, (int, float)) and math.isfinite(final)
+    if q is None or (key is None and not has_final):
+        return ("no accuracy against queries: needs 'queries/learning' or 'train_queries' and 'val_accuracy', "
+                "'test_accuracy' or a final test accuracy")
+    m = run.metrics
+    fig = _figure()
+    ax = fig.add_subplot()
+    if key is not None:
+        ok = np.isfinite(m[key]) & np.isfinite(q)
+        label = "validation split (per epoch)" if key == "val_accuracy" else "test split (per epoch)"
+        ax.plot(q[ok], 100 * m[key][ok], "-", marker="o", markersize=3, label=label)
+    if has_final and q.size:
+        lo, hi = run.summary.get("test_ci95_low"), run.summary.get("test_ci95_high")
+        yerr = None
+        if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+            yerr = [[100 * (final - lo)], [100 * (hi - final)]]
+        spent = run.summary.get("train_queries")
+        x = float(spent) if isinstance(spent, (int, float)) and math.isfinite(spent) else float(np.nanmax(q))
+        ax.errorbar([x], [100 * final], yerr=yerr, fmt="*", color="k", markersize=10, capsize=4,
+                    label=f"test split after training: {100 * final:.1f} %" + (" (95 % CI)" if yerr else ""))
+    if run.dataset and isinstance(run.dataset.get("n_classes"), int) and run.dataset["n_classes"] > 1:
+        ax.axhline(100 / run.dataset["n_classes"], color="0.6", lw=1, ls=":", label="chance level")
+    ax.set(xlabel="physical queries spent to learn (samples, cumulative)", ylabel="accuracy (%)", ylim=(0, 100))
+    ax.set_xlim(left=0)
+    _title(ax, "Accuracy against physical queries", run)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
 
 
@@ -356,23 +490,26 @@ PLOTS: list[tuple[str, str, Callable[[Run, Path], Path | str]]] = [
     ("confusion.png", "Confusion matrix", _plot_confusion),
     ("cost.png", "Queries, device time and compute", _plot_cost),
     ("drift.png", "Drift probes", _plot_drift),
+    ("accuracy_vs_queries.png", "Accuracy against physical queries", _plot_accuracy_vs_queries),
 ]
 
 
 # ---------------------------------------------------------------------- report
-def main_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> ReportFiles:
-    """Write the PNG plots whose data the run holds, and ``summary.md``; return the files written.
+def main_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = None, fmt: str = "png") -> ReportFiles:
+    """Write the plots whose data the run holds (as ``fmt``: png, pdf or svg), and ``summary.md``; return the files.
 
     ``out_dir`` defaults to ``<run file without .h5>_report/`` next to the
     run file. The result's ``skipped`` maps each plot not made to the reason.
     """
+    fmt = checks.choice("format", fmt, FORMATS)
     run = load(path)
     out = Path(out_dir) if out_dir is not None else run.path.with_name(run.path.stem + "_report")
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     skipped: dict[str, str] = {}
     made: list[tuple[str, str]] = []
-    for filename, title, fn in PLOTS:
+    for name, title, fn in PLOTS:
+        filename = str(Path(name).with_suffix("." + fmt))
         result = fn(run, out / filename)
         if isinstance(result, Path):
             written.append(result)
@@ -445,11 +582,60 @@ def _run_labels(paths: Sequence[Path]) -> list[str]:
     return [f"{p.parent.name}/{p.stem}" if p.stem in dup else p.stem for p in paths]
 
 
-def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> str:
-    """A table of the key numbers of several runs; with ``out``, also a PNG overlaying their accuracy curves.
+#: Config keys that never tell compared runs apart (where a file went, which thread count ran it).
+_NOT_A_DIFFERENCE = frozenset({"output", "data_path", "resume", "threads", "device", "log_samples", "eval_samples"})
+#: Settings named first when they differ: what a reader of a comparison asks about first.
+_FIRST = ("seed", "dataset", "system")
 
-    ``out`` is the PNG file (a folder gets ``compare.png`` inside it).
+
+def _settings(run: Run) -> dict[str, str]:
+    """A run's settings as ``name -> value`` text, option dicts flattened to their option names."""
+    cfg = run.config if isinstance(run.config, dict) else {}
+    flat: dict[str, str] = {"seed": str(run.attrs.get("seed", cfg.get("seed", "?")))}
+    for key, value in cfg.items():
+        if key in _NOT_A_DIFFERENCE or key == "method":
+            continue
+        if isinstance(value, dict):
+            flat.update({str(k): str(v) for k, v in value.items()})
+        else:
+            flat.setdefault(key, str(value))
+    return flat
+
+
+def _curve_labels(runs: Sequence[Run], names: Sequence[str], most: int = 3) -> list[str]:
+    """How each compared run is named in the legend: its method, plus the settings that tell it apart.
+
+    A legend of time stamps says nothing; the method is what a comparison is
+    about. Runs of the same method get the (at most ``most``) settings that
+    differ between them, seed, data set and system first (``seed=1``,
+    ``noise=False``; an option one run does not set reads ``(default)``); the
+    run's name is the last resort.
     """
+    methods = [METHOD_LABELS.get(_method(r), _method(r)) for r in runs]
+    settings = [_settings(r) for r in runs]
+    labels = list(methods)
+    for method in set(methods):
+        group = [i for i, m in enumerate(methods) if m == method]
+        if len(group) < 2:
+            continue
+        keys = sorted(set().union(*(settings[i] for i in group)),
+                      key=lambda k: (_FIRST.index(k) if k in _FIRST else len(_FIRST), k))
+        differ = [k for k in keys if len({settings[i].get(k, "(default)") for i in group}) > 1][:most]
+        for i in group:
+            if differ:
+                labels[i] += ", " + ", ".join(f"{k}={settings[i].get(k, '(default)')}" for k in differ)
+    if len(set(labels)) < len(labels):
+        labels = [f"{lab} ({n})" if labels.count(lab) > 1 else lab for lab, n in zip(labels, names)]
+    return labels
+
+
+def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = None, fmt: str = "png") -> str:
+    """A table of the key numbers of several runs; with ``out``, also a figure overlaying their accuracy curves.
+
+    ``out`` is the figure file (its suffix .png/.pdf/.svg sets the format) or a
+    folder, which gets ``compare.<fmt>`` inside it.
+    """
+    fmt = checks.choice("format", fmt, FORMATS)
     if not paths:
         raise ValueError("compare needs at least one run file")
     runs = [load(p) for p in paths]
@@ -467,27 +653,29 @@ def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
                     "queries", "device time", "wall time"], rows, right=(3, 4, 5, 6, 7, 8, 9))
     if out is not None:
         target = Path(out)
-        if target.suffix.lower() != ".png":
+        if target.suffix.lower().lstrip(".") not in FORMATS:
             target.mkdir(parents=True, exist_ok=True)
-            target = target / "compare.png"
+            target = target / f"compare.{fmt}"
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
         fig = _figure(width=8.0, height=4.8)
         ax = fig.add_subplot()
         plotted = False
-        for i, (label, r) in enumerate(zip(labels, runs)):
+        for i, (label, r) in enumerate(zip(_curve_labels(runs, labels), runs)):
             m = r.metrics
-            for key, style, suffix in (("test_accuracy", "-", "test"), ("train_accuracy", "--", "train")):
-                if key in m:
+            held_out = _accuracy_key(r)
+            for key, style in ((held_out, "-"), ("train_accuracy", "--")):
+                if key is not None and key in m and np.isfinite(m[key]).any():
                     ok = np.isfinite(m[key])
+                    suffix = {"val_accuracy": "validation", "test_accuracy": "test"}.get(key, "training batches")
                     ax.plot(m["epoch"][ok], 100 * m[key][ok], style, color=f"C{i % 10}", marker="o", markersize=3,
                             label=f"{label} ({suffix})")
                     plotted = True
         if not plotted:
             ax.text(0.5, 0.5, "no per-epoch accuracy in these runs", ha="center", va="center",
                     transform=ax.transAxes)
-        ax.set(ylabel="accuracy (%)", ylim=(0, 100),
-               title="Accuracy of the compared runs (solid: test set, dashed: training set)")
+        ax.set(ylabel="accuracy (%)", ylim=(0, 100))
+        _title(ax, "Accuracy of the compared runs (solid: held-out split, dashed: training batches)")
         _epoch_axis(ax)
         ax.grid(alpha=0.3)
         if plotted:
@@ -515,13 +703,13 @@ def ls(folder: str | os.PathLike = "runs") -> str:
         try:
             r = load(p)
         except RunFileError as exc:
-            rows.append((math.inf, [p.name, "unreadable", "-", "-", "-", "-", exc.problem.split(";")[0][:80]]))
+            rows.append((math.inf, [p.name, "-", "unreadable", "-", "-", "-", "-", exc.problem.split(";")[0][:80]]))
             continue
         k = r.key_numbers()
         note = "" if k["epochs"] else "no epoch logged yet"
-        cells = [p.name, k["status"], str(k["start_time"]), str(k["epochs"]), _pct(k["test_accuracy"]),
+        cells = [p.name, _method(r), k["status"], str(k["start_time"]), str(k["epochs"]), _pct(k["test_accuracy"]),
                  _count(k["queries"]), note]
         rows.append((float(r.attrs.get("start_time_unix", 0.0)), cells))
     rows.sort(key=lambda t: t[0])
-    return _table(["file", "status", "started", "epochs", "test acc", "queries", "note"], [r for _, r in rows],
-                  right=(3, 4, 5))
+    return _table(["file", "method", "status", "started", "epochs", "test acc", "queries", "note"],
+                  [r for _, r in rows], right=(4, 5, 6))

@@ -14,9 +14,10 @@ from physnn import report, runlog
 from physnn.runlog import RunWriter
 
 SYSTEMS = {f"block{i}": {"class": "sim.Optics", "spec": {"n_inputs": 6, "n_outputs": 4, "low": 0.0, "high": 2.0,
-                                                         "units": "pi rad"}} for i in range(2)}
+                                                         "units": "pi rad", "output_units": "fraction of ADC full scale"}}
+           for i in range(2)}
 ALL_PLOTS = ["learning_curves.png", "loss.png", "goodness.png", "goodness_means.png", "confusion.png", "cost.png",
-             "drift.png"]
+             "drift.png", "accuracy_vs_queries.png"]
 
 
 def _full_run(path: Path, epochs: int = 5) -> Path:
@@ -129,7 +130,7 @@ def test_compare_prints_a_table_and_overlays_curves(tmp_path):
 
 def test_ls_lists_runs_oldest_first_with_bad_files(tmp_path):
     _full_run(tmp_path / "b_first.h5", epochs=2)
-    with RunWriter(tmp_path / "a_second.h5", config={}, seed=0) as w:
+    with RunWriter(tmp_path / "a_second.h5", config={"method": "pat"}, seed=0) as w:
         w.log_epoch(0, {"test_accuracy": 0.25, "train_queries": 10})
     live = RunWriter(tmp_path / "c_live.h5", config={}, seed=0)
     (tmp_path / "d_notes.h5").write_text("not a run")
@@ -138,12 +139,12 @@ def test_ls_lists_runs_oldest_first_with_bad_files(tmp_path):
         rows = [line.split() for line in report.ls(tmp_path).splitlines()]
     finally:
         live.close()
-    assert rows[0] == ["file", "status", "started", "epochs", "test", "acc", "queries", "note"]
+    assert rows[0] == ["file", "method", "status", "started", "epochs", "test", "acc", "queries", "note"]
     assert [r[0] for r in rows[2:]] == ["b_first.h5", "a_second.h5", "c_live.h5", "d_notes.h5"]
-    assert rows[2][1] == "completed" and rows[2][3:7] == ["2", "87.5", "%", "1,360"]
-    assert rows[3][3:7] == ["1", "25.0", "%", "10"]
-    assert rows[4][1] == "running" and rows[4][3:] == ["0", "-", "-", "no", "epoch", "logged", "yet"]
-    assert rows[5][:2] == ["d_notes.h5", "unreadable"] and " ".join(rows[5][6:]) == \
+    assert rows[2][1:3] == ["mfff", "completed"] and rows[2][4:8] == ["2", "87.5", "%", "1,360"]
+    assert rows[3][1] == "pat" and rows[3][4:8] == ["1", "25.0", "%", "10"]
+    assert rows[4][2] == "running" and rows[4][4:] == ["0", "-", "-", "no", "epoch", "logged", "yet"]
+    assert rows[5][:3] == ["d_notes.h5", "-", "unreadable"] and " ".join(rows[5][7:]) == \
         "is not an HDF5 file (no HDF5 signature)"
     with pytest.raises(FileNotFoundError, match="does not exist"):
         report.ls(tmp_path / "nowhere")
