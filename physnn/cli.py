@@ -179,7 +179,7 @@ def _cmd_systems(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import main_report
 
-    files = main_report(args.run, args.out)
+    files = main_report(args.run, args.out, fmt=args.format)
     for f in files:
         print(f)
     return 0
@@ -188,7 +188,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .report import compare
 
-    print(compare(args.runs, out=args.out))
+    print(compare(args.runs, out=args.out, fmt=args.format))
     return 0
 
 
@@ -219,10 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="plots and a Markdown summary of a run file")
     r.add_argument("run")
     r.add_argument("--out", default=None, help="output folder (default: next to the run file)")
+    r.add_argument("--format", choices=("png", "pdf", "svg"), default="png", help="figure format (default png)")
     r.set_defaults(func=_cmd_report)
     c = sub.add_parser("compare", help="overlay several runs and print a table")
     c.add_argument("runs", nargs="+")
-    c.add_argument("--out", default=None, help="PNG file for the overlay plot")
+    c.add_argument("--out", default=None, help="figure file (.png/.pdf/.svg) or folder for the overlay plot")
+    c.add_argument("--format", choices=("png", "pdf", "svg"), default="png",
+                   help="figure format when --out is a folder (default png)")
     c.set_defaults(func=_cmd_compare)
     l_ = sub.add_parser("ls", help="list the runs in a folder with their key numbers")
     l_.add_argument("folder", nargs="?", default="runs")
