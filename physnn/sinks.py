@@ -85,9 +85,16 @@ class MLflowSink:
 
     ``tracking_uri`` is any MLflow tracking URI; the runner uses a local SQLite
     store (``sqlite:///<folder>/mlflow.db``: MLflow 3 refuses new ``file:``
-    stores) so nothing leaves the machine unless a lab points it at its server. The config is logged as parameters so runs can be
-    compared by their keys in the MLflow UI. A client (not ``mlflow.start_run``)
-    is used so that the sink never touches MLflow's global "active run".
+    stores) so nothing leaves the machine unless a lab points it at its server.
+    The config is logged as parameters so runs can be compared by their keys in
+    the MLflow UI. A client (not ``mlflow.start_run``) is used so that the sink
+    never touches MLflow's global "active run".
+
+    A resumed physnn run continues its MLflow run: an existing run of that name
+    in the experiment is reused (run file names are unique, so the name is the
+    run's identity), its parameters are kept as first logged (MLflow parameters
+    are immutable; the run file records the config of each segment) and its
+    metric curves continue at the resumed epochs.
     """
 
     def __init__(self, tracking_uri: str, experiment: str, run_name: str, params: dict[str, Any] | None = None):
@@ -102,7 +109,15 @@ class MLflowSink:
         self._client = MlflowClient(tracking_uri=tracking_uri)
         found = self._client.get_experiment_by_name(experiment)
         exp_id = found.experiment_id if found is not None else self._client.create_experiment(experiment)
-        self.run_id: str = self._client.create_run(exp_id, run_name=run_name).info.run_id
+        safe_name = run_name.replace("'", "")
+        old = self._client.search_runs([exp_id], filter_string=f"tags.mlflow.runName = '{safe_name}'", max_results=1)
+        self.resumed = bool(old) and old[0].info.run_name == run_name
+        if self.resumed:
+            self.run_id: str = old[0].info.run_id
+            self._client.update_run(self.run_id, status="RUNNING")
+            params = {}
+        else:
+            self.run_id = self._client.create_run(exp_id, run_name=run_name).info.run_id
         self._closed = False
         for key, value in sorted((params or {}).items()):
             # MLflow parameters are short strings; long values (options tables) are cut, not refused

@@ -60,6 +60,19 @@ def test_mlflow_sink_writes_a_run(tmp_path: Path) -> None:
     assert _mlflow_metric(tmp_path / "mlflow.db", "run-b", "loss") == [(1, 0.5), (2, 0.25)]
 
 
+@needs_mlflow
+def test_mlflow_sink_continues_a_resumed_run(tmp_path: Path) -> None:
+    """The same run name (a resumed run file) continues one MLflow run instead of making a second one."""
+    (first,) = make_sinks(["mlflow"], tmp_path, "run-c", {"epochs": 2})
+    first.log_epoch(1, {"loss": 0.5})
+    close_sinks([first], "interrupted")
+    (again,) = make_sinks(["mlflow"], tmp_path, "run-c", {"epochs": 4})  # extended: a changed param is not refused
+    assert again.resumed and again.run_id == first.run_id
+    again.log_epoch(2, {"loss": 0.25})
+    close_sinks([again])
+    assert _mlflow_metric(tmp_path / "mlflow.db", "run-c", "loss") == [(1, 0.5), (2, 0.25)]
+
+
 @needs_tb
 @needs_mlflow
 def test_a_run_fills_both_sinks(tmp_path: Path) -> None:
@@ -77,6 +90,14 @@ def test_a_run_fills_both_sinks(tmp_path: Path) -> None:
     ml = _mlflow_metric(tmp_path / "mlflow.db", "r", "loss")
     assert [s for s, _ in ml] == [1, 2]
     assert [v for _, v in ml] == pytest.approx(losses, rel=1e-12)
+
+    # --resume with more epochs: the same TensorBoard folder and the same MLflow run continue at epoch 3
+    more = run_experiment(config.updated(epochs=3), progress=False, echo=lambda _: None, resume=out)
+    assert len(more.history) == 3
+    assert [s for s, _ in _tb_scalars(tmp_path / "tensorboard" / "r", "loss")] == [1, 2, 3]
+    ml = _mlflow_metric(tmp_path / "mlflow.db", "r", "loss")
+    assert [s for s, _ in ml] == [1, 2, 3]
+    assert ml[2][1] == pytest.approx(more.history[2]["loss"], rel=1e-12)
 
 
 def test_unknown_sink_is_a_one_line_config_error() -> None:
