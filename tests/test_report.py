@@ -160,3 +160,179 @@ def test_checkpoint_count_reaches_the_summary(tmp_path):
         w.checkpoint(0, {"w": torch.zeros(2)})
     md = report.main_report(path, tmp_path / "o")[-1].read_text()
     assert "| epochs logged | 1 (checkpoints: 1) |" in md
+
+
+# ----------------------------------------------------------- figures by eye, pinned
+LONG_NAME = "digits-optics-mfff-s0-20261201-160943-55fdaa"
+
+
+def _capture(monkeypatch) -> dict:
+    """Every figure report saves, by file name (the figure object, to inspect its artists)."""
+    figures: dict = {}
+    save = report._save
+
+    def keep(fig, path):
+        figures[path.name] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(report, "_save", keep)
+    return figures
+
+
+def _texts_inside(fig) -> list[str]:
+    """The titles and axis labels of ``fig`` that stick out of its canvas (cut at the edges of the saved image)."""
+    fig.canvas.draw()
+    box = fig.bbox
+    texts = [fig._suptitle] if fig._suptitle is not None else []
+    for ax in fig.axes:
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label]
+        if ax.get_legend() is not None:
+            texts += list(ax.get_legend().get_texts())
+    out = []
+    for t in texts:
+        if not t.get_visible() or not t.get_text().strip():
+            continue
+        e = t.get_window_extent()
+        if e.x0 < box.x0 - 1 or e.x1 > box.x1 + 1 or e.y0 < box.y0 - 1 or e.y1 > box.y1 + 1:
+            out.append(t.get_text())
+    return out
+
+
+def _labels(fig) -> list[str]:
+    return [lab for ax in fig.axes for lab in (ax.get_xlabel(), ax.get_ylabel())]
+
+
+def test_every_title_fits_and_no_axis_says_arbitrary_units(tmp_path, monkeypatch):
+    figures = _capture(monkeypatch)
+    report.main_report(_full_run(tmp_path / f"{LONG_NAME}.h5"), tmp_path / "out")
+    assert sorted(figures) == sorted(ALL_PLOTS)
+    for name, fig in figures.items():
+        assert _texts_inside(fig) == [], name
+        assert not any("a.u." in lab for lab in _labels(fig)), (name, _labels(fig))
+    # the long run name is on the figure, whole, on its own line
+    title = figures["goodness_means.png"].axes[0].get_title()
+    assert f"MF-FF, {LONG_NAME}" in title.splitlines()
+    drift = figures["drift.png"].axes
+    assert "fraction of ADC full scale" in drift[1].get_ylabel()
+    assert "dimensionless" in figures["goodness_means.png"].axes[0].get_ylabel()
+
+
+def test_wrap_breaks_long_titles_only():
+    assert report._wrap("short", 7.0) == "short"
+    wrapped = report._wrap("Mean goodness of positive (solid) and negative (dotted) data — MF-FF", 4.0)
+    assert len(wrapped.splitlines()) >= 2 and max(map(len, wrapped.splitlines())) <= 4.0 * 72 / 7.2
+
+
+def test_accuracy_against_queries(tmp_path, monkeypatch):
+    figures = _capture(monkeypatch)
+    report.main_report(_full_run(tmp_path / "q.h5"), tmp_path / "out")
+    ax = figures["accuracy_vs_queries.png"].axes[0]
+    curve = ax.lines[0]
+    # test_accuracy logged at epochs 0, 2, 4; 200 training queries per epoch, cumulative
+    np.testing.assert_allclose(curve.get_xdata(), [200, 600, 1000])
+    np.testing.assert_allclose(curve.get_ydata(), [45, 65, 85])
+    assert "queries" in ax.get_xlabel() and "samples" in ax.get_xlabel() and ax.get_ylabel() == "accuracy (%)"
+    final = [c for c in ax.containers if hasattr(c, "lines")][0]
+    np.testing.assert_allclose(final.lines[0].get_xydata(), [[1000, 87.5]])
+
+
+def test_accuracy_against_queries_prefers_learning_queries_and_the_ci(tmp_path, monkeypatch):
+    figures = _capture(monkeypatch)
+    path = tmp_path / "v.h5"
+    with RunWriter(path, config={}, seed=0) as w:
+        for e in range(3):
+            w.log_epoch(e, {"val_accuracy": 0.5 + 0.1 * e, "test_accuracy": 0.1, "train_queries": 7,
+                            "queries/learning": 100.0 * (e + 1)})
+        w.log_summary({"test_accuracy": 0.8, "test_ci95_low": 0.7, "test_ci95_high": 0.85, "train_queries": 300})
+    report.main_report(path, tmp_path / "o")
+    ax = figures["accuracy_vs_queries.png"].axes[0]
+    np.testing.assert_allclose(ax.lines[0].get_xydata(), [[100, 50], [200, 60], [300, 70]])
+    bar = [c for c in ax.containers if hasattr(c, "lines")][0]
+    segs = bar.lines[2][0].get_segments()[0]
+    np.testing.assert_allclose(segs, [[300, 70], [300, 85]])
+
+
+def _probe_run(path: Path, y: np.ndarray, steps: list[int]) -> Path:
+    with RunWriter(path, config={}, seed=0, systems=SYSTEMS) as w:
+        w.set_probes("block0", np.zeros((y.shape[1], 6)))
+        for s, yi in zip(steps, y):
+            w.log_probe("block0", s, yi)
+    return path
+
+
+def test_drift_is_relative_to_the_mean_of_the_pre_training_repeats(tmp_path, monkeypatch):
+    figures = _capture(monkeypatch)
+    base = np.full((3, 4), 2.0)
+    y = np.stack([base + 0.02, base - 0.02, base + 0.02, base + 0.2])  # two repeats at 0, then epochs 1, 2
+    report.main_report(_probe_run(tmp_path / "d.h5", y, [0, 0, 1, 2]), tmp_path / "o")
+    ax = figures["drift.png"].axes[0]
+    # reference 2.0 (mean of the repeats): 1 % at each repeat and at epoch 1, 10 % at epoch 2 (not 0 then a jump)
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [1, 1, 1, 10], rtol=1e-6)
+    floor = [ln for ln in ax.lines if ln.get_linestyle() == ":"][0]
+    np.testing.assert_allclose(floor.get_ydata(), [np.sqrt(3) / 2 * 2.0] * 2, rtol=1e-6)  # RMS(y1-y0)=0.04=2 %
+    assert ax.get_ylim()[0] == 0
+
+
+def test_drift_of_a_noiseless_system_is_exactly_zero(tmp_path, monkeypatch):
+    figures = _capture(monkeypatch)
+    rng = np.random.default_rng(1)
+    base = rng.random((3, 4))
+    y = np.stack([base, base, base * (1 + 1e-16), base])  # rounding only
+    report.main_report(_probe_run(tmp_path / "n.h5", y, [0, 0, 1, 2]), tmp_path / "o")
+    ax1, ax2 = figures["drift.png"].axes
+    assert list(ax1.lines[0].get_ydata()) == [0.0, 0.0, 0.0, 0.0]
+    assert ax1.get_ylim() == (0.0, 0.1)  # a % axis, not one magnifying 1e-17
+    assert "noiseless" in " ".join(t.get_text() for t in ax1.get_legend().get_texts())
+    lo, hi = ax2.get_ylim()
+    assert hi - lo > 1e-3 * abs(base.mean())  # constant means get a readable window
+
+
+def test_compare_labels_curves_by_method_and_what_differs(tmp_path, monkeypatch):
+    figures = _capture(monkeypatch)
+    paths = []
+    for name, cfg, seed in (("a", {"method": "mfff", "system_options": {}}, 0),
+                            ("b", {"method": "mfff", "system_options": {"noise": False}}, 0),
+                            ("c", {"method": "pat"}, 0), ("d", {"method": "pat"}, 4)):
+        path = tmp_path / f"{name}-20261201-160943.h5"
+        with RunWriter(path, config=cfg, seed=seed) as w:
+            for e in range(2):
+                w.log_epoch(e, {"val_accuracy": 0.5, "train_accuracy": 0.6})
+        paths.append(path)
+    report.compare(paths, out=tmp_path / "cmp.png")
+    legend = [t.get_text() for t in figures["cmp.png"].axes[0].get_legend().get_texts()]
+    assert legend[::2] == ["MF-FF, noise=(default) (validation)", "MF-FF, noise=False (validation)",
+                           "physics-aware training, seed=0 (validation)", "physics-aware training, seed=4 (validation)"]
+    assert "20261201" not in " ".join(legend) and legend[1] == "MF-FF, noise=(default) (training batches)"
+    # identical settings: the run name is the last resort
+    assert report._curve_labels([report.load(paths[2])] * 2, ["x", "y"]) == [
+        "physics-aware training (x)", "physics-aware training (y)"]
+
+
+def test_formats_for_report_and_compare(tmp_path):
+    path = _full_run(tmp_path / "f.h5", epochs=2)
+    files = report.main_report(path, tmp_path / "pdf", fmt="pdf")
+    assert [f.suffix for f in files[:-1]] == [".pdf"] * len(ALL_PLOTS)
+    assert all(f.read_bytes()[:5] == b"%PDF-" for f in files[:-1])
+    assert "](accuracy_vs_queries.pdf)" in files[-1].read_text()
+    svg = report.main_report(path, tmp_path / "svg", fmt="svg")
+    assert b"<svg" in svg[0].read_bytes()[:2000]
+    with pytest.raises(ValueError, match="format"):
+        report.main_report(path, tmp_path / "x", fmt="jpg")
+    assert report.compare([path], out=tmp_path / "c", fmt="svg").endswith(str(tmp_path / "c" / "compare.svg"))
+    assert report.compare([path], out=tmp_path / "one.pdf").endswith("one.pdf")
+    assert (tmp_path / "one.pdf").read_bytes()[:5] == b"%PDF-"
+    png = report.main_report(path, tmp_path / "png")[0]
+    assert struct.unpack(">II", png.read_bytes()[16:24]) == (1050, 660)  # 7 x 4.4 in at 150 dpi
+
+
+def test_cli_passes_the_format_through(tmp_path, capsys):
+    from physnn.cli import build_parser
+
+    path = _full_run(tmp_path / "c.h5", epochs=2)
+    args = build_parser().parse_args(["report", str(path), "--out", str(tmp_path / "r"), "--format", "svg"])
+    assert args.func(args) == 0
+    assert (tmp_path / "r" / "loss.svg").exists()
+    args = build_parser().parse_args(["compare", str(path), "--out", str(tmp_path / "k"), "--format", "pdf"])
+    assert args.func(args) == 0 and (tmp_path / "k" / "compare.pdf").exists()
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["report", str(path), "--format", "gif"])
