@@ -72,6 +72,7 @@ class RunConfig:
     device: str = "cpu"
     output: str = "runs"
     checkpoint_every: int = 1
+    checkpoint_seconds: float = 0.0
     probes: int = 8
     threads: int = 1
     log_samples: bool = True
@@ -121,6 +122,7 @@ class RunConfig:
         checks.integer("inner_steps", self.inner_steps, low=1)
         checks.integer("eval_every", self.eval_every, low=0)
         checks.integer("checkpoint_every", self.checkpoint_every, low=1)
+        checks.nonnegative("checkpoint_seconds", self.checkpoint_seconds)
         checks.integer("seed", self.seed, low=0, high=2**63 - 1)
         checks.integer("probes", self.probes, low=0, high=10_000)
         checks.integer("threads", self.threads, low=0, high=1024)

@@ -190,6 +190,11 @@ def _unlogged_query(system: PhysicalSystem, x: torch.Tensor) -> torch.Tensor:
 def _close_systems(systems: Sequence[PhysicalSystem], writer: Any) -> None:
     """Safe state for every distinct system; a failure is recorded in the run file (if any) and warned about."""
     errors = []
+    if writer is not None and not writer.closed:  # the run file keeps each system's description as it ended
+        try:
+            writer.update_systems({f"block{i}": s.describe() for i, s in enumerate(systems)})
+        except Exception as exc:  # noqa: BLE001 - recorded; closing the systems matters more
+            writer.event("describe_failed", {"type": type(exc).__name__, "message": str(exc)})
     for s in dict.fromkeys(systems):
         try:
             with safety.deferred_signals():  # a second Ctrl-C/SIGTERM must not cut SAFE in half
@@ -215,7 +220,7 @@ def open_run_file(config: RunConfig, data: Dataset, systems: Sequence[PhysicalSy
     from . import runlog
 
     if resume is not None:
-        return runlog.RunWriter.resume(resume)
+        return runlog.RunWriter.resume(resume, checkpoint_seconds=config.checkpoint_seconds or None)
     if not write_file:
         return _no_file()
     path = run_path(config)
@@ -224,7 +229,8 @@ def open_run_file(config: RunConfig, data: Dataset, systems: Sequence[PhysicalSy
                           "name is made inside a folder), or continue it with --resume")
     return runlog.RunWriter(path, config=config.to_dict(), seed=config.seed,
                             systems={f"block{i}": s.describe() for i, s in enumerate(systems)},
-                            dataset=data.describe(), metric_names=metric_names)
+                            dataset=data.describe(), metric_names=metric_names,
+                            checkpoint_seconds=config.checkpoint_seconds or None)
 
 
 def _history_from_file(path: Path, upto_epoch: int, ckpt_extra: Any) -> list[dict[str, float]]:
@@ -233,14 +239,8 @@ def _history_from_file(path: Path, upto_epoch: int, ckpt_extra: Any) -> list[dic
 
     if isinstance(ckpt_extra, dict) and "history" in ckpt_extra:
         return [dict(e) for e in ckpt_extra["history"]]
-    rows = runlog.load(path).epoch_rows
-    out = []
-    for r in rows:
-        if int(r["epoch"]) > upto_epoch:
-            continue
-        out.append({k: float(v) for k, v in r.items()
-                    if k not in ("time", "segment") and not (isinstance(v, float) and math.isnan(v))})
-    return out
+    return [{k: float(v) for k, v in r.items() if k not in ("time", "segment") and not
+             (isinstance(v, float) and math.isnan(v))} for r in runlog.load(path).history(upto_epoch)]
 
 
 def restore(path: Path, model: nn.Module, trainer: Trainer, systems: Sequence[PhysicalSystem]) -> dict[str, Any]:
@@ -306,7 +306,8 @@ class _Run:
                     self.check_drift(epoch, y)
             writer.log_epoch(epoch + 1, metrics)
             sinks.log_to_sinks(self.sinks, epoch + 1, metrics)
-            if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+            last = epoch + 1 == config.epochs or self.trainer.should_stop
+            if writer.should_checkpoint(epoch + 1, every=config.checkpoint_every, final=last):
                 self.checkpoint(epoch + 1)
         # printed once the epoch is on disk, so "epoch N" on the console means it is saved
         name = self.trainer.eval_name

@@ -761,7 +761,8 @@ class RunWriter:
             return False
         try:
             if issubclass(exc_type, KeyboardInterrupt):
-                self.event("interrupted", {"by": "KeyboardInterrupt"})
+                # Ctrl-C, or SIGTERM/SIGHUP turned into physnn.safety.Terminated (a KeyboardInterrupt)
+                self.event("interrupted", {"by": exc_type.__name__, "signal": getattr(exc, "signal_name", None)})
                 self.close("interrupted")
             else:
                 self.event("exception", {"type": exc_type.__name__, "message": str(exc),
