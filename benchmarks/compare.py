@@ -57,6 +57,7 @@ from physnn.config import RunConfig
 from physnn.data import load_dataset
 from physnn.experiment import RunResult, build_systems, load_data, run_experiment
 from physnn.readout import fit_readout
+from physnn.recipes import with_recipe
 from physnn.registry import build_system
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -118,11 +119,14 @@ class Settings:
 
 # ------------------------------------------------------------------ configs
 def base_config(pair: Pair, seed: int, settings: Settings) -> RunConfig:
-    """The run every method shares: data set, split, seed, blocks, budget (physnn's runner does the rest)."""
-    return RunConfig(dataset=pair.dataset, system=pair.system, system_options=dict(pair.options), seed=seed,
-                     blocks=settings.blocks, hidden=pair.hidden, epochs=settings.epochs,
-                     batch_size=settings.batch_size, lr=settings.lr, probes=0, log_samples=False, threads=0,
-                     eval_every=1, eval_samples=0)  # a full validation curve every epoch: queries-to-95 % needs it
+    """The run every method shares: data set, split, seed, blocks, budget, on top of the system's recipe
+    (physnn/recipes.py, as ``physnn train --system`` uses it); physnn's runner does the rest."""
+    keys = dict(dataset=pair.dataset, system=pair.system, seed=seed, blocks=settings.blocks, hidden=pair.hidden,
+                epochs=settings.epochs, batch_size=settings.batch_size, lr=settings.lr, probes=0, log_samples=False,
+                threads=0, eval_every=1, eval_samples=0)  # a full validation curve every epoch: queries-to-95 %
+    if pair.options:
+        keys["system_options"] = dict(pair.options)
+    return RunConfig.from_dict(with_recipe(keys))
 
 
 def on_device(config: RunConfig, settings: Settings) -> RunConfig:
