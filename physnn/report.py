@@ -224,7 +224,7 @@ def _plot_loss(run: Run, path: Path) -> Path | str:
     _title(ax, what, run)
     _epoch_axis(ax)
     ax.grid(alpha=0.3)
-    ax.legend(title="block")
+    ax.legend(title="block" if blocks else None)
     return _save(fig, path)
 
 
@@ -452,7 +452,7 @@ def _plot_accuracy_vs_queries(run: Run, path: Path) -> Path | str:
     key = _accuracy_key(run)
     final = run.summary.get("test_accuracy")
     has_final = isinstance(final, (int, float)) and math.isfinite(final)
-    if q is None or (key is None and not has_final):
+    if q is None or not q.size or (key is None and not has_final):
         return ("no accuracy against queries: needs 'queries/learning' or 'train_queries' and 'val_accuracy', "
                 "'test_accuracy' or a final test accuracy")
     m = run.metrics
@@ -462,7 +462,13 @@ def _plot_accuracy_vs_queries(run: Run, path: Path) -> Path | str:
         ok = np.isfinite(m[key]) & np.isfinite(q)
         label = "validation split (per epoch)" if key == "val_accuracy" else "test split (per epoch)"
         ax.plot(q[ok], 100 * m[key][ok], "-", marker="o", markersize=3, label=label)
-    if has_final and q.size:
+    if "train_accuracy" in m and np.isfinite(m["train_accuracy"]).any():
+        # accuracy on the batches just trained on: optimistic, but logged every epoch, so it shows the rise
+        ok = np.isfinite(m["train_accuracy"]) & np.isfinite(q)
+        ax.plot(q[ok], 100 * m["train_accuracy"][ok], "--", color="0.45", marker="o", markersize=2,
+                label="training batches (per epoch)")
+    x = 0.0
+    if has_final:
         lo, hi = run.summary.get("test_ci95_low"), run.summary.get("test_ci95_high")
         yerr = None
         if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
@@ -474,7 +480,8 @@ def _plot_accuracy_vs_queries(run: Run, path: Path) -> Path | str:
     if run.dataset and isinstance(run.dataset.get("n_classes"), int) and run.dataset["n_classes"] > 1:
         ax.axhline(100 / run.dataset["n_classes"], color="0.6", lw=1, ls=":", label="chance level")
     ax.set(xlabel="physical queries spent to learn (samples, cumulative)", ylabel="accuracy (%)", ylim=(0, 100))
-    ax.set_xlim(left=0)
+    right = max([float(np.nanmax(q))] + ([x] if has_final else []))
+    ax.set_xlim(0, 1.04 * right if right > 0 else 1.0)  # room for the end marker and its error bar
     _title(ax, "Accuracy against physical queries", run)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
