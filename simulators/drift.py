@@ -442,21 +442,30 @@ class Drifting(PhysicalSystem):
         if t < self._t_last:
             raise ValueError(f"drift clock went backwards: t={t} < last t={self._t_last}")
         dt = t - self._t_last
+        # rewrite the parameters only when something moved: a static device (an event at t = 0 and no drift,
+        # as a perturbed device) must not pay e.g. a 1024x1024 matrix exponential on every query
+        changed = not getattr(self, "_written_once", False)
         if dt > 0 and self.mode == "random_walk" and self.rate > 0:
+            changed = True
             for name, w in self._walk.items():
                 w += math.sqrt(dt) * self._noise(w.shape)
         elif dt > 0 and self.mode == "ou" and self.sigma > 0:
+            changed = True
             assert self.tau is not None
             a = math.exp(-dt / self.tau)
             b = self.sigma * math.sqrt(-math.expm1(-2 * dt / self.tau))  # exact, also for dt << tau
             for name, w in self._walk.items():
                 w.mul_(a).add_(b * self._noise(w.shape))
+        elif dt > 0 and self.mode not in ("random_walk", "ou"):
+            changed = True  # periodic (and any time-dependent mode) moves with the clock itself
         while self._events and self._events[0]["time"] <= t:
+            changed = True
             self._fire(self._events.pop(0), t)
         self._t_last = t
-        if self.target == "parameters":
+        if self.target == "parameters" and changed:
             for name, p in self._params.items():
                 self._write(name, p, t)
+            self._written_once = True
 
     def _fire(self, ev: dict[str, Any], t: float) -> None:
         kind = ev["kind"]
