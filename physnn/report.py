@@ -192,6 +192,8 @@ def _plot_learning_curves(run: Run, path: Path) -> Path | str:
         ax.axhline(100 / run.dataset["n_classes"], color="0.6", lw=1, ls=":", label="chance level")
     ax.set(ylabel="accuracy (%)", ylim=(0, 100))
     _title(ax, "Learning curves", run)
+    if m["epoch"].size:  # every epoch trained, not only those validated (eval_every > 1 logs a few)
+        ax.set_xlim(float(m["epoch"].min()) - 0.3, float(m["epoch"].max()) + 0.3)
     _epoch_axis(ax)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
@@ -683,6 +685,9 @@ def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
                     transform=ax.transAxes)
         ax.set(ylabel="accuracy (%)", ylim=(0, 100))
         _title(ax, "Accuracy of the compared runs (solid: held-out split, dashed: training batches)")
+        epochs = np.concatenate([r.metrics["epoch"] for r in runs])
+        if epochs.size:  # every epoch trained, not only those validated
+            ax.set_xlim(float(epochs.min()) - 0.3, float(epochs.max()) + 0.3)
         _epoch_axis(ax)
         ax.grid(alpha=0.3)
         if plotted:

@@ -336,3 +336,14 @@ def test_cli_passes_the_format_through(tmp_path, capsys):
     assert args.func(args) == 0 and (tmp_path / "k" / "compare.pdf").exists()
     with pytest.raises(SystemExit):
         build_parser().parse_args(["report", str(path), "--format", "gif"])
+
+
+def test_learning_curves_span_every_epoch_trained_when_few_are_validated(tmp_path, monkeypatch):
+    figures = _capture(monkeypatch)
+    path = tmp_path / "e.h5"
+    with RunWriter(path, config={}, seed=0) as w:
+        for e in range(1, 7):
+            w.log_epoch(e, {"loss": 1.0 / e, "val_accuracy": 0.9 if e >= 5 else float("nan")})
+    report.main_report(path, tmp_path / "o")
+    lo, hi = figures["learning_curves.png"].axes[0].get_xlim()
+    assert lo < 1 and 6 < hi < 7
