@@ -303,6 +303,7 @@ def test_compare_labels_curves_by_method_and_what_differs(tmp_path, monkeypatch)
     assert legend[::2] == ["MF-FF, noise=(default) (validation)", "MF-FF, noise=False (validation)",
                            "physics-aware training, seed=0 (validation)", "physics-aware training, seed=4 (validation)"]
     assert "20261201" not in " ".join(legend) and legend[1] == "MF-FF, noise=(default) (training batches)"
+    assert _texts_inside(figures["cmp.png"]) == []
     # identical settings: the run name is the last resort
     assert report._curve_labels([report.load(paths[2])] * 2, ["x", "y"]) == [
         "physics-aware training (x)", "physics-aware training (y)"]
