@@ -23,9 +23,11 @@ import torch
 
 from physnn.config import RunConfig
 from physnn.experiment import run_experiment
+from physnn.recipes import RECIPES, with_recipe
 from physnn.registry import build_system
 
-# The recipe per pair. Vowels: the published recipe (2 blocks, full batch, 200 epochs).
+# The run per pair, on top of the system's recipe (physnn/recipes.py). Vowels/twin: the published recipe
+# (2 blocks, full batch, 200 epochs).
 PAIRS: dict[str, dict] = {
     "vowels/acoustic-twin": dict(dataset="vowels", system="acoustic-twin", hidden=20, epochs=200, batch_size=256,
                                  eval_every=0),
@@ -36,15 +38,15 @@ PAIRS: dict[str, dict] = {
     "digits/optics": dict(dataset="digits", system="optics", epochs=20, eval_every=0),
     "digits/neuromorphic": dict(dataset="digits", system="neuromorphic", epochs=30, eval_every=0),
 }
-DEFAULT_SEEDS = {"vowels/acoustic-twin": 10, "vowels/microwave": 5, "vowels/acoustics": 2,
+DEFAULT_SEEDS = {"vowels/acoustic-twin": 3, "vowels/microwave": 3, "vowels/acoustics": 2,
                  "digits/optics": 3, "digits/neuromorphic": 3}
 
 
-def throughput(name: str, n_inputs: int, batch: int = 512, repeats: int = 3) -> float:
+def throughput(name: str, n_inputs: int, batch: int = 512, repeats: int = 3, **options) -> float:
     """Samples/s of one system query on valid random drive values (encoder applied)."""
     from physnn.encoding import Encoder
 
-    with build_system(name, n_inputs=n_inputs, seed=1) as s:
+    with build_system(name, n_inputs=n_inputs, seed=1, **options) as s:
         x = Encoder(s.spec, "minmax")(torch.rand(batch, s.spec.n_inputs, generator=torch.Generator().manual_seed(0)))
         s(x[:8])  # warm-up
         best = float("inf")
@@ -55,8 +57,16 @@ def throughput(name: str, n_inputs: int, batch: int = 512, repeats: int = 3) -> 
     return batch / best
 
 
+def recipe_text(cfg: RunConfig) -> str:
+    """What the system's recipe (physnn/recipes.py) set, as ``physnn train --system`` applies it."""
+    r = RECIPES.get(cfg.system, {})
+    parts = [f"{k}={v}" for k, v in r.items() if k != "system_options"]
+    parts += [f"{k}={v}" for k, v in r.get("system_options", {}).items()]
+    return ", ".join(parts) or "-"
+
+
 def run_pair(label: str, recipe: dict, seeds: list[int], quick: bool) -> dict:
-    cfg = RunConfig(**recipe)
+    cfg = RunConfig.from_dict(with_recipe(recipe))
     if quick:
         cfg = cfg.updated(epochs=max(2, cfg.epochs // 10))
     accs, ident, queries, walls = [], [], [], []
@@ -73,9 +83,10 @@ def run_pair(label: str, recipe: dict, seeds: list[int], quick: bool) -> dict:
     from physnn.data import load_dataset
 
     d = load_dataset(cfg.dataset, test_fraction=cfg.test_fraction, seed=0)
-    sps = throughput(cfg.system, d.n_classes + d.n_features)
+    width = d.n_classes + d.n_features if cfg.system != "acoustic-twin" else None
+    sps = throughput(cfg.system, width, **cfg.system_options)
     return dict(label=label, accs=accs, ident=ident, queries=statistics.mean(queries), wall=statistics.mean(walls),
-                sps=sps, epochs=cfg.epochs)
+                sps=sps, epochs=cfg.epochs, recipe=recipe_text(cfg), n_test=r.test_n)
 
 
 def fmt(v: list[float]) -> str:
@@ -108,7 +119,7 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"{args.threads} thread(s); command: python benchmarks/{os.path.basename(__file__)} {' '.join(sys.argv[1:])}")
     head = f"{'data/system':22s} {'seeds':>5s} {'epochs':>6s} {'MF-FF test acc':>15s} {'identity ctrl':>15s} " \
-           f"{'train queries':>13s} {'sim samples/s':>13s} {'wall s/run':>10s}"
+           f"{'n test':>6s} {'train queries':>13s} {'sim samples/s':>13s} {'wall s/run':>10s}  recipe"
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -116,7 +127,7 @@ def main() -> None:
             print(f"{r['label']:22s} unavailable: {r['error']}")
             continue
         print(f"{r['label']:22s} {len(r['accs']):5d} {r['epochs']:6d} {fmt(r['accs']):>15s} {fmt(r['ident']):>15s} "
-              f"{r['queries']:13.0f} {r['sps']:13.0f} {r['wall']:10.1f}")
+              f"{r['n_test']:6d} {r['queries']:13.0f} {r['sps']:13.0f} {r['wall']:10.1f}  {r['recipe']}")
 
 
 if __name__ == "__main__":
