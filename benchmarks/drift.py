@@ -127,8 +127,9 @@ def t0_ticks(n_train: int, s: Settings) -> int:
     return max(1, round(queries / (2 * s.blocks * (s.stream_batch + s.replay_batch))))
 
 
-def build_devices(system: str, scenario: str, seed: int, widths: list[int], clock: TickClock, t0: int,
-                  s: Settings) -> list[Drifting]:
+def build_devices(
+    system: str, scenario: str, seed: int, widths: list[int], clock: TickClock, t0: int, s: Settings
+) -> list[Drifting]:
     out = []
     for i, w in enumerate(widths):
         bs = block_seed(seed, i)
@@ -170,8 +171,11 @@ def one_run(system: str, scenario: str, method: str, seed: int, s: Settings) -> 
         trainer: Any = MFFF(**common)
     else:
         model = E2ENet(devices, F_, C, hidden=[s.hidden] * (s.blocks - 1), seed=seed)
-        trainer = (PAT(twin_samples=s.twin_samples, twin_epochs=s.twin_epochs, **common) if method == "pat"
-                   else Backprop(**common))
+        trainer = (
+            PAT(twin_samples=s.twin_samples, twin_epochs=s.twin_epochs, **common)
+            if method == "pat"
+            else Backprop(**common)
+        )
     q0 = sum(d.stats.samples for d in devices)
     trainer.fit(model, x, y)
     initial_queries = sum(d.stats.samples for d in devices) - q0
@@ -181,6 +185,7 @@ def one_run(system: str, scenario: str, method: str, seed: int, s: Settings) -> 
     def is_eval(tick: int) -> bool:
         """Every quantum; four times as often in the half T0 after an event (recovery is measured there)."""
         return tick % quantum == 0 or (scenario == "event" and t0 <= tick <= t0 + t0 // 2 and tick % fine == 0)
+
     curve: list[list[float]] = []  # [t / T0, accuracy, training queries since deployment]
     spent = [0.0]
 
@@ -203,9 +208,17 @@ def one_run(system: str, scenario: str, method: str, seed: int, s: Settings) -> 
                 idx = torch.randint(0, x.shape[0], (s.stream_batch,), generator=gen)
                 yield x[idx], y[idx]
 
-        cont = Continual(trainer, replay_size=1024, replay_batch=s.replay_batch, retrain_steps=s.retrain_steps,
-                         lr_policy="boost", lr_boost=s.lr_boost, boost_ticks=quantum * 2,
-                         probe_every=s.probe_every, seed=seed)
+        cont = Continual(
+            trainer,
+            replay_size=1024,
+            replay_batch=s.replay_batch,
+            retrain_steps=s.retrain_steps,
+            lr_policy="boost",
+            lr_boost=s.lr_boost,
+            boost_ticks=quantum * 2,
+            probe_every=s.probe_every,
+            seed=seed,
+        )
 
         def on_tick(k: int, record: dict[str, float]) -> bool:
             spent[0] += record["queries"]
@@ -216,16 +229,32 @@ def one_run(system: str, scenario: str, method: str, seed: int, s: Settings) -> 
 
         def on_event(kind: str, fields: dict[str, Any]) -> None:
             if kind != "reference":
-                events.append({"kind": kind, "t": clock.tick / t0, **{k: v for k, v in fields.items()
-                                                                        if k in ("lr", "steps", "ratio")}})
+                events.append(
+                    {
+                        "kind": kind,
+                        "t": clock.tick / t0,
+                        **{k: v for k, v in fields.items() if k in ("lr", "steps", "ratio")},
+                    }
+                )
 
         cont.run(model, stream(), on_tick=on_tick, on_event=on_event)
     for d in devices:
         d.close()
-    return {"system": system, "scenario": scenario, "method": method, "seed": seed, "settings": asdict(s),
-            "t0_ticks": t0, "quantum_ticks": quantum, "initial_queries": initial_queries,
-            "mfff_initial_queries": s.epochs * 2 * s.blocks * x.shape[0], "curve": curve, "events": events,
-            "seconds": time.perf_counter() - t_start, "machine": f"{platform.platform()}; torch {torch.__version__}"}
+    return {
+        "system": system,
+        "scenario": scenario,
+        "method": method,
+        "seed": seed,
+        "settings": asdict(s),
+        "t0_ticks": t0,
+        "quantum_ticks": quantum,
+        "initial_queries": initial_queries,
+        "mfff_initial_queries": s.epochs * 2 * s.blocks * x.shape[0],
+        "curve": curve,
+        "events": events,
+        "seconds": time.perf_counter() - t_start,
+        "machine": f"{platform.platform()}; torch {torch.__version__}",
+    }
 
 
 # ------------------------------------------------------------------ analysis
@@ -264,6 +293,7 @@ def summarise(run: dict[str, Any]) -> dict[str, float | None]:
 
 def goal_lines(scenario: str, by_method: dict[str, list[dict]]) -> list[str]:
     """The issue's goals, stated plainly for this group of runs."""
+
     def mean(m: str, k: str) -> float | None:
         v = [summarise(r).get(k) for r in by_method.get(m, [])]
         return None if not v or any(x is None for x in v) else statistics.fmean(v)  # type: ignore[arg-type]
@@ -272,15 +302,20 @@ def goal_lines(scenario: str, by_method: dict[str, list[dict]]) -> list[str]:
     if scenario == "event":
         pre, after = mean("frozen", "pre"), mean("frozen", "after_event")
         if pre is not None and after is not None and pre - after < 0.02:
-            out.append(f"- The event cost the frozen network {100 * (pre - after):.1f} points (< 2): there is "
-                       "nothing to recover, so the recovery goal is moot on this system.")
+            out.append(
+                f"- The event cost the frozen network {100 * (pre - after):.1f} points (< 2): there is "
+                "nothing to recover, so the recovery goal is moot on this system."
+            )
         moot = bool(out)
         for m in ("continual", "pat"):
             frac = mean(m, "recovery_queries_frac")
             if m in by_method and not moot:
-                verdict = ("did not recover in every seed" if frac is None else
-                           f"recovered with {frac:.2f} of the original training's queries on average "
-                           f"({'meets' if frac < 0.2 else 'misses'} the < 0.2 goal)")
+                verdict = (
+                    "did not recover in every seed"
+                    if frac is None
+                    else f"recovered with {frac:.2f} of the original training's queries on average "
+                    f"({'meets' if frac < 0.2 else 'misses'} the < 0.2 goal)"
+                )
                 out.append(f"- Goal (event), {LABELS[m]}: {verdict}.")
         for m in ("frozen", "backprop"):
             pre, fin = mean(m, "pre"), mean(m, "final")
@@ -295,9 +330,11 @@ def goal_lines(scenario: str, by_method: dict[str, list[dict]]) -> list[str]:
             if rs:
                 held = sum(summarise(r)["held_to_horizon"] or 0 for r in rs)
                 until = mean(m, "within_2pts_t0")
-                out.append(f"- {LABELS[m]}: within 2 points of its initial accuracy (3-evaluation moving average) "
-                           f"for the whole horizon in {held:.0f}/{len(rs)} seeds; first dip below after "
-                           f"{until:.1f} T0 on average (goal: >= 10 T0).")
+                out.append(
+                    f"- {LABELS[m]}: within 2 points of its initial accuracy (3-evaluation moving average) "
+                    f"for the whole horizon in {held:.0f}/{len(rs)} seeds; first dip below after "
+                    f"{until:.1f} T0 on average (goal: >= 10 T0)."
+                )
     return out
 
 
@@ -307,8 +344,9 @@ def _mean_std(values: list[float | None]) -> str:
         return "never"
     if len(v) == 1:
         return f"{v[0]:.3f}"
-    return f"{statistics.fmean(v):.3f} ± {statistics.stdev(v):.3f}" + ("" if len(v) == len(values) else
-                                                                          f" ({len(values) - len(v)} never)")
+    return f"{statistics.fmean(v):.3f} ± {statistics.stdev(v):.3f}" + (
+        "" if len(v) == len(values) else f" ({len(values) - len(v)} never)"
+    )
 
 
 def write_report(runs: list[dict[str, Any]], out: Path, commands: list[str]) -> None:
@@ -316,68 +354,103 @@ def write_report(runs: list[dict[str, Any]], out: Path, commands: list[str]) -> 
     for r in runs:
         name = r["system"] + (f" (mismatch {r['settings']['mismatch']:g})" if r["system"] == "neuromorphic" else "")
         groups.setdefault((name, r["scenario"]), {}).setdefault(r["method"], []).append(r)
-    lines = ["# A device that changes under you: accuracy over device time and queries", "",
-             f"Rebuilt on {time.strftime('%Y-%m-%d %H:%M %Z')} from `benchmarks/results/drift_runs.jsonl`, "
-             "made by:", ""]
+    lines = [
+        "# A device that changes under you: accuracy over device time and queries",
+        "",
+        f"Rebuilt on {time.strftime('%Y-%m-%d %H:%M %Z')} from `benchmarks/results/drift_runs.jsonl`, made by:",
+        "",
+    ]
     lines += [f"- `{c}`" for c in commands] + [""]
     lines += [__doc__.split("Runs are appended")[0].split("This benchmark measures it.")[-1].strip(), ""]
     for (system, scenario), by_method in sorted(groups.items()):
         any_run = next(iter(by_method.values()))[0]
         st = any_run["settings"]
-        what = (f"OU drift, sigma {st['sigma']} scales, tau {st['tau']} T0" if scenario == "slow" else
-                {"optics": f"bump of {st['bump']} scales at t = T0 (medium partly re-scrambled)",
-                 "neuromorphic": "chip swap at t = T0 (another serial: another mismatch)",
-                 "microwave": f"{st['stuck_fraction']:.0%} of the metasurface elements stuck off at t = T0"
-                 }[system.split(" ")[0]])
-        lines += [f"## {system}, {scenario}: {what}", "",
-                  f"T0 = {any_run['t0_ticks']} ticks = {any_run['mfff_initial_queries']} MF-FF training queries "
-                  f"({st['epochs']} epochs, {st['blocks']} blocks); evaluation every {any_run['quantum_ticks']} "
-                  f"ticks on the {360} test digits.", ""]
+        what = (
+            f"OU drift, sigma {st['sigma']} scales, tau {st['tau']} T0"
+            if scenario == "slow"
+            else {
+                "optics": f"bump of {st['bump']} scales at t = T0 (medium partly re-scrambled)",
+                "neuromorphic": "chip swap at t = T0 (another serial: another mismatch)",
+                "microwave": f"{st['stuck_fraction']:.0%} of the metasurface elements stuck off at t = T0",
+            }[system.split(" ")[0]]
+        )
+        lines += [
+            f"## {system}, {scenario}: {what}",
+            "",
+            f"T0 = {any_run['t0_ticks']} ticks = {any_run['mfff_initial_queries']} MF-FF training queries "
+            f"({st['epochs']} epochs, {st['blocks']} blocks); evaluation every {any_run['quantum_ticks']} "
+            f"ticks on the {360} test digits.",
+            "",
+        ]
         if scenario == "event":
-            lines += ["| method | seeds | before the event | just after | final | recovered to within 2 pts after "
-                      "(T0) | re-training queries to recover / original training's |", "|---|---|---|---|---|---|---|"]
+            lines += [
+                "| method | seeds | before the event | just after | final | recovered to within 2 pts after "
+                "(T0) | re-training queries to recover / original training's |",
+                "|---|---|---|---|---|---|---|",
+            ]
         else:
-            lines += ["| method | seeds | initial | final | worst drop (smoothed) | stayed within 2 pts until (T0) "
-                      "| held to the horizon |", "|---|---|---|---|---|---|---|"]
+            lines += [
+                "| method | seeds | initial | final | worst drop (smoothed) | stayed within 2 pts until (T0) "
+                "| held to the horizon |",
+                "|---|---|---|---|---|---|---|",
+            ]
         for m in METHODS:
             rs = by_method.get(m, [])
             if not rs:
                 continue
             sm = [summarise(r) for r in rs]
-            col = lambda k: _mean_std([x.get(k) for x in sm])  # noqa: E731
+            col = lambda k: _mean_std([x.get(k) for x in sm])  # noqa: E731, B023 - used within this iteration
             if scenario == "event":
-                lines.append(f"| {LABELS[m]} | {len(rs)} | {col('pre')} | {col('after_event')} | {col('final')} | "
-                             f"{col('recovery_t0')} | {col('recovery_queries_frac')} |")
+                lines.append(
+                    f"| {LABELS[m]} | {len(rs)} | {col('pre')} | {col('after_event')} | {col('final')} | "
+                    f"{col('recovery_t0')} | {col('recovery_queries_frac')} |"
+                )
             else:
                 held = sum(x["held_to_horizon"] or 0 for x in sm)
-                lines.append(f"| {LABELS[m]} | {len(rs)} | {col('initial')} | {col('final')} | {col('worst_drop')} | "
-                             f"{col('within_2pts_t0')} | {held:.0f}/{len(rs)} |")
+                lines.append(
+                    f"| {LABELS[m]} | {len(rs)} | {col('initial')} | {col('final')} | {col('worst_drop')} | "
+                    f"{col('within_2pts_t0')} | {held:.0f}/{len(rs)} |"
+                )
         lines += ["", *goal_lines(scenario, by_method)]
-        det = [e for m in ("continual", "pat") for r in by_method.get(m, []) for e in r["events"]
-               if e["kind"] == "drift_detected"]
+        det = [
+            e
+            for m in ("continual", "pat")
+            for r in by_method.get(m, [])
+            for e in r["events"]
+            if e["kind"] == "drift_detected"
+        ]
         for m in ("continual", "pat"):
             rs = by_method.get(m, [])
             if rs:
                 spent = statistics.fmean(r["curve"][-1][2] / r["mfff_initial_queries"] for r in rs)
                 n_det = statistics.fmean(sum(e["kind"] == "drift_detected" for e in r["events"]) for r in rs)
-                lines.append(f"- {LABELS[m]}: {spent:.1f}x the original MF-FF training's queries spent on "
-                             f"training over the horizon (no query budget set; MF-FF training on every tick spends "
-                             f"one original training per T0, PAT half that, plus re-training after detections); "
-                             f"{n_det:.0f} drift detections per run.")
+                lines.append(
+                    f"- {LABELS[m]}: {spent:.1f}x the original MF-FF training's queries spent on "
+                    f"training over the horizon (no query budget set; MF-FF training on every tick spends "
+                    f"one original training per T0, PAT half that, plus re-training after detections); "
+                    f"{n_det:.0f} drift detections per run."
+                )
         if det:
-            lines += ["", f"Continual runs: {len(det)} drift detections in all (probes every "
-                          f"{st['probe_every']} ticks, threshold 3 noise floors), each followed by an LR boost "
-                          f"x{st['lr_boost']} and {st['retrain_steps']} replay re-training steps."]
+            lines += [
+                "",
+                f"Continual runs: {len(det)} drift detections in all (probes every "
+                f"{st['probe_every']} ticks, threshold 3 noise floors), each followed by an LR boost "
+                f"x{st['lr_boost']} and {st['retrain_steps']} replay re-training steps.",
+            ]
         lines.append("")
-    lines += ["Figure: `drift.png` (left: accuracy against device time in T0, mean over seeds, event marked; "
-              "right: against training queries, the original training included; frozen methods as a cross at "
-              "their final accuracy).", "",
-              "Caveats: under slow drift the probe detector fires again and again (the device moves by more "
-              "than 3 noise floors between a few probes), so the LR boost and replay re-training run much of the "
-              "time there; a rate-aware detector (CUSUM on the drift statistic) would spend less. PAT "
-              "queries each system once per sample, MF-FF twice (positive and negative), so per tick PAT spends "
-              "half the queries. The end-to-end models (PAT, backprop) concatenate the raw features to every "
-              "block (skip), which makes a frozen one less sensitive to the device than the MF-FF network.", ""]
+    lines += [
+        "Figure: `drift.png` (left: accuracy against device time in T0, mean over seeds, event marked; "
+        "right: against training queries, the original training included; frozen methods as a cross at "
+        "their final accuracy).",
+        "",
+        "Caveats: under slow drift the probe detector fires again and again (the device moves by more "
+        "than 3 noise floors between a few probes), so the LR boost and replay re-training run much of the "
+        "time there; a rate-aware detector (CUSUM on the drift statistic) would spend less. PAT "
+        "queries each system once per sample, MF-FF twice (positive and negative), so per tick PAT spends "
+        "half the queries. The end-to-end models (PAT, backprop) concatenate the raw features to every "
+        "block (skip), which makes a frozen one less sensitive to the device than the MF-FF network.",
+        "",
+    ]
     (out / "drift.md").write_text("\n".join(lines))
     plot(groups, out / "drift.png")
 
@@ -411,8 +484,9 @@ def plot(groups: dict[tuple[str, str], dict[str, list[dict]]], path: Path) -> No
         if key[1] == "event":
             ax_t.axvline(1.0, color="k", ls=":", lw=1)
         ax_t.set(title=f"{key[0]}, {key[1]}", xlabel="device time (T0 = original training)", ylabel="test accuracy")
-        ax_q.set(title=f"{key[0]}, {key[1]}", xlabel="training queries (incl. the original training)",
-                 ylabel="test accuracy")
+        ax_q.set(
+            title=f"{key[0]}, {key[1]}", xlabel="training queries (incl. the original training)", ylabel="test accuracy"
+        )
         bottom = max(0.0, math.floor((low - 0.03) * 20) / 20)
         ax_t.set_ylim(bottom, 1)
         ax_q.set_ylim(bottom, 1)
@@ -446,8 +520,10 @@ def main(argv: list[str] | None = None) -> None:
     runs = [json.loads(line) for line in store.read_text().splitlines()] if store.exists() else []
     command = "python benchmarks/drift.py " + " ".join(sys.argv[1:] if argv is None else argv)
     if not args.report_only:
-        done = {(r["system"], r["scenario"], r["method"], r["seed"], json.dumps(r["settings"], sort_keys=True))
-                for r in runs}
+        done = {
+            (r["system"], r["scenario"], r["method"], r["seed"], json.dumps(r["settings"], sort_keys=True))
+            for r in runs
+        }
         for system in args.systems:
             for scenario in args.scenarios:
                 for seed in args.seeds:
@@ -458,10 +534,14 @@ def main(argv: list[str] | None = None) -> None:
                         run = one_run(system, scenario, method, seed, settings)
                         run["command"] = command
                         summary = summarise(run)
-                        print(f"{system:12s} {scenario:6s} {method:10s} seed {seed}: "
-                              + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-                                          for k, v in summary.items())
-                              + f" ({run['seconds']:.0f} s)", flush=True)
+                        print(
+                            f"{system:12s} {scenario:6s} {method:10s} seed {seed}: "
+                            + ", ".join(
+                                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()
+                            )
+                            + f" ({run['seconds']:.0f} s)",
+                            flush=True,
+                        )
                         with store.open("a") as f:
                             f.write(json.dumps(run) + "\n")
                         runs.append(run)

@@ -86,13 +86,24 @@ def main(argv: list[str] | None = None) -> int:
             x = drive(direct, b)
             t_d, _ = time_call(direct, x, args.repeats, lambda: 0)
             t_b, n_tx = time_call(bench, x, args.repeats, lambda: sum(bench.bench.transactions.values()))
-            rows.append((b, bench.waveforms_for(b), n_tx, f"{t_d * 1e3:.2f}", f"{t_b * 1e3:.2f}",
-                         f"{(t_b - t_d) / b * 1e6:.1f}"))
+            rows.append(
+                (
+                    b,
+                    bench.waveforms_for(b),
+                    n_tx,
+                    f"{t_d * 1e3:.2f}",
+                    f"{t_b * 1e3:.2f}",
+                    f"{(t_b - t_d) / b * 1e6:.1f}",
+                )
+            )
     finally:
         bench.close()
-    table(f"SCPI bench (AWG + scope, n={args.n}, {bench.max_per_waveform} samples per waveform, "
-          f"{bench.record_points} scope points per capture)", rows,
-          ("batch", "waveforms", "transactions", "direct ms", "bench ms", "overhead us/sample"))
+    table(
+        f"SCPI bench (AWG + scope, n={args.n}, {bench.max_per_waveform} samples per waveform, "
+        f"{bench.record_points} scope points per capture)",
+        rows,
+        ("batch", "waveforms", "transactions", "direct ms", "bench ms", "overhead us/sample"),
+    )
 
     try:
         from physnn.devices.sim.fake_firmware import simulated_serial_daq
@@ -110,8 +121,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((b, frames, f"{t_d * 1e3:.2f}", f"{t_s * 1e3:.2f}", f"{(t_s - t_d) / b * 1e6:.1f}"))
     finally:
         daq.close()
-    table(f"serial DAQ (pty fake firmware, n={args.n}, max_batch={max_batch})", rows,
-          ("batch", "RUN_BATCH frames", "direct ms", "daq ms", "overhead us/sample"))
+    table(
+        f"serial DAQ (pty fake firmware, n={args.n}, max_batch={max_batch})",
+        rows,
+        ("batch", "RUN_BATCH frames", "direct ms", "daq ms", "overhead us/sample"),
+    )
     return 0
 
 

@@ -39,12 +39,14 @@ def label_shift(dataset: str, repeats: list[int], system: str = "optics") -> Non
         enc = Encoder(s.spec, "minmax")
 
         def out(c: int) -> torch.Tensor:
-            return s(enc(embed_label(x, torch.full((x.shape[0],), c), data.n_classes, label_repeat=k)))
+            return s(enc(embed_label(x, torch.full((x.shape[0],), c), data.n_classes, label_repeat=k)))  # noqa: B023
 
         ya, yb = out(0), out(1)
         ratio = (ya - yb).pow(2).sum(1).mean() / (ya - ya.roll(1, 0)).pow(2).sum(1).mean()
-        print(f"{dataset}/{system} label_repeat={k}: label slots {data.n_classes * k}/{width}; "
-              f"label change / image change = {float(ratio):.3f}")
+        print(
+            f"{dataset}/{system} label_repeat={k}: label slots {data.n_classes * k}/{width}; "
+            f"label change / image change = {float(ratio):.3f}"
+        )
 
 
 def main() -> None:
@@ -58,8 +60,12 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--hidden", type=int, default=100)
     p.add_argument("--opt", action="append", default=[], metavar="KEY=JSON", help="system option, e.g. dash_mem=2")
-    p.add_argument("--label-shift", default=None, metavar="K1,K2,..",
-                   help="only measure the speckle change between labels for these label_repeat values")
+    p.add_argument(
+        "--label-shift",
+        default=None,
+        metavar="K1,K2,..",
+        help="only measure the speckle change between labels for these label_repeat values",
+    )
     a = p.parse_args()
     torch.set_num_threads(1)
     if a.label_shift:
@@ -71,11 +77,21 @@ def main() -> None:
         torch.manual_seed(seed)
         data = load_dataset(a.dataset, seed=seed)
         bits = Encoder(SystemSpec(1, 1), a.encoder, bits=a.bits).bits
-        widths = (drive_width(a.encoder, label_width(data.n_classes, a.label_repeat) + data.n_features, bits=bits),
-                  drive_width(a.encoder, a.hidden, bits=bits))
+        widths = (
+            drive_width(a.encoder, label_width(data.n_classes, a.label_repeat) + data.n_features, bits=bits),
+            drive_width(a.encoder, a.hidden, bits=bits),
+        )
         systems = [build_system(a.system, n_inputs=w, seed=seed * 1000 + i + 1, **opts) for i, w in enumerate(widths)]
-        pnn = PNN(systems, data.n_features, data.n_classes, hidden=a.hidden, encoder=a.encoder, seed=seed,
-                  label_repeat=a.label_repeat, encoder_bits=a.bits)
+        pnn = PNN(
+            systems,
+            data.n_features,
+            data.n_classes,
+            hidden=a.hidden,
+            encoder=a.encoder,
+            seed=seed,
+            label_repeat=a.label_repeat,
+            encoder_bits=a.bits,
+        )
         trainer = trainer_class("mfff")(epochs=a.epochs, batch_size=64, lr=0.01, seed=seed, eval_every=0)
         t0 = time.time()
         trainer.fit(pnn, data.x_train, data.y_train)
@@ -83,9 +99,11 @@ def main() -> None:
         print(f"seed {seed}: test {accs[-1]:.4f} ({time.time() - t0:.0f} s)", flush=True)
     t = torch.tensor(accs)
     sd = float(t.std()) if len(t) > 1 else 0.0
-    print(f"RESULT {a.dataset}/{a.system} encoder={a.encoder} bits={a.bits} label_repeat={a.label_repeat} "
-          f"hidden={a.hidden} options={opts} epochs={a.epochs}: mean {float(t.mean()):.4f} sd {sd:.4f} "
-          f"n_seeds={len(t)}")
+    print(
+        f"RESULT {a.dataset}/{a.system} encoder={a.encoder} bits={a.bits} label_repeat={a.label_repeat} "
+        f"hidden={a.hidden} options={opts} epochs={a.epochs}: mean {float(t.mean()):.4f} sd {sd:.4f} "
+        f"n_seeds={len(t)}"
+    )
 
 
 if __name__ == "__main__":

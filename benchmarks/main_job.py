@@ -39,30 +39,55 @@ def main() -> None:
         cfg = RunConfig.from_dict(with_recipe({"seed": seed}))  # what `physnn train --seed S` runs
         t = time.perf_counter()
         r = run_experiment(cfg, write_file=False, progress=False, echo=lambda s: None)
-        rows.append(("MF-FF, optics x2 (main job)", seed, r.test_accuracy, r.test_n, time.perf_counter() - t,
-                     r.train_queries, r.total_queries))
+        rows.append(
+            (
+                "MF-FF, optics x2 (main job)",
+                seed,
+                r.test_accuracy,
+                r.test_n,
+                time.perf_counter() - t,
+                r.train_queries,
+                r.total_queries,
+            )
+        )
         if args.no_controls:
             continue
         t = time.perf_counter()
         ident = cfg.updated(system="identity", system_options={})
         r = run_experiment(ident, write_file=False, progress=False, echo=lambda s: None)
-        rows.append(("MF-FF, identity x2 (control)", seed, r.test_accuracy, r.test_n, time.perf_counter() - t,
-                     r.train_queries, r.total_queries))
+        rows.append(
+            (
+                "MF-FF, identity x2 (control)",
+                seed,
+                r.test_accuracy,
+                r.test_n,
+                time.perf_counter() - t,
+                r.train_queries,
+                r.total_queries,
+            )
+        )
         data = load_data(cfg)
         x, y, xv, yv = (t_.numpy() for t_ in split_validation(cfg, data))
-        for name, grid in (("logistic regression, raw pixels (C tuned)",
-                            [LogisticRegression(C=c, max_iter=3000) for c in (0.01, 0.1, 1.0, 10.0)]),
-                           ("MLP 256, raw pixels (alpha tuned)",
-                            [MLPClassifier((256,), alpha=a, max_iter=500, random_state=seed)
-                             for a in (1e-4, 1e-3, 1e-2, 1e-1)])):
+        for name, grid in (
+            (
+                "logistic regression, raw pixels (C tuned)",
+                [LogisticRegression(C=c, max_iter=3000) for c in (0.01, 0.1, 1.0, 10.0)],
+            ),
+            (
+                "MLP 256, raw pixels (alpha tuned)",
+                [MLPClassifier((256,), alpha=a, max_iter=500, random_state=seed) for a in (1e-4, 1e-3, 1e-2, 1e-1)],
+            ),
+        ):
             t = time.perf_counter()
             best = max(grid, key=lambda clf: clf.fit(x, y).score(xv, yv))  # chosen on validation, never on test
             pred = torch.as_tensor(best.predict(data.x_test.numpy()))
             acc = Accuracy.of(pred, data.y_test)
             rows.append((name, seed, acc.value, acc.n, time.perf_counter() - t, 0, 0))
 
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
     print(f"{'method':42s} {'seed':>4s} {'test acc':>8s} {'n':>4s} {'wall s':>7s} {'train q':>9s} {'total q':>9s}")
     for name, seed, acc, n, wall, q, tq in rows:
         print(f"{name:42s} {seed:4d} {acc:8.4f} {n:4d} {wall:7.1f} {q:9d} {tq:9d}")
@@ -73,8 +98,10 @@ def main() -> None:
         print(f"\nmean ± std over {len(args.seeds)} seeds")
         for name, v in by.items():
             accs = [a for a, _ in v]
-            print(f"{name:42s} {statistics.mean(accs):.4f} ± {statistics.stdev(accs):.4f}  "
-                  f"wall {statistics.mean(w for _, w in v):.1f} s")
+            print(
+                f"{name:42s} {statistics.mean(accs):.4f} ± {statistics.stdev(accs):.4f}  "
+                f"wall {statistics.mean(w for _, w in v):.1f} s"
+            )
 
 
 if __name__ == "__main__":

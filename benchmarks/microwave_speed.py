@@ -55,8 +55,10 @@ def main() -> None:
     n, n_f = cavity.spec.n_inputs, cavity.spec.n_outputs
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"MetasurfaceCavity N={n} F={n_f} P={cavity.n_dipoles} dtype={cavity.dtype} device={device}")
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {platform.processor() or platform.machine()}, "
-          f"load average {load:.2f} (timings on a shared machine are noisy)")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), {platform.processor() or platform.machine()}, "
+        f"load average {load:.2f} (timings on a shared machine are noisy)"
+    )
     gen = torch.Generator().manual_seed(0)
     x_all = torch.randint(0, 2, (max(BATCHES), n), generator=gen).float().to(device)
 
@@ -70,7 +72,7 @@ def main() -> None:
                 row.append(f"{'-':>20}")
                 continue
             cavity.solver = solver
-            t = best_time(lambda: cavity(x), args.repeats, sync)
+            t = best_time(lambda: cavity(x), args.repeats, sync)  # noqa: B023 - called before x changes
             row.append(f"{b / t:>20,.0f}")
         print(f"{b:>6} " + " ".join(row))
     cavity.solver = "woodbury"
@@ -86,7 +88,9 @@ def main() -> None:
         detuning[0] += 1e-6
         cavity._ensure_built()
 
-    print(f"\ndrift step (rebuild after the clutter moved):   {best_time(move_clutter, args.repeats, sync) * 1e3:8.2f} ms")
+    print(
+        f"\ndrift step (rebuild after the clutter moved):   {best_time(move_clutter, args.repeats, sync) * 1e3:8.2f} ms"
+    )
     print(f"drift step (rebuild after the elements detuned): {best_time(detune, args.repeats, sync) * 1e3:8.2f} ms")
     start = time.perf_counter()
     MetasurfaceCavity(args.n_inputs, args.n_outputs, device=device, seed=1)

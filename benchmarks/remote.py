@@ -59,8 +59,15 @@ class SlowBench(PhysicalSystem):
     instrument), not computing, so it measures scheduling, not CPU contention.
     """
 
-    def __init__(self, n_inputs: int | None = None, *, n_outputs: int = 64, call_s: float = 0.02, seed: int = 0,
-                 device: str = "cpu"):
+    def __init__(
+        self,
+        n_inputs: int | None = None,
+        *,
+        n_outputs: int = 64,
+        call_s: float = 0.02,
+        seed: int = 0,
+        device: str = "cpu",
+    ):
         n = 74 if n_inputs is None else int(n_inputs)
         super().__init__(SystemSpec(n, n_outputs, 0.0, 1.0, name="slow-bench", output_units="a.u."), device=device)
         g = torch.Generator().manual_seed(seed)
@@ -105,8 +112,9 @@ def overhead(n_calls: int) -> dict:
 
 
 # ----------------------------------------------------------- 2. pipelining
-def _train(system: PhysicalSystem, data, *, epochs: int, pipelined: bool, batch_size: int = 64,
-           depth: int = 2) -> tuple[float, float]:
+def _train(
+    system: PhysicalSystem, data, *, epochs: int, pipelined: bool, batch_size: int = 64, depth: int = 2
+) -> tuple[float, float]:
     """One-block MF-FF (positives and negatives in one query); returns the final loss.
 
     Pipelined: the queries for batches t+1..t+depth are in flight while batch
@@ -167,8 +175,13 @@ def pipelining(epochs: int) -> dict:
             t0 = time.perf_counter()
             loss, digital = _train(far, data, epochs=epochs, pipelined=mode == "pipelined")
             wall = time.perf_counter() - t0
-            out[mode] = {"wall": wall, "device": far.stats.device_seconds, "calls": far.stats.calls, "loss": loss,
-                         "digital": digital}
+            out[mode] = {
+                "wall": wall,
+                "device": far.stats.device_seconds,
+                "calls": far.stats.calls,
+                "loss": loss,
+                "digital": digital,
+            }
         finally:
             far.close()
     return out
@@ -176,21 +189,40 @@ def pipelining(epochs: int) -> dict:
 
 # ---------------------------------------------------------------- 3. sweep
 def sweep(epochs: int, folder: Path) -> dict:
-    base = RunConfig(dataset="digits", system="optics", blocks=2, hidden=32, epochs=epochs, batch_size=64,
-                     probes=0, log_samples=False, eval_every=0, threads=1)
+    base = RunConfig(
+        dataset="digits",
+        system="optics",
+        blocks=2,
+        hidden=32,
+        epochs=epochs,
+        batch_size=64,
+        probes=0,
+        log_samples=False,
+        eval_every=0,
+        threads=1,
+    )
     grid = {"lr": [0.003, 0.01, 0.03]}
     seeds = [0, 1, 2, 3]
     cold = run_sweep(base, grid, seeds, folder / "cold", echo=lambda line: None)  # Ray starts its workers
     t0 = time.perf_counter()
     for lr in grid["lr"]:
         for s in seeds:
-            run_experiment(base.updated(lr=lr, seed=s, output=str(folder / "seq" / f"lr{lr}-s{s}.h5")),
-                           progress=False, echo=lambda line: None)
+            run_experiment(
+                base.updated(lr=lr, seed=s, output=str(folder / "seq" / f"lr{lr}-s{s}.h5")),
+                progress=False,
+                echo=lambda line: None,
+            )
     sequential = time.perf_counter() - t0
     warm = run_sweep(base, grid, seeds, folder / "warm", echo=lambda line: None)  # workers already up
     ok = sum(runlog.load(t.path).status == "completed" for t in cold.trials + warm.trials)
-    return {"sequential": sequential, "cold": cold.wall_seconds, "sweep": warm.wall_seconds,
-            "trials": len(warm.trials), "valid": ok, "files": len(cold.trials) + len(warm.trials)}
+    return {
+        "sequential": sequential,
+        "cold": cold.wall_seconds,
+        "sweep": warm.wall_seconds,
+        "trials": len(warm.trials),
+        "valid": ok,
+        "files": len(cold.trials) + len(warm.trials),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,9 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     n_calls, pipe_epochs, sweep_epochs = (100, 1, 1) if args.quick else (400, 8, 15)
     torch.set_num_threads(1)
     t_start = time.time()
-    c = Cluster(initialize_head=True, connect=True,
-                head_node_args=dict(num_cpus=1, object_store_memory=100 * 2**20, include_dashboard=False,
-                                    node_ip_address="127.0.0.1"))
+    c = Cluster(
+        initialize_head=True,
+        connect=True,
+        head_node_args=dict(
+            num_cpus=1, object_store_memory=100 * 2**20, include_dashboard=False, node_ip_address="127.0.0.1"
+        ),
+    )
     try:
         c.add_node(num_cpus=1, resources={BENCH: 1}, object_store_memory=100 * 2**20, node_ip_address="127.0.0.1")
         c.wait_for_nodes()
@@ -247,8 +283,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for key, label in (("local", "local call"), ("remote", "remote call"), ("overhead", "remote - local")):
         v = ov[key]
-        lines.append(f"| {label} | {statistics.median(v) * ms:.2f} ms | {_pct(v, 0.9) * ms:.2f} ms | "
-                     f"{_pct(v, 0.99) * ms:.2f} ms |")
+        lines.append(
+            f"| {label} | {statistics.median(v) * ms:.2f} ms | {_pct(v, 0.9) * ms:.2f} ms | "
+            f"{_pct(v, 0.99) * ms:.2f} ms |"
+        )
     st = ov["stats"]
     lines += [
         "",

@@ -52,8 +52,8 @@ def main() -> None:
 
     from physnn.config import RunConfig
     from physnn.data import load_dataset
-    from physnn.runlog import RunWriter
     from physnn.registry import build_system
+    from physnn.runlog import RunWriter
 
     data = load_dataset("vowels", path=args.data_path or None, seed=0)
     full = int(data.x_train.shape[0])
@@ -72,10 +72,12 @@ def main() -> None:
 
         # ---- wall time, interleaved
         every10 = base.updated(checkpoint_every=10)
-        variants = {"no run file": (base, False), "run file, checkpoint every epoch": (base, True),
-                    "run file, checkpoint every 10 epochs": (every10, True),
-                    "... and no probes re-measured, no samples logged": (every10.updated(probes=0, log_samples=False),
-                                                                          True)}
+        variants = {
+            "no run file": (base, False),
+            "run file, checkpoint every epoch": (base, True),
+            "run file, checkpoint every 10 epochs": (every10, True),
+            "... and no probes re-measured, no samples logged": (every10.updated(probes=0, log_samples=False), True),
+        }
         walls: dict[str, list[float]] = {name: [] for name in variants}
         _run(base.updated(epochs=2), True, folder, "warmup")
         for _ in range(args.repeats):
@@ -104,16 +106,20 @@ def main() -> None:
                 writer.log_epoch(i // 3, {"loss": 0.0})
         writer.close()
 
-    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}; full-batch vowels ({full} training "
-          f"samples), optics x2, hidden {base.hidden}, probes {base.probes}, samples logged")
+    print(
+        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}; full-batch vowels ({full} training "
+        f"samples), optics x2, hidden {base.hidden}, probes {base.probes}, samples logged"
+    )
     print()
     print("| epochs | run-file size (MiB) |")
     print("|---:|---:|")
     for epochs, size in zip(args.epochs, sizes):
         print(f"| {epochs} | {size / 2**20:.2f} |")
-    print(f"\nsize exponent (log-log fit over {args.epochs}): **{slope:.3f}** (goal 1.0); "
-          f"{per_epoch / 2**10:.1f} KiB per epoch (one checkpoint per epoch)\n")
+    print(
+        f"\nsize exponent (log-log fit over {args.epochs}): **{slope:.3f}** (goal 1.0); "
+        f"{per_epoch / 2**10:.1f} KiB per epoch (one checkpoint per epoch)\n"
+    )
     ref = statistics.median(walls["no run file"])
     print(f"| {args.wall_epochs} epochs, median of {args.repeats} interleaved | wall s | / no run file |")
     print("|---|---:|---:|")
@@ -121,8 +127,10 @@ def main() -> None:
         med = statistics.median(values)
         print(f"| {name} | {med:.2f} | {med / ref:.3f} |")
     h, s = statistics.median(hook), statistics.median(sim)
-    print(f"\nlog_samples hook: {h * 1e6:.0f} us per call (median of {len(hook)}), the optics simulator "
-          f"{s * 1e6:.0f} us per call on the same batch of {full}: hook / simulator = {h / s:.3f}")
+    print(
+        f"\nlog_samples hook: {h * 1e6:.0f} us per call (median of {len(hook)}), the optics simulator "
+        f"{s * 1e6:.0f} us per call on the same batch of {full}: hook / simulator = {h / s:.3f}"
+    )
     if not math.isfinite(slope):
         raise SystemExit("size fit failed")
 

@@ -88,8 +88,13 @@ def train_path(per_call: float, schedule: str, epochs: int) -> tuple[float, floa
     """
     with tempfile.TemporaryDirectory() as d:
         options = {"group_block0": False} if schedule == "today" else {}
-        config = RunConfig(output=d, epochs=epochs, schedule="serial" if schedule == "today" else schedule,
-                           eval_every=1, method_options=options)
+        config = RunConfig(
+            output=d,
+            epochs=epochs,
+            schedule="serial" if schedule == "today" else schedule,
+            eval_every=1,
+            method_options=options,
+        )
         systems = slow_systems(config, per_call)
         t0 = time.perf_counter()
         r = run_experiment(config, systems=systems, progress=False, echo=quiet)
@@ -134,59 +139,113 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, str, str, str]] = []
 
     total, train = main_job_queries()  # first: it also pays torch's one-off imports (the first optimiser)
-    rows.append(("total / training queries, main job", "2.56", f"{total / train:.3f} ({total:,} / {train:,})",
-                 "<= 1.1"))
+    rows.append(
+        ("total / training queries, main job", "2.56", f"{total / train:.3f} ({total:,} / {train:,})", "<= 1.1")
+    )
 
-    path = interleaved({(ms, sched): (lambda ms=ms, sched=sched: train_path(ms / 1000, sched, args.epochs))
-                        for ms in (5, 50) for sched in ("today", "serial", "pipelined")}, args.reps)
+    path = interleaved(
+        {
+            (ms, sched): (lambda ms=ms, sched=sched: train_path(ms / 1000, sched, args.epochs))
+            for ms in (5, 50)
+            for sched in ("today", "serial", "pipelined")
+        },
+        args.reps,
+    )
     over = {k: statistics.median((w - d) / d for w, d, _, _ in v) for k, v in path.items()}
     steady = {k: statistics.median((fw - fd) / fd for _, _, fw, fd in v) for k, v in path.items()}
     walls = {k: statistics.median(w for w, _, _, _ in v) for k, v in path.items()}
-    for sched, label in (("today", "serial, block 0 batch by batch (today's schedule)"),
-                         ("serial", "serial, block 0 grouped (default)"), ("pipelined", "pipelined, block 0 grouped")):
-        rows.append((f"(wall - device)/device, 5 / 50 ms per call, `physnn train` path, {label}: whole run",
-                     "0.61 / 0.17" if sched == "today" else "--",
-                     f"{over[(5, sched)]:+.3f} / {over[(50, sched)]:+.3f}", "<= 0.15 / <= 0.03"))
-        rows.append(("... the same, inside the epochs (start-up, final test and closing left out)", "--",
-                     f"{steady[(5, sched)]:+.3f} / {steady[(50, sched)]:+.3f}", "<= 0.15 / <= 0.03"))
-    rows.append(("`physnn train` path wall, pipelined + grouped / today's schedule, 5 / 50 ms per call", "1.0",
-                 f"{walls[(5, 'pipelined')] / walls[(5, 'today')]:.3f} / "
-                 f"{walls[(50, 'pipelined')] / walls[(50, 'today')]:.3f}", "--"))
+    for sched, label in (
+        ("today", "serial, block 0 batch by batch (today's schedule)"),
+        ("serial", "serial, block 0 grouped (default)"),
+        ("pipelined", "pipelined, block 0 grouped"),
+    ):
+        rows.append(
+            (
+                f"(wall - device)/device, 5 / 50 ms per call, `physnn train` path, {label}: whole run",
+                "0.61 / 0.17" if sched == "today" else "--",
+                f"{over[(5, sched)]:+.3f} / {over[(50, sched)]:+.3f}",
+                "<= 0.15 / <= 0.03",
+            )
+        )
+        rows.append(
+            (
+                "... the same, inside the epochs (start-up, final test and closing left out)",
+                "--",
+                f"{steady[(5, sched)]:+.3f} / {steady[(50, sched)]:+.3f}",
+                "<= 0.15 / <= 0.03",
+            )
+        )
+    rows.append(
+        (
+            "`physnn train` path wall, pipelined + grouped / today's schedule, 5 / 50 ms per call",
+            "1.0",
+            f"{walls[(5, 'pipelined')] / walls[(5, 'today')]:.3f} / "
+            f"{walls[(50, 'pipelined')] / walls[(50, 'today')]:.3f}",
+            "--",
+        )
+    )
 
-    runs = interleaved({
-        "serial": lambda: trainer_wall(0.05, "serial", False, args.epochs),
-        "pipelined": lambda: trainer_wall(0.05, "pipelined", False, args.epochs),
-        "serial+grouped": lambda: trainer_wall(0.05, "serial", True, args.epochs),
-        "pipelined+grouped": lambda: trainer_wall(0.05, "pipelined", True, args.epochs),
-    }, args.reps)
+    runs = interleaved(
+        {
+            "serial": lambda: trainer_wall(0.05, "serial", False, args.epochs),
+            "pipelined": lambda: trainer_wall(0.05, "pipelined", False, args.epochs),
+            "serial+grouped": lambda: trainer_wall(0.05, "serial", True, args.epochs),
+            "pipelined+grouped": lambda: trainer_wall(0.05, "pipelined", True, args.epochs),
+        },
+        args.reps,
+    )
     ref = runs["serial"][0][2]
     for k, v in runs.items():  # does each schedule train the serial batch-by-batch weights?
         same = all(torch.equal(a, b) for a, b in zip(ref.parameters(), v[0][2].parameters()))
         runs[k] = [(w, c, same) for w, c, _ in v]
     wall = {k: statistics.median(w for w, _, _ in v) for k, v in runs.items()}
-    rows.append(("pipelined / serial wall, one device per block, 50 ms/call (block-0 grouping off in both)", "1.0",
-                 f"{wall['pipelined'] / wall['serial']:.3f}", "<= 0.55"))
-    rows.append(("pipelined+grouped / serial batch-by-batch wall, 50 ms/call", "1.0",
-                 f"{wall['pipelined+grouped'] / wall['serial']:.3f}", "--"))
-    rows.append(("calls per epoch / (batches x blocks), block 0 grouped", "1.0",
-                 f"{runs['serial+grouped'][0][1]:.3f}", "<= 0.55"))
+    rows.append(
+        (
+            "pipelined / serial wall, one device per block, 50 ms/call (block-0 grouping off in both)",
+            "1.0",
+            f"{wall['pipelined'] / wall['serial']:.3f}",
+            "<= 0.55",
+        )
+    )
+    rows.append(
+        (
+            "pipelined+grouped / serial batch-by-batch wall, 50 ms/call",
+            "1.0",
+            f"{wall['pipelined+grouped'] / wall['serial']:.3f}",
+            "--",
+        )
+    )
+    rows.append(
+        (
+            "calls per epoch / (batches x blocks), block 0 grouped",
+            "1.0",
+            f"{runs['serial+grouped'][0][1]:.3f}",
+            "<= 0.55",
+        )
+    )
     identical = ", ".join(f"{k}: {'yes' if v[0][2] else 'no'}" for k, v in runs.items())
 
     elapsed = time.perf_counter() - t_start
     lines = ["| ratio | today (issue 12) | measured | goal |", "| --- | --- | --- | --- |"]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
-    lines += ["", f"Weights equal to the serial batch-by-batch run (optics with its shot/read noise): {identical}.",
-              f"Timed rows: median of {args.reps} interleaved repetitions, {args.epochs} epochs each, main job "
-              f"sizes (digits, optics x 2, hidden 100, batch 64); whole benchmark {elapsed:.0f} s.",
-              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
-              f"{platform.python_version()}, torch {torch.__version__}, 1 torch thread."]
+    lines += [
+        "",
+        f"Weights equal to the serial batch-by-batch run (optics with its shot/read noise): {identical}.",
+        f"Timed rows: median of {args.reps} interleaved repetitions, {args.epochs} epochs each, main job "
+        f"sizes (digits, optics x 2, hidden 100, batch 64); whole benchmark {elapsed:.0f} s.",
+        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, torch {torch.__version__}, 1 torch thread.",
+    ]
     text = "\n".join(lines)
     print(text)
     if args.out:
         with open(args.out, "w") as f:
-            f.write("# Slow-device benchmark (issue 12)\n\n"
-                    f"Command: `.venv/bin/python benchmarks/slow_device.py {' '.join(argv or sys.argv[1:])}`\n\n"
-                    + text + "\n")
+            f.write(
+                "# Slow-device benchmark (issue 12)\n\n"
+                f"Command: `.venv/bin/python benchmarks/slow_device.py {' '.join(argv or sys.argv[1:])}`\n\n"
+                + text
+                + "\n"
+            )
     return 0
 
 

@@ -29,17 +29,21 @@ from physnn.registry import build_system
 # The run per pair, on top of the system's recipe (physnn/recipes.py). Vowels/twin: the published recipe
 # (2 blocks, full batch, 200 epochs).
 PAIRS: dict[str, dict] = {
-    "vowels/acoustic-twin": dict(dataset="vowels", system="acoustic-twin", hidden=20, epochs=200, batch_size=256,
-                                 eval_every=0),
-    "vowels/microwave": dict(dataset="vowels", system="microwave", hidden=40, epochs=100, batch_size=64,
-                             eval_every=0),
-    "vowels/acoustics": dict(dataset="vowels", system="acoustics", hidden=20, epochs=30, batch_size=64,
-                             eval_every=0),
+    "vowels/acoustic-twin": dict(
+        dataset="vowels", system="acoustic-twin", hidden=20, epochs=200, batch_size=256, eval_every=0
+    ),
+    "vowels/microwave": dict(dataset="vowels", system="microwave", hidden=40, epochs=100, batch_size=64, eval_every=0),
+    "vowels/acoustics": dict(dataset="vowels", system="acoustics", hidden=20, epochs=30, batch_size=64, eval_every=0),
     "digits/optics": dict(dataset="digits", system="optics", epochs=20, eval_every=0),
     "digits/neuromorphic": dict(dataset="digits", system="neuromorphic", epochs=30, eval_every=0),
 }
-DEFAULT_SEEDS = {"vowels/acoustic-twin": 3, "vowels/microwave": 3, "vowels/acoustics": 2,
-                 "digits/optics": 3, "digits/neuromorphic": 3}
+DEFAULT_SEEDS = {
+    "vowels/acoustic-twin": 3,
+    "vowels/microwave": 3,
+    "vowels/acoustics": 2,
+    "digits/optics": 3,
+    "digits/neuromorphic": 3,
+}
 
 
 def throughput(name: str, n_inputs: int, batch: int = 512, repeats: int = 3, **options) -> float:
@@ -77,16 +81,26 @@ def run_pair(label: str, recipe: dict, seeds: list[int], quick: bool) -> dict:
         walls.append(time.perf_counter() - t)
         accs.append(r.test_accuracy)
         queries.append(r.train_queries)
-        ri = run_experiment(c.updated(system="identity", system_options={}), write_file=False, progress=False,
-                            echo=lambda m: None)
+        ri = run_experiment(
+            c.updated(system="identity", system_options={}), write_file=False, progress=False, echo=lambda m: None
+        )
         ident.append(ri.test_accuracy)
     from physnn.data import load_dataset
 
     d = load_dataset(cfg.dataset, test_fraction=cfg.test_fraction, seed=0)
     width = d.n_classes + d.n_features if cfg.system != "acoustic-twin" else None
     sps = throughput(cfg.system, width, **cfg.system_options)
-    return dict(label=label, accs=accs, ident=ident, queries=statistics.mean(queries), wall=statistics.mean(walls),
-                sps=sps, epochs=cfg.epochs, recipe=recipe_text(cfg), n_test=r.test_n)
+    return dict(
+        label=label,
+        accs=accs,
+        ident=ident,
+        queries=statistics.mean(queries),
+        wall=statistics.mean(walls),
+        sps=sps,
+        epochs=cfg.epochs,
+        recipe=recipe_text(cfg),
+        n_test=r.test_n,
+    )
 
 
 def fmt(v: list[float]) -> str:
@@ -116,18 +130,24 @@ def main() -> None:
         r = rows[-1]
         print(f"  done {label}: {fmt(r['accs']) if 'accs' in r else r['error']}", file=sys.stderr)
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{args.threads} thread(s); command: python benchmarks/{os.path.basename(__file__)} {' '.join(sys.argv[1:])}")
-    head = f"{'data/system':22s} {'seeds':>5s} {'epochs':>6s} {'MF-FF test acc':>15s} {'identity ctrl':>15s} " \
-           f"{'n test':>6s} {'train queries':>13s} {'sim samples/s':>13s} {'wall s/run':>10s}  recipe"
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{args.threads} thread(s); command: python benchmarks/{os.path.basename(__file__)} {' '.join(sys.argv[1:])}"
+    )
+    head = (
+        f"{'data/system':22s} {'seeds':>5s} {'epochs':>6s} {'MF-FF test acc':>15s} {'identity ctrl':>15s} "
+        f"{'n test':>6s} {'train queries':>13s} {'sim samples/s':>13s} {'wall s/run':>10s}  recipe"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         if "error" in r:
             print(f"{r['label']:22s} unavailable: {r['error']}")
             continue
-        print(f"{r['label']:22s} {len(r['accs']):5d} {r['epochs']:6d} {fmt(r['accs']):>15s} {fmt(r['ident']):>15s} "
-              f"{r['n_test']:6d} {r['queries']:13.0f} {r['sps']:13.0f} {r['wall']:10.1f}  {r['recipe']}")
+        print(
+            f"{r['label']:22s} {len(r['accs']):5d} {r['epochs']:6d} {fmt(r['accs']):>15s} {fmt(r['ident']):>15s} "
+            f"{r['n_test']:6d} {r['queries']:13.0f} {r['sps']:13.0f} {r['wall']:10.1f}  {r['recipe']}"
+        )
 
 
 if __name__ == "__main__":

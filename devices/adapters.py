@@ -44,9 +44,15 @@ log = logging.getLogger(__name__)
 class _SetGetSystem(PhysicalSystem):
     """One sample = set each drive channel in order, wait ``settle`` s, read each measured channel in order."""
 
-    def __init__(self, spec: SystemSpec, setters: Sequence[Callable[[float], None]],
-                 getters: Sequence[Callable[[], Any]], safe: Sequence[tuple[str, Callable[[float], None], float]],
-                 settle: float, info: dict[str, Any]):
+    def __init__(
+        self,
+        spec: SystemSpec,
+        setters: Sequence[Callable[[float], None]],
+        getters: Sequence[Callable[[], Any]],
+        safe: Sequence[tuple[str, Callable[[float], None], float]],
+        settle: float,
+        info: dict[str, Any],
+    ):
         super().__init__(spec)
         self._setters, self._getters, self._safe = list(setters), list(getters), list(safe)
         self.settle = checks.nonnegative("settle", settle)
@@ -64,8 +70,9 @@ class _SetGetSystem(PhysicalSystem):
                 for c, getter in enumerate(self._getters):
                     out[r, c] = float(getter())
         except BaseException as exc:  # Ctrl-C included: the outputs must not stay driven
-            log.warning("%s: %s while measuring; putting the instrument in its safe state", self.spec.name,
-                        type(exc).__name__)
+            log.warning(
+                "%s: %s while measuring; putting the instrument in its safe state", self.spec.name, type(exc).__name__
+            )
             try:
                 self.safe_state()
             except Exception as safe_exc:  # noqa: BLE001 - reported; the original error is the one raised
@@ -119,9 +126,20 @@ class PyMeasureSystem(_SetGetSystem):
     error, not an ``AttributeError`` halfway through the first batch.
     """
 
-    def __init__(self, instrument: Any, drive: list[str], measure: list[str], low: float, high: float,
-                 units: str = "V", output_units: str = "V", safe: dict[str, float] | None = None, *,
-                 settle: float = 0.0, name: str | None = None):
+    def __init__(
+        self,
+        instrument: Any,
+        drive: list[str],
+        measure: list[str],
+        low: float,
+        high: float,
+        units: str = "V",
+        output_units: str = "V",
+        safe: dict[str, float] | None = None,
+        *,
+        settle: float = 0.0,
+        name: str | None = None,
+    ):
         try:
             import pymeasure  # noqa: F401 - the extra must be installed, even for a duck-typed instrument
         except ImportError:
@@ -134,17 +152,32 @@ class PyMeasureSystem(_SetGetSystem):
             for n in names:
                 if not isinstance(getattr(cls, n, None), property):
                     raise checks.ParameterError(f"{key} {n!r} is not a property of {cls.__name__}")
-        spec = SystemSpec(n_inputs=len(drive), n_outputs=len(measure), low=low, high=high,
-                          name=checks.string("name", name or getattr(instrument, "name", "pymeasure"), empty=False),
-                          units=units, output_units=output_units)
+        spec = SystemSpec(
+            n_inputs=len(drive),
+            n_outputs=len(measure),
+            low=low,
+            high=high,
+            name=checks.string("name", name or getattr(instrument, "name", "pymeasure"), empty=False),
+            units=units,
+            output_units=output_units,
+        )
 
         def setter(prop: str) -> Callable[[float], None]:
             return lambda v: setattr(instrument, prop, v)
 
-        super().__init__(spec, [setter(n) for n in drive], [lambda n=n: getattr(instrument, n) for n in measure],
-                         [(n, setter(n), v) for n, v in safe.items()], settle,
-                         {"adapter": "pymeasure", "instrument": f"{cls.__module__}.{cls.__qualname__}",
-                          "drive": drive, "measure": measure})
+        super().__init__(
+            spec,
+            [setter(n) for n in drive],
+            [lambda n=n: getattr(instrument, n) for n in measure],
+            [(n, setter(n), v) for n, v in safe.items()],
+            settle,
+            {
+                "adapter": "pymeasure",
+                "instrument": f"{cls.__module__}.{cls.__qualname__}",
+                "drive": drive,
+                "measure": measure,
+            },
+        )
         self.instrument = instrument
 
 
@@ -163,9 +196,19 @@ class QCoDeSSystem(_SetGetSystem):
     physnn limits are the ones a whole batch is checked against beforehand.
     """
 
-    def __init__(self, set_params: list[Any], get_params: list[Any], low: float, high: float,
-                 units: str | None = None, output_units: str | None = None, safe: dict[str, float] | None = None,
-                 *, settle: float = 0.0, name: str = "qcodes"):
+    def __init__(
+        self,
+        set_params: list[Any],
+        get_params: list[Any],
+        low: float,
+        high: float,
+        units: str | None = None,
+        output_units: str | None = None,
+        safe: dict[str, float] | None = None,
+        *,
+        settle: float = 0.0,
+        name: str = "qcodes",
+    ):
         try:
             from qcodes.parameters import ParameterBase
         except ImportError:
@@ -193,14 +236,30 @@ class QCoDeSSystem(_SetGetSystem):
         safe = _safe_values({} if safe is None else safe, drive_names, low, high, units)
         for n in safe:
             if n not in by_name:
-                raise checks.ParameterError(f"safe key {n!r} is not one of set_params "
-                                            f"({', '.join(p.full_name for p in set_params)})")
-        spec = SystemSpec(n_inputs=len(set_params), n_outputs=len(get_params), low=low, high=high,
-                          name=checks.string("name", name, empty=False), units=units, output_units=output_units)
-        super().__init__(spec, [p.set for p in set_params], [p.get for p in get_params],
-                         [(n, by_name[n].set, v) for n, v in safe.items()], settle,
-                         {"adapter": "qcodes", "drive": [p.full_name for p in set_params],
-                          "measure": [p.full_name for p in get_params]})
+                raise checks.ParameterError(
+                    f"safe key {n!r} is not one of set_params ({', '.join(p.full_name for p in set_params)})"
+                )
+        spec = SystemSpec(
+            n_inputs=len(set_params),
+            n_outputs=len(get_params),
+            low=low,
+            high=high,
+            name=checks.string("name", name, empty=False),
+            units=units,
+            output_units=output_units,
+        )
+        super().__init__(
+            spec,
+            [p.set for p in set_params],
+            [p.get for p in get_params],
+            [(n, by_name[n].set, v) for n, v in safe.items()],
+            settle,
+            {
+                "adapter": "qcodes",
+                "drive": [p.full_name for p in set_params],
+                "measure": [p.full_name for p in get_params],
+            },
+        )
 
 
 def _common_unit(key: str, params: Sequence[Any]) -> str:

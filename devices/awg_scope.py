@@ -81,7 +81,7 @@ from physnn.system import SystemSpec
 
 from .bench import BenchSystem
 from .errors import ConnectionLost, InstrumentError, LimitError, ProtocolError
-from .scpi import Preamble, SCPIAWG, SCPIScope
+from .scpi import SCPIAWG, Preamble, SCPIScope
 from .transport import Transport
 
 __all__ = ["BenchLimits", "Framing", "AWGScopeSystem", "BARKER13", "window_edges", "FULL_SCALE"]

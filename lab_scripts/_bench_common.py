@@ -63,11 +63,20 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, hidden_default: i
     t.add_argument("--batch-size", type=int, default=32, help="samples per batch (default 32)")
     t.add_argument("--lr", type=float, default=0.02, help="Adam learning rate (default 0.02)")
     t.add_argument("--seed", type=int, default=0, help="seed of data split, benches, weights, negatives (default 0)")
-    t.add_argument("--output", "--out", dest="output", default="runs",
-                   help="run file (*.h5), or a folder that gets a time-stamped one (default runs/)")
-    t.add_argument("--resume", metavar="RUN.h5", default=None,
-                   help="continue this run file from its last checkpoint on the bench built from this command's "
-                        "bench flags (give the same ones as the first run); --epochs N extends it")
+    t.add_argument(
+        "--output",
+        "--out",
+        dest="output",
+        default="runs",
+        help="run file (*.h5), or a folder that gets a time-stamped one (default runs/)",
+    )
+    t.add_argument(
+        "--resume",
+        metavar="RUN.h5",
+        default=None,
+        help="continue this run file from its last checkpoint on the bench built from this command's "
+        "bench flags (give the same ones as the first run); --epochs N extends it",
+    )
 
 
 def bench_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -79,9 +88,19 @@ def make_config(args: argparse.Namespace, *, hidden: int, system: str, options: 
     """A validated RunConfig from the training flags (a bad value is a ConfigError naming it)."""
     from physnn.config import RunConfig
 
-    return RunConfig(dataset=args.dataset, data_path=args.data_path or "", blocks=args.blocks, hidden=hidden,
-                     epochs=10 if args.epochs is None else args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                     output=str(args.output), system=system, system_options=dict(options or {}))
+    return RunConfig(
+        dataset=args.dataset,
+        data_path=args.data_path or "",
+        blocks=args.blocks,
+        hidden=hidden,
+        epochs=10 if args.epochs is None else args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        output=str(args.output),
+        system=system,
+        system_options=dict(options or {}),
+    )
 
 
 def _is_sampled(n: int) -> bool:
@@ -133,7 +152,9 @@ def _run_file_state(path: Path | None) -> str:
     return f"run file {path}: status {run.status}, {run.metrics['epoch'].size} epoch(s) logged"
 
 
-def train_main(args: argparse.Namespace, open_benches: Callable[[argparse.Namespace, int, contextlib.ExitStack], Benches]) -> int:
+def train_main(
+    args: argparse.Namespace, open_benches: Callable[[argparse.Namespace, int, contextlib.ExitStack], Benches]
+) -> int:
     """Load the data, build the benches with ``open_benches(args, width, stack)``, train, report.
 
     ``width`` is the first block's input (classes + features). ``open_benches``
@@ -173,8 +194,9 @@ def train_main(args: argparse.Namespace, open_benches: Callable[[argparse.Namesp
             sampler = EventSampler()
             for s in dict.fromkeys(benches.systems):
                 s.event_hook = sampler
-            result = run_experiment(config, systems=benches.systems, echo=echo, progress=False,
-                                    resume=path if args.resume else None)
+            result = run_experiment(
+                config, systems=benches.systems, echo=echo, progress=False, resume=path if args.resume else None
+            )
     except KeyboardInterrupt as exc:
         why = f"terminated by {exc.signal_name}" if isinstance(exc, Terminated) else "interrupted"
         print(f"\n{why}: the bench was put in its safe state; {_run_file_state(path)}", file=sys.stderr)
@@ -187,7 +209,9 @@ def train_main(args: argparse.Namespace, open_benches: Callable[[argparse.Namesp
             print(_run_file_state(path), file=sys.stderr)
         return 2
     print(f"run file: {result.path}")
-    print(f"{result.status}: test accuracy {result.test_accuracy:.4f} (train {result.train_accuracy:.4f}) after "
-          f"{len(result.history)} epoch(s), {result.total_queries} physical queries, {sampler.total} bench event(s); "
-          f"look at it with: physnn report {result.path}")
+    print(
+        f"{result.status}: test accuracy {result.test_accuracy:.4f} (train {result.train_accuracy:.4f}) after "
+        f"{len(result.history)} epoch(s), {result.total_queries} physical queries, {sampler.total} bench event(s); "
+        f"look at it with: physnn report {result.path}"
+    )
     return 0

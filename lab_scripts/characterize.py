@@ -64,19 +64,35 @@ def _parse_option(text: str) -> tuple[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     from train_serial import add_bench_arguments
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--system", help="a system name from the registry (physnn systems), e.g. optics")
-    p.add_argument("--option", action="append", default=[], type=_parse_option, metavar="KEY=VALUE",
-                   help="option for --system (repeatable), e.g. n_inputs=16 noise=false")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        type=_parse_option,
+        metavar="KEY=VALUE",
+        help="option for --system (repeatable), e.g. n_inputs=16 noise=false",
+    )
     add_bench_arguments(p)
     p.add_argument("--points", type=int, default=21, help="drive values per linearity sweep")
     p.add_argument("--repeats", type=int, default=16, help="repeats per drive in the noise measurement")
     p.add_argument("--drift-calls", type=int, default=20, help="measurements in the drift series")
-    p.add_argument("--drift-interval", type=float, default=0.5,
-                   help="seconds between drift measurements (default 0.5: a 10 s window with 20 calls)")
+    p.add_argument(
+        "--drift-interval",
+        type=float,
+        default=0.5,
+        help="seconds between drift measurements (default 0.5: a 10 s window with 20 calls)",
+    )
     p.add_argument("--channels", type=int, default=4, help="inputs swept in the linearity measurement")
-    p.add_argument("--fit-drives", type=int, default=300,
-                   help="random drives the affine map is fitted on for the nonlinear fraction (0: skip)")
+    p.add_argument(
+        "--fit-drives",
+        type=int,
+        default=300,
+        help="random drives the affine map is fitted on for the nonlinear fraction (0: skip)",
+    )
     p.add_argument("--test-drives", type=int, default=150, help="held-out random drives it is scored on")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="folder for the PNG plots and summary.json")
@@ -109,8 +125,15 @@ def main(argv: list[str] | None = None) -> int:
 
         system = build_bench(args, n_inputs=args.n_inputs or 8, seed=args.seed)
     try:
-        result = bench_sweeps(system, points=args.points, repeats=args.repeats, drift_calls=args.drift_calls,
-                              drift_interval=args.drift_interval, channels=args.channels, seed=args.seed)
+        result = bench_sweeps(
+            system,
+            points=args.points,
+            repeats=args.repeats,
+            drift_calls=args.drift_calls,
+            drift_interval=args.drift_interval,
+            channels=args.channels,
+            seed=args.seed,
+        )
         figures = None
         if args.fit_drives > 0:
             figures = characterize(system, n_fit=args.fit_drives, n_test=args.test_drives, seed=args.seed)
@@ -118,11 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         system.close()
     paths = save_bench_plots(result, args.out)
-    summary = {"system": described, "settings": result["settings"], "drive_units": result["drive_units"],
-               "output_units": result["output_units"], "metrics": result["summary"],
-               "drift_slope_per_s": result["drift_slope"].tolist(),
-               "drift_slope_stderr_per_s": result["drift_slope_stderr"].tolist(),
-               "linearity_r2": result["r2"].tolist()}
+    summary = {
+        "system": described,
+        "settings": result["settings"],
+        "drive_units": result["drive_units"],
+        "output_units": result["output_units"],
+        "metrics": result["summary"],
+        "drift_slope_per_s": result["drift_slope"].tolist(),
+        "drift_slope_stderr_per_s": result["drift_slope_stderr"].tolist(),
+        "linearity_r2": result["r2"].tolist(),
+    }
     if figures is not None:
         paths.append(save_figure(figures, args.out / "characterize.png"))
         summary["figures"] = figures.summary()

@@ -45,15 +45,21 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     """Options that select and configure an AWG + scope bench."""
     g = parser.add_argument_group("AWG + oscilloscope bench")
     g.add_argument("--simulate", action="store_true", help="use the in-process SCPI bench (no hardware)")
-    g.add_argument("--backend", default="optics", help="--simulate: simulator between the AWG and the scope (default optics)")
+    g.add_argument(
+        "--backend", default="optics", help="--simulate: simulator between the AWG and the scope (default optics)"
+    )
     g.add_argument("--awg", help="VISA address of the AWG, e.g. TCPIP0::192.168.1.10::inst0::INSTR")
     g.add_argument("--scope", help="VISA address of the oscilloscope")
     g.add_argument("--visa-backend", default="@py", help="pyvisa backend: @py (default), @ivi (vendor VISA)")
     g.add_argument("--expect-awg", help="text the AWG's *IDN? must contain (e.g. 33522B); refuse any other")
     g.add_argument("--expect-scope", help="text the scope's *IDN? must contain (e.g. DSOX3024T)")
     g.add_argument("--n-outputs", type=int, default=16, help="features per sample (default 16)")
-    g.add_argument("--features", choices=("integrals", "fft"), default="integrals",
-                   help="window integrals (default) or |FFT| bins of each sample's response")
+    g.add_argument(
+        "--features",
+        choices=("integrals", "fft"),
+        default="integrals",
+        help="window integrals (default) or |FFT| bins of each sample's response",
+    )
     g.add_argument("--vpp", type=float, help="AWG amplitude, V peak-to-peak (required on a real bench)")
     g.add_argument("--offset", type=float, default=0.0, help="AWG offset, V (default 0)")
     g.add_argument("--sample-rate", type=float, default=1e6, help="AWG sample rate, Sa/s (default 1e6)")
@@ -69,16 +75,28 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--channel-offset", type=float, default=0.0, help="scope channel 1 centre, V (default 0)")
     g.add_argument("--trigger-source", default="EXT", help="scope trigger: EXT (AWG trigger out, default) or CHAN2")
     g.add_argument("--trigger-level", type=float, default=1.0, help="scope trigger level, V (default 1)")
-    g.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for one reply (default 5; 0.5 simulated)")
+    g.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for one reply (default 5; 0.5 simulated)"
+    )
     g.add_argument("--retries", type=int, default=3, help="retries per waveform after a recoverable fault (default 3)")
-    g.add_argument("--on-clip", choices=("flag", "raise"), default="flag",
-                   help="scope at full scale: count and flag (default) or stop with an error")
+    g.add_argument(
+        "--on-clip",
+        choices=("flag", "raise"),
+        default="flag",
+        help="scope at full scale: count and flag (default) or stop with an error",
+    )
 
 
 def simulated_options(args: argparse.Namespace) -> dict:
     """Keywords of the ``awg-scope-sim`` factory for --simulate (also recorded as the run's system_options)."""
-    return dict(n_outputs=args.n_outputs, backend=args.backend, features=args.features, on_clip=args.on_clip,
-                retries=args.retries, timeout=min(args.timeout, 0.5))
+    return dict(
+        n_outputs=args.n_outputs,
+        backend=args.backend,
+        features=args.features,
+        on_clip=args.on_clip,
+        retries=args.retries,
+        timeout=min(args.timeout, 0.5),
+    )
 
 
 def build_bench(args: argparse.Namespace, *, n_inputs: int, seed: int = 0):
@@ -92,12 +110,20 @@ def build_bench(args: argparse.Namespace, *, n_inputs: int, seed: int = 0):
         return simulated_awg_scope(n_inputs=n_inputs, seed=seed, **simulated_options(args))
     if not (args.awg and args.scope):
         raise SystemExit("error: give --simulate, or both --awg and --scope VISA addresses")
-    missing = [f"--{k.replace('_', '-')}" for k in ("vpp", "max_vpp", "max_offset", "max_voltage")
-               if getattr(args, k) is None]
+    missing = [
+        f"--{k.replace('_', '-')}" for k in ("vpp", "max_vpp", "max_offset", "max_voltage") if getattr(args, k) is None
+    ]
     if missing:
-        raise SystemExit(f"error: a real bench needs {', '.join(missing)} (the drive and its limits are yours to state)")
-    limits = BenchLimits(max_vpp=args.max_vpp, max_abs_offset=args.max_offset, max_abs_voltage=args.max_voltage,
-                         max_sample_rate=args.max_sample_rate, max_points=args.max_points)
+        raise SystemExit(
+            f"error: a real bench needs {', '.join(missing)} (the drive and its limits are yours to state)"
+        )
+    limits = BenchLimits(
+        max_vpp=args.max_vpp,
+        max_abs_offset=args.max_offset,
+        max_abs_voltage=args.max_voltage,
+        max_sample_rate=args.max_sample_rate,
+        max_points=args.max_points,
+    )
     # Limits first: nothing is opened, let alone written, for a drive outside them.
     limits.check(vpp=args.vpp, offset=args.offset, sample_rate=args.sample_rate)
     transports = []
@@ -107,12 +133,25 @@ def build_bench(args: argparse.Namespace, *, n_inputs: int, seed: int = 0):
         scope_t = VisaTransport(args.scope, backend=args.visa_backend, timeout=args.timeout)
         transports.append(scope_t)
         system = AWGScopeSystem(
-            SCPIAWG(awg_t, name="awg"), SCPIScope(scope_t, name="scope"),
-            n_inputs=n_inputs, n_outputs=args.n_outputs, limits=limits, vpp=args.vpp, offset=args.offset,
-            sample_rate=args.sample_rate, features=args.features, symbol_samples=args.symbol_samples,
-            guard_samples=args.guard_samples, load=args.load, trigger_source=args.trigger_source,
-            trigger_level=args.trigger_level, channel_range=args.channel_range, channel_offset=args.channel_offset,
-            on_clip=args.on_clip, retries=args.retries, expect_awg_idn=args.expect_awg,
+            SCPIAWG(awg_t, name="awg"),
+            SCPIScope(scope_t, name="scope"),
+            n_inputs=n_inputs,
+            n_outputs=args.n_outputs,
+            limits=limits,
+            vpp=args.vpp,
+            offset=args.offset,
+            sample_rate=args.sample_rate,
+            features=args.features,
+            symbol_samples=args.symbol_samples,
+            guard_samples=args.guard_samples,
+            load=args.load,
+            trigger_source=args.trigger_source,
+            trigger_level=args.trigger_level,
+            channel_range=args.channel_range,
+            channel_offset=args.channel_offset,
+            on_clip=args.on_clip,
+            retries=args.retries,
+            expect_awg_idn=args.expect_awg,
             expect_scope_idn=args.expect_scope,
         )
     except BaseException:
@@ -120,14 +159,19 @@ def build_bench(args: argparse.Namespace, *, n_inputs: int, seed: int = 0):
             with contextlib.suppress(Exception):
                 t.close()
         raise
-    print(f"AWG: {system.awg_idn}\nscope: {system.scope_idn}\n"
-          f"{system.max_per_waveform} samples per waveform, {system.record_points} scope points per capture")
+    print(
+        f"AWG: {system.awg_idn}\nscope: {system.scope_idn}\n"
+        f"{system.max_per_waveform} samples per waveform, {system.record_points} scope points per capture"
+    )
     return system
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="See lab_scripts/README.md for wiring and choosing limits.")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="See lab_scripts/README.md for wiring and choosing limits.",
+    )
     add_bench_arguments(p)
     add_training_arguments(p, hidden_default=20, hidden_help="digital layer width (default 20)")
     return p.parse_args(argv)

@@ -43,8 +43,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     src = g.add_mutually_exclusive_group()
     src.add_argument("--simulate", action="store_true", help="use the pty fake firmware (no hardware)")
     src.add_argument("--port", help="serial port of the board, e.g. /dev/ttyACM0, COM3, or a pyserial URL")
-    g.add_argument("--backend", default="optics", help="--simulate: simulator behind the fake DACs/ADCs (default optics)")
-    g.add_argument("--n-inputs", type=int, help="DAC channels (default: from the board's IDENT; simulated: the model's width)")
+    g.add_argument(
+        "--backend", default="optics", help="--simulate: simulator behind the fake DACs/ADCs (default optics)"
+    )
+    g.add_argument(
+        "--n-inputs", type=int, help="DAC channels (default: from the board's IDENT; simulated: the model's width)"
+    )
     g.add_argument("--n-outputs", type=int, help="ADC channels (default: from IDENT; simulated: 48)")
     g.add_argument("--low", type=float, default=0.0, help="lowest safe drive voltage, V (default 0)")
     g.add_argument("--high", type=float, help="highest safe drive voltage, V (required with --port)")
@@ -57,15 +61,26 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--serial", help="expected board serial number (refuse any other board)")
     g.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for one reply (default 1)")
     g.add_argument("--retries", type=int, default=3, help="retries per request after a recoverable fault (default 3)")
-    g.add_argument("--on-clip", choices=("flag", "raise"), default="flag",
-                   help="ADC values at 0 or full scale: count and flag (default) or stop with an error")
+    g.add_argument(
+        "--on-clip",
+        choices=("flag", "raise"),
+        default="flag",
+        help="ADC values at 0 or full scale: count and flag (default) or stop with an error",
+    )
     g.add_argument("--baudrate", type=int, default=115200, help="UART speed (ignored by native USB boards)")
 
 
 def simulated_options(args: argparse.Namespace) -> dict:
     """Keywords of the ``serial-daq-sim`` factory for --simulate (also recorded as the run's system_options)."""
-    opts = dict(n_outputs=args.n_outputs or 48, backend=args.backend, low=args.low, high=args.high,
-                on_clip=args.on_clip, timeout=args.timeout, retries=args.retries)
+    opts = dict(
+        n_outputs=args.n_outputs or 48,
+        backend=args.backend,
+        low=args.low,
+        high=args.high,
+        on_clip=args.on_clip,
+        timeout=args.timeout,
+        retries=args.retries,
+    )
     return {k: v for k, v in opts.items() if v is not None}  # high=None: the factory's default, the whole DAC span
 
 
@@ -79,15 +94,22 @@ def build_bench(args: argparse.Namespace, *, n_inputs: int | None = None, seed: 
         return simulated_serial_daq(n_inputs=args.n_inputs or n_inputs, seed=seed, **simulated_options(args))
     if not args.port:
         raise SystemExit("error: give --simulate or --port PORT")
-    missing = [f"--{k.replace('_', '-')}" for k in ("high", "dac_volts_per_code", "adc_volts_per_code")
-               if getattr(args, k) is None]
+    missing = [
+        f"--{k.replace('_', '-')}"
+        for k in ("high", "dac_volts_per_code", "adc_volts_per_code")
+        if getattr(args, k) is None
+    ]
     if missing:
-        raise SystemExit(f"error: a real bench needs {', '.join(missing)} (the safe range and calibration are yours to state)")
+        raise SystemExit(
+            f"error: a real bench needs {', '.join(missing)} (the safe range and calibration are yours to state)"
+        )
     transport = SerialTransport(args.port, baudrate=args.baudrate, timeout=args.timeout)
     try:
         ident = probe_ident(transport, timeout=args.timeout)
-        print(f"board: {ident.model} serial {ident.serial} firmware {ident.firmware}: {ident.n_in} DAC x "
-              f"{ident.dac_bits} bit, {ident.n_out} ADC x {ident.adc_bits} bit, max_batch {ident.max_batch}")
+        print(
+            f"board: {ident.model} serial {ident.serial} firmware {ident.firmware}: {ident.n_in} DAC x "
+            f"{ident.dac_bits} bit, {ident.n_out} ADC x {ident.adc_bits} bit, max_batch {ident.max_batch}"
+        )
         return SerialDAQSystem(
             transport,
             n_inputs=args.n_inputs or ident.n_in,
@@ -109,11 +131,15 @@ def build_bench(args: argparse.Namespace, *, n_inputs: int | None = None, seed: 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="See lab_scripts/firmware/README.md for the board side.")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="See lab_scripts/firmware/README.md for the board side.",
+    )
     add_bench_arguments(p)
-    add_training_arguments(p, hidden_default=None,
-                           hidden_help="digital layer width (default: the bench's DAC count, at most 20)")
+    add_training_arguments(
+        p, hidden_default=None, hidden_help="digital layer width (default: the bench's DAC count, at most 20)"
+    )
     return p.parse_args(argv)
 
 

@@ -6,8 +6,8 @@ forward-forward (MF-FF) method, data loaders, run logs and the CLI. Simulators
 live in :mod:`physnn.simulators`, instrument drivers in :mod:`physnn.devices`.
 """
 
-from .system import PhysicalSystem, QueryStats, SystemSpec
 from .registry import available_systems, build_system, register_system
+from .system import PhysicalSystem, QueryStats, SystemSpec
 
 __version__ = "0.2.0"  # the one place the version is written (pyproject.toml reads it)
 

@@ -197,8 +197,14 @@ class Accountant:
         dispatch can change the last bit of a result, and resume is bit-exact).
         """
         q, d = self._used()
-        return {"queries": dict(self._queries), "device": dict(self._device), "wall": dict(self._wall),
-                "flops": dict(self._flops), "used": [int(q), float(d)], "memo": dict(self._memo)}
+        return {
+            "queries": dict(self._queries),
+            "device": dict(self._device),
+            "wall": dict(self._wall),
+            "flops": dict(self._flops),
+            "used": [int(q), float(d)],
+            "memo": dict(self._memo),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict`: totals restored, the systems' present counters become the new base."""

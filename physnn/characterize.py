@@ -269,8 +269,10 @@ def characterize(
         e_test = checks.integer("drives_split[1]", e_test, low=2)
         drives = torch.as_tensor(drives, dtype=torch.float32)
         if drives.dim() != 2 or drives.shape[1] != spec.n_inputs or drives.shape[0] < e_fit + e_test:
-            raise ValueError(f"drives must be [>= {e_fit + e_test}, {spec.n_inputs}] (fit + test rows), "
-                             f"got shape {tuple(drives.shape)}")
+            raise ValueError(
+                f"drives must be [>= {e_fit + e_test}, {spec.n_inputs}] (fit + test rows), "
+                f"got shape {tuple(drives.shape)}"
+            )
         d = drives[: e_fit + e_test]
         ye, noise_e = _pairs(system, d, batch)
         dn = d.double().numpy()
@@ -304,6 +306,7 @@ def characterize(
 # ------------------------------------------------------------------ output
 def format_table(result: Characterization) -> str:
     """A two-column plain-text table of the scalar figures."""
+
     def fmt(v: Any) -> str:
         if v is None:
             return "-"
@@ -373,11 +376,21 @@ def save_figure(result: Characterization, path: str | Path) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     k = np.arange(result.n_outputs)
     ax = axes[0]
-    ax.plot(k, result.per_output_nonlinear_random, "o", ms=3,
-            label=f"random drives (pooled {result.nonlinear_fraction_random:.2f})")
+    ax.plot(
+        k,
+        result.per_output_nonlinear_random,
+        "o",
+        ms=3,
+        label=f"random drives (pooled {result.nonlinear_fraction_random:.2f})",
+    )
     if result.per_output_nonlinear_encoded is not None:
-        ax.plot(k, result.per_output_nonlinear_encoded, "s", ms=3,
-                label=f"encoder drives (pooled {result.nonlinear_fraction_encoded:.2f})")
+        ax.plot(
+            k,
+            result.per_output_nonlinear_encoded,
+            "s",
+            ms=3,
+            label=f"encoder drives (pooled {result.nonlinear_fraction_encoded:.2f})",
+        )
     ax.set_xlabel("output index")
     ax.set_ylabel("nonlinear fraction 1 - R² (noise removed)")
     ax.set_ylim(-0.02, 1.02)
@@ -386,8 +399,12 @@ def save_figure(result: Characterization, path: str | Path) -> Path:
     ax = axes[1]
     lam = result.eigenvalues
     if lam.size and lam[0] > 0:
-        ax.semilogy(np.arange(1, lam.size + 1), np.clip(lam / lam.sum(), 1e-12, None), ".-",
-                    label=f"participation ratio {result.effective_rank:.1f}, 99 % at {result.rank99}")
+        ax.semilogy(
+            np.arange(1, lam.size + 1),
+            np.clip(lam / lam.sum(), 1e-12, None),
+            ".-",
+            label=f"participation ratio {result.effective_rank:.1f}, 99 % at {result.rank99}",
+        )
         ax.legend(fontsize=7)
     ax.set_xlabel("eigenvalue index")
     ax.set_ylabel("share of output variance")
@@ -399,8 +416,10 @@ def save_figure(result: Characterization, path: str | Path) -> Path:
     ax.set_ylabel("outputs")
     ax.set_title("how much one input explains each output")
     ax.legend(fontsize=7)
-    fig.suptitle(f"{result.name}: {result.n_inputs} inputs [{result.units}] -> {result.n_outputs} outputs "
-                 f"[{result.output_units}], noise floor {result.noise_rel:.3g} (relative rms)")
+    fig.suptitle(
+        f"{result.name}: {result.n_inputs} inputs [{result.units}] -> {result.n_outputs} outputs "
+        f"[{result.output_units}], noise floor {result.noise_rel:.3g} (relative rms)"
+    )
     return _save(fig, path)
 
 
@@ -458,8 +477,10 @@ def bench_sweeps(
       (two-sided t-test at 1 %).
     """
     if points < 3 or repeats < 2 or drift_calls < 2 or channels < 1:
-        raise ValueError(f"need points >= 3, repeats >= 2, drift_calls >= 2, channels >= 1; got points={points}, "
-                         f"repeats={repeats}, drift_calls={drift_calls}, channels={channels}")
+        raise ValueError(
+            f"need points >= 3, repeats >= 2, drift_calls >= 2, channels >= 1; got points={points}, "
+            f"repeats={repeats}, drift_calls={drift_calls}, channels={channels}"
+        )
     spec = system.spec
     gen = torch.Generator().manual_seed(seed)
     n_in = spec.n_inputs
@@ -537,8 +558,14 @@ def bench_sweeps(
     }
     return {
         "summary": summary,
-        "settings": dict(points=points, repeats=repeats, drift_calls=drift_calls, drift_interval=drift_interval,
-                         channels=len(chans), seed=seed),
+        "settings": dict(
+            points=points,
+            repeats=repeats,
+            drift_calls=drift_calls,
+            drift_interval=drift_interval,
+            channels=len(chans),
+            seed=seed,
+        ),
         "drive_units": spec.units,
         "output_units": spec.output_units,
         "name": spec.name,
@@ -573,8 +600,13 @@ def save_bench_plots(result: dict[str, Any], out: Path, max_lines: int = 4) -> l
     fig, axes = plt.subplots(1, len(result["channels"]), figsize=(4 * len(result["channels"]), 3.6), squeeze=False)
     for ax, i in zip(axes[0], range(len(result["channels"]))):
         for k in outs:
-            ax.plot(result["sweep"], result["linearity"][i, :, k], marker="o", ms=3,
-                    label=f"output {k} (R²={result['r2'][i, k]:.3f})")
+            ax.plot(
+                result["sweep"],
+                result["linearity"][i, :, k],
+                marker="o",
+                ms=3,
+                label=f"output {k} (R²={result['r2'][i, k]:.3f})",
+            )
         ax.set_xlabel(f"drive of input {result['channels'][i]} [{du}]")
         ax.set_ylabel(f"measured output [{ou}]")
         ax.set_title(f"input {result['channels'][i]} swept, others at mid-range")
@@ -654,17 +686,36 @@ def characterize_named(
             if pairs < n_fit + n_test:  # a small data set (vowels): all its pairs, split 2:1
                 enc_fit = (2 * pairs) // 3
                 enc_test = pairs - enc_fit
-                log.warning("%s has %d (sample, label) pairs: encoder drives fit on %d, test on %d",
-                            dataset, pairs, enc_fit, enc_test)
+                log.warning(
+                    "%s has %d (sample, label) pairs: encoder drives fit on %d, test on %d",
+                    dataset,
+                    pairs,
+                    enc_fit,
+                    enc_test,
+                )
             gen = torch.Generator().manual_seed(seed + 1)
-            drives = encoder_drives(system.spec, data.x_train, data.y_train, data.n_classes, enc_fit + enc_test,
-                                    gen, encoder=encoder, encoder_options={"bits": encoder_bits},
-                                    label_repeat=label_repeat)
-        result = characterize(system, drives=drives, n_fit=n_fit, n_test=n_test, seed=seed,
-                              drives_split=(enc_fit, enc_test))
-        result.settings.update(system=system_name, system_options={k: str(v) for k, v in options.items()},
-                               dataset=dataset, encoder=encoder, encoder_bits=encoder_bits,
-                               label_repeat=label_repeat)
+            drives = encoder_drives(
+                system.spec,
+                data.x_train,
+                data.y_train,
+                data.n_classes,
+                enc_fit + enc_test,
+                gen,
+                encoder=encoder,
+                encoder_options={"bits": encoder_bits},
+                label_repeat=label_repeat,
+            )
+        result = characterize(
+            system, drives=drives, n_fit=n_fit, n_test=n_test, seed=seed, drives_split=(enc_fit, enc_test)
+        )
+        result.settings.update(
+            system=system_name,
+            system_options={k: str(v) for k, v in options.items()},
+            dataset=dataset,
+            encoder=encoder,
+            encoder_bits=encoder_bits,
+            label_repeat=label_repeat,
+        )
         described = system.describe()
     finally:
         system.close()
@@ -692,9 +743,17 @@ def _parse_option(text: str) -> tuple[str, Any]:
 def _cmd_characterize(args: argparse.Namespace) -> int:
     options = dict(_parse_option(o) for o in args.system_option)
     result, paths = characterize_named(
-        args.system, system_options=options, dataset=None if args.dataset == "none" else args.dataset,
-        data_path=args.data_path, encoder=args.encoder, encoder_bits=args.encoder_bits,
-        label_repeat=args.label_repeat, n_fit=args.n_fit, n_test=args.n_test, seed=args.seed, out=args.out,
+        args.system,
+        system_options=options,
+        dataset=None if args.dataset == "none" else args.dataset,
+        data_path=args.data_path,
+        encoder=args.encoder,
+        encoder_bits=args.encoder_bits,
+        label_repeat=args.label_repeat,
+        n_fit=args.n_fit,
+        n_test=args.n_test,
+        seed=args.seed,
+        out=args.out,
     )
     print(format_table(result))
     for p in paths:
@@ -710,10 +769,18 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
     )
     p.add_argument("--system", required=True, help="system name (see `physnn systems`)")
-    p.add_argument("--system-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="an option of the system's factory (repeatable), e.g. noise=false")
-    p.add_argument("--dataset", default=DEFAULT_DATASET,
-                   help=f"data set whose encoded drives are measured too (default {DEFAULT_DATASET}; 'none': skip)")
+    p.add_argument(
+        "--system-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the system's factory (repeatable), e.g. noise=false",
+    )
+    p.add_argument(
+        "--dataset",
+        default=DEFAULT_DATASET,
+        help=f"data set whose encoded drives are measured too (default {DEFAULT_DATASET}; 'none': skip)",
+    )
     p.add_argument("--data-path", default=None, help="file or folder of the data set (vowels CSV, MNIST IDX)")
     p.add_argument("--encoder", default="minmax", help="encoder of those drives (minmax, l2, abs-l2, thermometer)")
     p.add_argument("--encoder-bits", type=int, default=None, help="channels per feature of the thermometer encoder")

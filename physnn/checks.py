@@ -244,8 +244,9 @@ def _hint_text(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-def check_options(fn: Callable[..., Any], options: Mapping[str, Any], what: str,
-                  *, reserved: Iterable[str] = ()) -> dict[str, Any]:
+def check_options(
+    fn: Callable[..., Any], options: Mapping[str, Any], what: str, *, reserved: Iterable[str] = ()
+) -> dict[str, Any]:
     """Check a table of keyword options against ``fn``'s signature and annotations.
 
     Unknown keys raise a :class:`ParameterError` listing the valid ones;

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
 from . import safety
-from .config import ConfigError, RunConfig, load_config
+from .config import ConfigError, RunConfig
 from .safety import Terminated, shutdown_on_signals
 
 __all__ = ["main"]
@@ -28,8 +28,12 @@ _TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--dataset", "dataset", str, "data set: digits, vowels, mnist5k, mnist-idx"),
     ("--data-path", "data_path", str, "file or folder of the data set (vowels CSV, MNIST IDX folder)"),
     ("--system", "system", str, "physical system name (see `physnn systems`)"),
-    ("--method", "method", str, "training method: mfff (default), pat, zeroth_order, backprop (in silico); "
-     "controls: ff_digital, digital"),
+    (
+        "--method",
+        "method",
+        str,
+        "training method: mfff (default), pat, zeroth_order, backprop (in silico); controls: ff_digital, digital",
+    ),
     ("--blocks", "blocks", int, "number of physical blocks"),
     ("--hidden", "hidden", int, "width of each block's digital layer"),
     ("--epochs", "epochs", int, "training epochs"),
@@ -42,8 +46,12 @@ _TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
     ("--encoder-bits", "encoder_bits", int, "drive channels per value of the thermometer encoder (0: its default, 1)"),
     ("--label-repeat", "label_repeat", int, "input slots per class label in MF-FF's label embedding (default 1)"),
     ("--val-fraction", "val_fraction", float, "share of the training split held out for validation (default 0.1)"),
-    ("--metric-sinks", "metric_sinks", lambda text: [x for x in text.split(",") if x],
-     "also send per-epoch metrics to tensorboard and/or mlflow (comma-separated; optional extras)"),
+    (
+        "--metric-sinks",
+        "metric_sinks",
+        lambda text: [x for x in text.split(",") if x],
+        "also send per-epoch metrics to tensorboard and/or mlflow (comma-separated; optional extras)",
+    ),
     ("--eval-samples", "eval_samples", int, "validation samples per scheduled evaluation (0: all)"),
     ("--query-budget", "query_budget", int, "stop before the learning queries would exceed this (0: no budget)"),
     ("--stop-on", "stop_on", str, "early stop: none, loss, gap (no queries) or val"),
@@ -81,8 +89,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         others = sorted(k for k, v in overrides.items() if v is not None and k != "epochs")
         if others or args.config or args.system_option or args.method_option:
             given = ", ".join(others) or "--config/--system-option/--method-option"
-            raise ConfigError(f"--resume continues a run with its own configuration; only --epochs may be given "
-                              f"with it (got {given})")
+            raise ConfigError(
+                f"--resume continues a run with its own configuration; only --epochs may be given with it (got {given})"
+            )
         if overrides["epochs"] is not None:
             config = config.updated(epochs=overrides["epochs"])
     else:
@@ -93,14 +102,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
         data = read_config(args.config) if args.config else {}
         data.update({k: v for k, v in overrides.items() if v is not None})
         if args.system_option:
-            data["system_options"] = {**data.get("system_options", {}),
-                                      **dict(_parse_option(o) for o in args.system_option)}
+            data["system_options"] = {
+                **data.get("system_options", {}),
+                **dict(_parse_option(o) for o in args.system_option),
+            }
         if args.method_option:
-            data["method_options"] = {**data.get("method_options", {}),
-                                      **dict(_parse_option(o, "--method-option") for o in args.method_option)}
+            data["method_options"] = {
+                **data.get("method_options", {}),
+                **dict(_parse_option(o, "--method-option") for o in args.method_option),
+            }
         config = RunConfig.from_dict(with_recipe(data), source=args.config or "command line")
-    print(f"physnn train ({config.method}): {config.dataset} through {config.system} x{config.blocks} blocks, "
-          f"{config.epochs} epochs, seed {config.seed}", flush=True)
+    print(
+        f"physnn train ({config.method}): {config.dataset} through {config.system} x{config.blocks} blocks, "
+        f"{config.epochs} epochs, seed {config.seed}",
+        flush=True,
+    )
     progress = not args.no_progress and sys.stderr.isatty()
 
     def echo(line: str) -> None:
@@ -116,15 +132,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not args.resume:
         _check_output(config.output)
         if config.data_path and config.dataset in ("digits", "mnist5k"):
-            raise ConfigError(f"data_path {config.data_path!r} is not used by dataset {config.dataset!r} (bundled); "
-                              f"data_path is for vowels (a CSV file) and mnist-idx (a folder of IDX files)")
+            raise ConfigError(
+                f"data_path {config.data_path!r} is not used by dataset {config.dataset!r} (bundled); "
+                f"data_path is for vowels (a CSV file) and mnist-idx (a folder of IDX files)"
+            )
         reserved = sorted(set(config.system_options) & {"n_inputs", "seed", "device"})
         if reserved:  # the runner passes these to the system's factory itself
-            raise ConfigError(f"system_options may not set {', '.join(map(repr, reserved))}: the run sets them "
-                              f"itself (from the model's width, --seed and --device)")
+            raise ConfigError(
+                f"system_options may not set {', '.join(map(repr, reserved))}: the run sets them "
+                f"itself (from the model's width, --seed and --device)"
+            )
     # a run file is data: paths in its options may only point into the run's folder or the user's cache
-    confine = (safety.confined_paths([Path(args.resume).resolve().parent, safety.user_cache_dir()],
-                                     source=str(args.resume)) if args.resume else contextlib.nullcontext())
+    confine = (
+        safety.confined_paths([Path(args.resume).resolve().parent, safety.user_cache_dir()], source=str(args.resume))
+        if args.resume
+        else contextlib.nullcontext()
+    )
     with confine:
         result = run_experiment(config, progress=progress, resume=args.resume, echo=echo)
     if result.test_n:
@@ -135,8 +158,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         test = f"{result.test_accuracy:.4f}"
     train = "" if result.train_accuracy != result.train_accuracy else f" (training batches {result.train_accuracy:.4f})"
     print(f"test accuracy {test}{train}")
-    print(f"physical queries: {result.train_queries} samples in training, {result.total_queries} in total "
-          f"(incl. evaluation); wall time {result.wall_seconds:.1f} s")
+    print(
+        f"physical queries: {result.train_queries} samples in training, {result.total_queries} in total "
+        f"(incl. evaluation); wall time {result.wall_seconds:.1f} s"
+    )
     if result.path is not None:
         print(f"run file: {result.path}")
     return 0
@@ -154,8 +179,9 @@ def _check_output(value: str) -> None:
     for p in (folder, *folder.parents):
         if p.exists():
             if not p.is_dir():
-                raise ConfigError(f"output {value!r}: {str(p)!r} is a file, not a folder; give a folder or a new "
-                                  f"*.h5 file name")
+                raise ConfigError(
+                    f"output {value!r}: {str(p)!r} is a file, not a folder; give a folder or a new *.h5 file name"
+                )
             return
 
 
@@ -169,7 +195,9 @@ def _cmd_systems(args: argparse.Namespace) -> int:
                 sp = s.spec
                 levels = str(sp.levels) if sp.levels else "continuous"
                 doc = (type(s).__doc__ or "").strip().splitlines()[0] if type(s).__doc__ else ""
-                rows.append((name, f"{sp.n_inputs}", f"{sp.n_outputs}", f"{sp.low:g}..{sp.high:g} {sp.units}", levels, doc))
+                rows.append(
+                    (name, f"{sp.n_inputs}", f"{sp.n_outputs}", f"{sp.low:g}..{sp.high:g} {sp.units}", levels, doc)
+                )
         except Exception as exc:  # a listing must not die on one broken plug-in
             rows.append((name, "-", "-", "-", "-", f"unavailable: {exc}"))
     header = ("name", "n_in", "n_out", "drive limits", "levels", "description")
@@ -212,12 +240,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="TOML file with the same keys as these flags")
     for flag, key, typ, help_ in _TRAIN_FLAGS:
         t.add_argument(flag, dest=key, type=typ, default=None, help=help_)
-    t.add_argument("--system-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="an option of the system's factory (repeatable), e.g. noise=false")
-    t.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
-                   help="an option of the training method (repeatable), e.g. twin_samples=1000 for pat")
-    t.add_argument("--resume", metavar="RUN.h5",
-                   help="continue a run file from its last checkpoint (with --epochs N: extend it to N epochs)")
+    t.add_argument(
+        "--system-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the system's factory (repeatable), e.g. noise=false",
+    )
+    t.add_argument(
+        "--method-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the training method (repeatable), e.g. twin_samples=1000 for pat",
+    )
+    t.add_argument(
+        "--resume",
+        metavar="RUN.h5",
+        help="continue a run file from its last checkpoint (with --epochs N: extend it to N epochs)",
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_cmd_train)
     s = sub.add_parser("systems", help="list the available physical systems and their specs")
@@ -230,8 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="overlay several runs and print a table")
     c.add_argument("runs", nargs="+")
     c.add_argument("--out", default=None, help="figure file (.png/.pdf/.svg) or folder for the overlay plot")
-    c.add_argument("--format", choices=("png", "pdf", "svg"), default="png",
-                   help="figure format when --out is a folder (default png)")
+    c.add_argument(
+        "--format",
+        choices=("png", "pdf", "svg"),
+        default="png",
+        help="figure format when --out is a folder (default png)",
+    )
     c.set_defaults(func=_cmd_compare)
     l_ = sub.add_parser("ls", help="list the runs in a folder with their key numbers")
     l_.add_argument("folder", nargs="?", default="runs")
@@ -323,17 +368,22 @@ def _disk_full(exc: BaseException) -> bool:
 
 def _is_user_error(exc: Exception) -> bool:
     """Errors a user can act on (a value, a file, an instrument, a full disk), as opposed to bugs in physnn."""
-    return (isinstance(exc, (ValueError, OSError, ImportError)) or _disk_full(exc)
-            or _foreign_error(exc, "physnn.devices.errors", "InstrumentError")
-            or _foreign_error(exc, "physnn.remote", "RemoteSystemError"))
+    return (
+        isinstance(exc, (ValueError, OSError, ImportError))
+        or _disk_full(exc)
+        or _foreign_error(exc, "physnn.devices.errors", "InstrumentError")
+        or _foreign_error(exc, "physnn.remote", "RemoteSystemError")
+    )
 
 
 def _one_line(exc: BaseException) -> str:
     if _disk_full(exc):
         m = re.search(r"filename = '([^']*)'", str(exc))
         where = m.group(1) if m else getattr(exc, "filename", None)
-        return (f"No space left on device{f' writing {where}' if where else ''}; free some space or give an "
-                f"--output on another disk (the run file keeps every epoch written before)")
+        return (
+            f"No space left on device{f' writing {where}' if where else ''}; free some space or give an "
+            f"--output on another disk (the run file keeps every epoch written before)"
+        )
     if isinstance(exc, OSError) and exc.strerror and exc.filename:
         text = f"{exc.filename}: {exc.strerror}"
     elif isinstance(exc, (ValueError, OSError, ImportError)):

@@ -71,6 +71,10 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     output: str = "runs"
+    # after training, keep training on a stream drawn from the training split while the device changes
+    # (physnn/continual.py); [continual_options] are Continual's keyword options (probes, threshold, budget...)
+    continual_ticks: int = 0
+    continual_options: dict[str, Any] = field(default_factory=dict)
     checkpoint_every: int = 1
     checkpoint_seconds: float = 0.0
     probes: int = 8
@@ -123,6 +127,7 @@ class RunConfig:
         checks.integer("eval_every", self.eval_every, low=0)
         checks.integer("checkpoint_every", self.checkpoint_every, low=1)
         checks.nonnegative("checkpoint_seconds", self.checkpoint_seconds)
+        checks.integer("continual_ticks", self.continual_ticks, low=0)
         checks.integer("seed", self.seed, low=0, high=2**63 - 1)
         checks.integer("probes", self.probes, low=0, high=10_000)
         checks.integer("threads", self.threads, low=0, high=1024)
@@ -135,8 +140,9 @@ class RunConfig:
         checks.nonnegative("min_delta", self.min_delta)
         checks.choice("schedule", self.schedule, ("serial", "pipelined"))
         if not isinstance(self.metric_sinks, list):
-            raise checks.ParameterError(f"metric_sinks must be a list of sink names ('tensorboard', 'mlflow'), "
-                                        f"got {self.metric_sinks!r}")
+            raise checks.ParameterError(
+                f"metric_sinks must be a list of sink names ('tensorboard', 'mlflow'), got {self.metric_sinks!r}"
+            )
         for i, name in enumerate(self.metric_sinks):
             checks.choice(f"metric_sinks[{i}]", name, ("tensorboard", "mlflow"))
         checks.boolean("skip", self.skip)
@@ -145,15 +151,17 @@ class RunConfig:
         checks.nonnegative("weight_decay", self.weight_decay)
         checks.fraction("test_fraction", self.test_fraction)
         checks.real("val_fraction", self.val_fraction, low=0.0, high=0.5)
-        for key in ("system_options", "method_options"):
+        for key in ("system_options", "method_options", "continual_options"):
             if not isinstance(getattr(self, key), dict):
-                raise checks.ParameterError(f"{key} must be a table of KEY = VALUE options, got "
-                                            f"{getattr(self, key)!r}")
+                raise checks.ParameterError(f"{key} must be a table of KEY = VALUE options, got {getattr(self, key)!r}")
         _check_device(self.device)
-        if not (self.label_scale in ("batch_max", "sample_max") or
-                (isinstance(self.label_scale, (int, float)) and not isinstance(self.label_scale, bool))):
-            raise checks.ParameterError(f"label_scale must be 'batch_max', 'sample_max' or a number, "
-                                        f"got {self.label_scale!r}")
+        if not (
+            self.label_scale in ("batch_max", "sample_max")
+            or (isinstance(self.label_scale, (int, float)) and not isinstance(self.label_scale, bool))
+        ):
+            raise checks.ParameterError(
+                f"label_scale must be 'batch_max', 'sample_max' or a number, got {self.label_scale!r}"
+            )
 
     # ---------------------------------------------------------- building
     @classmethod
@@ -193,8 +201,9 @@ def _check_device(value: str) -> None:
     if dev.type != "cuda":
         raise checks.ParameterError(f"device must be {allowed}, got {value!r}")
     if not torch.cuda.is_available():
-        raise checks.ParameterError(f"device = {value!r} needs CUDA, which this torch build or machine does not "
-                                    f"have; use 'cpu'")
+        raise checks.ParameterError(
+            f"device = {value!r} needs CUDA, which this torch build or machine does not have; use 'cpu'"
+        )
     n = torch.cuda.device_count()
     if dev.index is not None and dev.index >= n:
         raise checks.ParameterError(f"device = {value!r}: this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}")

@@ -110,8 +110,15 @@ class ProbeMonitor:
         seed: seeds the probe drives.
     """
 
-    def __init__(self, systems: Iterable[PhysicalSystem], *, probes: int = 16, repeats: int = 3,
-                 threshold: float = 3.0, seed: int = 0):
+    def __init__(
+        self,
+        systems: Iterable[PhysicalSystem],
+        *,
+        probes: int = 16,
+        repeats: int = 3,
+        threshold: float = 3.0,
+        seed: int = 0,
+    ):
         self.systems = _distinct(systems)
         if not self.systems:
             raise ValueError("ProbeMonitor needs at least one system")
@@ -230,8 +237,10 @@ class Continual:
     ):
         for attr in ("prepare", "optimizers", "lr"):
             if not hasattr(trainer, attr):
-                raise TypeError(f"trainer must follow the Trainer contract (physnn.train.base); "
-                                f"{type(trainer).__name__} has no {attr!r}")
+                raise TypeError(
+                    f"trainer must follow the Trainer contract (physnn.train.base); "
+                    f"{type(trainer).__name__} has no {attr!r}"
+                )
         self.trainer = trainer
         self.replay_size = checks.integer("replay_size", replay_size, low=1)
         self.replay_batch = checks.integer("replay_batch", replay_batch, low=0)
@@ -242,9 +251,13 @@ class Continual:
         self.query_budget = None if query_budget is None else checks.positive("query_budget", query_budget)
         if budget_burst is not None and self.query_budget is None:
             raise checks.ParameterError(f"budget_burst={budget_burst!r} needs a query_budget")
-        self.budget_burst = (None if self.query_budget is None else
-                             10 * self.query_budget if budget_burst is None else
-                             checks.real("budget_burst", budget_burst, low=self.query_budget))
+        self.budget_burst = (
+            None
+            if self.query_budget is None
+            else 10 * self.query_budget
+            if budget_burst is None
+            else checks.real("budget_burst", budget_burst, low=self.query_budget)
+        )
         self.probe_every = checks.integer("probe_every", probe_every, low=0)
         self.probes = checks.integer("probes", probes, low=1)
         self.probe_repeats = checks.integer("probe_repeats", probe_repeats, low=2)
@@ -315,8 +328,9 @@ class Continual:
             raise TypeError(f"model must expose .systems (its physical systems), got {type(model).__name__}")
         self.trainer.prepare(model)
         if self.probe_every and self.monitor is None:
-            self.monitor = ProbeMonitor(systems, probes=self.probes, repeats=self.probe_repeats,
-                                        threshold=self.threshold, seed=self.seed)
+            self.monitor = ProbeMonitor(
+                systems, probes=self.probes, repeats=self.probe_repeats, threshold=self.threshold, seed=self.seed
+            )
             q0 = _queries(systems)
             floors = self.monitor.reference()
             if self.query_budget is not None:
@@ -343,8 +357,14 @@ class Continual:
                 record["drift_ratio"] = max(ratios)
                 hit = [i for i, r in enumerate(ratios) if r > self.threshold]
                 if hit:
-                    self._event("drift_detected", on_event, systems=hit, ratio=[ratios[i] for i in hit],
-                                threshold=self.threshold, queries=float(_queries(systems)))
+                    self._event(
+                        "drift_detected",
+                        on_event,
+                        systems=hit,
+                        ratio=[ratios[i] for i in hit],
+                        threshold=self.threshold,
+                        queries=float(_queries(systems)),
+                    )
                     self._act(model, on_event, refit)
                     self._event("reference", on_event, noise_floor=self.monitor.reference())
                 if self.query_budget is not None:
@@ -383,8 +403,13 @@ class Continual:
                 self._boost_left -= 1
                 if self._boost_left == 0:
                     self._event("lr_change", on_event, lr=self._lr())
-            record.update(lr=lr, steps=float(trained), queries=float(_queries(systems) - q_start),
-                          queries_total=float(_queries(systems)), pending_retrain=float(self._pending))
+            record.update(
+                lr=lr,
+                steps=float(trained),
+                queries=float(_queries(systems) - q_start),
+                queries_total=float(_queries(systems)),
+                pending_retrain=float(self._pending),
+            )
             if self.query_budget is not None:
                 record["budget_tokens"] = self._tokens
             self.history.ticks.append(record)

@@ -102,8 +102,10 @@ def _split(
     tr = rng.permutation(np.concatenate(train_idx))
     te = rng.permutation(np.concatenate(test_idx))
     if te.size == 0:
-        raise ValueError(f"{what}: the test split is empty ({len(y)} sample(s) in {len(np.unique(y))} class(es), "
-                         f"test_fraction={test_fraction:g}); each class needs at least 2 samples")
+        raise ValueError(
+            f"{what}: the test split is empty ({len(y)} sample(s) in {len(np.unique(y))} class(es), "
+            f"test_fraction={test_fraction:g}); each class needs at least 2 samples"
+        )
     return x[tr], y[tr], x[te], y[te]
 
 
@@ -135,9 +137,7 @@ def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     return _make("digits", xtr, ytr, xte, yte, 10, [str(i) for i in range(10)], {"scaling": "pixels/16"})
 
 
-VOWEL_FEATURES = [
-    f"{f}_{t}" for t in ("steady", "20", "50", "80") for f in ("F1", "F2", "F3")
-]
+VOWEL_FEATURES = [f"{f}_{t}" for t in ("steady", "20", "50", "80") for f in ("F1", "F2", "F3")]
 
 
 def load_vowels(path: str | os.PathLike | None = None, *, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
@@ -165,12 +165,14 @@ def load_vowels(path: str | os.PathLike | None = None, *, test_fraction: float =
                 # csv.DictReader fills a short row with None and keeps a long row's extras under None
                 if None in r or any(v is None for v in r.values()):
                     n = sum(v is not None for k, v in r.items() if k is not None) + len(r.get(None) or [])
-                    raise ValueError(f"{p}: line {reader.line_num} has {n} field(s), the header has "
-                                     f"{len(reader.fieldnames)}")
+                    raise ValueError(
+                        f"{p}: line {reader.line_num} has {n} field(s), the header has {len(reader.fieldnames)}"
+                    )
                 rows.append((reader.line_num, r))
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{p}: not a text CSV file (byte 0x{exc.object[exc.start]:02x} at offset {exc.start} "
-                         f"is not UTF-8)") from None
+        raise ValueError(
+            f"{p}: not a text CSV file (byte 0x{exc.object[exc.start]:02x} at offset {exc.start} is not UTF-8)"
+        ) from None
     except csv.Error as exc:
         raise ValueError(f"{p}: not a readable CSV file ({exc})") from None
     if not rows:
@@ -263,8 +265,16 @@ def load_mnist_idx(folder: str | os.PathLike, *, limit: int | None = None, seed:
         ite = rng.permutation(len(yte))[:limit]
         xtr, ytr, xte, yte = xtr[itr], ytr[itr], xte[ite], yte[ite]
     flat = lambda a: a.reshape(a.shape[0], -1).astype(np.float32) / 255.0  # noqa: E731
-    return _make("mnist", flat(xtr), ytr.astype(np.int64), flat(xte), yte.astype(np.int64), 10,
-                 [str(i) for i in range(10)], {"path": str(f)})
+    return _make(
+        "mnist",
+        flat(xtr),
+        ytr.astype(np.int64),
+        flat(xte),
+        yte.astype(np.int64),
+        10,
+        [str(i) for i in range(10)],
+        {"path": str(f)},
+    )
 
 
 def load_mnist5k(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:

@@ -38,8 +38,14 @@ __all__ = ["DigitalFF", "DigitalFFBlock", "DigitalNet"]
 class DigitalFFBlock(nn.Module):
     """Length-normalise the input, then ReLU(Linear)."""
 
-    def __init__(self, in_features: int, out_features: int, *, goodness: str = "mean_square",
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        goodness: str = "mean_square",
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         self.linear = seeded_linear(in_features, out_features, generator)
         self.goodness = make_goodness(goodness, out_features, generator=generator)
@@ -65,8 +71,17 @@ class DigitalFF(PNN):
         seed: seeds the weights (and prototypes).
     """
 
-    def __init__(self, n_features: int, n_classes: int, *, hidden: int | Sequence[int] = 100, n_layers: int = 2,
-                 goodness: str = "mean_square", label_scale: str | float = "batch_max", seed: int = 0):
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        *,
+        hidden: int | Sequence[int] = 100,
+        n_layers: int = 2,
+        goodness: str = "mean_square",
+        label_scale: str | float = "batch_max",
+        seed: int = 0,
+    ):
         # PNN.__init__ builds physical blocks; a digital stack sets the same attributes itself.
         nn.Module.__init__(self)
         if not isinstance(n_classes, int) or n_classes < 2:

@@ -137,8 +137,9 @@ class Encoder:
             Must stay 1 for the other modes.
     """
 
-    def __init__(self, spec: SystemSpec, mode: str = "minmax", pad_value: float | None = None, *,
-                 bits: int | None = None):
+    def __init__(
+        self, spec: SystemSpec, mode: str = "minmax", pad_value: float | None = None, *, bits: int | None = None
+    ):
         if mode not in ENCODERS:
             raise ValueError(f"unknown encoder {mode!r}; available encoders: {', '.join(ENCODERS)}")
         self.spec = spec
@@ -147,15 +148,18 @@ class Encoder:
             bits = 1
         self.bits = checks.integer("bits", bits, low=1, high=16)
         if mode != "thermometer" and self.bits != 1:
-            raise checks.ParameterError(f"bits must be 1 for encoder {mode!r} (only 'thermometer' has bits), "
-                                        f"got {bits!r}")
+            raise checks.ParameterError(
+                f"bits must be 1 for encoder {mode!r} (only 'thermometer' has bits), got {bits!r}"
+            )
         self.pad_value = spec.low if pad_value is None else float(pad_value)
         if not spec.low <= self.pad_value <= spec.high:
             raise ValueError(f"pad_value {self.pad_value} is outside the drive limits [{spec.low}, {spec.high}]")
         # standard-normal quantiles i / (bits + 1): equal-probability bins for normal activations
         self._thresholds = torch.tensor(
-            [math.sqrt(2.0) * torch.special.erfinv(torch.tensor(2.0 * i / (self.bits + 1) - 1.0)).item()
-             for i in range(1, self.bits + 1)]
+            [
+                math.sqrt(2.0) * torch.special.erfinv(torch.tensor(2.0 * i / (self.bits + 1) - 1.0)).item()
+                for i in range(1, self.bits + 1)
+            ]
         )
 
     def width(self, d: int) -> int:
@@ -196,8 +200,7 @@ class Encoder:
             drive = spec.low + k * spec.step
         drive = drive.clamp(spec.low, spec.high)  # float round-off only: values are already in range
         if need < spec.n_inputs:
-            pad = torch.full((h.shape[0], spec.n_inputs - need), self.pad_value, dtype=drive.dtype,
-                             device=drive.device)
+            pad = torch.full((h.shape[0], spec.n_inputs - need), self.pad_value, dtype=drive.dtype, device=drive.device)
             drive = torch.cat([drive, pad], dim=1)
         return drive
 

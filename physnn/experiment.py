@@ -46,8 +46,17 @@ from .system import PhysicalSystem
 from .train import trainer_class
 from .train.base import Trainer
 
-__all__ = ["RunResult", "run_experiment", "build_model", "build_trainer", "build_systems", "load_data", "run_path",
-           "block_seed", "confusion_matrix"]
+__all__ = [
+    "RunResult",
+    "run_experiment",
+    "build_model",
+    "build_trainer",
+    "build_systems",
+    "load_data",
+    "run_path",
+    "block_seed",
+    "confusion_matrix",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +101,9 @@ def block_seed(seed: int, block: int) -> int:
 
 
 def load_data(config: RunConfig) -> Dataset:
-    return load_dataset(config.dataset, path=config.data_path or None, test_fraction=config.test_fraction,
-                        seed=config.seed)
+    return load_dataset(
+        config.dataset, path=config.data_path or None, test_fraction=config.test_fraction, seed=config.seed
+    )
 
 
 def split_validation(config: RunConfig, data: Dataset) -> tuple[torch.Tensor, torch.Tensor, Any, Any]:
@@ -109,16 +119,25 @@ def split_validation(config: RunConfig, data: Dataset) -> tuple[torch.Tensor, to
         return data.x_train, data.y_train, data.x_test, data.y_test
     from .data import _split
 
-    xtr, ytr, xv, yv = _split(data.x_train.numpy(), data.y_train.numpy(), config.val_fraction, config.seed + 104_729,
-                              f"the training split of {data.name!r} (val_fraction)")
+    xtr, ytr, xv, yv = _split(
+        data.x_train.numpy(),
+        data.y_train.numpy(),
+        config.val_fraction,
+        config.seed + 104_729,
+        f"the training split of {data.name!r} (val_fraction)",
+    )
     return (torch.as_tensor(xtr), torch.as_tensor(ytr), torch.as_tensor(xv), torch.as_tensor(yv))
 
 
 def input_width(config: RunConfig, data: Dataset) -> int:
     """Drive channels of the first block (the method decides: MF-FF embeds the label in front of the features)."""
     return trainer_class(config.method).first_block_width(
-        data.n_features, data.n_classes, label_repeat=config.label_repeat, encoder=config.encoder,
-        encoder_bits=config.encoder_bits or None)
+        data.n_features,
+        data.n_classes,
+        label_repeat=config.label_repeat,
+        encoder=config.encoder,
+        encoder_bits=config.encoder_bits or None,
+    )
 
 
 def build_systems(config: RunConfig, data: Dataset) -> list[PhysicalSystem]:
@@ -128,13 +147,22 @@ def build_systems(config: RunConfig, data: Dataset) -> list[PhysicalSystem]:
         return systems
     clash = sorted(set(config.system_options) & {"n_inputs", "seed", "device"})
     if clash:
-        raise ConfigError(f"system_options {', '.join(map(repr, clash))}: set by the run itself (the model's width, "
-                          "the seed per block, the device key); remove them from [system_options]")
+        raise ConfigError(
+            f"system_options {', '.join(map(repr, clash))}: set by the run itself (the model's width, "
+            "the seed per block, the device key); remove them from [system_options]"
+        )
     width = input_width(config, data)
     try:
         for i in range(config.blocks):
-            systems.append(build_system(config.system, n_inputs=width, seed=block_seed(config.seed, i),
-                                        device=config.device, **config.system_options))
+            systems.append(
+                build_system(
+                    config.system,
+                    n_inputs=width,
+                    seed=block_seed(config.seed, i),
+                    device=config.device,
+                    **config.system_options,
+                )
+            )
             width = drive_width(config.encoder, config.hidden, bits=config.encoder_bits or 1)
     except BaseException:
         for s in systems:  # the ones already open must not stay driven
@@ -143,14 +171,25 @@ def build_systems(config: RunConfig, data: Dataset) -> list[PhysicalSystem]:
     return systems
 
 
-def build_model(config: RunConfig, data: Dataset, systems: Sequence[PhysicalSystem],
-                trainer: Trainer | None = None) -> nn.Module:
+def build_model(
+    config: RunConfig, data: Dataset, systems: Sequence[PhysicalSystem], trainer: Trainer | None = None
+) -> nn.Module:
     """The model the configured method trains (a :class:`PNN`, an end-to-end network ...)."""
     trainer = trainer if trainer is not None else build_trainer(config)
     return trainer.build_model(
-        list(systems), data.n_features, data.n_classes, blocks=config.blocks, hidden=config.hidden, skip=config.skip,
-        encoder=config.encoder, goodness=config.goodness, label_scale=config.label_scale, seed=config.seed,
-        label_repeat=config.label_repeat, encoder_bits=config.encoder_bits or None)
+        list(systems),
+        data.n_features,
+        data.n_classes,
+        blocks=config.blocks,
+        hidden=config.hidden,
+        skip=config.skip,
+        encoder=config.encoder,
+        goodness=config.goodness,
+        label_scale=config.label_scale,
+        seed=config.seed,
+        label_repeat=config.label_repeat,
+        encoder_bits=config.encoder_bits or None,
+    )
 
 
 def build_trainer(config: RunConfig, progress: bool = False) -> Trainer:
@@ -163,15 +202,22 @@ def build_trainer(config: RunConfig, progress: bool = False) -> Trainer:
         if key in accepted:
             kwargs[key] = getattr(config, key)
         elif getattr(config, key) != getattr(defaults, key):
-            raise ConfigError(f"config key {key!r} = {getattr(config, key)!r} is not an option of method "
-                              f"{config.method!r}; remove it")
-    options = checks.check_options(cls, config.method_options, f"method {config.method!r}",
-                                   reserved=(*_TRAINER_KEYS, *_METHOD_KEYS, "progress"))
+            raise ConfigError(
+                f"config key {key!r} = {getattr(config, key)!r} is not an option of method {config.method!r}; remove it"
+            )
+    options = checks.check_options(
+        cls, config.method_options, f"method {config.method!r}", reserved=(*_TRAINER_KEYS, *_METHOD_KEYS, "progress")
+    )
     trainer = cls(**kwargs, **options, progress=progress)
     # scheduled evaluations look at the validation split; with val_fraction = 0 at the test split, named so
     trainer.eval_name = "val_accuracy" if config.val_fraction else "test_accuracy"
-    return trainer.set_budget(eval_samples=config.eval_samples, query_budget=config.query_budget,
-                              stop_on=config.stop_on, patience=config.patience, min_delta=config.min_delta)
+    return trainer.set_budget(
+        eval_samples=config.eval_samples,
+        query_budget=config.query_budget,
+        stop_on=config.stop_on,
+        patience=config.patience,
+        min_delta=config.min_delta,
+    )
 
 
 def confusion_matrix(pred: torch.Tensor, y: torch.Tensor, n_classes: int) -> torch.Tensor:
@@ -203,8 +249,11 @@ def _close_systems(systems: Sequence[PhysicalSystem], writer: Any) -> None:
             errors.append(exc)
             if writer is not None and not writer.closed:
                 writer.event("close_failed", {"system": s.spec.name, "type": type(exc).__name__, "message": str(exc)})
-            warnings.warn(f"{s.spec.name} could not be closed / put in its safe state: {exc}; check the instrument "
-                          "by hand", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{s.spec.name} could not be closed / put in its safe state: {exc}; check the instrument by hand",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     if errors and writer is None:
         raise errors[0]
 
@@ -214,8 +263,15 @@ def _no_file() -> Iterator[None]:
     yield None
 
 
-def open_run_file(config: RunConfig, data: Dataset, systems: Sequence[PhysicalSystem], metric_names: list[str],
-                  *, resume: str | Path | None, write_file: bool) -> contextlib.AbstractContextManager:
+def open_run_file(
+    config: RunConfig,
+    data: Dataset,
+    systems: Sequence[PhysicalSystem],
+    metric_names: list[str],
+    *,
+    resume: str | Path | None,
+    write_file: bool,
+) -> contextlib.AbstractContextManager:
     """A context manager yielding the run's :class:`RunWriter` (new or resumed), or None without a file."""
     from . import runlog
 
@@ -225,12 +281,19 @@ def open_run_file(config: RunConfig, data: Dataset, systems: Sequence[PhysicalSy
         return _no_file()
     path = run_path(config)
     if path.exists():
-        raise ConfigError(f"output {str(path)!r} already exists; choose another file or a folder (a unique "
-                          "name is made inside a folder), or continue it with --resume")
-    return runlog.RunWriter(path, config=config.to_dict(), seed=config.seed,
-                            systems={f"block{i}": s.describe() for i, s in enumerate(systems)},
-                            dataset=data.describe(), metric_names=metric_names,
-                            checkpoint_seconds=config.checkpoint_seconds or None)
+        raise ConfigError(
+            f"output {str(path)!r} already exists; choose another file or a folder (a unique "
+            "name is made inside a folder), or continue it with --resume"
+        )
+    return runlog.RunWriter(
+        path,
+        config=config.to_dict(),
+        seed=config.seed,
+        systems={f"block{i}": s.describe() for i, s in enumerate(systems)},
+        dataset=data.describe(),
+        metric_names=metric_names,
+        checkpoint_seconds=config.checkpoint_seconds or None,
+    )
 
 
 def _history_from_file(path: Path, upto_epoch: int, ckpt_extra: Any) -> list[dict[str, float]]:
@@ -239,8 +302,14 @@ def _history_from_file(path: Path, upto_epoch: int, ckpt_extra: Any) -> list[dic
 
     if isinstance(ckpt_extra, dict) and "history" in ckpt_extra:
         return [dict(e) for e in ckpt_extra["history"]]
-    return [{k: float(v) for k, v in r.items() if k not in ("time", "segment") and not
-             (isinstance(v, float) and math.isnan(v))} for r in runlog.load(path).history(upto_epoch)]
+    return [
+        {
+            k: float(v)
+            for k, v in r.items()
+            if k not in ("time", "segment") and not (isinstance(v, float) and math.isnan(v))
+        }
+        for r in runlog.load(path).history(upto_epoch)
+    ]
 
 
 def restore(path: Path, model: nn.Module, trainer: Trainer, systems: Sequence[PhysicalSystem]) -> dict[str, Any]:
@@ -250,8 +319,10 @@ def restore(path: Path, model: nn.Module, trainer: Trainer, systems: Sequence[Ph
     ckpt = runlog.last_checkpoint(path)
     model.load_state_dict(ckpt.model_state)
     if not ckpt.optim_state:
-        raise ConfigError(f"run file {str(path)!r} has no trainer state in its last checkpoint (written by an older "
-                          "physnn for a baseline method); it cannot be resumed exactly")
+        raise ConfigError(
+            f"run file {str(path)!r} has no trainer state in its last checkpoint (written by an older "
+            "physnn for a baseline method); it cannot be resumed exactly"
+        )
     trainer.load_state_dict(model, ckpt.optim_state)
     runlog.restore_rng(ckpt.rng_state)
     extra = ckpt.extra if isinstance(ckpt.extra, dict) else {}
@@ -265,8 +336,16 @@ def restore(path: Path, model: nn.Module, trainer: Trainer, systems: Sequence[Ph
 class _Run:
     """The state of one run between its named steps (kept small: the steps read as the docstring above)."""
 
-    def __init__(self, config: RunConfig, data: Dataset, systems: list[PhysicalSystem], model: nn.Module,
-                 trainer: Trainer, writer: Any, echo: Callable[[str], None]):
+    def __init__(
+        self,
+        config: RunConfig,
+        data: Dataset,
+        systems: list[PhysicalSystem],
+        model: nn.Module,
+        trainer: Trainer,
+        writer: Any,
+        echo: Callable[[str], None],
+    ):
         self.config, self.data, self.systems, self.model = config, data, systems, model
         self.trainer, self.writer, self.echo = trainer, writer, echo
         self.probes: list[torch.Tensor] = []
@@ -296,8 +375,14 @@ class _Run:
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
         config, writer = self.config, self.writer
         if writer is not None and self.trainer.stop_reason is not None:
-            writer.event("early_stop", {"epoch": epoch + 1, "reason": self.trainer.stop_reason,
-                                        "learning_queries": metrics.get("queries/learning", 0.0)})
+            writer.event(
+                "early_stop",
+                {
+                    "epoch": epoch + 1,
+                    "reason": self.trainer.stop_reason,
+                    "learning_queries": metrics.get("queries/learning", 0.0),
+                },
+            )
         if writer is not None:
             for i, (s, probe) in enumerate(zip(self.systems, self.probes)):
                 y = _unlogged_query(s, probe)
@@ -315,8 +400,10 @@ class _Run:
         acc = f", {what} accuracy {metrics[name]:.4f}" if name in metrics else ""
         per_block = [metrics[f"loss/block{i}"] for i in range(len(self.model.blocks)) if f"loss/block{i}" in metrics]
         blocks = f" (blocks {' '.join(f'{v:.4f}' for v in per_block)})" if per_block else ""
-        self.echo(f"epoch {epoch + 1:3d}/{config.epochs}: loss {metrics['loss']:.4f}{blocks}{acc}, "
-                  f"{int(metrics.get('train_queries', 0))} queries")
+        self.echo(
+            f"epoch {epoch + 1:3d}/{config.epochs}: loss {metrics['loss']:.4f}{blocks}{acc}, "
+            f"{int(metrics.get('train_queries', 0))} queries"
+        )
 
     def check_drift(self, epoch: int, y: torch.Tensor) -> None:
         """Empty the trainer's block-0 cache when block 0's probes moved beyond 3x their repeatability floor.
@@ -335,18 +422,62 @@ class _Run:
             dropped = self.trainer.invalidate_cache()
             self._probe_ref = (y, floor)
             if self.writer is not None:
-                self.writer.event("block0_cache_invalidated", {"epoch": epoch + 1, "drift": drift,
-                                                               "floor": floor, "dropped": dropped})
+                self.writer.event(
+                    "block0_cache_invalidated", {"epoch": epoch + 1, "drift": drift, "floor": floor, "dropped": dropped}
+                )
 
     def checkpoint(self, epoch: int) -> None:
         from . import runlog
 
-        self.writer.checkpoint(epoch, self.model.state_dict(), self.trainer.state_dict(), runlog.capture_rng(),
-                               extra={"system_rng": [s.get_rng_state() for s in self.systems]})
+        self.writer.checkpoint(
+            epoch,
+            self.model.state_dict(),
+            self.trainer.state_dict(),
+            runlog.capture_rng(),
+            extra={"system_rng": [s.get_rng_state() for s in self.systems]},
+        )
 
     def train(self) -> None:
         x, y, x_val, y_val = split_validation(self.config, self.data)
         self.trainer.fit(self.model, x, y, x_val, y_val, on_epoch_end=self.on_epoch_end)
+
+    def continual(self) -> None:
+        """After training: ``continual_ticks`` ticks of continual training on a seeded stream of training batches.
+
+        The device may drift meanwhile (a ``drifting`` system); probe drift is
+        detected against the noise floor and acted on (physnn/continual.py);
+        every detection and action is an event of the run file, and every
+        ``probe_every`` ticks a ``continual_tick`` event records the queries so far.
+        """
+        config = self.config
+        if not config.continual_ticks:
+            return
+        from .continual import Continual
+
+        options = checks.check_options(Continual, config.continual_options, "continual", reserved=("seed",))
+        loop = Continual(self.trainer, seed=config.seed, **options)
+        x, y, _, _ = split_validation(config, self.data)
+        gen = torch.Generator().manual_seed(config.seed + 31337)
+        bs = config.batch_size
+
+        def stream():
+            for _ in range(config.continual_ticks):
+                idx = torch.randint(0, x.shape[0], (bs,), generator=gen)
+                yield x[idx], y[idx]
+
+        writer = self.writer
+        event = writer.event if writer is not None else None
+
+        def on_tick(tick: int, record: dict[str, float]) -> None:
+            if writer is not None and (tick + 1) % max(1, loop.probe_every or 10) == 0:
+                writer.event(
+                    "continual_tick",
+                    {"tick": tick + 1, **{k: v for k, v in record.items() if isinstance(v, (int, float))}},
+                )
+
+        history = loop.run(self.model, stream(), on_event=event, on_tick=on_tick)
+        detections = len(history.events_of("drift_detected"))
+        self.echo(f"continual: {config.continual_ticks} ticks, {detections} drift detection(s)")
 
     # ------------------------------------------------------------ end
     def finish(self) -> tuple[float, float, int, int]:
@@ -354,15 +485,22 @@ class _Run:
         d, model, acct, trainer = self.data, self.model, self.trainer.accountant, self.trainer
         # the test set is measured once: the trainer's evaluation of the last epoch on the whole split is reused
         done = trainer.final_predictions
-        reuse = (done is not None and trainer.eval_name == "test_accuracy" and done[0] == trainer.epochs_done
-                 and done[1].shape[0] == d.y_test.shape[0])
+        reuse = (
+            done is not None
+            and trainer.eval_name == "test_accuracy"
+            and done[0] == trainer.epochs_done
+            and done[1].shape[0] == d.y_test.shape[0]
+        )
         phase = acct.phase("final") if acct is not None else contextlib.nullcontext()
         with phase:
             # no on-device pass over the training set unless asked: NaN, or the last epoch's training-batch
             # accuracy where the method reports one (it costs no query)
             last = trainer.history.epochs[-1] if trainer.history.epochs else {}
-            train_acc = (model.score(d.x_train, d.y_train) if self.config.measure_train_accuracy
-                         else float(last.get("train_accuracy", math.nan)))
+            train_acc = (
+                model.score(d.x_train, d.y_train)
+                if self.config.measure_train_accuracy
+                else float(last.get("train_accuracy", math.nan))
+            )
             pred = done[1] if reuse else model.predict(d.x_test)
         test = Accuracy.of(pred, d.y_test)
         test_acc = test.value
@@ -370,9 +508,19 @@ class _Run:
         total = int(acct.metrics()["queries/total"]) if acct is not None else 0
         if self.writer is not None:
             lo, hi = test.interval
-            self.writer.log_summary({"train_accuracy": train_acc, "test_accuracy": test_acc, "test_correct": test.correct,
-                                     "test_n": test.n, "test_ci95_low": lo, "test_ci95_high": hi,
-                                     "train_queries": train_q, "total_queries": total, "method": self.config.method})
+            self.writer.log_summary(
+                {
+                    "train_accuracy": train_acc,
+                    "test_accuracy": test_acc,
+                    "test_correct": test.correct,
+                    "test_n": test.n,
+                    "test_ci95_low": lo,
+                    "test_ci95_high": hi,
+                    "train_queries": train_q,
+                    "total_queries": total,
+                    "method": self.config.method,
+                }
+            )
             self.writer.log_confusion(confusion_matrix(pred, d.y_test, d.n_classes).numpy(), d.class_names)
             for i, (gp, gn) in self.trainer.history.last_goodness.items():
                 self.writer.log_goodness(i, gp.numpy(), gn.numpy())
@@ -407,8 +555,10 @@ def run_experiment(
     if resume is not None:
         done = _checkpointed_epochs(Path(resume))
         if done >= config.epochs:  # a finished run asked for no more epochs: measure nothing, change nothing
-            echo(f"{resume}: already trained for {done} epochs (epochs = {config.epochs}); nothing to do. "
-                 "Give --epochs N with N > {done} to extend it.".replace("{done}", str(done)))
+            echo(
+                f"{resume}: already trained for {done} epochs (epochs = {config.epochs}); nothing to do. "
+                "Give --epochs N with N > {done} to extend it.".replace("{done}", str(done))
+            )
             return _stored_result(config, Path(resume), time.perf_counter() - t0)
     data = load_data(config)
     if systems is None:
@@ -421,8 +571,9 @@ def run_experiment(
     try:
         trainer = build_trainer(config, progress)
         model = build_model(config, data, systems, trainer)
-        run_file = open_run_file(config, data, systems, trainer.metric_names(model), resume=resume,
-                                 write_file=write_file)
+        run_file = open_run_file(
+            config, data, systems, trainer.metric_names(model), resume=resume, write_file=write_file
+        )
     except BaseException:
         _close_systems(systems, None)
         raise
@@ -444,17 +595,30 @@ def run_experiment(
         trainer.prepare(model)  # accounting starts before the first query (probes included)
         run = _Run(config, data, systems, model, trainer, writer, echo)
         if writer is not None and config.metric_sinks:  # beside the run file, named by its stem
-            run.sinks = sinks.make_sinks(config.metric_sinks, Path(writer.path).parent, Path(writer.path).stem,
-                                         config.to_dict())
+            run.sinks = sinks.make_sinks(
+                config.metric_sinks, Path(writer.path).parent, Path(writer.path).stem, config.to_dict()
+            )
             stack.push(lambda et, *_: sinks.close_sinks(run.sinks, sinks.run_status(et)))
         if resume is not None:
             restore(Path(resume), model, trainer, systems)
             echo(f"resuming {resume} after epoch {trainer.epochs_done}")
         run.set_probes(fresh=resume is None)
         run.train()
+        run.continual()
         train_acc, test_acc, train_q, total = run.finish()
-    return RunResult(config, getattr(writer, "path", None), train_acc, test_acc, train_q, total,
-                     time.perf_counter() - t0, trainer.history.epochs, "completed", model, int(data.y_test.shape[0]))
+    return RunResult(
+        config,
+        getattr(writer, "path", None),
+        train_acc,
+        test_acc,
+        train_q,
+        total,
+        time.perf_counter() - t0,
+        trainer.history.epochs,
+        "completed",
+        model,
+        int(data.y_test.shape[0]),
+    )
 
 
 def _checkpointed_epochs(path: Path) -> int:
@@ -475,7 +639,24 @@ def _stored_result(config: RunConfig, path: Path, wall: float) -> RunResult:
         v = s.get(key)
         return float(v) if isinstance(v, (int, float)) else math.nan
 
-    history = [{k: float(v) for k, v in r.items() if k not in ("time", "segment") and not
-                (isinstance(v, float) and math.isnan(v))} for r in run.epoch_rows]
-    return RunResult(config, path, num("train_accuracy"), num("test_accuracy"), int(s.get("train_queries", 0) or 0),
-                     int(s.get("total_queries", 0) or 0), wall, history, run.status, None, int(s.get("test_n", 0) or 0))
+    history = [
+        {
+            k: float(v)
+            for k, v in r.items()
+            if k not in ("time", "segment") and not (isinstance(v, float) and math.isnan(v))
+        }
+        for r in run.epoch_rows
+    ]
+    return RunResult(
+        config,
+        path,
+        num("train_accuracy"),
+        num("test_accuracy"),
+        int(s.get("train_queries", 0) or 0),
+        int(s.get("total_queries", 0) or 0),
+        wall,
+        history,
+        run.status,
+        None,
+        int(s.get("test_n", 0) or 0),
+    )

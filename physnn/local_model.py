@@ -40,8 +40,17 @@ class LocalNet(nn.Module):
         seed: seeds the digital weights.
     """
 
-    def __init__(self, systems: Sequence[PhysicalSystem], n_features: int, n_classes: int, *,
-                 hidden: int | Sequence[int] | None = 100, skip: bool = True, encoder: str = "minmax", seed: int = 0):
+    def __init__(
+        self,
+        systems: Sequence[PhysicalSystem],
+        n_features: int,
+        n_classes: int,
+        *,
+        hidden: int | Sequence[int] | None = 100,
+        skip: bool = True,
+        encoder: str = "minmax",
+        seed: int = 0,
+    ):
         super().__init__()
         systems = check_stack(systems, n_features, n_classes, "a LocalNet")
         widths = hidden_widths(systems, hidden if hidden is not None else 100, len(systems))

@@ -192,15 +192,32 @@ class PNN(nn.Module):
         self.n_classes = n_classes
         self.label_scale = label_scale
         self.label_repeat = label_width(1, label_repeat)
-        self.hparams = dict(hidden=widths, skip=skip, encoder=encoder, goodness=goodness,
-                            label_scale=label_scale, seed=seed, label_repeat=self.label_repeat,
-                            encoder_bits=encoder_bits)
+        self.hparams = dict(
+            hidden=widths,
+            skip=skip,
+            encoder=encoder,
+            goodness=goodness,
+            label_scale=label_scale,
+            seed=seed,
+            label_repeat=self.label_repeat,
+            encoder_bits=encoder_bits,
+        )
         gen = torch.Generator().manual_seed(seed)
         blocks = []
         width = label_width(n_classes, self.label_repeat) + n_features
         for system, out in zip(systems, widths):
-            blocks.append(Block(system, width, out, skip=skip, encoder=encoder, goodness=goodness, generator=gen,
-                                encoder_bits=encoder_bits))
+            blocks.append(
+                Block(
+                    system,
+                    width,
+                    out,
+                    skip=skip,
+                    encoder=encoder,
+                    goodness=goodness,
+                    generator=gen,
+                    encoder_bits=encoder_bits,
+                )
+            )
             width = out
         self.blocks = nn.ModuleList(blocks)
 

@@ -85,8 +85,17 @@ class Readout(nn.Module):
         return float((self.predict(x, batch_size) == torch.as_tensor(y)).float().mean())
 
 
-def fit_readout(pnn: PNN, x, y, *, epochs: int = 100, lr: float = 0.01, batch_size: int = 256,
-                weight_decay: float = 1e-4, seed: int = 0) -> Readout:
+def fit_readout(
+    pnn: PNN,
+    x,
+    y,
+    *,
+    epochs: int = 100,
+    lr: float = 0.01,
+    batch_size: int = 256,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+) -> Readout:
     """Train a :class:`Readout` on ``(x, y)`` for a trained ``pnn`` (see the module docstring)."""
     for key, v, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1)):
         if not isinstance(v, int) or isinstance(v, bool) or v < lo:

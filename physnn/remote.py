@@ -166,8 +166,7 @@ def connect(address: str | None = None) -> Any:
     if address is not None and _is_loopback(_host_of(address)):
         use_loopback()
     try:
-        ray.init(address=address or "auto", include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=True)
+        ray.init(address=address or "auto", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     except ConnectionError as exc:
         raise RemoteSystemError(
             f"no Ray cluster at address={address or 'auto'!r}: {exc}; start one with `physnn serve` on the bench "
@@ -182,8 +181,12 @@ def _where() -> dict[str, Any]:
     import ray
 
     ctx = ray.get_runtime_context()
-    return {"node_id": ctx.get_node_id(), "node_ip": ray.util.get_node_ip_address(),
-            "hostname": socket.gethostname(), "pid": os.getpid()}
+    return {
+        "node_id": ctx.get_node_id(),
+        "node_ip": ray.util.get_node_ip_address(),
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+    }
 
 
 class BenchHost:
@@ -233,8 +236,13 @@ class BenchHost:
 
     def info(self, slot: str) -> dict[str, Any]:
         s = self._get(slot)
-        return {"spec": s.spec.to_dict(), "describe": s.describe(), "where": self.where, "restarted": self.restarted,
-                "safe_state_calls": self.safe_state_calls}
+        return {
+            "spec": s.spec.to_dict(),
+            "describe": s.describe(),
+            "where": self.where,
+            "restarted": self.restarted,
+            "safe_state_calls": self.safe_state_calls,
+        }
 
     def _get(self, slot: str) -> PhysicalSystem:
         try:
@@ -253,7 +261,9 @@ class BenchHost:
     def call(self, slot: str, method: str, *args: Any) -> Any:
         """A whitelisted method of the hosted system (rng state, safe state, describe)."""
         if method not in ("get_rng_state", "set_rng_state", "safe_state", "describe"):
-            raise ValueError(f"method must be one of get_rng_state, set_rng_state, safe_state, describe; got {method!r}")
+            raise ValueError(
+                f"method must be one of get_rng_state, set_rng_state, safe_state, describe; got {method!r}"
+            )
         s = self._get(slot)
         if method == "safe_state":
             self.safe_state_calls += 1
@@ -365,8 +375,7 @@ class RemoteQueryStats(QueryStats):
         self.transport_seconds = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {**super().as_dict(), "device_seconds": self.device_seconds,
-                "transport_seconds": self.transport_seconds}
+        return {**super().as_dict(), "device_seconds": self.device_seconds, "transport_seconds": self.transport_seconds}
 
 
 class RemoteQuery:
@@ -567,8 +576,10 @@ class RemoteSystem(PhysicalSystem):
                     raise ActorLost(f"{self.name}: the host did not come back within {self.timeout_s:g} s") from None
                 time.sleep(0.2)
             except rex.RayActorError:
-                raise ActorLost(f"{self.name}: the host on {self.where.get('hostname')} is gone and not restarted "
-                                f"(max_restarts={self.max_restarts})") from None
+                raise ActorLost(
+                    f"{self.name}: the host on {self.where.get('hostname')} is gone and not restarted "
+                    f"(max_restarts={self.max_restarts})"
+                ) from None
 
     def _measure(self, x: torch.Tensor) -> torch.Tensor:
         """The contract's hook, reached only through :meth:`__call__` (after validation)."""
@@ -630,8 +641,11 @@ class RemoteSystem(PhysicalSystem):
                 f"the device and is not re-sent"
             ) from None
         except (rex.ActorDiedError, rex.ActorUnavailableError, rex.RayActorError) as exc:
-            restart = "Ray restarts it and the next query re-opens the system" if self.max_restarts else \
-                "it is not restarted (max_restarts=0)"
+            restart = (
+                "Ray restarts it and the next query re-opens the system"
+                if self.max_restarts
+                else "it is not restarted (max_restarts=0)"
+            )
             self._lost = True
             raise ActorLost(
                 f"the actor hosting {where} was lost during {what}; the batch may have reached the device and "
@@ -657,9 +671,15 @@ class RemoteSystem(PhysicalSystem):
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
-        d["remote"] = {"name": self.name if isinstance(self.factory, str) else repr(self.factory), "options": self.options, "resource": self.resource,
-                       "address": self.address, "idempotent": self.idempotent, "where": self.where,
-                       "system": self.remote_describe()}
+        d["remote"] = {
+            "name": self.name if isinstance(self.factory, str) else repr(self.factory),
+            "options": self.options,
+            "resource": self.resource,
+            "address": self.address,
+            "idempotent": self.idempotent,
+            "where": self.where,
+            "system": self.remote_describe(),
+        }
         return d
 
     def __repr__(self) -> str:
@@ -680,8 +700,18 @@ def remote_system(
     device: str = "cpu",
 ) -> RemoteSystem:
     """Registry factory of ``system = "remote"`` (see :class:`RemoteSystem` for the options)."""
-    return RemoteSystem(name, options=options, resource=resource, address=address, idempotent=idempotent,
-                        max_restarts=max_restarts, timeout_s=timeout_s, n_inputs=n_inputs, seed=seed, device=device)
+    return RemoteSystem(
+        name,
+        options=options,
+        resource=resource,
+        address=address,
+        idempotent=idempotent,
+        max_restarts=max_restarts,
+        timeout_s=timeout_s,
+        n_inputs=n_inputs,
+        seed=seed,
+        device=device,
+    )
 
 
 # ------------------------------------------------------------------ serving
@@ -729,8 +759,14 @@ def serve(
     ray = require_ray()
     child = None
     if address is None:
-        ray.init(address="local", resources={resource: 1}, num_cpus=num_cpus, include_dashboard=False, _node_ip_address=bind,
-                 logging_level=logging.WARNING)
+        ray.init(
+            address="local",
+            resources={resource: 1},
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _node_ip_address=bind,
+            logging_level=logging.WARNING,
+        )
         cluster = ray.get_runtime_context().gcs_address
     else:
         if _is_loopback(bind):
@@ -738,9 +774,15 @@ def serve(
                 f"--address {address}: joining a cluster needs the node's own network address (--bind, with "
                 f"--allow-remote); on one machine, run `physnn serve` without --address instead, got bind={bind!r}"
             )
-        cmd = [os.path.join(os.path.dirname(sys.executable), "ray"), "start", f"--address={address}",
-               f"--node-ip-address={bind}", f"--resources={json.dumps({resource: 1})}", f"--num-cpus={num_cpus}",
-               "--block"]
+        cmd = [
+            os.path.join(os.path.dirname(sys.executable), "ray"),
+            "start",
+            f"--address={address}",
+            f"--node-ip-address={bind}",
+            f"--resources={json.dumps({resource: 1})}",
+            f"--num-cpus={num_cpus}",
+            "--block",
+        ]
         child = subprocess.Popen(cmd)
         cluster = address
         connect(address)
@@ -751,22 +793,40 @@ def serve(
                 raise RemoteSystemError(f"the node offering {resource!r} did not join {address} (ray start failed)")
             time.sleep(0.5)
     try:
-        probe = RemoteSystem(system, options={k: v for k, v in options.items() if k not in ("n_inputs", "seed")},
-                             resource=resource, n_inputs=options.get("n_inputs"), seed=options.get("seed", 0))
+        probe = RemoteSystem(
+            system,
+            options={k: v for k, v in options.items() if k not in ("n_inputs", "seed")},
+            resource=resource,
+            n_inputs=options.get("n_inputs"),
+            seed=options.get("seed", 0),
+        )
         s, where = probe.spec, dict(probe.where)
         probe.close()
-        served = {"system": system, "options": options, "resource": resource, "cluster": cluster,
-                  "node_id": where["node_id"], "hostname": where["hostname"], "node_ip": where["node_ip"],
-                  "spec": s.to_dict()}
-        echo(f"serving {system} as {resource!r} on {where['hostname']} ({where['node_ip']}, node "
-             f"{where['node_id'][:12]}): {s.n_inputs} inputs {s.low:g}..{s.high:g} {s.units}, "
-             f"{s.n_outputs} outputs ({s.output_units})")
+        served = {
+            "system": system,
+            "options": options,
+            "resource": resource,
+            "cluster": cluster,
+            "node_id": where["node_id"],
+            "hostname": where["hostname"],
+            "node_ip": where["node_ip"],
+            "spec": s.to_dict(),
+        }
+        echo(
+            f"serving {system} as {resource!r} on {where['hostname']} ({where['node_ip']}, node "
+            f"{where['node_id'][:12]}): {s.n_inputs} inputs {s.low:g}..{s.high:g} {s.units}, "
+            f"{s.n_outputs} outputs ({s.output_units})"
+        )
         echo(f"cluster address: {cluster}")
         if os.environ.get("RAY_AUTH_MODE") == "token":
-            echo("token authentication is on: trainers need RAY_AUTH_MODE=token and this machine's "
-                 "~/.ray/auth_token (copy it to each machine of the cluster)")
-        echo(f"train against it with system = \"remote\" and system_options = {{ name = \"{system}\", "
-             f"resource = \"{resource}\", address = \"{cluster}\" }}")
+            echo(
+                "token authentication is on: trainers need RAY_AUTH_MODE=token and this machine's "
+                "~/.ray/auth_token (copy it to each machine of the cluster)"
+            )
+        echo(
+            f'train against it with system = "remote" and system_options = {{ name = "{system}", '
+            f'resource = "{resource}", address = "{cluster}" }}'
+        )
         if block:
             echo("Ctrl-C stops serving")
             # a service manager stops with SIGTERM: leave the same way as on Ctrl-C (safe state, node shut down)
@@ -793,8 +853,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .cli import _parse_option
 
     options = dict(_parse_option(o) for o in args.option)
-    serve(args.system, options, args.resource or f"bench:{args.system}", address=args.address, bind=args.bind,
-          allow_remote=args.allow_remote, num_cpus=args.num_cpus)
+    serve(
+        args.system,
+        options,
+        args.resource or f"bench:{args.system}",
+        address=args.address,
+        bind=args.bind,
+        allow_remote=args.allow_remote,
+        num_cpus=args.num_cpus,
+    )
     return 0
 
 
@@ -802,13 +869,20 @@ def add_cli(subparsers: Any) -> None:
     """Register ``physnn serve`` on the CLI's subparsers."""
     p = subparsers.add_parser("serve", help="offer a bench (a system on this PC) to a Ray cluster")
     p.add_argument("--system", required=True, help="registry name of the system to serve")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="an option of the system (repeatable), as in [system_options]")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the system (repeatable), as in [system_options]",
+    )
     p.add_argument("--resource", default=None, help="the resource that names this bench (default bench:SYSTEM)")
     p.add_argument("--address", default=None, help="join this Ray cluster (HOST:PORT); default: start a new one here")
     p.add_argument("--bind", default="127.0.0.1", help="this node's address for Ray (default 127.0.0.1)")
-    p.add_argument("--allow-remote", action="store_true",
-                   help="allow a non-loopback --bind (only on a private network/VPN: Ray has no access control)")
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --bind (only on a private network/VPN: Ray has no access control)",
+    )
     p.add_argument("--num-cpus", type=int, default=1, help="CPUs this node offers to sweep trials (default 1)")
     p.set_defaults(func=_cmd_serve)
-

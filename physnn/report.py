@@ -71,8 +71,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequenc
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
@@ -104,8 +105,9 @@ def _wrap(text: str, width_in: float, fontsize: float = 12.0) -> str:
     DejaVu Sans is ~0.6 em wide, so ``width_in * 72 / (0.6 * fontsize)`` characters fit.
     """
     chars = max(20, int(width_in * 72 / (0.6 * fontsize)) - 2)
-    return "\n".join(textwrap.fill(part, chars, break_long_words=True, break_on_hyphens=False)
-                     for part in text.split("\n"))
+    return "\n".join(
+        textwrap.fill(part, chars, break_long_words=True, break_on_hyphens=False) for part in text.split("\n")
+    )
 
 
 def _title(target: Any, what: str, run: Run | None = None, *, fig: Figure | None = None) -> None:
@@ -161,9 +163,15 @@ def _blocks_of(run: Run, prefix: str) -> list[str]:
 
 def _plot_learning_curves(run: Run, path: Path) -> Path | str:
     m = run.metrics
-    curves = [(k, label, style) for k, label, style in
-              (("train_accuracy", "training batches", "--"), ("val_accuracy", "validation split", "-"),
-               ("test_accuracy", "test split (per epoch)", "-")) if k in m and np.isfinite(m[k]).any()]
+    curves = [
+        (k, label, style)
+        for k, label, style in (
+            ("train_accuracy", "training batches", "--"),
+            ("val_accuracy", "validation split", "-"),
+            ("test_accuracy", "test split (per epoch)", "-"),
+        )
+        if k in m and np.isfinite(m[k]).any()
+    ]
     final = run.summary.get("test_accuracy")
     if not curves and not isinstance(final, (int, float)):
         return "no accuracy was logged (metrics 'train_accuracy' / 'val_accuracy' / 'test_accuracy')"
@@ -176,9 +184,15 @@ def _plot_learning_curves(run: Run, path: Path) -> Path | str:
     if sel in m and np.isfinite(m[sel]).any():
         i = int(np.nanargmax(m[sel]))
         best = 100 * m[sel][i]
-        ax.annotate(f"best {best:.1f} % (epoch {m['epoch'][i]})", (m["epoch"][i], best), xytext=(0, -28),
-                    textcoords="offset points", ha="center", fontsize=9,
-                    arrowprops={"arrowstyle": "->", "color": "0.3"})
+        ax.annotate(
+            f"best {best:.1f} % (epoch {m['epoch'][i]})",
+            (m["epoch"][i], best),
+            xytext=(0, -28),
+            textcoords="offset points",
+            ha="center",
+            fontsize=9,
+            arrowprops={"arrowstyle": "->", "color": "0.3"},
+        )
     if isinstance(final, (int, float)) and m["epoch"].size:
         # the test split, measured once after training: the number the run reports, with its 95 % interval
         lo, hi = run.summary.get("test_ci95_low"), run.summary.get("test_ci95_high")
@@ -186,8 +200,16 @@ def _plot_learning_curves(run: Run, path: Path) -> Path | str:
         if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
             yerr = [[100 * (final - lo)], [100 * (hi - final)]]
         n = run.summary.get("test_n")
-        ax.errorbar([m["epoch"][-1]], [100 * final], yerr=yerr, fmt="*", color="k", markersize=10, capsize=4,
-                    label=f"test split, once at the end: {100 * final:.1f} %" + (f" (n={n})" if n else ""))
+        ax.errorbar(
+            [m["epoch"][-1]],
+            [100 * final],
+            yerr=yerr,
+            fmt="*",
+            color="k",
+            markersize=10,
+            capsize=4,
+            label=f"test split, once at the end: {100 * final:.1f} %" + (f" (n={n})" if n else ""),
+        )
     if run.dataset and isinstance(run.dataset.get("n_classes"), int) and run.dataset["n_classes"] > 1:
         ax.axhline(100 / run.dataset["n_classes"], color="0.6", lw=1, ls=":", label="chance level")
     ax.set(ylabel="accuracy (%)", ylim=(0, 100))
@@ -252,8 +274,10 @@ def _plot_goodness(run: Run, path: Path) -> Path | str:
         both = both[np.isfinite(both)]
         n_bins = int(np.clip(2 * np.sqrt(max(pos.size, neg.size, 1)), 8, 40))  # ~2 sqrt(n): readable for 30 or 3000
         bins = np.histogram_bin_edges(both, bins=n_bins) if both.size else 10
-        for values, label, color in ((pos, "positive (true label)", "tab:green"),
-                                     (neg, "negative (wrong label)", "tab:red")):
+        for values, label, color in (
+            (pos, "positive (true label)", "tab:green"),
+            (neg, "negative (wrong label)", "tab:red"),
+        ):
             values = values[np.isfinite(values)]
             if values.size:
                 ax.hist(values, bins=bins, alpha=0.55, color=color, label=f"{label}, n={values.size}")
@@ -304,8 +328,15 @@ def _plot_confusion(run: Run, path: Path) -> Path | str:
     if n <= 20:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, str(mat[i, j]), ha="center", va="center", fontsize=8 if n > 10 else 10,
-                        color="white" if frac[i, j] > 0.6 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(mat[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=8 if n > 10 else 10,
+                    color="white" if frac[i, j] > 0.6 else "black",
+                )
     ticks = np.arange(n)
     ax.set_xticks(ticks, labels=labels, rotation=45 if max(map(len, labels)) > 2 else 0)
     ax.set_yticks(ticks, labels=labels)
@@ -327,6 +358,7 @@ def _plot_cost(run: Run, path: Path) -> Path | str:
         return np.cumsum(np.nan_to_num(m[key]))
 
     if q_keys:
+
         def queries(ax: Any) -> None:
             total = np.zeros(ep.size)
             for k, label in (("train_queries", "training"), ("eval_queries", "evaluation")):
@@ -337,19 +369,24 @@ def _plot_cost(run: Run, path: Path) -> Path | str:
                 ax.plot(ep, total, "k--", lw=1.2, label="total")
             ax.set(ylabel="physical queries\n(samples, cumulative)", title="Queries to the physical systems")
             ax.legend(fontsize=8)
+
         panels.append(("queries", queries))
     if "device_seconds" in m:
+
         def device(ax: Any) -> None:
             ax.plot(ep, cum("device_seconds"), marker="o", markersize=3, label="inside the physical systems")
             if "wall_seconds" in m:
                 ax.plot(ep, m["wall_seconds"], "k--", lw=1.2, label="wall clock (whole training)")
             ax.set(ylabel="time (s, cumulative)", title="Device time")
             ax.legend(fontsize=8)
+
         panels.append(("device", device))
     if "digital_flops" in m:
+
         def flops(ax: Any) -> None:
             ax.plot(ep, cum("digital_flops"), marker="o", markersize=3)
             ax.set(ylabel="digital compute\n(FLOPs, cumulative)", title="Digital compute")
+
         panels.append(("flops", flops))
     if not panels:
         return "no cost metrics were logged ('train_queries', 'eval_queries', 'device_seconds', 'digital_flops')"
@@ -379,7 +416,7 @@ def _drift(y: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, float | None]:
     before = steps == steps[0]
     n_ref = int(before.sum()) if before[:2].all() and steps.size >= 2 else 1
     ref = y[:n_ref].mean(axis=0)
-    scale = float(np.sqrt(np.mean(ref ** 2))) or 1.0
+    scale = float(np.sqrt(np.mean(ref**2))) or 1.0
     rel = np.sqrt(np.mean((y - ref) ** 2, axis=(1, 2))) / scale
     rel[rel < _ROUNDING] = 0.0
     floor = None
@@ -403,9 +440,14 @@ def _plot_drift(run: Run, path: Path) -> Path | str:
         top = max(top, float(rel.max()))
         if floor is not None:
             ax1.axhline(floor, color=f"C{i}", ls=":", lw=1)
-            ax1.axhspan(0, floor, color=f"C{i}", alpha=0.1, lw=0,
-                        label=f"{b}: noise floor from the repeat before training" + (" (noiseless: 0)" if not floor
-                                                                                     else ""))
+            ax1.axhspan(
+                0,
+                floor,
+                color=f"C{i}",
+                alpha=0.1,
+                lw=0,
+                label=f"{b}: noise floor from the repeat before training" + (" (noiseless: 0)" if not floor else ""),
+            )
             top = max(top, floor)
         units = _output_units(run, b)
         mean = p["y"].astype(np.float64).mean(axis=(1, 2))
@@ -415,8 +457,10 @@ def _plot_drift(run: Run, path: Path) -> Path | str:
     ax1.set(ylabel="RMS change from the pre-training\nmeasurement (% of RMS output)")
     _title(ax1, "Drift of fixed probe measurements", run)
     units = sorted({_output_units(run, b) for b in probes})
-    ax2.set(xlabel="epoch (probes re-measured after each; 0 = before training)",
-            ylabel="mean probe output\n(" + ", ".join(units) + ")")
+    ax2.set(
+        xlabel="epoch (probes re-measured after each; 0 = before training)",
+        ylabel="mean probe output\n(" + ", ".join(units) + ")",
+    )
     ax2.ticklabel_format(axis="y", useOffset=False)
     lo, hi = ax2.get_ylim()
     if hi - lo < 1e-9 * max(abs(lo), abs(hi), 1e-30):  # constant outputs: a readable window around them
@@ -455,8 +499,10 @@ def _plot_accuracy_vs_queries(run: Run, path: Path) -> Path | str:
     final = run.summary.get("test_accuracy")
     has_final = isinstance(final, (int, float)) and math.isfinite(final)
     if q is None or not q.size or (key is None and not has_final):
-        return ("no accuracy against queries: needs 'queries/learning' or 'train_queries' and 'val_accuracy', "
-                "'test_accuracy' or a final test accuracy")
+        return (
+            "no accuracy against queries: needs 'queries/learning' or 'train_queries' and 'val_accuracy', "
+            "'test_accuracy' or a final test accuracy"
+        )
     m = run.metrics
     fig = _figure()
     ax = fig.add_subplot()
@@ -467,8 +513,15 @@ def _plot_accuracy_vs_queries(run: Run, path: Path) -> Path | str:
     if "train_accuracy" in m and np.isfinite(m["train_accuracy"]).any():
         # accuracy on the batches just trained on: optimistic, but logged every epoch, so it shows the rise
         ok = np.isfinite(m["train_accuracy"]) & np.isfinite(q)
-        ax.plot(q[ok], 100 * m["train_accuracy"][ok], "--", color="0.45", marker="o", markersize=2,
-                label="training batches (per epoch)")
+        ax.plot(
+            q[ok],
+            100 * m["train_accuracy"][ok],
+            "--",
+            color="0.45",
+            marker="o",
+            markersize=2,
+            label="training batches (per epoch)",
+        )
     x = 0.0
     if has_final:
         lo, hi = run.summary.get("test_ci95_low"), run.summary.get("test_ci95_high")
@@ -477,8 +530,16 @@ def _plot_accuracy_vs_queries(run: Run, path: Path) -> Path | str:
             yerr = [[100 * (final - lo)], [100 * (hi - final)]]
         spent = run.summary.get("train_queries")
         x = float(spent) if isinstance(spent, (int, float)) and math.isfinite(spent) else float(np.nanmax(q))
-        ax.errorbar([x], [100 * final], yerr=yerr, fmt="*", color="k", markersize=10, capsize=4,
-                    label=f"test split after training: {100 * final:.1f} %" + (" (95 % CI)" if yerr else ""))
+        ax.errorbar(
+            [x],
+            [100 * final],
+            yerr=yerr,
+            fmt="*",
+            color="k",
+            markersize=10,
+            capsize=4,
+            label=f"test split after training: {100 * final:.1f} %" + (" (95 % CI)" if yerr else ""),
+        )
     if run.dataset and isinstance(run.dataset.get("n_classes"), int) and run.dataset["n_classes"] > 1:
         ax.axhline(100 / run.dataset["n_classes"], color="0.6", lw=1, ls=":", label="chance level")
     ax.set(xlabel="physical queries spent to learn (samples, cumulative)", ylabel="accuracy (%)", ylim=(0, 100))
@@ -557,10 +618,22 @@ def _summary_markdown(run: Run, made: list[tuple[str, str]], skipped: dict[str, 
             s = d.get("spec", {}) if isinstance(d.get("spec"), dict) else {}
             limits = f"{s.get('low', '-')} .. {s.get('high', '-')} {s.get('units', '')}".strip()
             levels = s.get("levels") or "continuous"
-            srows.append([b, str(d.get("class", "-")), str(s.get("n_inputs", "-")), str(s.get("n_outputs", "-")),
-                          limits, str(levels)])
-        lines += ["## Physical systems", "", _md_table(["block", "class", "inputs", "outputs", "drive limits",
-                                                        "levels"], srows), ""]
+            srows.append(
+                [
+                    b,
+                    str(d.get("class", "-")),
+                    str(s.get("n_inputs", "-")),
+                    str(s.get("n_outputs", "-")),
+                    limits,
+                    str(levels),
+                ]
+            )
+        lines += [
+            "## Physical systems",
+            "",
+            _md_table(["block", "class", "inputs", "outputs", "drive limits", "levels"], srows),
+            "",
+        ]
     if run.dataset:
         lines += ["## Data", "", "```json", json.dumps(run.dataset, indent=1)[:3000], "```", ""]
     lines += ["## Plots", ""]
@@ -627,8 +700,10 @@ def _curve_labels(runs: Sequence[Run], names: Sequence[str], most: int = 3) -> l
         group = [i for i, m in enumerate(methods) if m == method]
         if len(group) < 2:
             continue
-        keys = sorted(set().union(*(settings[i] for i in group)),
-                      key=lambda k: (_FIRST.index(k) if k in _FIRST else len(_FIRST), k))
+        keys = sorted(
+            set().union(*(settings[i] for i in group)),
+            key=lambda k: (_FIRST.index(k) if k in _FIRST else len(_FIRST), k),
+        )
         differ = [k for k in keys if len({settings[i].get(k, "(default)") for i in group}) > 1][:most]
         for i in group:
             if differ:
@@ -655,11 +730,36 @@ def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
         best = f"{_pct(k['best_test_accuracy'])} @{k['best_epoch']}" if k["best_epoch"] is not None else "-"
         cfg = r.config if isinstance(r.config, dict) else {}
         setup = f"{cfg.get('method', 'mfff')}: {cfg.get('dataset', '?')}/{cfg.get('system', '?')}"
-        rows.append([label, setup, k["status"], str(k["epochs"]), _pct(k["train_accuracy"]),
-                     _pct(k["test_accuracy"]), best, _count(k["queries"]), _duration(k["device_seconds"]),
-                     _duration(k["wall_seconds"])])
-    table = _table(["run", "method: data/system", "status", "epochs", "train acc", "test acc", "best test",
-                    "queries", "device time", "wall time"], rows, right=(3, 4, 5, 6, 7, 8, 9))
+        rows.append(
+            [
+                label,
+                setup,
+                k["status"],
+                str(k["epochs"]),
+                _pct(k["train_accuracy"]),
+                _pct(k["test_accuracy"]),
+                best,
+                _count(k["queries"]),
+                _duration(k["device_seconds"]),
+                _duration(k["wall_seconds"]),
+            ]
+        )
+    table = _table(
+        [
+            "run",
+            "method: data/system",
+            "status",
+            "epochs",
+            "train acc",
+            "test acc",
+            "best test",
+            "queries",
+            "device time",
+            "wall time",
+        ],
+        rows,
+        right=(3, 4, 5, 6, 7, 8, 9),
+    )
     if out is not None:
         target = Path(out)
         if target.suffix.lower().lstrip(".") not in FORMATS:
@@ -677,12 +777,18 @@ def compare(paths: Sequence[str | os.PathLike], out: str | os.PathLike | None = 
                 if key is not None and key in m and np.isfinite(m[key]).any():
                     ok = np.isfinite(m[key])
                     suffix = {"val_accuracy": "validation", "test_accuracy": "test"}.get(key, "training batches")
-                    ax.plot(m["epoch"][ok], 100 * m[key][ok], style, color=f"C{i % 10}", marker="o", markersize=3,
-                            label=f"{label} ({suffix})")
+                    ax.plot(
+                        m["epoch"][ok],
+                        100 * m[key][ok],
+                        style,
+                        color=f"C{i % 10}",
+                        marker="o",
+                        markersize=3,
+                        label=f"{label} ({suffix})",
+                    )
                     plotted = True
         if not plotted:
-            ax.text(0.5, 0.5, "no per-epoch accuracy in these runs", ha="center", va="center",
-                    transform=ax.transAxes)
+            ax.text(0.5, 0.5, "no per-epoch accuracy in these runs", ha="center", va="center", transform=ax.transAxes)
         ax.set(ylabel="accuracy (%)", ylim=(0, 100))
         _title(ax, "Accuracy of the compared runs (solid: held-out split, dashed: training batches)")
         epochs = np.concatenate([r.metrics["epoch"] for r in runs])
@@ -719,9 +825,20 @@ def ls(folder: str | os.PathLike = "runs") -> str:
             continue
         k = r.key_numbers()
         note = "" if k["epochs"] else "no epoch logged yet"
-        cells = [p.name, _method(r), k["status"], str(k["start_time"]), str(k["epochs"]), _pct(k["test_accuracy"]),
-                 _count(k["queries"]), note]
+        cells = [
+            p.name,
+            _method(r),
+            k["status"],
+            str(k["start_time"]),
+            str(k["epochs"]),
+            _pct(k["test_accuracy"]),
+            _count(k["queries"]),
+            note,
+        ]
         rows.append((float(r.attrs.get("start_time_unix", 0.0)), cells))
     rows.sort(key=lambda t: t[0])
-    return _table(["file", "method", "status", "started", "epochs", "test acc", "queries", "note"],
-                  [r for _, r in rows], right=(4, 5, 6))
+    return _table(
+        ["file", "method", "status", "started", "epochs", "test acc", "queries", "note"],
+        [r for _, r in rows],
+        right=(4, 5, 6),
+    )

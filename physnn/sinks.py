@@ -23,8 +23,16 @@ from typing import Any, Protocol, runtime_checkable
 
 from . import checks
 
-__all__ = ["MetricSink", "TensorBoardSink", "MLflowSink", "make_sinks", "close_sinks", "log_to_sinks",
-           "run_status", "SINKS"]
+__all__ = [
+    "MetricSink",
+    "TensorBoardSink",
+    "MLflowSink",
+    "make_sinks",
+    "close_sinks",
+    "log_to_sinks",
+    "run_status",
+    "SINKS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +73,9 @@ class TensorBoardSink:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ImportError("metric sink 'tensorboard' needs the tensorboard package: "
-                              "pip install 'physnn[tensorboard]'") from None
+            raise ImportError(
+                "metric sink 'tensorboard' needs the tensorboard package: pip install 'physnn[tensorboard]'"
+            ) from None
         self.log_dir = Path(log_dir)
         self._writer = SummaryWriter(log_dir=str(self.log_dir))
 

@@ -138,8 +138,13 @@ def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v).replace("/", "_").replace(" ", "")
 
 
-def plan(config: RunConfig, grid: dict[str, list[Any]], seeds: Sequence[int], benches: Sequence[str],
-         folder: str | os.PathLike) -> list[tuple[Trial, RunConfig]]:
+def plan(
+    config: RunConfig,
+    grid: dict[str, list[Any]],
+    seeds: Sequence[int],
+    benches: Sequence[str],
+    folder: str | os.PathLike,
+) -> list[tuple[Trial, RunConfig]]:
     """Every trial and its full config (checked now, so a bad value fails before anything runs)."""
     folder = Path(folder)
     keys = list(grid)
@@ -155,9 +160,10 @@ def plan(config: RunConfig, grid: dict[str, list[Any]], seeds: Sequence[int], be
             if config.system == "remote":
                 overrides["system_options"] = dict(config.system_options, resource=bench)
             else:
-                overrides.update(system="remote", system_options={"name": config.system,
-                                                                  "options": dict(config.system_options),
-                                                                  "resource": bench})
+                overrides.update(
+                    system="remote",
+                    system_options={"name": config.system, "options": dict(config.system_options), "resource": bench},
+                )
         try:
             cfg = config.updated(**overrides)
         except ConfigError as exc:
@@ -190,19 +196,30 @@ def run_trial(config: dict[str, Any]) -> dict[str, Any]:
             status, checkpoints = f"unreadable: {exc}", []
         if status == "completed":
             k = run.key_numbers()
-            return dict(record, status="completed", skipped=True, test_accuracy=k["test_accuracy"],
-                        start=float(run.attrs.get("start_time_unix", 0.0)), end=float(run.attrs.get("start_time_unix", 0.0)))
+            return dict(
+                record,
+                status="completed",
+                skipped=True,
+                test_accuracy=k["test_accuracy"],
+                start=float(run.attrs.get("start_time_unix", 0.0)),
+                end=float(run.attrs.get("start_time_unix", 0.0)),
+            )
         if checkpoints:
             resume = path
             record["resumed"] = True
         else:  # nothing to resume from: keep the evidence, start again
             path.rename(path.with_name(f"{path.name}.abandoned-{int(time.time())}"))
     record["start"] = time.time()
-    result = run_experiment(cfg, write_file=True, progress=False, resume=resume,
-                            echo=lambda line: logger.info("%s: %s", path.stem, line))
+    result = run_experiment(
+        cfg, write_file=True, progress=False, resume=resume, echo=lambda line: logger.info("%s: %s", path.stem, line)
+    )
     record["end"] = time.time()
-    record.update(status=result.status, test_accuracy=result.test_accuracy, train_queries=result.train_queries,
-                  wall_seconds=result.wall_seconds)
+    record.update(
+        status=result.status,
+        test_accuracy=result.test_accuracy,
+        train_queries=result.train_queries,
+        wall_seconds=result.wall_seconds,
+    )
     return record
 
 
@@ -215,8 +232,13 @@ def _connect(address: str | None, num_cpus: int | None) -> Any:
     if ray.is_initialized() or address is not None:
         return connect(address)
     use_loopback()
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
-             logging_level=logging.WARNING)
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        logging_level=logging.WARNING,
+    )
     return ray
 
 
@@ -254,10 +276,16 @@ def run_sweep(
     ray = _connect(address, num_cpus)
     from .remote import RemoteSystemError
 
-    task = ray.remote(run_trial).options(num_cpus=cpus_per_trial, max_retries=max_retries,
-                                         retry_exceptions=[RemoteSystemError])
-    meta = {"base_config": config.to_dict(), "grid": grid, "seeds": list(seeds), "benches": list(benches),
-            "trials": [asdict(t) for t, _ in planned]}
+    task = ray.remote(run_trial).options(
+        num_cpus=cpus_per_trial, max_retries=max_retries, retry_exceptions=[RemoteSystemError]
+    )
+    meta = {
+        "base_config": config.to_dict(),
+        "grid": grid,
+        "seeds": list(seeds),
+        "benches": list(benches),
+        "trials": [asdict(t) for t, _ in planned],
+    }
     _write_json(folder / "sweep.json", meta)
     echo(f"sweep: {len(planned)} trials into {folder}" + (f" over benches {', '.join(benches)}" if benches else ""))
     t0 = time.perf_counter()
@@ -283,15 +311,22 @@ def run_sweep(
             t.record = ray.get(ready[0])
         except Exception as exc:  # noqa: BLE001 - a failed trial is recorded; the others go on
             cause = getattr(exc, "cause", None) or exc
-            t.record = {"status": "failed", "error": f"{type(cause).__name__}: {str(cause).splitlines()[0]}",
-                        "path": t.path}
+            t.record = {
+                "status": "failed",
+                "error": f"{type(cause).__name__}: {str(cause).splitlines()[0]}",
+                "path": t.path,
+            }
         if t.bench is not None:
             busy.discard(t.bench)
         launch()
         acc = t.record.get("test_accuracy")
         acc_text = f", test accuracy {acc:.4f}" if isinstance(acc, float) else ""
-        echo(f"  {t.name}: {t.record.get('status')}{acc_text}" + (f" on {t.bench}" if t.bench else "")
-             + (" (resumed)" if t.record.get("resumed") else "") + (f" -- {t.record['error']}" if "error" in t.record else ""))
+        echo(
+            f"  {t.name}: {t.record.get('status')}{acc_text}"
+            + (f" on {t.bench}" if t.bench else "")
+            + (" (resumed)" if t.record.get("resumed") else "")
+            + (f" -- {t.record['error']}" if "error" in t.record else "")
+        )
         meta["trials"][t.index] = asdict(t)
         _write_json(folder / "sweep.json", meta)
     return SweepResult(folder, [t for t, _ in planned], time.perf_counter() - t0)
@@ -313,12 +348,21 @@ def summarise(folder: str | os.PathLike) -> str:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     benches = [b.strip() for b in args.benches.split(",") if b.strip()] if args.benches else []
-    result = run_sweep(config, parse_grid(args.grid), parse_seeds(args.seeds) if args.seeds else [config.seed],
-                       args.out, benches=benches, address=args.address, num_cpus=args.num_cpus,
-                       max_retries=args.max_retries)
+    result = run_sweep(
+        config,
+        parse_grid(args.grid),
+        parse_seeds(args.seeds) if args.seeds else [config.seed],
+        args.out,
+        benches=benches,
+        address=args.address,
+        num_cpus=args.num_cpus,
+        max_retries=args.max_retries,
+    )
     print(summarise(result.folder))
-    print(f"\n{len(result.trials) - len(result.failed)}/{len(result.trials)} trials completed in "
-          f"{result.wall_seconds:.1f} s; details in {result.folder / 'sweep.json'}")
+    print(
+        f"\n{len(result.trials) - len(result.failed)}/{len(result.trials)} trials completed in "
+        f"{result.wall_seconds:.1f} s; details in {result.folder / 'sweep.json'}"
+    )
     return 0 if not result.failed else 1
 
 
@@ -326,13 +370,19 @@ def add_cli(subparsers: Any) -> None:
     """Register ``physnn sweep`` on the CLI's subparsers."""
     p = subparsers.add_parser("sweep", help="run a grid of configs x seeds (x benches) on a Ray cluster")
     p.add_argument("config", help="base TOML config")
-    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                   help="a config key and its values (repeatable; the trials are the product)")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a config key and its values (repeatable; the trials are the product)",
+    )
     p.add_argument("--seeds", default=None, help="seeds, e.g. 0-4 or 0,3,7 (default: the config's seed)")
     p.add_argument("--benches", default=None, help="bench resources to spread trials over, e.g. bench:a,bench:b")
     p.add_argument("--out", required=True, help="sweep folder (one run file per trial, sweep.json)")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster (HOST:PORT, or auto); default: a private cluster on this machine")
+    p.add_argument(
+        "--address", default=None, help="Ray cluster (HOST:PORT, or auto); default: a private cluster on this machine"
+    )
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the private cluster (default: all)")
     p.add_argument("--max-retries", type=int, default=2, help="retries of a trial whose worker or bench died")
     p.set_defaults(func=_cmd_sweep)

@@ -137,7 +137,9 @@ def as_batch(x: Any, name: str = "x") -> torch.Tensor:
             raise ValueError(f"{name} must be a tensor or array of numbers, got {type(x).__name__}: {exc}") from None
     if t.is_complex():
         raise ValueError(f"{name} must be real-valued, got dtype {t.dtype}")
-    if not (t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)):
+    if not (
+        t.is_floating_point() or t.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.bool)
+    ):
         raise ValueError(f"{name} must hold numbers, got dtype {t.dtype}")
     return t.to(torch.float32)
 
@@ -214,9 +216,7 @@ class PhysicalSystem:
         spec = self.spec
         t = as_batch(x, f"{spec.name} input")
         if t.dim() != 2:
-            raise ValueError(
-                f"{spec.name} input must be 2-D [batch, {spec.n_inputs}], got shape {tuple(t.shape)}"
-            )
+            raise ValueError(f"{spec.name} input must be 2-D [batch, {spec.n_inputs}], got shape {tuple(t.shape)}")
         if t.shape[1] != spec.n_inputs:
             raise ValueError(
                 f"{spec.name} input has {t.shape[1]} columns, the system has n_inputs={spec.n_inputs} "
@@ -258,9 +258,7 @@ class PhysicalSystem:
         if not isinstance(y, torch.Tensor):
             raise TypeError(f"{name}._measure returned {type(y).__name__}, expected a torch.Tensor")
         if tuple(y.shape) != (batch, self.spec.n_outputs):
-            raise RuntimeError(
-                f"{name} returned shape {tuple(y.shape)}, expected ({batch}, {self.spec.n_outputs})"
-            )
+            raise RuntimeError(f"{name} returned shape {tuple(y.shape)}, expected ({batch}, {self.spec.n_outputs})")
         bad = ~torch.isfinite(y)
         if bad.any():
             r, c = _first(bad)
@@ -374,7 +372,9 @@ class PhysicalSystem:
     def __repr__(self) -> str:
         s = self.spec
         lv = f", levels={s.levels}" if s.levels else ""
-        return f"{type(self).__name__}(n_inputs={s.n_inputs}, n_outputs={s.n_outputs}, low={s.low:g}, high={s.high:g}{lv})"
+        return (
+            f"{type(self).__name__}(n_inputs={s.n_inputs}, n_outputs={s.n_outputs}, low={s.low:g}, high={s.high:g}{lv})"
+        )
 
 
 def _chain(first: Callable[..., None] | None, second: Callable[..., None] | None) -> Callable[..., None] | None:

@@ -196,8 +196,10 @@ class Drifting(PhysicalSystem):
                 f"mode={mode!r} uses {'rate' if mode == 'random_walk' else 'sigma and tau'}"
             )
         if mode != "random_walk" and rate != 0:
-            raise ValueError(f"rate={rate:g} applies to mode='random_walk'; mode={mode!r} uses "
-                             f"{'amplitude and period' if mode == 'periodic' else 'sigma and tau'}")
+            raise ValueError(
+                f"rate={rate:g} applies to mode='random_walk'; mode={mode!r} uses "
+                f"{'amplitude and period' if mode == 'periodic' else 'sigma and tau'}"
+            )
         if mode != "ou" and (sigma != 0 or tau is not None):
             raise ValueError(f"sigma={sigma:g} and tau={tau!r} apply to mode='ou'")
         if mode == "periodic" and not (_is_number(period) and 0 < period < math.inf):
@@ -279,12 +281,17 @@ class Drifting(PhysicalSystem):
     def _resolve_charts(self, given: dict[str, str]) -> dict[str, str]:
         charts = {}
         for name, p in self._params.items():
-            default = "rotation" if (self.target == "parameters" and name == "transmission_matrix"
-                                     and p.is_complex() and p.dim() == 2) else "additive"
+            default = (
+                "rotation"
+                if (self.target == "parameters" and name == "transmission_matrix" and p.is_complex() and p.dim() == 2)
+                else "additive"
+            )
             chart = checks.choice(f"charts[{name!r}]", given.get(name, default), _CHARTS)
             if chart == "rotation" and not (self.target == "parameters" and p.is_complex() and p.dim() == 2):
-                raise ValueError(f"charts[{name!r}] = 'rotation' needs a complex 2-D parameter (a transmission "
-                                 f"matrix), got {'a complex' if p.is_complex() else 'a real'} {p.dim()}-D tensor")
+                raise ValueError(
+                    f"charts[{name!r}] = 'rotation' needs a complex 2-D parameter (a transmission "
+                    f"matrix), got {'a complex' if p.is_complex() else 'a real'} {p.dim()}-D tensor"
+                )
             charts[name] = chart
         return charts
 
@@ -364,8 +371,9 @@ class Drifting(PhysicalSystem):
                     raise ValueError(
                         f"stuck event channels must be a non-empty list in 0..{n_in - 1}, got {out['channels']!r}"
                     )
-                value = checks.real("stuck event value", ev.pop("value", self.spec.low), low=self.spec.low,
-                                    high=self.spec.high)
+                value = checks.real(
+                    "stuck event value", ev.pop("value", self.spec.low), low=self.spec.low, high=self.spec.high
+                )
                 self.system.validate_input(torch.full((1, n_in), value))  # on a level, within the drive limits
                 out["value"] = value
             else:  # swap
@@ -447,14 +455,14 @@ class Drifting(PhysicalSystem):
         changed = not getattr(self, "_written_once", False)
         if dt > 0 and self.mode == "random_walk" and self.rate > 0:
             changed = True
-            for name, w in self._walk.items():
+            for w in self._walk.values():
                 w += math.sqrt(dt) * self._noise(w.shape)
         elif dt > 0 and self.mode == "ou" and self.sigma > 0:
             changed = True
             assert self.tau is not None
             a = math.exp(-dt / self.tau)
             b = self.sigma * math.sqrt(-math.expm1(-2 * dt / self.tau))  # exact, also for dt << tau
-            for name, w in self._walk.items():
+            for w in self._walk.values():
                 w.mul_(a).add_(b * self._noise(w.shape))
         elif dt > 0 and self.mode not in ("random_walk", "ou"):
             changed = True  # periodic (and any time-dependent mode) moves with the clock itself

@@ -31,8 +31,9 @@ class IdentitySystem(PhysicalSystem):
         if levels is not None:
             levels = checks.integer("levels", levels, low=2)
         # the output is the drive itself, so it carries the drive's unit
-        super().__init__(SystemSpec(n, n, low, high, levels, name="identity", units="a.u.", output_units="a.u."),
-                         device=device)
+        super().__init__(
+            SystemSpec(n, n, low, high, levels, name="identity", units="a.u.", output_units="a.u."), device=device
+        )
         self.seed = checks.integer("seed", seed, low=0)
 
     def _measure(self, x: torch.Tensor) -> torch.Tensor:

@@ -191,8 +191,9 @@ class MetasurfaceCavity(PhysicalSystem):
         spec = SystemSpec(n, n_f, 0.0, 1.0, 2, name="microwave", units="bit", output_units="|S21| (dimensionless)")
         super().__init__(spec, device=device)
         self._set_geometry_options(band_ghz, cavity_m, wall_pitch_m, n_scatterers)
-        self._set_element_options(element_resonances_ghz, element_linewidth_ghz, element_loss_ghz, element_spread,
-                                  wall_loss_ghz)
+        self._set_element_options(
+            element_resonances_ghz, element_linewidth_ghz, element_loss_ghz, element_spread, wall_loss_ghz
+        )
         self._set_run_options(noise_db, noise, solver, seed, dtype)
         self._check_elements_fit()
         self._set_design_constants()
@@ -213,12 +214,14 @@ class MetasurfaceCavity(PhysicalSystem):
         self.wall_pitch_m = checks.positive("wall_pitch_m", wall_pitch_m)
         self.n_scatterers = checks.integer("n_scatterers", n_scatterers, low=0)
 
-    def _set_element_options(self, resonances_ghz: Any, linewidth_ghz: Any, loss_ghz: Any, spread: Any,
-                             wall_loss_ghz: Any) -> None:
+    def _set_element_options(
+        self, resonances_ghz: Any, linewidth_ghz: Any, loss_ghz: Any, spread: Any, wall_loss_ghz: Any
+    ) -> None:
         res0, res1 = _pair("element_resonances_ghz", resonances_ghz)
         if res0 == res1:
             raise checks.ParameterError(
-                f"element_resonances_ghz must differ between the two states, got {tuple(resonances_ghz)}")
+                f"element_resonances_ghz must differ between the two states, got {tuple(resonances_ghz)}"
+            )
         self.element_resonances_ghz = (res0, res1)
         self.element_linewidth_ghz = checks.positive("element_linewidth_ghz", linewidth_ghz)
         self.element_loss_ghz = checks.positive("element_loss_ghz", loss_ghz)  # > 0 keeps W invertible (passive)
@@ -308,8 +311,12 @@ class MetasurfaceCavity(PhysicalSystem):
         full = lambda m, v: torch.full((m,), v, dtype=torch.float64, device=self.device)  # noqa: E731
         return torch.cat(
             [
-                self._inverse_alpha(full(2, self.antenna_resonance_ghz), self.antenna_linewidth_ghz, self.port_linewidth_ghz),
-                self._inverse_alpha(full(len(self.wall_positions), self.wall_resonance_ghz), self.wall_linewidth_ghz, self.wall_loss_ghz),
+                self._inverse_alpha(
+                    full(2, self.antenna_resonance_ghz), self.antenna_linewidth_ghz, self.port_linewidth_ghz
+                ),
+                self._inverse_alpha(
+                    full(len(self.wall_positions), self.wall_resonance_ghz), self.wall_linewidth_ghz, self.wall_loss_ghz
+                ),
             ],
             dim=1,
         )
@@ -426,7 +433,11 @@ class MetasurfaceCavity(PhysicalSystem):
         w = -self._coupling(pos, pos)
         n_m = self.spec.n_inputs
         diag = torch.cat(
-            [self._static_inverse_alpha(), self._clutter_inverse_alpha(), torch.zeros(len(self._k), n_m, dtype=torch.complex128, device=self.device)],
+            [
+                self._static_inverse_alpha(),
+                self._clutter_inverse_alpha(),
+                torch.zeros(len(self._k), n_m, dtype=torch.complex128, device=self.device),
+            ],
             dim=1,
         )
         w.diagonal(dim1=-2, dim2=-1).copy_(diag)
@@ -495,7 +506,9 @@ class MetasurfaceCavity(PhysicalSystem):
                 return self._chunked(self._solve_full, bits, direction, dtype, per_sample=self.n_dipoles**2)
             if solver == "schur":
                 return self._chunked(self._solve_schur, bits, direction, dtype, per_sample=self.spec.n_inputs**2)
-            return self._chunked(self._solve_woodbury, bits, direction, dtype, per_sample=(self.spec.n_inputs // 2 + 1) ** 2)
+            return self._chunked(
+                self._solve_woodbury, bits, direction, dtype, per_sample=(self.spec.n_inputs // 2 + 1) ** 2
+            )
 
     def _chunked(self, fn, c: torch.Tensor, direction: int, dtype: torch.dtype, per_sample: int) -> torch.Tensor:
         item = torch.empty((), dtype=dtype).element_size()

@@ -243,8 +243,9 @@ class NeuromorphicChip(PhysicalSystem):
         checks.choice("mode", mode, _MODES)
         checks.choice("encoding", encoding, _ENCODINGS)
         checks.choice("readout", readout, _READOUTS)
-        self._set_network_options(n_hidden, steps, input_gain, recurrent_gain, output_gain, dash_mem, dash_syn,
-                                  encoding)
+        self._set_network_options(
+            n_hidden, steps, input_gain, recurrent_gain, output_gain, dash_mem, dash_syn, encoding
+        )
         self.balanced = checks.boolean("balanced", balanced)
         self._set_hardware_options(input_events, delta_threshold, threshold, max_spikes, refractory, mismatch, noise)
         checks.string("serial", serial, empty=False)
@@ -252,8 +253,16 @@ class NeuromorphicChip(PhysicalSystem):
             raise checks.ParameterError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
         if input_levels is not None:
             input_levels = checks.integer("input_levels", input_levels, low=2, high=1 << 24)
-        spec = SystemSpec(n_in, n_out, 0.0, 1.0, input_levels, name="neuromorphic", units="normalised",
-                          output_units=_OUTPUT_UNITS[readout])
+        spec = SystemSpec(
+            n_in,
+            n_out,
+            0.0,
+            1.0,
+            input_levels,
+            name="neuromorphic",
+            units="normalised",
+            output_units=_OUTPUT_UNITS[readout],
+        )
         super().__init__(spec, device=device)
         self.mode = mode
         self.encoding = encoding
@@ -274,8 +283,17 @@ class NeuromorphicChip(PhysicalSystem):
         self._diff_gen = torch.Generator(device=self.device).manual_seed(_stream_seed(self.seed, "surrogate"))
 
     # ------------------------------------------------------------- building
-    def _set_network_options(self, n_hidden: Any, steps: Any, input_gain: Any, recurrent_gain: Any,
-                             output_gain: Any, dash_mem: Any, dash_syn: Any, encoding: str) -> None:
+    def _set_network_options(
+        self,
+        n_hidden: Any,
+        steps: Any,
+        input_gain: Any,
+        recurrent_gain: Any,
+        output_gain: Any,
+        dash_mem: Any,
+        dash_syn: Any,
+        encoding: str,
+    ) -> None:
         """The programmed network's size, time window, weight scales and decays (checked)."""
         self.n_hidden = checks.integer("n_hidden", n_hidden, low=1, high=65536)
         self.steps = checks.integer("steps", steps, low=1, high=100000)
@@ -286,8 +304,16 @@ class NeuromorphicChip(PhysicalSystem):
         self.dash_mem = checks.integer("dash_mem", dash_mem, low=0, high=15)
         self.dash_syn = checks.integer("dash_syn", dash_syn, low=0, high=15)
 
-    def _set_hardware_options(self, input_events: Any, delta_threshold: Any, threshold: Any, max_spikes: Any,
-                              refractory: Any, mismatch: Any, noise: Any) -> None:
+    def _set_hardware_options(
+        self,
+        input_events: Any,
+        delta_threshold: Any,
+        threshold: Any,
+        max_spikes: Any,
+        refractory: Any,
+        mismatch: Any,
+        noise: Any,
+    ) -> None:
         """Encoding resolution and the integer datapath's limits, mismatch and noise (checked)."""
         self.input_events = checks.integer("input_events", input_events, low=1, high=255)
         self.delta_threshold = checks.real("delta_threshold", delta_threshold, low=1e-6, high=1.0)
@@ -302,9 +328,7 @@ class NeuromorphicChip(PhysicalSystem):
         n_in, n_hid, n_out = self.spec.n_inputs, self.n_hidden, self.spec.n_outputs
         gen = torch.Generator().manual_seed(_stream_seed(self.seed, "network"))
         w_in = torch.randn(n_hid, n_in, generator=gen, dtype=torch.float64) * (self.input_gain / math.sqrt(n_in))
-        w_rec = torch.randn(n_hid, n_hid, generator=gen, dtype=torch.float64) * (
-            self.recurrent_gain / math.sqrt(n_hid)
-        )
+        w_rec = torch.randn(n_hid, n_hid, generator=gen, dtype=torch.float64) * (self.recurrent_gain / math.sqrt(n_hid))
         w_rec.fill_diagonal_(0.0)
         w_out = torch.randn(n_out, n_hid, generator=gen, dtype=torch.float64) * (self.output_gain / math.sqrt(n_hid))
         # every neuron gets as much inhibition as excitation (rows sum to zero; a fan-in of 1 is left alone)
@@ -548,13 +572,15 @@ class NeuromorphicChip(PhysicalSystem):
 
         for t in range(T):
             a_h = (proj0 if self.encoding == "current" else proj_all[t]) + F.linear(n_h, w_rec) * sc_rec
-            v_h, i_h, ref_h, n_h, v_pre = lif_step(v_h, i_h, ref_h, a_h, gs_h, gm_h, thr_h,
-                                                   noise_h[t] if self.noise > 0 else None, "hidden")
+            v_h, i_h, ref_h, n_h, v_pre = lif_step(
+                v_h, i_h, ref_h, a_h, gs_h, gm_h, thr_h, noise_h[t] if self.noise > 0 else None, "hidden"
+            )
             if record:
                 rec["vh"].append(v_pre)
             a_o = F.linear(n_h, w_out) * sc_out
-            v_o, i_o, ref_o, n_o, v_pre = lif_step(v_o, i_o, ref_o, a_o, gs_o, gm_o, thr_o,
-                                                   noise_o[t] if self.noise > 0 else None, "out")
+            v_o, i_o, ref_o, n_o, v_pre = lif_step(
+                v_o, i_o, ref_o, a_o, gs_o, gm_o, thr_o, noise_o[t] if self.noise > 0 else None, "out"
+            )
             if record:
                 rec["vo"].append(v_pre)
             count = count + n_o

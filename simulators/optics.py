@@ -126,8 +126,16 @@ class OpticalCavity(PhysicalSystem):
             raise checks.ParameterError(f"dtype must be torch.complex64 or torch.complex128, got {dtype!r}")
         self.dtype = dtype
         levels = None if slm_bits is None else 2**slm_bits
-        spec = SystemSpec(n_in, n_out, 0.0, phase_range, levels, name="optics", units="pi rad",
-                          output_units="fraction of ADC full scale")
+        spec = SystemSpec(
+            n_in,
+            n_out,
+            0.0,
+            phase_range,
+            levels,
+            name="optics",
+            units="pi rad",
+            output_units="fraction of ADC full scale",
+        )
         super().__init__(spec, device=device)
         self._T = self._make_matrix()
         self._element_rms = float(self._T.abs().pow(2).mean().sqrt())
@@ -219,4 +227,3 @@ class OpticalCavity(PhysicalSystem):
             dtype=str(self.dtype),
         )
         return d
-

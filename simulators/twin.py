@@ -72,7 +72,12 @@ __all__ = ["MeasuredTwin", "acoustic_twin", "default_data_dir", "default_cache_d
 
 FORMAT = "physnn-measured-twin"
 VERSION = 1
-_ACTIVATIONS = {"silu": torch.nn.functional.silu, "tanh": torch.tanh, "relu": torch.relu, "gelu": torch.nn.functional.gelu}
+_ACTIVATIONS = {
+    "silu": torch.nn.functional.silu,
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "gelu": torch.nn.functional.gelu,
+}
 
 
 class TwinFileError(ValueError):
@@ -138,7 +143,9 @@ class MeasuredTwin(PhysicalSystem):
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
         if len(weights) != len(biases) or not weights:
-            raise ValueError(f"need one bias per weight matrix and at least one layer, got {len(weights)} and {len(biases)}")
+            raise ValueError(
+                f"need one bias per weight matrix and at least one layer, got {len(weights)} and {len(biases)}"
+            )
         ws = [torch.as_tensor(np.asarray(w, dtype=np.float32)) for w in weights]
         bs = [torch.as_tensor(np.asarray(b, dtype=np.float32)) for b in biases]
         for i, (w, b) in enumerate(zip(ws, bs)):
@@ -332,15 +339,28 @@ class MeasuredTwin(PhysicalSystem):
                 else:
                     stale += 1
                 if verbose:
-                    print(f"twin fit epoch {epoch}: held-out standardised MSE {val_loss:.5f} (best {best:.5f} @ {best_epoch})")
+                    print(
+                        f"twin fit epoch {epoch}: held-out standardised MSE {val_loss:.5f} (best {best:.5f} @ {best_epoch})"
+                    )
                 if stale >= patience:
                     break
             weights = best_params[0::2]
             biases = best_params[1::2]
             nonnegative = bool(Y.min() >= 0)
             twin = cls(
-                weights, biases, y_mean, y_std, low=lo, high=hi, activation=activation, nonnegative=nonnegative,
-                residual_std=torch.zeros(Y.shape[1]), noise=False, seed=seed, device="cpu", name=name,
+                weights,
+                biases,
+                y_mean,
+                y_std,
+                low=lo,
+                high=hi,
+                activation=activation,
+                nonnegative=nonnegative,
+                residual_std=torch.zeros(Y.shape[1]),
+                noise=False,
+                seed=seed,
+                device="cpu",
+                name=name,
             )
             with torch.no_grad():
                 pred_val = twin.predict(Xt[val_idx])
@@ -355,14 +375,32 @@ class MeasuredTwin(PhysicalSystem):
                 "best_epoch": int(best_epoch),
                 "heldout_mse_standardised": best,
                 "settings": {
-                    "hidden": hidden, "activation": activation, "val_fraction": val_fraction, "epochs": epochs,
-                    "patience": patience, "batch_size": batch_size, "lr": lr, "seed": int(seed),
+                    "hidden": hidden,
+                    "activation": activation,
+                    "val_fraction": val_fraction,
+                    "epochs": epochs,
+                    "patience": patience,
+                    "batch_size": batch_size,
+                    "lr": lr,
+                    "seed": int(seed),
                 },
                 "fit_seconds": time.perf_counter() - start,
             }
         return cls(
-            weights, biases, y_mean, y_std, low=lo, high=hi, activation=activation, nonnegative=nonnegative,
-            residual_std=residual_std, fit_info=info, noise=noise, seed=seed, device=device, name=name,
+            weights,
+            biases,
+            y_mean,
+            y_std,
+            low=lo,
+            high=hi,
+            activation=activation,
+            nonnegative=nonnegative,
+            residual_std=residual_std,
+            fit_info=info,
+            noise=noise,
+            seed=seed,
+            device=device,
+            name=name,
         )
 
     @classmethod
@@ -383,14 +421,21 @@ class MeasuredTwin(PhysicalSystem):
         X = read_csv_matrix(x_path)
         Y = read_csv_matrix(y_path)
         if X.shape[0] != Y.shape[0]:
-            raise ValueError(f"{x_path} has {X.shape[0]} rows but {y_path} has {Y.shape[0]}; they must be recorded pairs")
+            raise ValueError(
+                f"{x_path} has {X.shape[0]} rows but {y_path} has {Y.shape[0]}; they must be recorded pairs"
+            )
         if rows is not None:
             available = X.shape[0]
             X, Y = X[rows], Y[rows]
             if X.shape[0] == 0:
                 raise ValueError(f"rows={rows!r} selects no rows of {x_path} ({available} available)")
         twin = cls.fit(X, Y, **fit_kwargs)
-        twin.fit_info["data"] = {"x": str(x_path), "y": str(y_path), "rows": _rows_repr(rows), "n_rows": int(X.shape[0])}
+        twin.fit_info["data"] = {
+            "x": str(x_path),
+            "y": str(y_path),
+            "rows": _rows_repr(rows),
+            "n_rows": int(X.shape[0]),
+        }
         return twin
 
     # ------------------------------------------------------------- save/load
@@ -450,17 +495,32 @@ class MeasuredTwin(PhysicalSystem):
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise TwinFileError(f"{path}: the twin's 'meta' record is not valid JSON ({exc})") from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise TwinFileError(f"{path} is not a physnn twin file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+            raise TwinFileError(
+                f"{path} is not a physnn twin file (format {meta.get('format') if isinstance(meta, dict) else None!r})"
+            )
         if meta.get("version") != VERSION:
-            raise TwinFileError(f"{path} is twin format version {meta.get('version')!r}; this physnn reads version {VERSION}")
+            raise TwinFileError(
+                f"{path} is twin format version {meta.get('version')!r}; this physnn reads version {VERSION}"
+            )
         try:
             n_layers = len(meta["hidden"]) + 1
             weights = [arrays[f"W{i}"] for i in range(n_layers)]
             biases = [arrays[f"b{i}"] for i in range(n_layers)]
             twin = cls(
-                weights, biases, meta["y_mean"], meta["y_std"], low=meta["low"], high=meta["high"],
-                activation=meta["activation"], nonnegative=meta["nonnegative"], residual_std=meta["residual_std"],
-                fit_info=meta.get("fit", {}), noise=noise, seed=seed, device=device, name=meta.get("name", "twin"),
+                weights,
+                biases,
+                meta["y_mean"],
+                meta["y_std"],
+                low=meta["low"],
+                high=meta["high"],
+                activation=meta["activation"],
+                nonnegative=meta["nonnegative"],
+                residual_std=meta["residual_std"],
+                fit_info=meta.get("fit", {}),
+                noise=noise,
+                seed=seed,
+                device=device,
+                name=meta.get("name", "twin"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise TwinFileError(f"{path}: inconsistent twin file ({type(exc).__name__}: {exc})") from None
@@ -547,8 +607,18 @@ def acoustic_twin(
     if rows + 1 > X.shape[0]:
         raise ValueError(f"rows={rows} asks for data rows 1..{rows} but {x_path} has only {X.shape[0] - 1} after row 0")
     sel = slice(1, rows + 1)
-    settings = dict(hidden=(128, 128), activation="silu", val_fraction=0.1, epochs=300, patience=20,
-                    batch_size=128, lr=2e-3, low=0.0, high=1.0, seed=int(fit_seed))
+    settings = dict(
+        hidden=(128, 128),
+        activation="silu",
+        val_fraction=0.1,
+        epochs=300,
+        patience=20,
+        batch_size=128,
+        lr=2e-3,
+        low=0.0,
+        high=1.0,
+        seed=int(fit_seed),
+    )
     data_info = {"x": str(x_path), "y": str(y_path), "rows": f"1..{rows}", "n_rows": rows}
 
     cache_file = None
@@ -568,16 +638,30 @@ def acoustic_twin(
         try:
             twin.save(cache_file)
         except OSError as exc:  # a read-only or full cache folder must not stop a run: keep the fit in memory
-            warnings.warn(f"could not cache the fitted twin at {cache_file}: {exc}; using it uncached",
-                          RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"could not cache the fitted twin at {cache_file}: {exc}; using it uncached",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         else:
             twin = MeasuredTwin.load(cache_file, noise=noise, seed=seed, device=device)
             twin.fit_info["cache_file"] = str(cache_file)
             return twin
     return MeasuredTwin(
-        twin._w, twin._b, twin._y_mean, twin._y_std, low=twin.spec.low, high=twin.spec.high,
-        activation=twin.activation, nonnegative=twin.nonnegative, residual_std=twin._res_std,
-        fit_info=twin.fit_info, noise=noise, seed=seed, device=device, name=twin.spec.name,
+        twin._w,
+        twin._b,
+        twin._y_mean,
+        twin._y_std,
+        low=twin.spec.low,
+        high=twin.spec.high,
+        activation=twin.activation,
+        nonnegative=twin.nonnegative,
+        residual_std=twin._res_std,
+        fit_info=twin.fit_info,
+        noise=noise,
+        seed=seed,
+        device=device,
+        name=twin.spec.name,
     )
 
 
@@ -640,7 +724,9 @@ def _matrix(a: Any, name: str) -> np.ndarray:
 
 
 def _vector(v: Any, n: int, name: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(v if not isinstance(v, torch.Tensor) else v.detach().cpu().numpy(), dtype=np.float32))
+    t = torch.as_tensor(
+        np.asarray(v if not isinstance(v, torch.Tensor) else v.detach().cpu().numpy(), dtype=np.float32)
+    )
     if t.shape != (n,):
         raise ValueError(f"{name} must have length {n}, got shape {tuple(t.shape)}")
     if not torch.isfinite(t).all():

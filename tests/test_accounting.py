@@ -13,8 +13,6 @@ from physnn.train.pat import PAT
 from physnn.train.zeroth_order import ZerothOrder
 
 
-
-
 class MatmulSystem(PhysicalSystem):
     """A system whose physics is a real matrix product (it would count 2*B*n_in*n_out FLOPs if not excluded)."""
 
@@ -118,8 +116,10 @@ def test_memoised_flops_equal_exact_counting_for_whole_runs():
         hist = trainer.fit(model, x, y, x, y)
         return hist.epochs[-1], trainer.accountant
 
-    for cls, kw in ((ZerothOrder, dict(directions=2)),
-                    (PAT, dict(twin_samples=40, twin_epochs=2, twin_hidden=(8,), refit_steps=3))):
+    for cls, kw in (
+        (ZerothOrder, dict(directions=2)),
+        (PAT, dict(twin_samples=40, twin_epochs=2, twin_hidden=(8,), refit_steps=3)),
+    ):
         memo, acct_m = run(cls, False, **kw)
         exact, acct_e = run(cls, True, **kw)
         for key in ("flops/train", "flops/twin_fit", "flops/eval"):

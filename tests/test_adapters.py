@@ -17,8 +17,9 @@ from physnn import checks
 
 HAS_PYMEASURE = importlib.util.find_spec("pymeasure") is not None
 HAS_QCODES = importlib.util.find_spec("qcodes") is not None
-needs_pymeasure = pytest.mark.skipif(not HAS_PYMEASURE,
-                                     reason="pymeasure not installed (pip install 'physnn[pymeasure]')")
+needs_pymeasure = pytest.mark.skipif(
+    not HAS_PYMEASURE, reason="pymeasure not installed (pip install 'physnn[pymeasure]')"
+)
 needs_qcodes = pytest.mark.skipif(not HAS_QCODES, reason="qcodes not installed (pip install 'physnn[qcodes]')")
 
 
@@ -64,8 +65,16 @@ def test_pymeasure_sets_drives_reads_outputs() -> None:
     from physnn.devices.adapters import PyMeasureSystem
 
     inst = _pymeasure_fake()
-    system = PyMeasureSystem(inst, drive=["output_voltage", "level"], measure=["power", "output_voltage"],
-                             low=-1.0, high=1.0, units="V", output_units="W", safe={"output_voltage": 0.0})
+    system = PyMeasureSystem(
+        inst,
+        drive=["output_voltage", "level"],
+        measure=["power", "output_voltage"],
+        low=-1.0,
+        high=1.0,
+        units="V",
+        output_units="W",
+        safe={"output_voltage": 0.0},
+    )
     x = torch.tensor([[0.5, 0.25], [-1.0, 1.0]])
     y = system(x)
     expected = torch.tensor([[0.25 + 0.75, 0.5], [1.0 + 3.0, -1.0]])
@@ -81,8 +90,9 @@ def test_pymeasure_limits_checked_before_anything_is_set() -> None:
     from physnn.devices.adapters import PyMeasureSystem
 
     inst = _pymeasure_fake()
-    system = PyMeasureSystem(inst, drive=["output_voltage", "level"], measure=["power"], low=-1.0, high=1.0,
-                             safe={"output_voltage": 0.0})
+    system = PyMeasureSystem(
+        inst, drive=["output_voltage", "level"], measure=["power"], low=-1.0, high=1.0, safe={"output_voltage": 0.0}
+    )
     inst.writes.clear()
     with pytest.raises(ValueError, match=r"input\[1, 0\] = 1.5 V is above the drive limit high=1"):
         system(torch.tensor([[0.5, 0.5], [1.5, 0.0]]))  # row 0 is fine, but the batch is refused whole
@@ -94,8 +104,14 @@ def test_pymeasure_safe_state_on_close_and_after_an_error() -> None:
     from physnn.devices.adapters import PyMeasureSystem
 
     inst = _pymeasure_fake()
-    system = PyMeasureSystem(inst, drive=["output_voltage"], measure=["power"], low=-1.0, high=1.0,
-                             safe={"output_voltage": 0.0, "level": 0.0})
+    system = PyMeasureSystem(
+        inst,
+        drive=["output_voltage"],
+        measure=["power"],
+        low=-1.0,
+        high=1.0,
+        safe={"output_voltage": 0.0, "level": 0.0},
+    )
     system(torch.tensor([[0.75]]))
     inst.level = 0.5
     assert inst.output_voltage == 0.75
@@ -110,21 +126,28 @@ def test_pymeasure_safe_state_on_close_and_after_an_error() -> None:
             raise OSError("instrument stopped answering")
 
     flaky = Flaky()
-    system = PyMeasureSystem(flaky, drive=["output_voltage"], measure=["power"], low=-1.0, high=1.0,
-                             safe={"output_voltage": 0.0})
+    system = PyMeasureSystem(
+        flaky, drive=["output_voltage"], measure=["power"], low=-1.0, high=1.0, safe={"output_voltage": 0.0}
+    )
     with pytest.raises(OSError, match="stopped answering"):
         system(torch.tensor([[0.625]]))
     assert flaky.writes[-2:] == [("output_voltage", 0.625), ("output_voltage", 0.0)]
 
 
 @needs_pymeasure
-@pytest.mark.parametrize("kwargs, match", [
-    ({"drive": ["output_voltag"]}, r"drive 'output_voltag' is not a property of Bench"),
-    ({"measure": []}, r"measure must be a non-empty list"),
-    ({"safe": {"output_voltage": 5.0}}, r"safe\['output_voltage'\] \(V\) must be a finite number in -1..1, got 5.0"),
-    ({"safe": {"nonsense": 0.0}}, r"safe 'nonsense' is not a property"),
-    ({"low": float("nan")}, r"low"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"drive": ["output_voltag"]}, r"drive 'output_voltag' is not a property of Bench"),
+        ({"measure": []}, r"measure must be a non-empty list"),
+        (
+            {"safe": {"output_voltage": 5.0}},
+            r"safe\['output_voltage'\] \(V\) must be a finite number in -1..1, got 5.0",
+        ),
+        ({"safe": {"nonsense": 0.0}}, r"safe 'nonsense' is not a property"),
+        ({"low": float("nan")}, r"low"),
+    ],
+)
 def test_pymeasure_bad_arguments_are_one_line_errors(kwargs: dict, match: str) -> None:
     from physnn.devices.adapters import PyMeasureSystem
 
@@ -192,8 +215,9 @@ def test_qcodes_safe_state_after_a_failed_read() -> None:
         raise TimeoutError("VISA timeout")
 
     try:
-        system = QCoDeSSystem([dac.ch1], [Parameter("broken", get_cmd=fail, unit="A")], low=-1.0, high=1.0,
-                              safe={dac.ch1.full_name: 0.0})
+        system = QCoDeSSystem(
+            [dac.ch1], [Parameter("broken", get_cmd=fail, unit="A")], low=-1.0, high=1.0, safe={dac.ch1.full_name: 0.0}
+        )
         with pytest.raises(TimeoutError):
             system(torch.tensor([[0.8]]))
         assert dac.ch1() == 0.0

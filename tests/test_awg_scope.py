@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from pathlib import Path
 
@@ -30,7 +31,15 @@ NO_ERR = '+0,"No error"'
 # ------------------------------------------------------------ formatting
 def test_scpi_number_exact():
     assert [scpi_number(v) for v in (1.0, 0.5, 1e6, 1.5e-5, 1e-9, -0.0, 65514, -2.25)] == [
-        "1.0", "0.5", "1000000.0", "1.5e-05", "1.0e-09", "0.0", "65514", "-2.25"]
+        "1.0",
+        "0.5",
+        "1000000.0",
+        "1.5e-05",
+        "1.0e-09",
+        "0.0",
+        "65514",
+        "-2.25",
+    ]
     with pytest.raises(ValueError, match="non-finite"):
         scpi_number(float("nan"))
     with pytest.raises(TypeError):
@@ -39,10 +48,25 @@ def test_scpi_number_exact():
 
 # ------------------------------------------------------------- AWG bytes
 def test_awg_configure_exact_bytes():
-    t = ScriptedTransport([(c, None) for c in (
-        "OUTP1 OFF", "*CLS", "FORM:BORD SWAP", "OUTP1:LOAD INF", "SOUR1:FUNC ARB", "SOUR1:VOLT 1.5",
-        "SOUR1:VOLT:OFFS -0.25", "SOUR1:FUNC:ARB:SRAT 2500000.0", "SOUR1:BURS:MODE TRIG", "SOUR1:BURS:NCYC 1",
-        "TRIG1:SOUR BUS", "SOUR1:BURS:STAT ON")])
+    t = ScriptedTransport(
+        [
+            (c, None)
+            for c in (
+                "OUTP1 OFF",
+                "*CLS",
+                "FORM:BORD SWAP",
+                "OUTP1:LOAD INF",
+                "SOUR1:FUNC ARB",
+                "SOUR1:VOLT 1.5",
+                "SOUR1:VOLT:OFFS -0.25",
+                "SOUR1:FUNC:ARB:SRAT 2500000.0",
+                "SOUR1:BURS:MODE TRIG",
+                "SOUR1:BURS:NCYC 1",
+                "TRIG1:SOUR BUS",
+                "SOUR1:BURS:STAT ON",
+            )
+        ]
+    )
     SCPIAWG(t).configure(vpp=1.5, offset=-0.25, load="INF", sample_rate=2.5e6)
     t.close()
 
@@ -61,19 +85,21 @@ def test_configure_walks_the_settings_table_and_refuses_bad_keywords_before_writ
 def test_awg_upload_trigger_output_exact_bytes():
     codes = np.array([0, 1, -1, 32767, -32767, 256, -256, 2], dtype=np.int16)
     block = b"#216" + struct.pack("<8h", 0, 1, -1, 32767, -32767, 256, -256, 2)
-    t = ScriptedTransport([
-        ("SOUR1:DATA:VOL:CLE", None),
-        (b"SOUR1:DATA:ARB:DAC physnn," + block + b"\n", None),
-        ("SOUR1:FUNC:ARB physnn", None),
-        ("SOUR1:FUNC ARB", None),
-        ("SOUR1:FUNC:ARB:SRAT 1000000.0", None),
-        ("OUTP1 ON", None),
-        ("*TRG", None),
-        ("OUTP1 OFF", None),
-        ("OUTP1 OFF", None),
-        ("*RST", None),
-        ("*OPC?", "1"),
-    ])
+    t = ScriptedTransport(
+        [
+            ("SOUR1:DATA:VOL:CLE", None),
+            (b"SOUR1:DATA:ARB:DAC physnn," + block + b"\n", None),
+            ("SOUR1:FUNC:ARB physnn", None),
+            ("SOUR1:FUNC ARB", None),
+            ("SOUR1:FUNC:ARB:SRAT 1000000.0", None),
+            ("OUTP1 ON", None),
+            ("*TRG", None),
+            ("OUTP1 OFF", None),
+            ("OUTP1 OFF", None),
+            ("*RST", None),
+            ("*OPC?", "1"),
+        ]
+    )
     awg = SCPIAWG(t)
     awg.upload("physnn", codes, 1e6)
     awg.output(True)
@@ -96,12 +122,14 @@ def test_awg_upload_rejects_bad_codes_before_writing():
 
 
 def test_check_errors_drains_and_reports_all():
-    t = ScriptedTransport([
-        ("SYST:ERR?", '-222,"Data out of range"'),
-        ("SYST:ERR?", '-113,"Undefined header"'),
-        ("SYST:ERR?", NO_ERR),
-        ("SYST:ERR?", NO_ERR),
-    ])
+    t = ScriptedTransport(
+        [
+            ("SYST:ERR?", '-222,"Data out of range"'),
+            ("SYST:ERR?", '-113,"Undefined header"'),
+            ("SYST:ERR?", NO_ERR),
+            ("SYST:ERR?", NO_ERR),
+        ]
+    )
     awg = SCPIAWG(t)
     with pytest.raises(InstrumentReportedError) as info:
         awg.check_errors()
@@ -127,7 +155,7 @@ RESYNC = [("*ESE 39", None), ("*ESE?", "+39"), ("*ESE 92", None), ("*ESE?", "+92
 
 def test_resync_drops_late_replies_before_the_marker():
     t = ScriptedTransport(RESYNC)
-    t.feed(b'+0,+0,+100,+1,1e-6,0,0,1e-3,0,0\n')  # a late :WAV:PRE? answer
+    t.feed(b"+0,+0,+100,+1,1e-6,0,0,1e-3,0,0\n")  # a late :WAV:PRE? answer
     t.feed(b"1\n")  # a late *OPC? answer
     assert SCPIScope(t).resync() == 2
     t.close()
@@ -157,17 +185,37 @@ def test_other_model_is_a_new_table():
 
 # ----------------------------------------------------------- scope bytes
 def test_scope_configure_arm_wait_exact_bytes():
-    t = ScriptedTransport([(c, None) for c in (
-        ":TIM:RANG 0.001", ":TIM:REF LEFT", ":CHAN1:RANG 2.0", ":CHAN1:OFFS 0.5", ":TRIG:EDGE:SOUR EXT",
-        ":TRIG:EDGE:LEV 1.0", ":WAV:SOUR CHAN1", ":WAV:FORM WORD", ":WAV:BYT LSBF", ":WAV:UNS 0",
-        ":WAV:POIN:MODE RAW", ":WAV:POIN 1000")] + [
-        (":SING", None), (":OPER:COND?", "+8"), ("*OPC?", "1"),
-        (":SING", None), (":OPER:COND?", "+0"),
-        ("*OPC?", None),
-    ])
+    t = ScriptedTransport(
+        [
+            (c, None)
+            for c in (
+                ":TIM:RANG 0.001",
+                ":TIM:REF LEFT",
+                ":CHAN1:RANG 2.0",
+                ":CHAN1:OFFS 0.5",
+                ":TRIG:EDGE:SOUR EXT",
+                ":TRIG:EDGE:LEV 1.0",
+                ":WAV:SOUR CHAN1",
+                ":WAV:FORM WORD",
+                ":WAV:BYT LSBF",
+                ":WAV:UNS 0",
+                ":WAV:POIN:MODE RAW",
+                ":WAV:POIN 1000",
+            )
+        ]
+        + [
+            (":SING", None),
+            (":OPER:COND?", "+8"),
+            ("*OPC?", "1"),
+            (":SING", None),
+            (":OPER:COND?", "+0"),
+            ("*OPC?", None),
+        ]
+    )
     s = SCPIScope(t)
-    s.configure(time_range=1e-3, channel_range=2.0, channel_offset=0.5, trigger_source="EXT", trigger_level=1.0,
-                points=1000)
+    s.configure(
+        time_range=1e-3, channel_range=2.0, channel_offset=0.5, trigger_source="EXT", trigger_level=1.0, points=1000
+    )
     s.arm()
     s.wait_acquisition(0.5)
     with pytest.raises(ProtocolError, match="not armed"):
@@ -191,11 +239,15 @@ def test_preamble_parse_and_volts():
 def test_read_waveform_checks_points_and_format():
     data = struct.pack("<4h", 1, -2, 3, -4)
     pre = "+1,+0,+4,+1,+1.0E-06,+0.0E+00,+0,+1.0E-03,+0.0E+00,+0"
-    t = ScriptedTransport([
-        (":WAV:PRE?", pre), (":WAV:DATA?", encode_block(data) + b"\n"),
-        (":WAV:PRE?", pre.replace("+4,", "+5,", 1)), (":WAV:DATA?", encode_block(data) + b"\n"),
-        (":WAV:PRE?", "+0" + pre[2:]),
-    ])
+    t = ScriptedTransport(
+        [
+            (":WAV:PRE?", pre),
+            (":WAV:DATA?", encode_block(data) + b"\n"),
+            (":WAV:PRE?", pre.replace("+4,", "+5,", 1)),
+            (":WAV:DATA?", encode_block(data) + b"\n"),
+            (":WAV:PRE?", "+0" + pre[2:]),
+        ]
+    )
     s = SCPIScope(t)
     p, codes = s.read_waveform()
     assert codes.tolist() == [1, -2, 3, -4] and p.points == 4
@@ -222,7 +274,7 @@ def test_bench_limits_name_value_and_limit():
     assert isinstance(LimitError("x"), ValueError)
     with pytest.raises(ValueError, match="min_sample_rate"):
         BenchLimits(min_sample_rate=10, max_sample_rate=1)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         lim.max_vpp = 10  # frozen
 
 
@@ -237,15 +289,47 @@ def test_framing_layout_exact():
 
 
 # ------------------------------------------------ the system, byte for byte
-AWG_CONFIG = ["OUTP1 OFF", "*CLS", "FORM:BORD SWAP", "OUTP1:LOAD INF", "SOUR1:FUNC ARB", "SOUR1:VOLT 1.0",
-              "SOUR1:VOLT:OFFS 0.5", "SOUR1:FUNC:ARB:SRAT 1000000.0", "SOUR1:BURS:MODE TRIG", "SOUR1:BURS:NCYC 1",
-              "TRIG1:SOUR BUS", "SOUR1:BURS:STAT ON"]
-SCOPE_CONFIG = [":TIM:RANG 2.3e-05", ":TIM:REF LEFT", ":CHAN1:RANG 2.0", ":CHAN1:OFFS 0.0", ":TRIG:EDGE:SOUR EXT",
-                ":TRIG:EDGE:LEV 1.0", ":WAV:SOUR CHAN1", ":WAV:FORM WORD", ":WAV:BYT LSBF", ":WAV:UNS 0",
-                ":WAV:POIN:MODE RAW", ":WAV:POIN 23"]
+AWG_CONFIG = [
+    "OUTP1 OFF",
+    "*CLS",
+    "FORM:BORD SWAP",
+    "OUTP1:LOAD INF",
+    "SOUR1:FUNC ARB",
+    "SOUR1:VOLT 1.0",
+    "SOUR1:VOLT:OFFS 0.5",
+    "SOUR1:FUNC:ARB:SRAT 1000000.0",
+    "SOUR1:BURS:MODE TRIG",
+    "SOUR1:BURS:NCYC 1",
+    "TRIG1:SOUR BUS",
+    "SOUR1:BURS:STAT ON",
+]
+SCOPE_CONFIG = [
+    ":TIM:RANG 2.3e-05",
+    ":TIM:REF LEFT",
+    ":CHAN1:RANG 2.0",
+    ":CHAN1:OFFS 0.0",
+    ":TRIG:EDGE:SOUR EXT",
+    ":TRIG:EDGE:LEV 1.0",
+    ":WAV:SOUR CHAN1",
+    ":WAV:FORM WORD",
+    ":WAV:BYT LSBF",
+    ":WAV:UNS 0",
+    ":WAV:POIN:MODE RAW",
+    ":WAV:POIN 23",
+]
 # n_inputs=2, 1 point per symbol, guard 1, chip 1: lead 1 + sync 13 + guard 1 + slot 2 + guard 1 = 18 points
-TINY = dict(n_inputs=2, n_outputs=2, symbol_samples=1, guard_samples=1, sync_chip_samples=1,
-            max_waveform_points=18, max_delay_samples=4, vpp=1.0, offset=0.5, sample_rate=1e6)
+TINY = dict(
+    n_inputs=2,
+    n_outputs=2,
+    symbol_samples=1,
+    guard_samples=1,
+    sync_chip_samples=1,
+    max_waveform_points=18,
+    max_delay_samples=4,
+    vpp=1.0,
+    offset=0.5,
+    sample_rate=1e6,
+)
 PRE = "+1,+0,+23,+1,+1.00000000E-06,+0.00000000E+00,+0,+1.00000000E-03,+0.00000000E+00,+0"
 
 
@@ -258,23 +342,36 @@ def _trace(delay: int = 2, slot=(500, 250)) -> bytes:
 
 
 def _config_scripts():
-    awg = ScriptedTransport([("*IDN?", AWG_IDN)] + [(c, None) for c in AWG_CONFIG] + [("SYST:ERR?", NO_ERR)],
-                            resource="AWG")
-    scope = ScriptedTransport([("*IDN?", SCOPE_IDN), ("*CLS", None)] + [(c, None) for c in SCOPE_CONFIG]
-                              + [(":SYST:ERR?", NO_ERR)], resource="SCOPE")
+    awg = ScriptedTransport(
+        [("*IDN?", AWG_IDN)] + [(c, None) for c in AWG_CONFIG] + [("SYST:ERR?", NO_ERR)], resource="AWG"
+    )
+    scope = ScriptedTransport(
+        [("*IDN?", SCOPE_IDN), ("*CLS", None)] + [(c, None) for c in SCOPE_CONFIG] + [(":SYST:ERR?", NO_ERR)],
+        resource="SCOPE",
+    )
     return awg, scope
 
 
 def _batch_steps(x_codes, *, first=True, trace=None):
     wave = [0] + list(BARKER13 * 32767) + [0] + list(x_codes) + [0]
     block = encode_block(struct.pack(f"<{len(wave)}h", *wave))
-    awg = [("SOUR1:DATA:VOL:CLE", None), (b"SOUR1:DATA:ARB:DAC physnn," + block + b"\n", None),
-           ("SOUR1:FUNC:ARB physnn", None), ("SOUR1:FUNC ARB", None), ("SOUR1:FUNC:ARB:SRAT 1000000.0", None)]
+    awg = [
+        ("SOUR1:DATA:VOL:CLE", None),
+        (b"SOUR1:DATA:ARB:DAC physnn," + block + b"\n", None),
+        ("SOUR1:FUNC:ARB physnn", None),
+        ("SOUR1:FUNC ARB", None),
+        ("SOUR1:FUNC:ARB:SRAT 1000000.0", None),
+    ]
     if first:
         awg.append(("OUTP1 ON", None))
     awg += [("*TRG", None), ("SYST:ERR?", NO_ERR)]
-    scope = [(":SING", None), (":OPER:COND?", "+8"), ("*OPC?", "1"), (":WAV:PRE?", PRE),
-             (":WAV:DATA?", trace if trace is not None else _trace())]
+    scope = [
+        (":SING", None),
+        (":OPER:COND?", "+8"),
+        ("*OPC?", "1"),
+        (":WAV:PRE?", PRE),
+        (":WAV:DATA?", trace if trace is not None else _trace()),
+    ]
     return awg, scope
 
 
@@ -443,8 +540,9 @@ def test_safe_state_reconnects_once_if_the_link_dropped():
 # --------------------------------------------------------------- pyvisa-sim
 def _sim_transports(timeout=0.5):
     awg = VisaTransport("TCPIP0::192.168.0.10::inst0::INSTR", backend=f"{SIM_DIR / 'awg.yaml'}@sim", timeout=timeout)
-    scope = VisaTransport("TCPIP0::192.168.0.11::inst0::INSTR", backend=f"{SIM_DIR / 'scope.yaml'}@sim",
-                          timeout=timeout)
+    scope = VisaTransport(
+        "TCPIP0::192.168.0.11::inst0::INSTR", backend=f"{SIM_DIR / 'scope.yaml'}@sim", timeout=timeout
+    )
     return awg, scope
 
 
@@ -467,9 +565,19 @@ def test_pyvisa_sim_identity_and_error_queue():
 
 def test_pyvisa_sim_system_construction_and_close():
     awg_t, scope_t = _sim_transports()
-    sys = AWGScopeSystem(SCPIAWG(awg_t), SCPIScope(scope_t), n_inputs=4, n_outputs=4, limits=BenchLimits(),
-                         vpp=1.0, offset=0.5, sample_rate=1e6, max_waveform_points=4096,
-                         expect_awg_idn="33522B", expect_scope_idn="DSOX3024T")
+    sys = AWGScopeSystem(
+        SCPIAWG(awg_t),
+        SCPIScope(scope_t),
+        n_inputs=4,
+        n_outputs=4,
+        limits=BenchLimits(),
+        vpp=1.0,
+        offset=0.5,
+        sample_rate=1e6,
+        max_waveform_points=4096,
+        expect_awg_idn="33522B",
+        expect_scope_idn="DSOX3024T",
+    )
     assert float(scope_t.query(":WAV:POIN?")) == sys.record_points
     assert float(scope_t.query(":CHAN1:RANG?")) == 2.0
     awg_t.write("OUTP1 ON")
@@ -484,8 +592,17 @@ def test_pyvisa_sim_instrument_refuses_setting_inside_bench_limits():
     awg_t, scope_t = _sim_transports()
     limits = BenchLimits(max_sample_rate=1e9)
     with pytest.raises(InstrumentReportedError, match="-222"):
-        AWGScopeSystem(SCPIAWG(awg_t), SCPIScope(scope_t), n_inputs=4, n_outputs=4, limits=limits,
-                       vpp=1.0, offset=0.5, sample_rate=5e8, max_waveform_points=4096)
+        AWGScopeSystem(
+            SCPIAWG(awg_t),
+            SCPIScope(scope_t),
+            n_inputs=4,
+            n_outputs=4,
+            limits=limits,
+            vpp=1.0,
+            offset=0.5,
+            sample_rate=5e8,
+            max_waveform_points=4096,
+        )
     assert awg_t.query("OUTP1?") == "OFF"
     awg_t.close()
     scope_t.close()
@@ -508,9 +625,19 @@ def test_hardware_one_small_batch(visa_address, request):
         pytest.skip("hardware test: give --scope-address too to run a batch on a real bench")
     awg_t, scope_t = VisaTransport(visa_address, timeout=5.0), VisaTransport(scope_address, timeout=5.0)
     limits = BenchLimits(max_vpp=0.2, max_abs_offset=0.1, max_abs_voltage=0.2, max_points=65536)
-    sys = AWGScopeSystem(SCPIAWG(awg_t), SCPIScope(scope_t), n_inputs=4, n_outputs=4, limits=limits, vpp=0.2,
-                         offset=0.0, sample_rate=1e6, max_waveform_points=4096, on_clip="flag",
-                         channel_range=0.4)
+    sys = AWGScopeSystem(
+        SCPIAWG(awg_t),
+        SCPIScope(scope_t),
+        n_inputs=4,
+        n_outputs=4,
+        limits=limits,
+        vpp=0.2,
+        offset=0.0,
+        sample_rate=1e6,
+        max_waveform_points=4096,
+        on_clip="flag",
+        channel_range=0.4,
+    )
     try:
         y = sys(torch.rand(3, 4))
         assert y.shape == (3, 4) and torch.isfinite(y).all()

@@ -15,11 +15,19 @@ from physnn.train.ff_digital import DigitalFF, FFDigital
 from physnn.train.pat import PAT
 from physnn.train.zeroth_order import ZerothOrder
 
-
-
 # what a black-box trainer may touch on a system (besides calling it)
-ALLOWED = {"__class__", "spec", "stats", "describe", "close", "open", "closed", "event_hook", "validate_input",
-           "report_event"}
+ALLOWED = {
+    "__class__",
+    "spec",
+    "stats",
+    "describe",
+    "close",
+    "open",
+    "closed",
+    "event_hook",
+    "validate_input",
+    "report_event",
+}
 
 
 class Smooth(PhysicalSystem):
@@ -70,12 +78,25 @@ def fit(trainer, systems, x, y, xv=None, yv=None):
 
 
 # ------------------------------------------------------------------ learning
-@pytest.mark.parametrize("trainer", [
-    Backprop(epochs=15, batch_size=16, lr=0.02, seed=0, eval_every=0),
-    PAT(epochs=15, batch_size=16, lr=0.02, seed=0, eval_every=0, twin_samples=300, twin_epochs=20,
-        twin_hidden=(32,), refit_steps=10),
-    ZerothOrder(epochs=15, batch_size=16, lr=0.02, seed=0, eval_every=0, perturbation=0.02, directions=2),
-], ids=["backprop", "pat", "zeroth_order"])
+@pytest.mark.parametrize(
+    "trainer",
+    [
+        Backprop(epochs=15, batch_size=16, lr=0.02, seed=0, eval_every=0),
+        PAT(
+            epochs=15,
+            batch_size=16,
+            lr=0.02,
+            seed=0,
+            eval_every=0,
+            twin_samples=300,
+            twin_epochs=20,
+            twin_hidden=(32,),
+            refit_steps=10,
+        ),
+        ZerothOrder(epochs=15, batch_size=16, lr=0.02, seed=0, eval_every=0, perturbation=0.02, directions=2),
+    ],
+    ids=["backprop", "pat", "zeroth_order"],
+)
 def test_each_end_to_end_trainer_learns_a_small_task(trainer):
     x, y = blobs()
     xt, yt = blobs(seed=1)
@@ -93,14 +114,20 @@ def test_digital_ff_learns_a_small_task_and_spends_no_queries():
     hist = FFDigital(epochs=20, batch_size=16, lr=0.01, seed=0, eval_every=0).fit(model, x, y, xt, yt)
     assert hist.epochs[-1]["val_accuracy"] >= 0.9  # fit's x_val/y_val: the validation data
     assert all(e["train_queries"] == 0 for e in hist.epochs)
-    assert {n for n, _ in model.named_parameters()} == {f"blocks.{i}.linear.{w}" for i in (0, 1) for w in ("weight", "bias")}
+    assert {n for n, _ in model.named_parameters()} == {
+        f"blocks.{i}.linear.{w}" for i in (0, 1) for w in ("weight", "bias")
+    }
 
 
 # ------------------------------------------------------------------ black box
-@pytest.mark.parametrize("make_trainer", [
-    lambda: PAT(epochs=2, batch_size=16, seed=0, twin_samples=50, twin_epochs=2, twin_hidden=(8,), refit_steps=2),
-    lambda: ZerothOrder(epochs=2, batch_size=16, seed=0),
-], ids=["pat", "zeroth_order"])
+@pytest.mark.parametrize(
+    "make_trainer",
+    [
+        lambda: PAT(epochs=2, batch_size=16, seed=0, twin_samples=50, twin_epochs=2, twin_hidden=(8,), refit_steps=2),
+        lambda: ZerothOrder(epochs=2, batch_size=16, seed=0),
+    ],
+    ids=["pat", "zeroth_order"],
+)
 def test_pat_and_zeroth_order_only_call_the_system(make_trainer):
     x, y = blobs(n=40)
     systems = make()
@@ -235,14 +262,17 @@ def test_same_seed_same_weights_different_seed_differs(cls):
     assert not torch.equal(a["blocks.0.linear.weight"], c["blocks.0.linear.weight"])
 
 
-@pytest.mark.parametrize("cls, kwargs, pattern", [
-    (Backprop, dict(lr=0), "lr must be a positive finite number, got 0"),
-    (Backprop, dict(epochs=-2), "epochs must be an integer >= 0, got -2"),
-    (PAT, dict(twin_samples=0), "twin_samples must be an integer >= 1, got 0"),
-    (PAT, dict(twin_hidden=(0,)), r"twin_hidden must be a list of integers >= 1, got \(0,\)"),
-    (ZerothOrder, dict(perturbation=-0.1), "perturbation must be a positive finite number, got -0.1"),
-    (ZerothOrder, dict(directions=0), "directions must be an integer >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "cls, kwargs, pattern",
+    [
+        (Backprop, dict(lr=0), "lr must be a positive finite number, got 0"),
+        (Backprop, dict(epochs=-2), "epochs must be an integer >= 0, got -2"),
+        (PAT, dict(twin_samples=0), "twin_samples must be an integer >= 1, got 0"),
+        (PAT, dict(twin_hidden=(0,)), r"twin_hidden must be a list of integers >= 1, got \(0,\)"),
+        (ZerothOrder, dict(perturbation=-0.1), "perturbation must be a positive finite number, got -0.1"),
+        (ZerothOrder, dict(directions=0), "directions must be an integer >= 1, got 0"),
+    ],
+)
 def test_hyperparameter_errors_name_the_value(cls, kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         cls(**kwargs)

@@ -30,8 +30,12 @@ def run(char, tmp_path: Path, *args: str) -> dict:
     out = tmp_path / "out"
     if "--fit-drives" not in args:
         args = (*args, "--fit-drives", "0")
-    assert char.main([*args, "--points", "5", "--repeats", "4", "--drift-calls", "3", "--drift-interval", "0",
-                      "--out", str(out)]) == 0
+    assert (
+        char.main(
+            [*args, "--points", "5", "--repeats", "4", "--drift-calls", "3", "--drift-interval", "0", "--out", str(out)]
+        )
+        == 0
+    )
     for name in FIGURES:
         data = (out / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
@@ -60,8 +64,18 @@ def test_drives_are_snapped_to_the_system_levels(char, tmp_path):
 
 
 def test_noisy_interfering_optics_shows_noise_and_nonlinearity(char, tmp_path):
-    s = run(char, tmp_path, "--system", "optics", "--option", "n_inputs=6", "--option", "n_outputs=6",
-            "--option", "phase_range=2.0")
+    s = run(
+        char,
+        tmp_path,
+        "--system",
+        "optics",
+        "--option",
+        "n_inputs=6",
+        "--option",
+        "n_outputs=6",
+        "--option",
+        "phase_range=2.0",
+    )
     m = s["metrics"]
     assert m["noise_std_median"] > 0 and m["snr_db_median"] is not None and m["snr_db_median"] > 0
     assert m["linearity_r2_min"] < 0.9  # interference: cosine response over a 2 pi sweep
@@ -108,8 +122,9 @@ def test_a_real_drift_is_measured_and_flagged(char):
 
 
 def test_lab_script_adds_the_core_figures(char, tmp_path):
-    s = run(char, tmp_path, "--system", "identity", "--option", "n_inputs=5", "--fit-drives", "40",
-            "--test-drives", "20")
+    s = run(
+        char, tmp_path, "--system", "identity", "--option", "n_inputs=5", "--fit-drives", "40", "--test-drives", "20"
+    )
     assert s["figures"]["nonlinear_fraction_random"] == pytest.approx(0.0, abs=1e-9)
     assert s["figures"]["samples_queried"] == 2 * (40 + 20)
     assert (tmp_path / "out" / "characterize.png").read_bytes().startswith(PNG_MAGIC)
@@ -167,8 +182,17 @@ def test_encoder_drives_are_the_embedded_encoded_data():
 
     spec = SystemSpec(3 * 2 + 4, 1, levels=2)
     x = torch.rand(50, 4, generator=torch.Generator().manual_seed(0))
-    d = core.encoder_drives(spec, x, torch.zeros(50), 3, 120, torch.Generator().manual_seed(1),
-                            encoder="thermometer", encoder_options={"bits": 1}, label_repeat=2)
+    d = core.encoder_drives(
+        spec,
+        x,
+        torch.zeros(50),
+        3,
+        120,
+        torch.Generator().manual_seed(1),
+        encoder="thermometer",
+        encoder_options={"bits": 1},
+        label_repeat=2,
+    )
     assert d.shape == (120, 10) and set(d.unique().tolist()) <= {0.0, 1.0}
     assert len(torch.unique(d, dim=0)) > 30  # of at most 3 labels x 2**4 feature patterns
     with pytest.raises(ValueError, match="only 150 .sample, label. pairs"):
@@ -180,18 +204,24 @@ def test_encoder_drives_are_the_embedded_encoded_data():
 # the floors each simulator must keep (issue 10: nonlinear where the encoder drives it)
 FLOORS = {
     "optics": dict(options={}, encoder="minmax", bits=None, nl_random=0.4, nl_encoded=0.25, rank=30, noise=0.1),
-    "neuromorphic": dict(options={}, encoder="minmax", bits=None, nl_random=0.4, nl_encoded=0.25, rank=12,
-                         noise=0.15),
-    "microwave": dict(options={}, encoder="thermometer", bits=1, nl_random=0.4, nl_encoded=0.25, rank=5,
-                      noise=0.15),
+    "neuromorphic": dict(options={}, encoder="minmax", bits=None, nl_random=0.4, nl_encoded=0.25, rank=12, noise=0.15),
+    "microwave": dict(options={}, encoder="thermometer", bits=1, nl_random=0.4, nl_encoded=0.25, rank=5, noise=0.15),
 }
 
 
 @pytest.mark.parametrize("name", sorted(FLOORS))
 def test_each_simulator_is_nonlinear_where_the_encoder_drives_it(name, tmp_path):
     f = FLOORS[name]
-    r, paths = core.characterize_named(name, system_options=f["options"], dataset="digits", encoder=f["encoder"],
-                                       encoder_bits=f["bits"], n_fit=600, n_test=300, out=tmp_path)
+    r, paths = core.characterize_named(
+        name,
+        system_options=f["options"],
+        dataset="digits",
+        encoder=f["encoder"],
+        encoder_bits=f["bits"],
+        n_fit=600,
+        n_test=300,
+        out=tmp_path,
+    )
     assert r.nonlinear_fraction_random > f["nl_random"]
     assert r.nonlinear_fraction_encoded > f["nl_encoded"]
     assert r.effective_rank > f["rank"]
@@ -205,8 +235,25 @@ def test_files_and_cli(tmp_path, capsys):
 
     from physnn.characterize import main
 
-    assert main(["--system", "identity", "--dataset", "none", "--system-option", "n_inputs=3", "--n-fit", "30",
-                 "--n-test", "15", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "--system",
+                "identity",
+                "--dataset",
+                "none",
+                "--system-option",
+                "n_inputs=3",
+                "--n-fit",
+                "30",
+                "--n-test",
+                "15",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "nonlinear fraction, random drives" in out and "characterize.h5" in out
     with h5py.File(tmp_path / "characterize.h5") as h:

@@ -3,7 +3,6 @@
 import pytest
 
 from physnn import runlog
-
 from physnn.cli import main
 from physnn.config import ConfigError, RunConfig, load_config
 
@@ -56,7 +55,10 @@ def test_missing_config_file(tmp_path):
         (["train", "--dataset", "cifar"], "dataset must be one of 'digits'"),
         (["train", "--epochs", "-1"], "config key epochs must be an integer >= 0, got -1"),
         (["train", "--system-option", "bogus=3", "--epochs", "0"], "system 'optics' has no option\\(s\\) 'bogus'"),
-        (["train", "--dataset", "vowels", "--data-path", "/nonexistent/v.csv"], "vowels data file not found: /nonexistent/v.csv"),
+        (
+            ["train", "--dataset", "vowels", "--data-path", "/nonexistent/v.csv"],
+            "vowels data file not found: /nonexistent/v.csv",
+        ),
         (["train", "--config", "/nonexistent/run.toml"], "config file not found"),
     ],
 )
@@ -107,10 +109,15 @@ def test_cli_trains_the_baselines_into_a_run_file(tmp_path, capsys, method):
 
 def test_unknown_method_and_resume_of_a_finished_baseline(tmp_path, capsys):
     assert main(["train", "--method", "sgd", "--output", str(tmp_path)]) == 2
-    assert "config key method must be one of 'mfff', 'local_ce', 'pat', 'zeroth_order', 'backprop'" in capsys.readouterr().err
+    assert (
+        "config key method must be one of 'mfff', 'local_ce', 'pat', 'zeroth_order', 'backprop'"
+        in capsys.readouterr().err
+    )
     out = tmp_path / "b.h5"
-    assert main(["train", "--method", "backprop", "--epochs", "1", "--hidden", "8", "--output", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(["train", "--method", "backprop", "--epochs", "1", "--hidden", "8", "--output", str(out), "--no-progress"])
+        == 0
+    )
     before = out.read_bytes()
     capsys.readouterr()
     # a finished run with nothing more to do: nothing is measured and the file is not touched
@@ -132,12 +139,48 @@ def test_parallel_runs_started_in_the_same_second_never_collide(tmp_path):
     import sys
 
     args = ["--epochs", "1", "--hidden", "8", "--batch-size", "256", "--no-progress", "--output", str(tmp_path)]
-    procs = [subprocess.Popen([sys.executable, "-m", "physnn.cli", "train", "--lr", lr, *args],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for lr in ("0.01", "0.02", "0.03")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "physnn.cli", "train", "--lr", lr, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for lr in ("0.01", "0.02", "0.03")
+    ]
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err for _, err in results]
     files = sorted(tmp_path.glob("*.h5"))
     assert len(files) == 3
     assert all("-mfff-" in f.name for f in files)
     assert sorted(runlog.load(f).config["lr"] for f in files) == [0.01, 0.02, 0.03]
+
+
+@pytest.mark.slow
+def test_continual_mode_keeps_training_after_fit_and_records_its_events(tmp_path):
+    """continual_ticks: after fit, a stream of training batches on a drifting device; events in the run file."""
+    from physnn.experiment import run_experiment
+
+    cfg = RunConfig(
+        epochs=1,
+        hidden=16,
+        batch_size=128,
+        output=str(tmp_path / "c.h5"),
+        continual_ticks=30,
+        system="drifting",
+        system_options={"base": "optics", "events": [[3000.0, 2.0]]},
+        continual_options={"probe_every": 5, "probes": 8},
+    )
+    r = run_experiment(cfg, progress=False, echo=lambda line: None)
+    run = runlog.load(r.path)
+    kinds = [e["kind"] for e in run.events]
+    assert "reference" in kinds and kinds.count("continual_tick") == 6
+    assert "drift_detected" in kinds  # block 0's bump at 3,000 of its queries lands during the stream
+    assert run.summary["total_queries"] > run.summary["train_queries"] + 30 * 128
+    with pytest.raises(ValueError, match="continual has no option"):
+        run_experiment(
+            RunConfig(continual_ticks=1, epochs=1, hidden=8, continual_options={"bogus": 1}),
+            write_file=False,
+            progress=False,
+            echo=lambda line: None,
+        )

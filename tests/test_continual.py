@@ -93,8 +93,14 @@ def test_a_sudden_event_is_detected_acted_on_and_recorded():
         refits.append(xr.shape[0])
         return {"what": "readout"}
 
-    hist = cont.run(model, stream(x, y), on_tick=ticking(clock), on_event=lambda k, f: seen.append((k, f)),
-                    refit=refit, max_ticks=60)
+    hist = cont.run(
+        model,
+        stream(x, y),
+        on_tick=ticking(clock),
+        on_event=lambda k, f: seen.append((k, f)),
+        refit=refit,
+        max_ticks=60,
+    )
     kinds = [e["kind"] for e in hist.events]
     assert kinds[:7] == ["reference", "drift_detected", "lr_change", "retrain", "refit", "reference", "retrain_done"]
     detected = hist.events_of("drift_detected")
@@ -116,7 +122,8 @@ def test_continual_beats_a_frozen_copy_after_a_bump():
     clocks[0].t = 1.0
     frozen_acc = frozen.score(x, y)
     Continual(trainer, probe_every=1, retrain_steps=10, replay_batch=16, seed=0).run(
-        model, stream(x, y), on_tick=ticking(clocks[1]), max_ticks=40)
+        model, stream(x, y), on_tick=ticking(clocks[1]), max_ticks=40
+    )
     assert model.score(x, y) > frozen_acc + 0.1
 
 
@@ -153,7 +160,8 @@ def test_runs_are_deterministic():
         clock = Clock()
         model, trainer, x, y = trained(clock, events=[(5.0, 0.5)], epochs=1)
         hist = Continual(trainer, probe_every=2, retrain_steps=3, replay_batch=8, seed=4).run(
-            model, stream(x, y), on_tick=ticking(clock), max_ticks=15)
+            model, stream(x, y), on_tick=ticking(clock), max_ticks=15
+        )
         return hist.ticks, [e["kind"] for e in hist.events]
 
     assert run() == run()

@@ -20,7 +20,9 @@ def test_embed_label_uses_batch_max_by_default():
     assert torch.equal(e[:, :3], torch.tensor([[0, 0.25, 0], [0, 0.25, 0]]))
 
 
-@pytest.mark.parametrize("labels, pattern", [([0, 3], "label 3 is outside 0..2"), ([0], r"labels must have shape \(2,\)")])
+@pytest.mark.parametrize(
+    "labels, pattern", [([0, 3], "label 3 is outside 0..2"), ([0], r"labels must have shape \(2,\)")]
+)
 def test_embed_label_errors(labels, pattern):
     with pytest.raises(ValueError, match=pattern):
         embed_label(torch.zeros(2, 2), torch.tensor(labels), 3)
@@ -110,7 +112,9 @@ def test_drive_width_and_encoder_bits_errors():
         Encoder(SystemSpec(4, 1), "thermometer", bits=0)
     with pytest.raises(ValueError, match=r"encoder must be one of .*, got 'gray'"):
         drive_width("gray", 3)
-    with pytest.raises(ValueError, match=r"3 features \(2 channels per feature\) but system 'system' has only n_inputs=5"):
+    with pytest.raises(
+        ValueError, match=r"3 features \(2 channels per feature\) but system 'system' has only n_inputs=5"
+    ):
         Encoder(SystemSpec(5, 1), "thermometer", bits=2)(torch.zeros(1, 3))
 
 
@@ -141,8 +145,13 @@ def test_pnn_default_hidden_width_fits_a_thermometer_encoded_next_block():
     from physnn.model import PNN
     from physnn.simulators.identity import IdentitySystem
 
-    pnn = PNN([IdentitySystem(2 * (3 + 4), levels=2), IdentitySystem(20, levels=2)], 4, 3, encoder="thermometer",
-              encoder_bits=2)
+    pnn = PNN(
+        [IdentitySystem(2 * (3 + 4), levels=2), IdentitySystem(20, levels=2)],
+        4,
+        3,
+        encoder="thermometer",
+        encoder_bits=2,
+    )
     assert [b.in_features for b in pnn.blocks] == [7, 10]  # 10 features x 2 bits = the 20 channels of block 1
     drive = pnn.blocks[1].encoder(torch.randn(5, 10))
     assert drive.shape == (5, 20) and set(drive.unique().tolist()) <= {0.0, 1.0}

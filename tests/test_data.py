@@ -96,8 +96,7 @@ def test_unknown_dataset_lists_valid_ones():
         load_dataset("cifar")
 
 
-HEADER = "speaker,vowel,label," + ",".join(
-    f"{f}_{t}" for t in ("steady", "20", "50", "80") for f in ("F1", "F2", "F3"))
+HEADER = "speaker,vowel,label," + ",".join(f"{f}_{t}" for t in ("steady", "20", "50", "80") for f in ("F1", "F2", "F3"))
 
 
 def _row(speaker="w01", label=0, value="600"):

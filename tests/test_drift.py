@@ -369,9 +369,17 @@ def test_acoustic_temperature_wanders_around_its_set_point_and_stays_valid():
     now = [0.0]
     inner = AcousticCavity(noise=False)
     # 60 K rms around 20 deg C for 30 correlation times: far more than a lab sees; the range still holds
-    wrapped = Drifting(inner, mode="ou", sigma=20.0, tau=3600.0, clock="wall", time_fn=lambda: now[0],
-                       scales={"temperature": 3.0, "membrane_hz": 1.0}, seed=8,
-                       events=[{"time": 3600 * 30, "kind": "step", "shift": {"temperature": 200.0}}])
+    wrapped = Drifting(
+        inner,
+        mode="ou",
+        sigma=20.0,
+        tau=3600.0,
+        clock="wall",
+        time_fn=lambda: now[0],
+        scales={"temperature": 3.0, "membrane_hz": 1.0},
+        seed=8,
+        events=[{"time": 3600 * 30, "kind": "step", "shift": {"temperature": 200.0}}],
+    )
     assert wrapped.describe()["drift"]["bounds"] == {"membrane_hz": [1.0, None], "temperature": [-50.0, 100.0]}
     x = torch.rand(1, 20, generator=torch.Generator().manual_seed(4))
     temps = []
@@ -397,8 +405,9 @@ def test_temperature_step_is_in_degrees():
 
 
 def test_stuck_metasurface_element_ignores_its_drive_from_the_event_on():
-    wrapped = Drifting(small_cavity(noise=False, seed=6), events=[{"time": 2, "kind": "stuck", "channels": [3],
-                                                                   "value": 1.0}])
+    wrapped = Drifting(
+        small_cavity(noise=False, seed=6), events=[{"time": 2, "kind": "stuck", "channels": [3], "value": 1.0}]
+    )
     x = bits(1, seed=7).expand(2, -1).clone()
     x[:, 3] = torch.tensor([0.0, 1.0])  # element 3 off, then on
     before = wrapped(x)  # t = 0: element 3 follows its drive
@@ -426,8 +435,13 @@ def test_chip_swap_replaces_the_mismatch_and_closes_the_old_chip():
     assert old.closed and wrapped.system is new and seen == ["drift_event"]
     json.dumps(wrapped.describe(), allow_nan=False)
     # by name, from a config
-    chip = build_system("drifting", n_inputs=16, base="neuromorphic", base_options={"n_outputs": 8, **kw},
-                        events=[{"time": 4, "kind": "swap", "options": {"serial": "chip-1"}}])
+    chip = build_system(
+        "drifting",
+        n_inputs=16,
+        base="neuromorphic",
+        base_options={"n_outputs": 8, **kw},
+        events=[{"time": 4, "kind": "swap", "options": {"serial": "chip-1"}}],
+    )
     assert torch.equal(chip(x), a) and torch.equal(chip(x), b)
     chip.close()
 

@@ -92,8 +92,7 @@ def test_validation_plateau_and_stop_state_survive_a_checkpoint():
     from physnn.simulators.optics import OpticalCavity
 
     pnn = PNN([OpticalCavity(9, 16, seed=1), OpticalCavity(5, 16, seed=2)], 6, 3, hidden=5, seed=0)
-    trainer = MFFF(epochs=10, batch_size=30, seed=0, eval_every=1).set_budget(stop_on="val", patience=2,
-                                                                               min_delta=2.0)
+    trainer = MFFF(epochs=10, batch_size=30, seed=0, eval_every=1).set_budget(stop_on="val", patience=2, min_delta=2.0)
     trainer.fit(pnn, x, y, x, y)
     assert trainer.stop_reason == "plateau:val" and trainer.epochs_done == 3
     state = trainer.state_dict()
@@ -103,11 +102,18 @@ def test_validation_plateau_and_stop_state_survive_a_checkpoint():
     assert (fresh._stop_best, fresh._stop_wait) == (state["stopping"]["best"], 2)
 
 
-@pytest.mark.parametrize("key, value, pattern", [
-    ("stop_on", "accuracy", "stop_on"), ("patience", 0, "patience"), ("eval_samples", -1, "eval_samples"),
-    ("query_budget", 1.5, "query_budget"), ("schedule", "wavefront", "schedule"),
-    ("measure_train_accuracy", "yes", "measure_train_accuracy"), ("min_delta", -1.0, "min_delta"),
-])
+@pytest.mark.parametrize(
+    "key, value, pattern",
+    [
+        ("stop_on", "accuracy", "stop_on"),
+        ("patience", 0, "patience"),
+        ("eval_samples", -1, "eval_samples"),
+        ("query_budget", 1.5, "query_budget"),
+        ("schedule", "wavefront", "schedule"),
+        ("measure_train_accuracy", "yes", "measure_train_accuracy"),
+        ("min_delta", -1.0, "min_delta"),
+    ],
+)
 def test_bad_budget_keys_name_the_key(key, value, pattern):
     with pytest.raises(ConfigError, match=pattern):
         RunConfig(**{key: value})

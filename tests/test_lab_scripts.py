@@ -59,12 +59,20 @@ def _awg_fault(times: int) -> Callable[[Any], None]:
 
 
 SCRIPTS = {
-    "train_awg_scope": dict(name="awg-scope-sim", safe=lambda b: b.closed and b.bench.awg.output is False,
-                            transport=lambda b: b.awg.transport, recoverable=_awg_fault(1), fatal=_awg_fault(1000)),
-    "train_serial": dict(name="serial-daq-sim",
-                         safe=lambda b: b.closed and b.firmware.safe_count >= 1 and b.firmware.log[-1][0] == "SAFE",
-                         transport=lambda b: b.transport, recoverable=lambda b: b.firmware.inject("drop"),
-                         fatal=lambda b: b.firmware.inject("drop", count=1000)),
+    "train_awg_scope": dict(
+        name="awg-scope-sim",
+        safe=lambda b: b.closed and b.bench.awg.output is False,
+        transport=lambda b: b.awg.transport,
+        recoverable=_awg_fault(1),
+        fatal=_awg_fault(1000),
+    ),
+    "train_serial": dict(
+        name="serial-daq-sim",
+        safe=lambda b: b.closed and b.firmware.safe_count >= 1 and b.firmware.log[-1][0] == "SAFE",
+        transport=lambda b: b.transport,
+        recoverable=lambda b: b.firmware.inject("drop"),
+        fatal=lambda b: b.firmware.inject("drop", count=1000),
+    ),
 }
 
 
@@ -86,8 +94,24 @@ def script(request, monkeypatch) -> Script:
 
 
 def _argv(shared_data, output, *more):
-    return ["--simulate", "--n-outputs", "8", "--hidden", "8", "--batch-size", "64", "--timeout", "0.2",
-            "--retries", "1", "--data-path", str(shared_data / "vowels.csv"), "--output", str(output), *more]
+    return [
+        "--simulate",
+        "--n-outputs",
+        "8",
+        "--hidden",
+        "8",
+        "--batch-size",
+        "64",
+        "--timeout",
+        "0.2",
+        "--retries",
+        "1",
+        "--data-path",
+        str(shared_data / "vowels.csv"),
+        "--output",
+        str(output),
+        *more,
+    ]
 
 
 def _in_epoch(monkeypatch, built: list, epoch: int, action) -> None:
@@ -147,8 +171,9 @@ def test_completed_run_writes_the_run_file_and_nothing_else(script, shared_data,
     assert ckpt.epoch == 2 and any(k.endswith("linear.weight") for k in ckpt.model_state)
 
 
-def test_bench_events_go_to_the_run_file_and_a_sample_to_the_console(script, shared_data, tmp_path, capsys,
-                                                                     monkeypatch):
+def test_bench_events_go_to_the_run_file_and_a_sample_to_the_console(
+    script, shared_data, tmp_path, capsys, monkeypatch
+):
     rc, err, run = _one_block_run(script, shared_data, tmp_path, capsys, monkeypatch, script.recoverable, epochs=2)
     assert rc == 0 and run.status == "completed"
     bench_events = [e for e in run.events if e["fields"].get("system") == script.built[0].spec.name]
@@ -175,8 +200,9 @@ def test_ctrl_c_leaves_an_interrupted_run_file_and_a_safe_bench(script, shared_d
     assert len(script.built) == 1 and script.safe(script.built[0])
 
 
-def test_instrument_fault_fails_the_run_with_exit_2_and_a_safe_bench(script, shared_data, tmp_path, capsys,
-                                                                    monkeypatch):
+def test_instrument_fault_fails_the_run_with_exit_2_and_a_safe_bench(
+    script, shared_data, tmp_path, capsys, monkeypatch
+):
     rc, err, run = _one_block_run(script, shared_data, tmp_path, capsys, monkeypatch, script.fatal)
     assert rc == 2 and run.status == "failed"
     assert any(line.startswith("error: InstrumentTimeout: ") for line in err.splitlines()), err
@@ -232,10 +258,10 @@ def test_bad_training_flag_is_one_line_and_exit_2_before_any_bench_is_built(tmp_
 
 def test_sigint_to_the_real_script_process_exits_130_with_an_interrupted_run_file(shared_data, tmp_path):
     out = tmp_path / "run.h5"
-    cmd = [sys.executable, str(LAB / "train_serial.py"), *_argv(shared_data, out),
-           "--blocks", "1", "--epochs", "1000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    cmd = [sys.executable, str(LAB / "train_serial.py"), *_argv(shared_data, out), "--blocks", "1", "--epochs", "1000"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     try:
         for line in proc.stdout:
             # epoch 2's line: epoch 1 is then on disk (its own line is echoed before it is logged)

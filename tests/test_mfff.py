@@ -5,11 +5,22 @@ import torch
 
 from physnn.data import load_digits
 from physnn.model import PNN
+from physnn.simulators.optics import OpticalCavity
 from physnn.system import PhysicalSystem, SystemSpec
 from physnn.train.mfff import MFFF
-from physnn.simulators.optics import OpticalCavity
 
-ALLOWED = {"__class__", "spec", "stats", "describe", "close", "open", "closed", "event_hook", "validate_input", "report_event"}
+ALLOWED = {
+    "__class__",
+    "spec",
+    "stats",
+    "describe",
+    "close",
+    "open",
+    "closed",
+    "event_hook",
+    "validate_input",
+    "report_event",
+}
 
 
 class SpySystem(PhysicalSystem):
@@ -96,8 +107,12 @@ def test_same_seed_same_weights_and_accuracy_different_seed_differs():
 
 @pytest.mark.parametrize(
     "kwargs, pattern",
-    [(dict(epochs=-1), "epochs must be an integer >= 0"), (dict(lr=0), "lr must be a positive finite number, got 0"),
-     (dict(batch_size=0), "batch_size must be an integer >= 1"), (dict(theta=-1.0), "theta must be a positive")],
+    [
+        (dict(epochs=-1), "epochs must be an integer >= 0"),
+        (dict(lr=0), "lr must be a positive finite number, got 0"),
+        (dict(batch_size=0), "batch_size must be an integer >= 1"),
+        (dict(theta=-1.0), "theta must be a positive"),
+    ],
 )
 def test_trainer_hyperparameter_errors(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):

@@ -29,7 +29,9 @@ def test_default_spec_and_output_shape(cavity):
     y = cavity(bits(5))
     assert y.shape == (5, 20) and y.dtype == torch.float32
     assert torch.isfinite(y).all() and (y > 0).all()
-    assert cavity.frequencies_hz[0].item() == pytest.approx(5.0e9) and cavity.frequencies_hz[-1].item() == pytest.approx(5.5e9)
+    assert cavity.frequencies_hz[0].item() == pytest.approx(5.0e9) and cavity.frequencies_hz[
+        -1
+    ].item() == pytest.approx(5.5e9)
 
 
 def test_drive_limits_are_enforced(cavity):
@@ -47,6 +49,7 @@ def test_drive_limits_are_enforced(cavity):
     with pytest.raises(ValueError, match="has 39 columns"):
         cavity(bits(2, width=39))
     assert cavity.stats.samples == before  # rejected batches are not queries
+
 
 def test_factory_builds_requested_width():
     system = build_system("microwave", n_inputs=24, seed=3, device="cpu", noise=False)
@@ -280,7 +283,15 @@ def test_drift_parameters_are_live_and_trigger_a_rebuild():
 def test_describe_is_json_and_complete(cavity):
     d = cavity.describe()
     json.dumps(d)
-    for key in ("band_ghz", "cavity_m", "element_resonances_ghz", "noise_db", "scatterer_positions_m", "seed", "solver"):
+    for key in (
+        "band_ghz",
+        "cavity_m",
+        "element_resonances_ghz",
+        "noise_db",
+        "scatterer_positions_m",
+        "seed",
+        "solver",
+    ):
         assert key in d
     assert d["n_dipoles"] == 2 + d["n_wall_dipoles"] + d["n_scatterers"] + 40 == 154
 

@@ -172,8 +172,17 @@ def _snntorch_run(chip: NeuromorphicChip, events: torch.Tensor, dtype: torch.dty
 )
 def test_float_mode_matches_snntorch_spike_for_spike(dtype: torch.dtype, encoding: str, dash_syn: int) -> None:
     chip = NeuromorphicChip(
-        n_inputs=20, n_outputs=10, n_hidden=40, steps=32, mode="float", encoding=encoding,
-        dash_syn=dash_syn, input_gain=2.0, recurrent_gain=1.0, dtype=dtype, seed=4,
+        n_inputs=20,
+        n_outputs=10,
+        n_hidden=40,
+        steps=32,
+        mode="float",
+        encoding=encoding,
+        dash_syn=dash_syn,
+        input_gain=2.0,
+        recurrent_gain=1.0,
+        dtype=dtype,
+        seed=4,
     )
     tr = chip.trace(_x(16, 20, seed=2))
     ref = _snntorch_run(chip, tr.inputs, dtype)
@@ -190,8 +199,7 @@ def test_float_mode_matches_snntorch_spike_for_spike(dtype: torch.dtype, encodin
 
 def test_float_mode_reset_is_delayed_and_undecayed() -> None:
     """Hand-checked single-neuron trace of the documented float-mode equations."""
-    chip = NeuromorphicChip(n_inputs=1, n_outputs=1, n_hidden=1, steps=5, mode="float", dash_mem=3,
-                            dtype=torch.float64)
+    chip = NeuromorphicChip(n_inputs=1, n_outputs=1, n_hidden=1, steps=5, mode="float", dash_mem=3, dtype=torch.float64)
     # one input -> one hidden neuron -> one output neuron, weights set by hand
     chip._w["in"].fill_(0.6)
     chip._w["rec"].fill_(0.0)
@@ -233,7 +241,7 @@ def _int_reference(chip: NeuromorphicChip, events: torch.Tensor) -> dict[str, np
             ref = np.where(n > 0, R, np.maximum(ref - 1, 0))
         return v, v - n * thr, i, ref, n
 
-    H, O = chip.n_hidden, chip.spec.n_outputs
+    H, O = chip.n_hidden, chip.spec.n_outputs  # noqa: E741 - the paper's names
     v_h, i_h, r_h, n_h = (np.zeros((B, H), np.int64) for _ in range(4))
     v_o, i_o, r_o = (np.zeros((B, O), np.int64) for _ in range(3))
     out: dict[str, list] = {"sh": [], "so": [], "vh": [], "vo": []}
@@ -413,8 +421,9 @@ def test_cuda_integer_path_equals_cpu() -> None:
     assert torch.equal(y.cpu(), cpu)  # integer arithmetic: exact on any device
 
 
-@pytest.mark.parametrize("readout, unit", [("counts", "spikes"), ("rates", "spikes per step"),
-                                           ("membrane", "threshold units")])
+@pytest.mark.parametrize(
+    "readout, unit", [("counts", "spikes"), ("rates", "spikes per step"), ("membrane", "threshold units")]
+)
 def test_output_units_follow_the_readout(readout: str, unit: str) -> None:
     spec = NeuromorphicChip(**SMALL, readout=readout).spec
     assert spec.output_units == unit and spec.units == "normalised"

@@ -73,8 +73,9 @@ def test_gaussian_medium_is_passive(n_in, n_out):
     edge = (1 + (n_in / n_out) ** 0.5) ** 2 * n_out / n_in
     assert float(frac.mean()) == pytest.approx(n_out / n_in / edge, rel=0.35)
     weaker = OpticalCavity(n_in, n_out, seed=1, slm_bits=None, transmission=0.5, dtype=torch.complex128)
-    assert torch.allclose(weaker.transmitted_fraction(torch.zeros(3, n_in)),
-                          0.25 * s.transmitted_fraction(torch.zeros(3, n_in)))
+    assert torch.allclose(
+        weaker.transmitted_fraction(torch.zeros(3, n_in)), 0.25 * s.transmitted_fraction(torch.zeros(3, n_in))
+    )
 
 
 def test_shot_noise_is_poisson():

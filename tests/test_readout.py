@@ -9,8 +9,6 @@ from physnn.simulators.optics import OpticalCavity
 from physnn.train.mfff import MFFF
 
 
-
-
 def blobs(n=150, f=6, c=3, seed=0):
     centres = torch.randn(c, f, generator=torch.Generator().manual_seed(99)) * 1.5
     g = torch.Generator().manual_seed(seed)

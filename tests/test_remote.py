@@ -31,12 +31,15 @@ def cluster():
 
     if ray.is_initialized():
         ray.shutdown()
-    c = Cluster(initialize_head=True, connect=True,
-                head_node_args=dict(num_cpus=1, object_store_memory=100 * _MB, include_dashboard=False,
-                                    node_ip_address="127.0.0.1"))
+    c = Cluster(
+        initialize_head=True,
+        connect=True,
+        head_node_args=dict(
+            num_cpus=1, object_store_memory=100 * _MB, include_dashboard=False, node_ip_address="127.0.0.1"
+        ),
+    )
     try:
-        bench = c.add_node(num_cpus=1, resources={BENCH: 1}, object_store_memory=100 * _MB,
-                           node_ip_address="127.0.0.1")
+        bench = c.add_node(num_cpus=1, resources={BENCH: 1}, object_store_memory=100 * _MB, node_ip_address="127.0.0.1")
         c.wait_for_nodes()
         yield c, bench
     finally:
@@ -45,15 +48,25 @@ def cluster():
 
 
 def _small_config(**kw) -> RunConfig:
-    base = dict(dataset="digits", system="optics", blocks=2, hidden=24, epochs=1, batch_size=128, probes=2,
-                log_samples=False, seed=3)
+    base = dict(
+        dataset="digits",
+        system="optics",
+        blocks=2,
+        hidden=24,
+        epochs=1,
+        batch_size=128,
+        probes=2,
+        log_samples=False,
+        seed=3,
+    )
     base.update(kw)
     return RunConfig(**base)
 
 
 def _remote_config(cfg: RunConfig) -> RunConfig:
-    return cfg.updated(system="remote", system_options={"name": cfg.system, "options": dict(cfg.system_options),
-                                                         "resource": BENCH})
+    return cfg.updated(
+        system="remote", system_options={"name": cfg.system, "options": dict(cfg.system_options), "resource": BENCH}
+    )
 
 
 def test_runs_on_the_bench_node_and_records_where(cluster):
@@ -110,8 +123,9 @@ def test_submit_pipelines_in_order_and_matches_blocking_calls(cluster):
     s = remote.RemoteSystem("optics", resource=BENCH, n_inputs=6, seed=5)
     t = remote.RemoteSystem("optics", resource=BENCH, n_inputs=6, seed=5)
     try:
-        xs = [torch.round(255 * torch.rand(16, 6, generator=torch.Generator().manual_seed(i))) / 255
-              for i in range(6)]  # on the 8-bit SLM's levels
+        xs = [
+            torch.round(255 * torch.rand(16, 6, generator=torch.Generator().manual_seed(i))) / 255 for i in range(6)
+        ]  # on the 8-bit SLM's levels
         queries = [s.submit(x) for x in xs]  # all in flight at once
         piped = [q.result() for q in queries]
         blocking = [t(x) for x in xs]
@@ -170,7 +184,10 @@ def test_killing_the_actor_mid_run_fails_clearly_and_leaves_a_readable_run_file(
         if line.startswith("epoch   1/"):
             sys_.kill_next = True
 
-    with pytest.warns(RuntimeWarning, match="could not be closed"), pytest.raises(remote.ActorLost, match="at-most-once"):
+    with (
+        pytest.warns(RuntimeWarning, match="could not be closed"),
+        pytest.raises(remote.ActorLost, match="at-most-once"),
+    ):
         run_experiment(cfg, progress=False, echo=kill_after_epoch_1, systems=[sys_])
     run = runlog.load(tmp_path / "killed.h5")
     assert run.status == "failed"

@@ -13,22 +13,48 @@ from matplotlib.image import imread
 from physnn import report, runlog
 from physnn.runlog import RunWriter
 
-SYSTEMS = {f"block{i}": {"class": "sim.Optics", "spec": {"n_inputs": 6, "n_outputs": 4, "low": 0.0, "high": 2.0,
-                                                         "units": "pi rad", "output_units": "fraction of ADC full scale"}}
-           for i in range(2)}
-ALL_PLOTS = ["learning_curves.png", "loss.png", "goodness.png", "goodness_means.png", "confusion.png", "cost.png",
-             "drift.png", "accuracy_vs_queries.png"]
+SYSTEMS = {
+    f"block{i}": {
+        "class": "sim.Optics",
+        "spec": {
+            "n_inputs": 6,
+            "n_outputs": 4,
+            "low": 0.0,
+            "high": 2.0,
+            "units": "pi rad",
+            "output_units": "fraction of ADC full scale",
+        },
+    }
+    for i in range(2)
+}
+ALL_PLOTS = [
+    "learning_curves.png",
+    "loss.png",
+    "goodness.png",
+    "goodness_means.png",
+    "confusion.png",
+    "cost.png",
+    "drift.png",
+    "accuracy_vs_queries.png",
+]
 
 
 def _full_run(path: Path, epochs: int = 5) -> Path:
     rng = np.random.default_rng(0)
-    with RunWriter(path, config={"lr": 0.01, "epochs": epochs}, seed=3, systems=SYSTEMS,
-                   dataset={"name": "tiny", "n_classes": 3}) as w:
+    with RunWriter(
+        path, config={"lr": 0.01, "epochs": epochs}, seed=3, systems=SYSTEMS, dataset={"name": "tiny", "n_classes": 3}
+    ) as w:
         for b in SYSTEMS:
             w.set_probes(b, rng.random((4, 6)))
         for e in range(epochs):
-            m = {"loss": 0.6 / (e + 1), "train_accuracy": 0.5 + 0.08 * e, "train_queries": 200,
-                 "device_seconds": 0.25, "wall_seconds": 1.0 + e, "digital_flops": 1e6}
+            m = {
+                "loss": 0.6 / (e + 1),
+                "train_accuracy": 0.5 + 0.08 * e,
+                "train_queries": 200,
+                "device_seconds": 0.25,
+                "wall_seconds": 1.0 + e,
+                "digital_flops": 1e6,
+            }
             for i, b in enumerate(SYSTEMS):
                 m[f"loss/{b}"] = (0.5 + 0.2 * i) / (e + 1)
                 m[f"g_pos/{b}"], m[f"g_neg/{b}"] = 0.5 + 0.05 * e, 0.5 - 0.05 * e
@@ -66,11 +92,17 @@ def test_main_report_makes_every_plot_and_a_summary(tmp_path):
         _check_png(f)
     md = files[-1].read_text()
     assert md.startswith("# Run report: tiny\n")
-    for line in ("| status | completed |", "| final test accuracy | 87.5 % |",
-                 "| best test accuracy | 85.0 % (epoch 4) |", "| final train accuracy | 81.2 % |",
-                 "| physical queries | 1,360 samples |", "| device time | 1.2 s |",
-                 "| epochs logged | 5 (checkpoints: 0) |",
-                 "| block0 | sim.Optics | 6 | 4 | 0.0 .. 2.0 pi rad | continuous |", "| retry | 1 |"):
+    for line in (
+        "| status | completed |",
+        "| final test accuracy | 87.5 % |",
+        "| best test accuracy | 85.0 % (epoch 4) |",
+        "| final train accuracy | 81.2 % |",
+        "| physical queries | 1,360 samples |",
+        "| device time | 1.2 s |",
+        "| epochs logged | 5 (checkpoints: 0) |",
+        "| block0 | sim.Optics | 6 | 4 | 0.0 .. 2.0 pi rad | continuous |",
+        "| retry | 1 |",
+    ):
         assert line in md, line
     for name in ALL_PLOTS:
         assert f"]({name})" in md
@@ -112,11 +144,42 @@ def test_compare_prints_a_table_and_overlays_curves(tmp_path):
     b = _full_run(tmp_path / "y" / "run.h5", epochs=5)
     table = report.compare([a, b], out=tmp_path / "cmp.png")
     lines = table.splitlines()
-    assert lines[0].split() == ["run", "method:", "data/system", "status", "epochs", "train", "acc", "test", "acc",
-                                "best", "test", "queries", "device", "time", "wall", "time"]
+    assert lines[0].split() == [
+        "run",
+        "method:",
+        "data/system",
+        "status",
+        "epochs",
+        "train",
+        "acc",
+        "test",
+        "acc",
+        "best",
+        "test",
+        "queries",
+        "device",
+        "time",
+        "wall",
+        "time",
+    ]
     # the synthetic runs have an empty config: method defaults to mfff, data/system unknown
-    assert lines[2].split()[:15] == ["x/run", "mfff:", "?/?", "completed", "3", "81.2", "%", "87.5", "%", "65.0", "%",
-                                     "@2", "1,360", "0.8", "s"]
+    assert lines[2].split()[:15] == [
+        "x/run",
+        "mfff:",
+        "?/?",
+        "completed",
+        "3",
+        "81.2",
+        "%",
+        "87.5",
+        "%",
+        "65.0",
+        "%",
+        "@2",
+        "1,360",
+        "0.8",
+        "s",
+    ]
     assert float(lines[2].split()[15]) < 60 and lines[2].split()[16] == "s"  # wall time of the whole run: timing
     assert lines[3].split()[:5] == ["y/run", "mfff:", "?/?", "completed", "5"]
     assert lines[-1] == f"plot: {tmp_path / 'cmp.png'}"
@@ -144,8 +207,10 @@ def test_ls_lists_runs_oldest_first_with_bad_files(tmp_path):
     assert rows[2][1:3] == ["mfff", "completed"] and rows[2][4:8] == ["2", "87.5", "%", "1,360"]
     assert rows[3][1] == "pat" and rows[3][4:8] == ["1", "25.0", "%", "10"]
     assert rows[4][2] == "running" and rows[4][4:] == ["0", "-", "-", "no", "epoch", "logged", "yet"]
-    assert rows[5][:3] == ["d_notes.h5", "-", "unreadable"] and " ".join(rows[5][7:]) == \
-        "is not an HDF5 file (no HDF5 signature)"
+    assert (
+        rows[5][:3] == ["d_notes.h5", "-", "unreadable"]
+        and " ".join(rows[5][7:]) == "is not an HDF5 file (no HDF5 signature)"
+    )
     with pytest.raises(FileNotFoundError, match="does not exist"):
         report.ls(tmp_path / "nowhere")
     empty = tmp_path / "empty"
@@ -241,8 +306,15 @@ def test_accuracy_against_queries_prefers_learning_queries_and_the_ci(tmp_path, 
     path = tmp_path / "v.h5"
     with RunWriter(path, config={}, seed=0) as w:
         for e in range(3):
-            w.log_epoch(e, {"val_accuracy": 0.5 + 0.1 * e, "test_accuracy": 0.1, "train_queries": 7,
-                            "queries/learning": 100.0 * (e + 1)})
+            w.log_epoch(
+                e,
+                {
+                    "val_accuracy": 0.5 + 0.1 * e,
+                    "test_accuracy": 0.1,
+                    "train_queries": 7,
+                    "queries/learning": 100.0 * (e + 1),
+                },
+            )
         w.log_summary({"test_accuracy": 0.8, "test_ci95_low": 0.7, "test_ci95_high": 0.85, "train_queries": 300})
     report.main_report(path, tmp_path / "o")
     ax = figures["accuracy_vs_queries.png"].axes[0]
@@ -290,9 +362,12 @@ def test_drift_of_a_noiseless_system_is_exactly_zero(tmp_path, monkeypatch):
 def test_compare_labels_curves_by_method_and_what_differs(tmp_path, monkeypatch):
     figures = _capture(monkeypatch)
     paths = []
-    for name, cfg, seed in (("a", {"method": "mfff", "system_options": {}}, 0),
-                            ("b", {"method": "mfff", "system_options": {"noise": False}}, 0),
-                            ("c", {"method": "pat"}, 0), ("d", {"method": "pat"}, 4)):
+    for name, cfg, seed in (
+        ("a", {"method": "mfff", "system_options": {}}, 0),
+        ("b", {"method": "mfff", "system_options": {"noise": False}}, 0),
+        ("c", {"method": "pat"}, 0),
+        ("d", {"method": "pat"}, 4),
+    ):
         path = tmp_path / f"{name}-20261201-160943.h5"
         with RunWriter(path, config=cfg, seed=seed) as w:
             for e in range(2):
@@ -300,13 +375,19 @@ def test_compare_labels_curves_by_method_and_what_differs(tmp_path, monkeypatch)
         paths.append(path)
     report.compare(paths, out=tmp_path / "cmp.png")
     legend = [t.get_text() for t in figures["cmp.png"].axes[0].get_legend().get_texts()]
-    assert legend[::2] == ["MF-FF, noise=(default) (validation)", "MF-FF, noise=False (validation)",
-                           "physics-aware training, seed=0 (validation)", "physics-aware training, seed=4 (validation)"]
+    assert legend[::2] == [
+        "MF-FF, noise=(default) (validation)",
+        "MF-FF, noise=False (validation)",
+        "physics-aware training, seed=0 (validation)",
+        "physics-aware training, seed=4 (validation)",
+    ]
     assert "20261201" not in " ".join(legend) and legend[1] == "MF-FF, noise=(default) (training batches)"
     assert _texts_inside(figures["cmp.png"]) == []
     # identical settings: the run name is the last resort
     assert report._curve_labels([report.load(paths[2])] * 2, ["x", "y"]) == [
-        "physics-aware training (x)", "physics-aware training (y)"]
+        "physics-aware training (x)",
+        "physics-aware training (y)",
+    ]
 
 
 def test_formats_for_report_and_compare(tmp_path):

@@ -16,8 +16,10 @@ import torch
 from physnn.runlog import RunWriter
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "run-format.md"
-SYSTEMS = {"block0": {"spec": {"n_inputs": 4, "n_outputs": 3, "units": "V", "output_units": "V*s"}},
-           "block1": {"spec": {"n_inputs": 3, "n_outputs": 2, "units": "V", "output_units": "V*s"}}}
+SYSTEMS = {
+    "block0": {"spec": {"n_inputs": 4, "n_outputs": 3, "units": "V", "output_units": "V*s"}},
+    "block1": {"spec": {"n_inputs": 3, "n_outputs": 2, "units": "V", "output_units": "V*s"}},
+}
 ACCURACY = [0.5, 0.75, 0.875]
 
 
@@ -25,7 +27,7 @@ def _section(title: str) -> str:
     text = DOC.read_text()
     start = text.index(f"## {title}")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end > 0 else None]
+    return text[start : end if end > 0 else None]
 
 
 def _blocks(lang: str) -> list[str]:
@@ -94,8 +96,7 @@ def test_matlab_recipe_reads_what_the_file_has(run_file):
         return out.stdout
 
     reads = re.findall(r"h5read\(f, '([^']+)'\)", code)
-    assert reads == ["/metrics/test_accuracy", "/metrics/epoch", "/metrics/loss:block0", "/samples/block0/y",
-                     "/events"]
+    assert reads == ["/metrics/test_accuracy", "/metrics/epoch", "/metrics/loss:block0", "/samples/block0/y", "/events"]
     assert "H5T_IEEE_F64LE" in header("/metrics/test_accuracy")  # "N x 1 double"
     assert "H5T_STD_I64LE" in header("/metrics/epoch")
     assert "H5T_IEEE_F64LE" in header("/metrics/loss:block0")

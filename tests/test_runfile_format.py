@@ -17,14 +17,28 @@ from physnn import runlog
 from physnn.runlog import RunFileError, RunWriter
 
 V1_FILE = Path(__file__).parent / "data" / "run_v1.h5"
-SYSTEMS = {"block0": {"class": "x.Optics", "spec": {"n_inputs": 5, "n_outputs": 3, "low": 0.0, "high": 2.0,
-                                                    "levels": 256, "units": "pi rad", "output_units": "counts",
-                                                    "name": "optics"}, "stats": {"calls": 0}}}
+SYSTEMS = {
+    "block0": {
+        "class": "x.Optics",
+        "spec": {
+            "n_inputs": 5,
+            "n_outputs": 3,
+            "low": 0.0,
+            "high": 2.0,
+            "levels": 256,
+            "units": "pi rad",
+            "output_units": "counts",
+            "name": "optics",
+        },
+        "stats": {"calls": 0},
+    }
+}
 
 
 def _write(path: Path, epochs: int = 3, **kw) -> Path:
-    with RunWriter(path, config={"lr": 0.01}, seed=7, systems=SYSTEMS, dataset={"name": "digits"}, durable=False,
-                   **kw) as w:
+    with RunWriter(
+        path, config={"lr": 0.01}, seed=7, systems=SYSTEMS, dataset={"name": "digits"}, durable=False, **kw
+    ) as w:
         w.set_probes("block0", np.arange(10, dtype=np.float32).reshape(2, 5))
         for e in range(epochs):
             x = torch.arange(40, dtype=torch.float32).reshape(8, 5) + e
@@ -81,8 +95,7 @@ def test_events_and_summary_are_text_tables(tmp_path):
         text = b"".join(bytes(t) for t in retry["text"]).decode("ascii")  # plain ASCII JSON, readable anywhere
         assert json.loads(text)["fields"]["text"].startswith("Ω µm x")
         summary = f["summary"][:]
-        assert json.loads(b"".join(bytes(t) for t in summary["text"])) == {"test_accuracy": 0.967,
-                                                                           "total_queries": 99}
+        assert json.loads(b"".join(bytes(t) for t in summary["text"])) == {"test_accuracy": 0.967, "total_queries": 99}
     run = runlog.load(path)
     assert run.summary == {"test_accuracy": 0.967, "total_queries": 99}
     assert [e["kind"] for e in run.events] == kinds
@@ -169,7 +182,7 @@ def test_bit_rot_in_checkpoint_bytes_and_config_is_detected(tmp_path):
     raw = path.read_bytes()
     at = raw.find(b'"lr": 0.01')  # the config text lives in the global heap, outside any filter
     assert at > 0
-    path.write_bytes(raw[:at] + b'"lr": 0.91' + raw[at + 10:])
+    path.write_bytes(raw[:at] + b'"lr": 0.91' + raw[at + 10 :])
     with pytest.raises(RunFileError, match=r"dataset '/config' fails its CRC-32 check"):
         runlog.load(path)
 
@@ -198,8 +211,10 @@ def test_a_version_1_file_stays_readable_but_is_not_appended_to(tmp_path):
     assert ck.epoch == 2 and torch.equal(ck.model_state["w"], torch.full((2, 2), 2.0)) and ck.extra == {"history": [2]}
     assert run.probes["block0"]["y"].shape == (3, 2, 3) and run.samples["block0"]["x"].shape == (4, 5)
     assert run.confusion[0]["matrix"].tolist() == [[3, 1], [0, 4]]
-    assert run.history(1) == [{"epoch": 0, "loss": 1.0, "loss/block0": 0.5, "test_accuracy": 0.0, "late/x": 0.0},
-                              {"epoch": 1, "loss": 0.5, "loss/block0": 1.5, "test_accuracy": 0.25, "late/x": 1.0}]
+    assert run.history(1) == [
+        {"epoch": 0, "loss": 1.0, "loss/block0": 0.5, "test_accuracy": 0.0, "late/x": 0.0},
+        {"epoch": 1, "loss": 0.5, "loss/block0": 1.5, "test_accuracy": 0.25, "late/x": 1.0},
+    ]
     copy = tmp_path / "v1.h5"
     shutil.copy(V1_FILE, copy)
     with pytest.raises(RunFileError, match="is in run-format version 1, which this physnn reads but does not append"):

@@ -39,8 +39,8 @@ def h5dump_version() -> str:
 
 def _values(text: str) -> list[float]:
     """The numbers of an ``h5dump -d`` DATA block."""
-    data = text[text.index("DATA {"):]
-    data = data[:data.index("}")]
+    data = text[text.index("DATA {") :]
+    data = data[: data.index("}")]
     return [float(v) for v in re.findall(r"(?<=[:,\s])(-?[\d.]+(?:e[-+]?\d+)?)(?=,|\s|$)", data.split("\n", 1)[1])]
 
 
@@ -94,4 +94,3 @@ def test_h5dump_reads_a_killed_run_after_recover_and_the_resumed_run(tmp_path):
     w.close()
     _check_readable(path, n + 3)
     assert runlog.load(path).status == "completed"
-

@@ -27,8 +27,18 @@ helper = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(helper)
 
 SYSTEMS = {
-    "block0": {"class": "x.Optics", "spec": {"n_inputs": 5, "n_outputs": 3, "low": 0.0, "high": 2.0,
-                                              "levels": 256, "units": "pi rad", "name": "optics"}},
+    "block0": {
+        "class": "x.Optics",
+        "spec": {
+            "n_inputs": 5,
+            "n_outputs": 3,
+            "low": 0.0,
+            "high": 2.0,
+            "levels": 256,
+            "units": "pi rad",
+            "name": "optics",
+        },
+    },
     "block1": {"class": "x.Optics", "spec": {"n_inputs": 3, "n_outputs": 2}},
 }
 
@@ -40,13 +50,30 @@ _spawn, _wait_for, _kill9 = helper.spawn, helper.wait_for, helper.kill9
 def test_round_trip_of_every_group(tmp_path):
     path = tmp_path / "runs" / "a.h5"
     config = {"lr": 0.01, "blocks": 2, "system": {"name": "optics", "noise": True}, "path": Path("/data")}
-    with RunWriter(path, config=config, seed=7, systems=SYSTEMS, dataset={"name": "digits", "n_train": 10},
-                   samples_per_call=4, goodness_per_call=3) as w:
+    with RunWriter(
+        path,
+        config=config,
+        seed=7,
+        systems=SYSTEMS,
+        dataset={"name": "digits", "n_train": 10},
+        samples_per_call=4,
+        goodness_per_call=3,
+    ) as w:
         assert w.blocks == ["block0", "block1"] and "loss/block1" in w.metric_names
         w.set_probes("block0", np.arange(10, dtype=np.float32).reshape(2, 5))
         for e in range(3):
-            w.log_epoch(e, {"epoch": e, "loss": 1.0 / (e + 1), "loss/block0": 0.5 + e, "test_accuracy": 0.25 * e,
-                            "train_queries": 100, "late/name": e * 10.0, "g_pos/block1": torch.tensor(1.5)})
+            w.log_epoch(
+                e,
+                {
+                    "epoch": e,
+                    "loss": 1.0 / (e + 1),
+                    "loss/block0": 0.5 + e,
+                    "test_accuracy": 0.25 * e,
+                    "train_queries": 100,
+                    "late/name": e * 10.0,
+                    "g_pos/block1": torch.tensor(1.5),
+                },
+            )
             if e == 1:
                 w.log_epoch(e, {"loss/block1": float("nan"), "late/nan": float("nan")})  # e.g. a diverged loss
             w.log_probe("block0", step=10 * e, y=np.full((2, 3), e, dtype=np.float32))
@@ -63,7 +90,9 @@ def test_round_trip_of_every_group(tmp_path):
     assert (a["format"], a["format_version"], a["seed"], a["status"]) == ("physnn-run", 2, 7, "completed")
     assert run.status == "completed" and run.format_version == runlog.FORMAT_VERSION
     import datetime
+
     import physnn
+
     assert a["physnn_version"] == physnn.__version__
     assert datetime.datetime.fromisoformat(a["start_time"]).tzinfo is not None
     assert datetime.datetime.fromisoformat(a["end_time"]) >= datetime.datetime.fromisoformat(a["start_time"])
@@ -121,8 +150,13 @@ def test_round_trip_of_every_group(tmp_path):
     assert run.events[-1]["fields"] == {"status": "completed"}
 
     k = run.key_numbers()
-    assert (k["epochs"], k["test_accuracy"], k["queries"], k["best_test_accuracy"], k["best_epoch"]) == \
-        (3, 0.875, 1234.0, 0.5, 2)
+    assert (k["epochs"], k["test_accuracy"], k["queries"], k["best_test_accuracy"], k["best_epoch"]) == (
+        3,
+        0.875,
+        1234.0,
+        0.5,
+        2,
+    )
 
 
 def test_writer_refuses_to_overwrite_and_validates(tmp_path):
@@ -170,7 +204,7 @@ def test_status_on_exception_and_ctrl_c(tmp_path):
     with pytest.raises(ZeroDivisionError):
         with RunWriter(tmp_path / "f.h5", config={}, seed=0) as w:
             w.log_epoch(0, {"loss": 1.0})
-            1 / 0
+            _ = 1 / 0
     run = runlog.load(tmp_path / "f.h5")
     assert run.status == run.attrs["status"] == "failed"
     exc = [e for e in run.events if e["kind"] == "exception"][0]["fields"]
@@ -190,17 +224,29 @@ def test_status_on_exception_and_ctrl_c(tmp_path):
 def _same(a, b) -> bool:
     """Equal including types, with tensors/arrays compared bit for bit."""
     if isinstance(a, torch.Tensor):
-        return (isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
-                and a.contiguous().reshape(-1).view(torch.uint8).tolist()
-                == b.contiguous().reshape(-1).view(torch.uint8).tolist())
+        return (
+            isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and a.contiguous().reshape(-1).view(torch.uint8).tolist()
+            == b.contiguous().reshape(-1).view(torch.uint8).tolist()
+        )
     if isinstance(a, (np.ndarray, np.generic)):
-        return type(a) is type(b) and a.dtype == b.dtype and np.shape(a) == np.shape(b) and \
-            np.asarray(a).tobytes() == np.asarray(b).tobytes()
+        return (
+            type(a) is type(b)
+            and a.dtype == b.dtype
+            and np.shape(a) == np.shape(b)
+            and np.asarray(a).tobytes() == np.asarray(b).tobytes()
+        )
     if isinstance(a, float) and math.isnan(a):
         return isinstance(b, float) and math.isnan(b)
     if isinstance(a, dict):
-        return type(a) is type(b) and list(a) == list(b) and all(_same(a[k], b[k]) for k in a) and \
-            getattr(a, "_metadata", None) == getattr(b, "_metadata", None)
+        return (
+            type(a) is type(b)
+            and list(a) == list(b)
+            and all(_same(a[k], b[k]) for k in a)
+            and getattr(a, "_metadata", None) == getattr(b, "_metadata", None)
+        )
     if isinstance(a, (list, tuple)):
         return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     return type(a) is type(b) and a == b
@@ -208,18 +254,30 @@ def _same(a, b) -> bool:
 
 def test_checkpoint_round_trip_is_bit_exact(tmp_path):
     model = OrderedDict(
-        f32=torch.randn(3, 4), f64=torch.randn(2, dtype=torch.float64), bf16=torch.randn(5).bfloat16(),
-        f16=torch.tensor([float("nan"), -0.0, float("inf")], dtype=torch.float16), i64=torch.arange(4),
-        b=torch.tensor([True, False]), c64=torch.randn(2, dtype=torch.complex64), scalar=torch.tensor(3.25),
-        empty=torch.zeros(0, 3), strided=torch.arange(12.0).reshape(3, 4).t(),
+        f32=torch.randn(3, 4),
+        f64=torch.randn(2, dtype=torch.float64),
+        bf16=torch.randn(5).bfloat16(),
+        f16=torch.tensor([float("nan"), -0.0, float("inf")], dtype=torch.float16),
+        i64=torch.arange(4),
+        b=torch.tensor([True, False]),
+        c64=torch.randn(2, dtype=torch.complex64),
+        scalar=torch.tensor(3.25),
+        empty=torch.zeros(0, 3),
+        strided=torch.arange(12.0).reshape(3, 4).t(),
     )
     model._metadata = OrderedDict({"": {"version": 1}, "layer": {"version": 2}})
     optim = {
         "state": {0: {"step": torch.tensor(7.0), "exp_avg": torch.randn(3)}, 1: {}},
         "param_groups": [{"lr": 0.1, "betas": (0.9, 0.999), "params": [0, 1], "foreach": None, "fused": False}],
-        "nan": float("nan"), "inf": float("-inf"), "big": 2**100, "np": np.arange(5, dtype=np.uint32),
-        "np_scalar": np.float32(1.5), "tuple_key": {(1, "a"): "x"}, "tagged": {"__tensor__": 0},
-        "unicode": "Ω µm", "nested": [[1, [2.5, None]], ()],
+        "nan": float("nan"),
+        "inf": float("-inf"),
+        "big": 2**100,
+        "np": np.arange(5, dtype=np.uint32),
+        "np_scalar": np.float32(1.5),
+        "tuple_key": {(1, "a"): "x"},
+        "tagged": {"__tensor__": 0},
+        "unicode": "Ω µm",
+        "nested": [[1, [2.5, None]], ()],
     }
     with RunWriter(tmp_path / "c.h5", config={"k": 1}, seed=0) as w:
         w.checkpoint(4, model, optim, {"gen": torch.Generator().manual_seed(3).get_state()}, extra={"h": [1.0]})
@@ -243,8 +301,13 @@ def test_rng_state_restores_the_same_random_numbers(tmp_path):
         w.checkpoint(0, {}, None, runlog.capture_rng(torch_generators={"g": gen}, numpy_generators={"n": npg}))
 
     def draw():
-        return (torch.randn(4).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)],
-                torch.rand(4, generator=gen).tolist(), npg.normal(size=3).tolist())
+        return (
+            torch.randn(4).tolist(),
+            np.random.rand(3).tolist(),
+            [random.random() for _ in range(3)],
+            torch.rand(4, generator=gen).tolist(),
+            npg.normal(size=3).tolist(),
+        )
 
     expected = draw()
     draw()  # move every generator on
@@ -256,9 +319,12 @@ def test_rng_state_restores_the_same_random_numbers(tmp_path):
 
 
 json_trees = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4) | st.tuples(children, children)
-    | st.dictionaries(st.text(max_size=6) | st.integers(-5, 5), children, max_size=4),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.tuples(children, children)
+        | st.dictionaries(st.text(max_size=6) | st.integers(-5, 5), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -423,7 +489,7 @@ def test_resume_appends_and_never_rewrites(tmp_path):
     w.close("completed")
     with h5py.File(path, "r") as f:
         for k, raw in before.items():
-            assert f[k][:].tobytes()[:len(raw)] == raw, f"{k} was rewritten"
+            assert f[k][:].tobytes()[: len(raw)] == raw, f"{k} was rewritten"
         assert f["metrics/epoch"][:].tolist() == [0, 1, 2, 2, 3]
     run = runlog.load(path)
     assert run.metrics["epoch"].tolist() == [0, 1, 2, 3]
@@ -487,8 +553,9 @@ def test_bad_files_get_clear_messages(tmp_path, good_file):
 
     with h5py.File(tmp_path / "foreign.h5", "w") as f:
         f["data"] = np.arange(3)
-    assert msg(tmp_path / "foreign.h5") == ("is an HDF5 file but not a physnn run file (its root has no 'format' "
-                                            "attribute; top-level objects: ['data'])")
+    assert msg(tmp_path / "foreign.h5") == (
+        "is an HDF5 file but not a physnn run file (its root has no 'format' attribute; top-level objects: ['data'])"
+    )
 
     newer = tmp_path / "newer.h5"
     shutil.copy(good_file, newer)

@@ -57,8 +57,11 @@ def optics(noise=False):
 
 
 @pytest.mark.parametrize("make", [toys, optics], ids=["toy", "optics"])
-@pytest.mark.parametrize("kw", [{}, {"schedule": "pipelined"}, {"schedule": "pipelined", "group_block0": False}],
-                         ids=["grouped", "pipelined+grouped", "pipelined"])
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"schedule": "pipelined"}, {"schedule": "pipelined", "group_block0": False}],
+    ids=["grouped", "pipelined+grouped", "pipelined"],
+)
 def test_every_schedule_gives_the_batch_by_batch_weights_bit_for_bit(make, kw):
     ref, _ = train(make(), group_block0=False)
     got, _ = train(make(), **kw)
@@ -191,8 +194,9 @@ def test_the_runner_empties_the_block0_cache_when_the_probes_drift(tmp_path, ste
     from physnn.config import RunConfig
     from physnn.experiment import run_experiment
 
-    cfg = RunConfig(hidden=8, epochs=3, label_scale=1.0, output=str(tmp_path), probes=4,
-                    method_options={"cache_block0": True})
+    cfg = RunConfig(
+        hidden=8, epochs=3, label_scale=1.0, output=str(tmp_path), probes=4, method_options={"cache_block0": True}
+    )
     # block 0's calls: 2 probe measurements, epoch 1's grouped drives, then epoch 1's probes (stepped from here)
     systems = [Stepping(74, 16, 1, step_at=step_at), Toy(8, 16, 2)]  # digits: 64 features + 10 label slots
     result = run_experiment(cfg, systems=systems, progress=False, echo=lambda line: None)

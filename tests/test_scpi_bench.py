@@ -50,7 +50,11 @@ def reference():
 # ------------------------------------------------------------- instruments
 def _drivers(**bench_kw):
     bench = SCPIBench(**bench_kw)
-    return bench, SCPIAWG(BenchTransport(bench, "awg", timeout=0.05)), SCPIScope(BenchTransport(bench, "scope", timeout=0.05))
+    return (
+        bench,
+        SCPIAWG(BenchTransport(bench, "awg", timeout=0.05)),
+        SCPIScope(BenchTransport(bench, "scope", timeout=0.05)),
+    )
 
 
 def test_sim_awg_error_queue_for_bad_settings_and_blocks():
@@ -95,8 +99,9 @@ def test_simulated_instruments_dispatch_on_the_drivers_command_table():
 def test_sim_trigger_fires_only_when_scope_is_armed():
     bench, awg, scope = _drivers(acq_delay=0.02)
     awg.configure(vpp=1.0, offset=0.0, load="INF", sample_rate=1e6)
-    scope.configure(time_range=1e-4, channel_range=2.0, channel_offset=0.0, trigger_source="EXT",
-                    trigger_level=1.0, points=100)
+    scope.configure(
+        time_range=1e-4, channel_range=2.0, channel_offset=0.0, trigger_source="EXT", trigger_level=1.0, points=100
+    )
     awg.upload("physnn", np.full(50, 1000, dtype=np.int16), 1e6)
     awg.output(True)
     awg.trigger()  # scope not armed: lost
@@ -257,8 +262,9 @@ def test_late_reply_is_never_taken_for_the_next_answer(reference):
     x, y_ref = reference
     # The late *OPC? answer ("1") arrives while the driver recovers; a stale "1" taken as the
     # answer to :OPER:COND? would read as "not armed", to :WAV:PRE? as a malformed preamble.
-    sys = _quiet(max_points=210, backoff=0.0,
-                 faults=[Fault("late_reply", "*OPC?", "scope", skip=1, times=2, late_factor=1.2)])
+    sys = _quiet(
+        max_points=210, backoff=0.0, faults=[Fault("late_reply", "*OPC?", "scope", skip=1, times=2, late_factor=1.2)]
+    )
     y = sys(x)
     assert torch.equal(y, y_ref)
     assert sys.stats.counters["timeout"] == 2
@@ -294,8 +300,13 @@ def test_failure_before_any_waveform_finished_carries_an_empty_float_tensor():
 
 
 def test_connection_that_stays_down_gives_a_clear_error_with_output_off():
-    sys = _quiet(retries=2, faults=[Fault("connection_lost", ":SING", "scope", times=99),
-                                        Fault("connection_lost", "*IDN?", "scope", skip=1, times=99)])
+    sys = _quiet(
+        retries=2,
+        faults=[
+            Fault("connection_lost", ":SING", "scope", times=99),
+            Fault("connection_lost", "*IDN?", "scope", skip=1, times=99),
+        ],
+    )
     with pytest.raises(ConnectionLost):
         sys(_x(2))
     assert sys.bench.awg.output is False

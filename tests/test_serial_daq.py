@@ -43,8 +43,18 @@ from physnn.devices.transport import ScriptedTransport, SerialTransport
 
 # ------------------------------------------------------------------ scripted
 # A 2-in / 2-out board: 16-bit DAC spanning 0..5 V, 12-bit ADC at 1 mV per code.
-IDENT = Ident(protocol=1, model="bench", serial="S1", firmware="1.0", n_in=2, n_out=2, dac_bits=16, adc_bits=12,
-              max_batch=16, settle_us=100)
+IDENT = Ident(
+    protocol=1,
+    model="bench",
+    serial="S1",
+    firmware="1.0",
+    n_in=2,
+    n_out=2,
+    dac_bits=16,
+    adc_bits=12,
+    max_batch=16,
+    settle_us=100,
+)
 LIMITS = (6554, 58981)  # codes of 0.5 V (ceil) and 4.5 V (floor) at 5/65535 V per code
 
 
@@ -77,8 +87,20 @@ def safe_step(seq: int) -> tuple:
 
 def scripted(steps, **kw) -> tuple[SerialDAQSystem, ScriptedTransport]:
     t = ScriptedTransport(steps, timeout=0.05)
-    opts = dict(n_inputs=2, n_outputs=2, low=0.5, high=4.5, dac=Calibration.full_scale(16, 0.0, 5.0),
-                adc=Calibration(0.001), dac_bits=16, adc_bits=12, serial="S1", timeout=0.05, retries=2, backoff=0.0)
+    opts = dict(
+        n_inputs=2,
+        n_outputs=2,
+        low=0.5,
+        high=4.5,
+        dac=Calibration.full_scale(16, 0.0, 5.0),
+        adc=Calibration(0.001),
+        dac_bits=16,
+        adc_bits=12,
+        serial="S1",
+        timeout=0.05,
+        retries=2,
+        backoff=0.0,
+    )
     opts.update(kw)
     return SerialDAQSystem(t, **opts), t
 
@@ -113,9 +135,11 @@ def test_batch_round_trip_exact_bytes_and_close_sends_safe():
 
 @pytest.mark.parametrize(
     "value, message",
-    [(4.6, r"input\[1, 0\] = 4.6 V is above the drive limit high=4.5 V"),
-     (0.49, r"input\[1, 0\] = 0.49 V is below the drive limit low=0.5 V"),
-     (float("nan"), r"input\[1, 0\] = nan is not finite")],
+    [
+        (4.6, r"input\[1, 0\] = 4.6 V is above the drive limit high=4.5 V"),
+        (0.49, r"input\[1, 0\] = 0.49 V is below the drive limit low=0.5 V"),
+        (float("nan"), r"input\[1, 0\] = nan is not finite"),
+    ],
 )
 def test_limit_violation_raises_before_anything_is_written(value, message):
     daq, t = scripted(open_steps())
@@ -143,7 +167,10 @@ def test_stale_reply_is_dropped_and_the_right_one_used():
     y = daq(X)
     assert torch.allclose(y, Y_VOLTS, atol=1e-7, rtol=0)
     assert daq.stats.counters["stale_reply"] == 1
-    assert seen[0] == ("stale_reply", {"system": "serial-daq", "command": "RUN_BATCH reply", "seq": 2, "expected_seq": 3})
+    assert seen[0] == (
+        "stale_reply",
+        {"system": "serial-daq", "command": "RUN_BATCH reply", "seq": 2, "expected_seq": 3},
+    )
 
 
 def test_crc_error_in_reply_is_rerequested_with_a_new_seq():
@@ -168,7 +195,9 @@ def test_timeouts_exhausted_raise_clearly_and_leave_the_board_safe():
             events.append((kind, fields["attempt"], fields["action"]))
 
     daq.event_hook = hook
-    with pytest.raises(InstrumentTimeout, match=r"RUN_BATCH rows 0..1 of 2 failed after 3 attempt\(s\): no RUN_BATCH reply \(seq=5\)") as info:
+    with pytest.raises(
+        InstrumentTimeout, match=r"RUN_BATCH rows 0..1 of 2 failed after 3 attempt\(s\): no RUN_BATCH reply \(seq=5\)"
+    ) as info:
         daq(X)
     t.verify()  # the three attempts, then SAFE
     assert events == [("timeout", 1, "retry"), ("timeout", 2, "retry"), ("timeout", 3, "give_up")]
@@ -252,32 +281,49 @@ def test_saturation_flagged():
 def test_saturation_raised_with_the_measurement_attached():
     codes = [[1, 5], [4095, 7]]
     daq, t = scripted(open_steps() + [(run_req(3, X_CODES), run_rep(3, codes)), safe_step(4)], on_clip="raise")
-    with pytest.raises(ADCSaturation, match=r"1 ADC value\(s\) in 1 row\(s\) at 0 or full scale 4095 \(first: row 1, channel 0") as info:
+    with pytest.raises(
+        ADCSaturation, match=r"1 ADC value\(s\) in 1 row\(s\) at 0 or full scale 4095 \(first: row 1, channel 0"
+    ) as info:
         daq(X)
     t.verify()
     assert torch.allclose(info.value.measured, torch.tensor([[0.001, 0.005], [4.095, 0.007]]), atol=1e-7, rtol=0)
 
 
 def test_adc_code_above_full_scale_is_a_protocol_error():
-    daq, t = scripted(open_steps() + [(run_req(s, X_CODES), run_rep(s, [[1, 4096], [1, 1]])) for s in (3, 4, 5)]
-                      + [safe_step(6)])
+    daq, t = scripted(
+        open_steps() + [(run_req(s, X_CODES), run_rep(s, [[1, 4096], [1, 1]])) for s in (3, 4, 5)] + [safe_step(6)]
+    )
     with pytest.raises(ProtocolError, match="ADC code 4096 at row 0, channel 1 exceeds the 12-bit full scale 4095"):
         daq(X)
 
 
 @pytest.mark.parametrize(
     "change, message",
-    [({"n_in": 3}, r"n_in=3 \(configured 2\)"),
-     ({"serial": "OTHER"}, r"serial 'OTHER' \(configured 'S1'\)"),
-     ({"protocol": 2}, r"protocol 2 \(this driver speaks 1\)"),
-     ({"adc_bits": 16, "n_out": 4}, r"n_out=4 \(configured 2\); adc_bits=16 \(configured 12\)")],
+    [
+        ({"n_in": 3}, r"n_in=3 \(configured 2\)"),
+        ({"serial": "OTHER"}, r"serial 'OTHER' \(configured 'S1'\)"),
+        ({"protocol": 2}, r"protocol 2 \(this driver speaks 1\)"),
+        ({"adc_bits": 16, "n_out": 4}, r"n_out=4 \(configured 2\); adc_bits=16 \(configured 12\)"),
+    ],
 )
 def test_identity_mismatch_is_a_clear_error(change, message):
     ident = Ident(**{**IDENT.to_dict(), **change})
     t = ScriptedTransport([(req(CMD_IDENT, 1), rep(CMD_IDENT, 1, encode_ident(ident)))], timeout=0.05)
     with pytest.raises(ConfigurationMismatch, match=message):
-        SerialDAQSystem(t, n_inputs=2, n_outputs=2, low=0.5, high=4.5, dac=Calibration.full_scale(16, 0, 5),
-                        adc=Calibration(0.001), dac_bits=16, adc_bits=12, serial="S1", timeout=0.05, backoff=0.0)
+        SerialDAQSystem(
+            t,
+            n_inputs=2,
+            n_outputs=2,
+            low=0.5,
+            high=4.5,
+            dac=Calibration.full_scale(16, 0, 5),
+            adc=Calibration(0.001),
+            dac_bits=16,
+            adc_bits=12,
+            serial="S1",
+            timeout=0.05,
+            backoff=0.0,
+        )
     assert t.writes == [req(CMD_IDENT, 1)]  # no SET_LIMITS, no RUN_BATCH to a wrong board
     assert not t.is_open  # the port is released
 
@@ -285,11 +331,28 @@ def test_identity_mismatch_is_a_clear_error(change, message):
 def test_constructor_validation_names_the_bad_value():
     t = ScriptedTransport([])
     with pytest.raises(LimitError, match=r"safe range 0..6 V maps to DAC codes 0..78642 .* 0..65535"):
-        SerialDAQSystem(t, n_inputs=2, n_outputs=2, low=0.0, high=6.0, dac=Calibration.full_scale(16, 0, 5),
-                        adc=Calibration(0.001), open=False)
+        SerialDAQSystem(
+            t,
+            n_inputs=2,
+            n_outputs=2,
+            low=0.0,
+            high=6.0,
+            dac=Calibration.full_scale(16, 0, 5),
+            adc=Calibration(0.001),
+            open=False,
+        )
     with pytest.raises(ValueError, match="on_clip must be one of 'flag', 'raise', got 'clip'"):
-        SerialDAQSystem(t, n_inputs=2, n_outputs=2, low=0.0, high=1.0, dac=Calibration(1e-3),
-                        adc=Calibration(1e-3), on_clip="clip", open=False)
+        SerialDAQSystem(
+            t,
+            n_inputs=2,
+            n_outputs=2,
+            low=0.0,
+            high=1.0,
+            dac=Calibration(1e-3),
+            adc=Calibration(1e-3),
+            on_clip="clip",
+            open=False,
+        )
     with pytest.raises(ValueError, match="volts_per_code must be a positive finite number, got -1"):
         Calibration(-1)
     assert t.written == b""
@@ -306,8 +369,9 @@ def test_describe_records_identity_and_limits():
 @pytest.fixture
 def bench():
     # timeout 0.5 s: far above a pty round trip (~1 ms) even on a loaded machine, so only injected faults time out
-    daq = simulated_serial_daq(n_inputs=4, n_outputs=3, noise=False, max_batch=8, timeout=0.5, backoff=0.01,
-                               retries=2, seed=3)
+    daq = simulated_serial_daq(
+        n_inputs=4, n_outputs=3, noise=False, max_batch=8, timeout=0.5, backoff=0.01, retries=2, seed=3
+    )
     yield daq
     if not daq.closed:
         daq.close()
@@ -446,8 +510,12 @@ def test_port_errors_in_every_phase_of_a_transaction_are_connection_lost(bench):
 
     t = bench.transport
     ser = t._ser
-    for phase, error in (("write", serial.SerialException("write: EIO")), ("flush", termios.error(5, "EIO")),
-                         ("read", OSError(5, "EIO")), ("reset_input_buffer", termios.error(5, "EIO"))):
+    for phase, error in (
+        ("write", serial.SerialException("write: EIO")),
+        ("flush", termios.error(5, "EIO")),
+        ("read", OSError(5, "EIO")),
+        ("reset_input_buffer", termios.error(5, "EIO")),
+    ):
         real = getattr(ser, phase)
 
         def boom(*a, _e=error, **k):
@@ -514,8 +582,10 @@ def test_pty_port_gone_for_good_is_a_clear_error(bench):
 def test_fake_firmware_refuses_bad_requests_before_touching_a_dac():
     from physnn.simulators.identity import IdentitySystem
 
-    with FakeFirmware(IdentitySystem(3), dac_bits=12, adc_bits=12, max_batch=4, safe_code=7) as fw, \
-            SerialTransport(fw.port, timeout=0.5) as t:
+    with (
+        FakeFirmware(IdentitySystem(3), dac_bits=12, adc_bits=12, max_batch=4, safe_code=7) as fw,
+        SerialTransport(fw.port, timeout=0.5) as t,
+    ):
 
         def ask(cmd, seq, payload=b""):
             t.write_raw(encode_frame(cmd, seq, payload))
@@ -559,7 +629,9 @@ def test_fake_firmware_refuses_bad_requests_before_touching_a_dac():
 def test_fake_maps_codes_to_the_backend_levels_and_outputs_to_adc_codes():
     from physnn.simulators.optics import OpticalCavity
 
-    fw = FakeFirmware(OpticalCavity(2, 2, phase_range=2.0, slm_bits=2, noise=False), dac_bits=8, adc_bits=8, start=False)
+    fw = FakeFirmware(
+        OpticalCavity(2, 2, phase_range=2.0, slm_bits=2, noise=False), dac_bits=8, adc_bits=8, start=False
+    )
     try:
         # 8-bit DAC over phase 0..2 with 4 levels {0, 2/3, 4/3, 2}: 42 -> 0.329 -> 0; 43 -> 0.337 -> 2/3; 128 -> 1.004 -> 4/3
         drive = fw.codes_to_drive(np.array([[0, 42], [170, 255]]))
@@ -572,8 +644,14 @@ def test_fake_maps_codes_to_the_backend_levels_and_outputs_to_adc_codes():
 
 
 def test_factory_faults_are_armed_before_the_first_request(monkeypatch):
-    daq = simulated_serial_daq(n_inputs=2, n_outputs=2, noise=False, timeout=0.5, backoff=0.01,
-                               faults=[{"kind": "drop", "command": "IDENT"}, "corrupt_crc"])
+    daq = simulated_serial_daq(
+        n_inputs=2,
+        n_outputs=2,
+        noise=False,
+        timeout=0.5,
+        backoff=0.01,
+        faults=[{"kind": "drop", "command": "IDENT"}, "corrupt_crc"],
+    )
     try:
         assert daq.stats.counters["timeout"] == 1  # the first IDENT went unanswered; open retried it
         x = torch.full((3, 2), 1.0)
@@ -593,8 +671,9 @@ def test_factory_faults_are_armed_before_the_first_request(monkeypatch):
         simulated_serial_daq(n_inputs=2, n_outputs=2, faults=["explode"])
     assert created == []  # refused before any pty or thread exists
     with pytest.raises(InstrumentTimeout, match="open failed after 2 attempt"):  # a board that never answers
-        simulated_serial_daq(n_inputs=2, n_outputs=2, timeout=0.2, retries=1,
-                             faults=[{"kind": "drop", "command": "IDENT", "count": 5}])
+        simulated_serial_daq(
+            n_inputs=2, n_outputs=2, timeout=0.2, retries=1, faults=[{"kind": "drop", "command": "IDENT", "count": 5}]
+        )
     assert len(created) == 1 and not os.path.exists(created[0])  # the failed bench cleaned up after itself
 
 
@@ -632,9 +711,27 @@ def host_firmware(tmp_path_factory):
     if shutil.which("g++") is None:
         pytest.skip("g++ not found: cannot build the reference firmware for the host")
     exe = tmp_path_factory.mktemp("fw") / "physnn_daq_host"
-    subprocess.run(["g++", "-std=c++17", "-O1", "-Wall", "-Werror", "-I", str(FIRMWARE_DIR / "host_sim"), "-x", "c++",
-                    str(FIRMWARE_DIR / "host_sim" / "main.cpp"), "-o", str(exe)], check=True, timeout=180)
-    proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    subprocess.run(
+        [
+            "g++",
+            "-std=c++17",
+            "-O1",
+            "-Wall",
+            "-Werror",
+            "-I",
+            str(FIRMWARE_DIR / "host_sim"),
+            "-x",
+            "c++",
+            str(FIRMWARE_DIR / "host_sim" / "main.cpp"),
+            "-o",
+            str(exe),
+        ],
+        check=True,
+        timeout=180,
+    )
+    proc = subprocess.Popen(
+        [str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     port = proc.stdout.readline().strip()
     yield proc, port
     if proc.poll() is None:
@@ -646,9 +743,19 @@ def test_reference_firmware_speaks_the_protocol(host_firmware):
     """The .ino itself (host build, linear analog model) against the driver: exact codes,
     chunking, refusal before any DAC write, BAD_CRC, PING, SAFE."""
     proc, port = host_firmware
-    daq = SerialDAQSystem(port, n_inputs=2, n_outputs=4, low=0.0, high=3.0, dac=Calibration.full_scale(12, 0, 3.3),
-                          adc=Calibration.full_scale(12, 0, 3.3), dac_bits=12, adc_bits=12, serial="DUE-0001",
-                          timeout=2.0)
+    daq = SerialDAQSystem(
+        port,
+        n_inputs=2,
+        n_outputs=4,
+        low=0.0,
+        high=3.0,
+        dac=Calibration.full_scale(12, 0, 3.3),
+        adc=Calibration.full_scale(12, 0, 3.3),
+        dac_bits=12,
+        adc_bits=12,
+        serial="DUE-0001",
+        timeout=2.0,
+    )
     try:
         assert daq.ident.max_batch == 64 and daq.code_limits == (0, 3722)
         x = torch.rand(70, 2, generator=torch.Generator().manual_seed(0)) * 3.0

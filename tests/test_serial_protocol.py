@@ -51,8 +51,18 @@ def crc_bitwise(data: bytes) -> int:
     return crc
 
 
-IDENT = Ident(protocol=1, model="m", serial="S1", firmware="f", n_in=4, n_out=3, dac_bits=12, adc_bits=10,
-              max_batch=32, settle_us=50)
+IDENT = Ident(
+    protocol=1,
+    model="m",
+    serial="S1",
+    firmware="f",
+    n_in=4,
+    n_out=3,
+    dac_bits=12,
+    adc_bits=10,
+    max_batch=32,
+    settle_us=50,
+)
 
 
 # --------------------------------------------------------------------- CRC
@@ -95,7 +105,9 @@ def test_encode_frame_exact_bytes(cmd, seq, payload, hexbytes):
 def test_run_batch_frame_exact_bytes():
     payload = encode_codes(np.array([[1, 2], [3, 0xABCD]]))
     assert payload == bytes.fromhex("0200 0100 0200 0300 cdab")
-    assert encode_frame(CMD_RUN_BATCH, 3, payload) == bytes.fromhex("a5 03 03 0a 00 02 00 01 00 02 00 03 00 cd ab 62 1b")
+    assert encode_frame(CMD_RUN_BATCH, 3, payload) == bytes.fromhex(
+        "a5 03 03 0a 00 02 00 01 00 02 00 03 00 cd ab 62 1b"
+    )
 
 
 def test_length_is_little_endian_and_limit_is_8192():
@@ -256,8 +268,16 @@ def test_error_payload_exact_bytes_and_parse():
 
 @pytest.mark.parametrize(
     "code, name",
-    [(1, "BAD_CRC"), (2, "BAD_LENGTH"), (3, "UNKNOWN_COMMAND"), (4, "OUT_OF_LIMITS"), (5, "BATCH_TOO_LARGE"),
-     (6, "BUSY"), (7, "HARDWARE_FAULT"), (42, "UNKNOWN_ERROR_42")],
+    [
+        (1, "BAD_CRC"),
+        (2, "BAD_LENGTH"),
+        (3, "UNKNOWN_COMMAND"),
+        (4, "OUT_OF_LIMITS"),
+        (5, "BATCH_TOO_LARGE"),
+        (6, "BUSY"),
+        (7, "HARDWARE_FAULT"),
+        (42, "UNKNOWN_ERROR_42"),
+    ],
 )
 def test_error_code_names(code, name):
     assert parse_error(bytes([code, 1])).code_name == name

@@ -80,8 +80,16 @@ def test_a_run_fills_both_sinks(tmp_path: Path) -> None:
     from physnn.experiment import run_experiment
 
     out = tmp_path / "r.h5"
-    config = RunConfig(system="identity", epochs=2, blocks=1, hidden=8, probes=0, eval_every=0,
-                       output=str(out), metric_sinks=["tensorboard", "mlflow"])
+    config = RunConfig(
+        system="identity",
+        epochs=2,
+        blocks=1,
+        hidden=8,
+        probes=0,
+        eval_every=0,
+        output=str(out),
+        metric_sinks=["tensorboard", "mlflow"],
+    )
     result = run_experiment(config, progress=False, echo=lambda _: None)
     losses = [e["loss"] for e in result.history]
     tb = _tb_scalars(tmp_path / "tensorboard" / "r", "loss")

@@ -23,8 +23,17 @@ _MB = 1024 * 1024
 
 
 def _base(**kw) -> RunConfig:
-    cfg = dict(dataset="digits", system="identity", blocks=1, hidden=16, epochs=1, batch_size=256, probes=0,
-               log_samples=False, eval_every=1)
+    cfg = dict(
+        dataset="digits",
+        system="identity",
+        blocks=1,
+        hidden=16,
+        epochs=1,
+        batch_size=256,
+        probes=0,
+        log_samples=False,
+        eval_every=1,
+    )
     cfg.update(kw)
     return RunConfig(**cfg)
 
@@ -48,8 +57,7 @@ def test_plan_spreads_trials_over_benches_and_names_their_files(tmp_path):
     assert len(trials) == 6
     assert [t.bench for t, _ in trials] == ["bench:a", "bench:b"] * 3
     t, cfg = trials[1]
-    assert cfg.system == "remote" and cfg.system_options == {"name": "identity", "options": {},
-                                                              "resource": "bench:b"}
+    assert cfg.system == "remote" and cfg.system_options == {"name": "identity", "options": {}, "resource": "bench:b"}
     assert cfg.lr == 0.01 and cfg.seed == 1 and cfg.output == t.path and t.path.endswith("trial001-lr0.01-s1.h5")
     with pytest.raises(ConfigError, match="trial 0 .*'lr'"):
         plan(_base(), {"lr": [-1.0]}, [0], [], tmp_path)
@@ -57,9 +65,11 @@ def test_plan_spreads_trials_over_benches_and_names_their_files(tmp_path):
 
 def test_physnn_imports_no_ray_and_says_how_to_get_it():
     """physnn without the extra works as before: Ray is imported only inside the remote features."""
-    code = ("import sys; import physnn.remote, physnn.sweep, physnn.cli; assert 'ray' not in sys.modules; "
-            "sys.modules['ray'] = None\n"
-            "try:\n    physnn.remote.require_ray()\nexcept ImportError as e:\n    print(e)")
+    code = (
+        "import sys; import physnn.remote, physnn.sweep, physnn.cli; assert 'ray' not in sys.modules; "
+        "sys.modules['ray'] = None\n"
+        "try:\n    physnn.remote.require_ray()\nexcept ImportError as e:\n    print(e)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "pip install 'physnn[ray]'" in out.stdout
@@ -81,12 +91,18 @@ def cluster():
 
     if ray.is_initialized():
         ray.shutdown()
-    c = Cluster(initialize_head=True, connect=True,
-                head_node_args=dict(num_cpus=1, object_store_memory=100 * _MB, include_dashboard=False,
-                                    node_ip_address="127.0.0.1"))
+    c = Cluster(
+        initialize_head=True,
+        connect=True,
+        head_node_args=dict(
+            num_cpus=1, object_store_memory=100 * _MB, include_dashboard=False, node_ip_address="127.0.0.1"
+        ),
+    )
     try:
-        nodes = {b: c.add_node(num_cpus=1, resources={b: 1}, object_store_memory=100 * _MB,
-                               node_ip_address="127.0.0.1") for b in ("bench:a", "bench:b")}
+        nodes = {
+            b: c.add_node(num_cpus=1, resources={b: 1}, object_store_memory=100 * _MB, node_ip_address="127.0.0.1")
+            for b in ("bench:a", "bench:b")
+        }
         c.wait_for_nodes()
         yield c, nodes
     finally:
@@ -97,8 +113,9 @@ def cluster():
 def test_a_sweep_over_two_benches_never_overlaps_trials_on_one_bench(cluster, tmp_path):
     _, nodes = cluster
     lines: list[str] = []
-    result = run_sweep(_base(), {"lr": [0.01, 0.03]}, [0, 1, 2], tmp_path / "sweep",
-                       benches=["bench:a", "bench:b"], echo=lines.append)
+    result = run_sweep(
+        _base(), {"lr": [0.01, 0.03]}, [0, 1, 2], tmp_path / "sweep", benches=["bench:a", "bench:b"], echo=lines.append
+    )
     assert not result.failed, [t.record for t in result.failed]
     assert len(result.trials) == 6 and len(lines) == 7
     for bench in ("bench:a", "bench:b"):

@@ -14,8 +14,13 @@ ARGS = ["--epochs", "5", "--hidden", "24", "--batch-size", "128", "--no-progress
 
 
 def physnn(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "physnn.cli", "train", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "physnn.cli", "train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def wait_for_epochs(path, n, proc, timeout=120):
@@ -36,16 +41,39 @@ def wait_for_epochs(path, n, proc, timeout=120):
 def final_state(path):
     ck = runlog.last_checkpoint(path)
     run = runlog.load(path)
-    keep = [k for k in ("epoch", "loss", "loss/block0", "loss/block1", "test_accuracy", "train_queries",
-                        "train_accuracy", "twin_rel_error/block1", "digital_flops") if k in run.metrics]
+    keep = [
+        k
+        for k in (
+            "epoch",
+            "loss",
+            "loss/block0",
+            "loss/block1",
+            "test_accuracy",
+            "train_queries",
+            "train_accuracy",
+            "twin_rel_error/block1",
+            "digital_flops",
+        )
+        if k in run.metrics
+    ]
     return ck.model_state, {k: np.asarray(run.metrics[k]) for k in keep}, run
 
 
 #: Every method, with options that keep it fast (PAT's twin is small).
 METHOD_ARGS = {
     "mfff": [],
-    "pat": ["--method", "pat", "--method-option", "twin_samples=300", "--method-option", "twin_epochs=3",
-            "--method-option", "twin_hidden=[32]", "--method-option", "refit_steps=5"],
+    "pat": [
+        "--method",
+        "pat",
+        "--method-option",
+        "twin_samples=300",
+        "--method-option",
+        "twin_epochs=3",
+        "--method-option",
+        "twin_hidden=[32]",
+        "--method-option",
+        "refit_steps=5",
+    ],
     "zeroth_order": ["--method", "zeroth_order"],
     "backprop": ["--method", "backprop"],
 }
@@ -69,8 +97,12 @@ def test_kill9_then_resume_equals_an_uninterrupted_run(tmp_path, method):
     assert run.status != "completed" and len(run.checkpoints) >= 2
     done = len(run.checkpoints)
 
-    p = subprocess.run([sys.executable, "-m", "physnn.cli", "train", "--resume", str(cut), "--no-progress"],
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "physnn.cli", "train", "--resume", str(cut), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr
     assert f"after epoch {done}" in p.stdout
     w_cut, m_cut, run = final_state(cut)

@@ -11,8 +11,20 @@ from physnn.system import PhysicalSystem, SystemSpec
 from physnn.train import METHODS, trainer_class
 
 #: What a trainer may touch on a system: its public query/lifecycle API.
-PUBLIC = {"__class__", "spec", "stats", "describe", "close", "open", "closed", "event_hook", "query_hook",
-          "validate_input", "report_event", "hooks"}
+PUBLIC = {
+    "__class__",
+    "spec",
+    "stats",
+    "describe",
+    "close",
+    "open",
+    "closed",
+    "event_hook",
+    "query_hook",
+    "validate_input",
+    "report_event",
+    "hooks",
+}
 #: Small, fast options per method (PAT's twin is tiny).
 OPTIONS = {"pat": dict(twin_samples=64, twin_epochs=2, twin_hidden=(8,), refit_steps=2)}
 

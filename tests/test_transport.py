@@ -111,8 +111,9 @@ def test_query_binary_truncated_block_raises_never_short():
 
 
 def test_query_binary_missing_terminator_or_bad_header():
-    t = ScriptedTransport([("D?", encode_block(b"abcd") + b"X"), ("D?", b"#0abcd\n"), ("D?", b"#3xy")],
-                          verify_on_close=False)
+    t = ScriptedTransport(
+        [("D?", encode_block(b"abcd") + b"X"), ("D?", b"#0abcd\n"), ("D?", b"#3xy")], verify_on_close=False
+    )
     with pytest.raises(ProtocolError, match="not followed by the termination"):
         t.query_binary("D?")
     with pytest.raises(ProtocolError, match="indefinite"):

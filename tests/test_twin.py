@@ -197,8 +197,9 @@ def test_an_unwritable_cache_does_not_stop_a_run(tmp_path: Path, shared_data: Pa
 
 
 @pytest.mark.fault("run file")
-def test_a_cache_path_from_a_run_file_is_confined_to_the_run_and_user_cache_folders(shared_data: Path,
-                                                                                   tmp_path: Path) -> None:
+def test_a_cache_path_from_a_run_file_is_confined_to_the_run_and_user_cache_folders(
+    shared_data: Path, tmp_path: Path
+) -> None:
     """A crafted run file named a cache folder of its choosing and --resume wrote an .npz there."""
     from physnn.checks import ParameterError
     from physnn.safety import confined_paths
@@ -209,8 +210,11 @@ def test_a_cache_path_from_a_run_file_is_confined_to_the_run_and_user_cache_fold
     (run_dir / "escape").symlink_to(elsewhere)  # a symlink out of the run's folder is outside too
     with confined_paths([run_dir, tmp_path / "user-cache"], source="runs/crafted.h5"):
         for target in (elsewhere, run_dir / ".." / "elsewhere", run_dir / "escape" / "twins"):
-            with pytest.raises(ParameterError, match=r"acoustic-twin option cache = .* read from runs/crafted.h5 "
-                                                     r"lies outside the folders a run file may write to"):
+            with pytest.raises(
+                ParameterError,
+                match=r"acoustic-twin option cache = .* read from runs/crafted.h5 "
+                r"lies outside the folders a run file may write to",
+            ):
                 acoustic_twin(data_dir=shared_data, cache=target, rows=300)
         assert list(elsewhere.iterdir()) == []
         inside = acoustic_twin(data_dir=shared_data, cache=run_dir / "cache", rows=300)  # the run's own folder
@@ -222,7 +226,8 @@ def test_a_cache_path_from_a_run_file_is_confined_to_the_run_and_user_cache_fold
 
 @pytest.mark.fault("run file")
 def test_resume_of_a_crafted_run_file_writes_nothing_outside_the_run_and_cache_folders(
-        shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The attack of issue 15: a run file whose config names a cache folder of its choosing, then --resume."""
     import zlib
 
@@ -233,9 +238,28 @@ def test_resume_of_a_crafted_run_file_writes_nothing_outside_the_run_and_cache_f
     monkeypatch.setenv("PHYSNN_CACHE", str(tmp_path / "user-cache"))
     run, elsewhere = tmp_path / "runs" / "a.h5", tmp_path / "elsewhere"
     elsewhere.mkdir()
-    argv = ["train", "--no-progress", "--system", "acoustic-twin", "--system-option", "rows=300",
-            "--system-option", f"data_dir='{shared_data}'", "--dataset", "vowels", "--data-path",
-            str(shared_data / "vowels.csv"), "--hidden", "20", "--blocks", "1", "--epochs", "1", "--output", str(run)]
+    argv = [
+        "train",
+        "--no-progress",
+        "--system",
+        "acoustic-twin",
+        "--system-option",
+        "rows=300",
+        "--system-option",
+        f"data_dir='{shared_data}'",
+        "--dataset",
+        "vowels",
+        "--data-path",
+        str(shared_data / "vowels.csv"),
+        "--hidden",
+        "20",
+        "--blocks",
+        "1",
+        "--epochs",
+        "1",
+        "--output",
+        str(run),
+    ]
     assert main(argv) == 0, capsys.readouterr().err
     with h5py.File(run, "r+") as f:  # a crafter recomputes the checksum: it guards against bit rot, not intent
         config = json.loads(f["config"][()])
@@ -249,7 +273,9 @@ def test_resume_of_a_crafted_run_file_writes_nothing_outside_the_run_and_cache_f
     rc = main(["train", "--no-progress", "--resume", str(run)])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "Traceback" not in err, err
-    assert err.endswith(f"acoustic-twin option cache = '{elsewhere}' read from {run} lies outside the folders a "
-                        f"run file may write to ({run.parent}, {tmp_path / 'user-cache'}); paths from a run file "
-                        f"are confined to the run's folder and the user's cache folder"), err
+    assert err.endswith(
+        f"acoustic-twin option cache = '{elsewhere}' read from {run} lies outside the folders a "
+        f"run file may write to ({run.parent}, {tmp_path / 'user-cache'}); paths from a run file "
+        f"are confined to the run's folder and the user's cache folder"
+    ), err
     assert len(err.splitlines()) == 1 and list(elsewhere.iterdir()) == []

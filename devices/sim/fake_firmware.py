@@ -68,6 +68,7 @@ import torch
 from physnn import checks
 from physnn.system import PhysicalSystem
 
+from ..errors import ProtocolError
 from ..serial_daq import Calibration, SerialDAQSystem
 from ..serial_protocol import (
     CMD_ERROR,
@@ -77,10 +78,10 @@ from ..serial_protocol import (
     CMD_SAFE,
     CMD_SET_LIMITS,
     COMMAND_NAMES,
+    PROTOCOL_VERSION,
     CRCError,
     FrameReader,
     Ident,
-    PROTOCOL_VERSION,
     decode_codes,
     decode_set_limits,
     encode_codes,
@@ -89,7 +90,6 @@ from ..serial_protocol import (
     encode_ident,
     reply_cmd,
 )
-from ..errors import ProtocolError
 
 __all__ = ["Fault", "FakeFirmware", "SimulatedSerialDAQ", "simulated_serial_daq", "FAULT_KINDS"]
 

@@ -53,8 +53,7 @@ Why the file is written the way it is
 #   reader.py    load(), Run, Checkpoint, last_checkpoint() and the checks on bad files
 #   recovery.py  superblock flags, h5clear-like clearing, recover()
 #   writer.py    RunWriter and the on-disk layout
-from ._common import (FORMAT_NAME, FORMAT_VERSION, STATUSES, NoCheckpointError, RunFileError,
-                      default_metric_names)
+from ._common import FORMAT_NAME, FORMAT_VERSION, STATUSES, NoCheckpointError, RunFileError, default_metric_names
 from .codec import _dumps, _Packer, _unpack, capture_rng, restore_rng
 from .reader import Checkpoint, Run, last_checkpoint, load
 from .recovery import _lookup3, recover

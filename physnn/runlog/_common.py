@@ -72,8 +72,16 @@ def default_metric_names(blocks: Sequence[str]) -> list[str]:
     names = ["loss"]
     for b in blocks:
         names += [f"loss/{b}", f"g_pos/{b}", f"g_neg/{b}"]
-    names += ["train_accuracy", "test_accuracy", "train_queries", "eval_queries", "device_seconds",
-              "digital_flops", "epoch_seconds", "wall_seconds"]
+    names += [
+        "train_accuracy",
+        "test_accuracy",
+        "train_queries",
+        "eval_queries",
+        "device_seconds",
+        "digital_flops",
+        "epoch_seconds",
+        "wall_seconds",
+    ]
     return names
 
 
@@ -161,8 +169,7 @@ def _git_commit() -> str:
     """The commit of the physnn source tree when it is a git checkout, else ''."""
     here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5)
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return ""
     commit = out.stdout.strip()

@@ -36,8 +36,10 @@ def _strict_json(obj: Any, where: str) -> Any:
         return out
     if isinstance(obj, (list, tuple)):
         return [_strict_json(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    raise TypeError(f"{where} is a {type(obj).__name__}; a run file stores configurations as JSON "
-                    f"(dicts, lists, numbers, strings, None) — convert it first")
+    raise TypeError(
+        f"{where} is a {type(obj).__name__}; a run file stores configurations as JSON "
+        f"(dicts, lists, numbers, strings, None) — convert it first"
+    )
 
 
 def _loose_json(obj: Any, depth: int = 0) -> Any:
@@ -105,10 +107,13 @@ class _Packer:
 
     def _ndarray(self, a: np.ndarray, where: str) -> int:
         if a.dtype.hasobject or a.dtype.fields is not None:
-            raise TypeError(f"{where} is a numpy array of dtype {a.dtype}; object and structured arrays cannot be "
-                            f"stored without pickle")
-        return self._add(np.ascontiguousarray(a).tobytes(), {"kind": "numpy", "dtype": a.dtype.str,
-                                                             "shape": list(a.shape)})
+            raise TypeError(
+                f"{where} is a numpy array of dtype {a.dtype}; object and structured arrays cannot be "
+                f"stored without pickle"
+            )
+        return self._add(
+            np.ascontiguousarray(a).tobytes(), {"kind": "numpy", "dtype": a.dtype.str, "shape": list(a.shape)}
+        )
 
     def pack(self, obj: Any, where: str) -> Any:
         if obj is None or isinstance(obj, (bool, str)):
@@ -138,8 +143,11 @@ class _Packer:
             keys = list(obj.keys())
             if all(isinstance(k, str) for k in keys) and not any(k in _TAGS for k in keys):
                 return {k: self.pack(v, f"{where}[{k!r}]") for k, v in obj.items()}
-            return {"__dict__": [[self.pack(k, f"{where}<key {k!r}>"), self.pack(v, f"{where}[{k!r}]")]
-                                 for k, v in obj.items()]}
+            return {
+                "__dict__": [
+                    [self.pack(k, f"{where}<key {k!r}>"), self.pack(v, f"{where}[{k!r}]")] for k, v in obj.items()
+                ]
+            }
         raise TypeError(
             f"{where} is a {type(obj).__qualname__}; a checkpoint stores tensors, numpy arrays, numbers, strings, "
             f"None and lists/tuples/dicts of them (never pickle) — convert it first"
@@ -157,7 +165,7 @@ def _unpack(obj: Any, table: list[dict[str, Any]], data: bytes) -> Any:
             od._metadata = _unpack(obj["_metadata"], table, data)  # type: ignore[attr-defined]
         return od
     if len(obj) == 1:
-        (tag, val), = obj.items()
+        ((tag, val),) = obj.items()
         if tag == "__tensor__":
             return _restore_tensor(table[val], data)
         if tag == "__ndarray__":
@@ -177,7 +185,7 @@ def _restore_tensor(entry: Mapping[str, Any], data: bytes) -> torch.Tensor:
     dtype = getattr(torch, entry["dtype"], None)
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"unknown torch dtype {entry['dtype']!r}")
-    raw = data[entry["offset"]: entry["offset"] + entry["nbytes"]]
+    raw = data[entry["offset"] : entry["offset"] + entry["nbytes"]]
     shape = tuple(entry["shape"])
     if not raw:
         return torch.empty(shape, dtype=dtype)
@@ -188,7 +196,7 @@ def _restore_tensor(entry: Mapping[str, Any], data: bytes) -> torch.Tensor:
 
 
 def _restore_ndarray(entry: Mapping[str, Any], data: bytes) -> np.ndarray:
-    raw = data[entry["offset"]: entry["offset"] + entry["nbytes"]]
+    raw = data[entry["offset"] : entry["offset"] + entry["nbytes"]]
     return np.frombuffer(raw, dtype=np.dtype(entry["dtype"])).reshape(entry["shape"]).copy()
 
 

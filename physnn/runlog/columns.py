@@ -17,8 +17,9 @@ from .codec import _dumps
 #: into fixed-length ``text`` pieces, one row each: ``part`` counts 0..parts-1 within the record. Every
 #: field is a fixed-size number or a fixed-length ASCII string, so HDFView, h5dump and MATLAB show the
 #: rows as a table of text.
-TEXT_ROW = np.dtype([("time", "<f8"), ("epoch", "<i8"), ("kind", "S32"), ("part", "<u4"), ("parts", "<u4"),
-                     ("text", "S200")])
+TEXT_ROW = np.dtype(
+    [("time", "<f8"), ("epoch", "<i8"), ("kind", "S32"), ("part", "<u4"), ("parts", "<u4"), ("text", "S200")]
+)
 _TEXT_WIDTH = TEXT_ROW["text"].itemsize - 1  # NUL-terminated on disk: one byte for the terminator
 _KIND_WIDTH = TEXT_ROW["kind"].itemsize - 1
 _TEXT_ROWS_PER_CHUNK = 64
@@ -46,9 +47,18 @@ def _describe(ds: h5py.Dataset, units: str, long_name: str) -> h5py.Dataset:
     return ds
 
 
-def _create_col(g: h5py.Group, name: str, dtype: Any, width: int | None = None, chunk: int = _ROW_CHUNK, *,
-                units: str | None = None, long_name: str | None = None, checksum: bool = False,
-                **kw: Any) -> h5py.Dataset:
+def _create_col(
+    g: h5py.Group,
+    name: str,
+    dtype: Any,
+    width: int | None = None,
+    chunk: int = _ROW_CHUNK,
+    *,
+    units: str | None = None,
+    long_name: str | None = None,
+    checksum: bool = False,
+    **kw: Any,
+) -> h5py.Dataset:
     """An empty extendable column ``[0]`` or ``[0, width]``.
 
     ``checksum``: HDF5's fletcher32 filter (version-2 files). It keeps every chunk the same size, so a
@@ -82,8 +92,10 @@ def _create_text_log(g: h5py.Group, name: str, long_name: str) -> h5py.Dataset:
     ds = h5py.Dataset(h5py.h5d.create(g.id, name.encode(), _text_row_type(), space, dcpl=dcpl))
     _describe(ds, "", long_name)
     ds.attrs["field_units"] = "time: seconds since 1970-01-01 00:00:00 UTC; epoch: 1 (-1: none)"
-    ds.attrs["layout"] = ("one record = rows part 0..parts-1 with the same time/epoch/kind; "
-                          "JSON = concatenation of their text fields (ASCII)")
+    ds.attrs["layout"] = (
+        "one record = rows part 0..parts-1 with the same time/epoch/kind; "
+        "JSON = concatenation of their text fields (ASCII)"
+    )
     return ds
 
 
@@ -179,8 +191,12 @@ def _parse_text_rows(rows: np.ndarray) -> tuple[list[tuple[float, int, str, byte
         if k == 0 or part[i] != 0 or i + k > n:
             break
         seg = slice(i, i + k)
-        if not (np.array_equal(part[seg], np.arange(k)) and np.all(parts[seg] == k)
-                and np.all(time_[seg] == time_[i]) and np.all(epoch[seg] == epoch[i])):
+        if not (
+            np.array_equal(part[seg], np.arange(k))
+            and np.all(parts[seg] == k)
+            and np.all(time_[seg] == time_[i])
+            and np.all(epoch[seg] == epoch[i])
+        ):
             break
         kind = bytes(rows["kind"][i]).decode("ascii", "replace")
         out.append((float(time_[i]), int(epoch[i]), kind, b"".join(bytes(t) for t in rows["text"][seg])))
@@ -198,7 +214,7 @@ class _TextLog:
 
     def append(self, record: Any, *, time: float, epoch: int = -1, kind: str = "") -> None:
         raw = json.dumps(record, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
-        pieces = [raw[i:i + _TEXT_WIDTH] for i in range(0, len(raw), _TEXT_WIDTH)] or [b""]
+        pieces = [raw[i : i + _TEXT_WIDTH] for i in range(0, len(raw), _TEXT_WIDTH)] or [b""]
         rows = np.zeros(len(pieces), dtype=TEXT_ROW)
         rows["time"], rows["epoch"], rows["parts"] = time, epoch, len(pieces)
         rows["kind"] = kind.encode("ascii", "replace")[:_KIND_WIDTH]
@@ -249,5 +265,5 @@ def _read_json_log(g: h5py.Group, extra: Sequence[str] = ()) -> tuple[list[Any],
         end = int((index[:, 0] + index[:, 1]).max())
         buf = g["json"][:end].tobytes()
         for off, length in index:
-            records.append(json.loads(buf[off:off + length].decode("utf-8")))
+            records.append(json.loads(buf[off : off + length].decode("utf-8")))
     return records, {name: c[:n] for name, c in cols.items()}

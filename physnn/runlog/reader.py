@@ -18,8 +18,18 @@ import h5py
 import numpy as np
 
 from .. import checks
-from ._common import (_HDF5_SIGNATURE, FORMAT_NAME, FORMAT_VERSION, NoCheckpointError, RunFileError, _attr_str,
-                      _column_name, _h5file, _LeftOpenError, _writer_alive)
+from ._common import (
+    _HDF5_SIGNATURE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    NoCheckpointError,
+    RunFileError,
+    _attr_str,
+    _column_name,
+    _h5file,
+    _LeftOpenError,
+    _writer_alive,
+)
 from .codec import _unpack
 from .columns import _parse_text_rows, _read_json_log
 
@@ -88,8 +98,11 @@ def _check_structure(f: h5py.File, path: Path) -> None:
     with _Reading("the file's objects"):
         f.visititems(visit)
     if found:
-        raise RunFileError(path, f"has datasets stored in external files ({'; '.join(found[:3])}); physnn writes "
-                                 f"every byte inside the run file and does not read data from elsewhere")
+        raise RunFileError(
+            path,
+            f"has datasets stored in external files ({'; '.join(found[:3])}); physnn writes "
+            f"every byte inside the run file and does not read data from elsewhere",
+        )
 
 
 class _Reading:
@@ -100,9 +113,13 @@ class _Reading:
         return None
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
-        if exc is not None and isinstance(exc, (OSError, KeyError, ValueError, TypeError, IndexError,
-                                                json.JSONDecodeError, UnicodeDecodeError)) \
-                and not isinstance(exc, RunFileError):
+        if (
+            exc is not None
+            and isinstance(
+                exc, (OSError, KeyError, ValueError, TypeError, IndexError, json.JSONDecodeError, UnicodeDecodeError)
+            )
+            and not isinstance(exc, RunFileError)
+        ):
             raise _ReadError(self.what, exc) from exc
         return False
 
@@ -132,8 +149,9 @@ def _open_read(path: Path) -> tuple[h5py.File, bool]:
     if path.stat().st_size == 0:
         raise RunFileError(path, "is empty (0 bytes)")
     if not _has_hdf5_signature(path):
-        raise RunFileError(path, "is not an HDF5 file (no HDF5 signature); run files are written by "
-                                 "physnn.runlog.RunWriter")
+        raise RunFileError(
+            path, "is not an HDF5 file (no HDF5 signature); run files are written by physnn.runlog.RunWriter"
+        )
     try:
         return _h5file(path, "r"), False
     except OSError as exc:
@@ -142,14 +160,18 @@ def _open_read(path: Path) -> tuple[h5py.File, bool]:
         try:
             return _h5file(path, "r", swmr=True), True
         except OSError as exc:
-            raise _LeftOpenError(path, "was left open for writing by a program that does not use SWMR (or was killed "
-                                     "while the file was being set up or closed); if no program is writing it, run "
-                                     f"physnn.runlog.recover(path, force=True) or `h5clear -s` ({exc})") from None
+            raise _LeftOpenError(
+                path,
+                "was left open for writing by a program that does not use SWMR (or was killed "
+                "while the file was being set up or closed); if no program is writing it, run "
+                f"physnn.runlog.recover(path, force=True) or `h5clear -s` ({exc})",
+            ) from None
     if "truncated" in first or "eof" in first.lower():
         stored = re.search(r"stored_eof = (\d+)", first)
         expected = f", its metadata says {int(stored.group(1))}" if stored else ""
-        raise RunFileError(path, f"is truncated: {path.stat().st_size} bytes on disk{expected} "
-                                 f"(an incomplete copy or download?)") from None
+        raise RunFileError(
+            path, f"is truncated: {path.stat().st_size} bytes on disk{expected} (an incomplete copy or download?)"
+        ) from None
     raise RunFileError(path, f"is a damaged HDF5 file that cannot be opened ({first})") from None
 
 
@@ -159,8 +181,10 @@ def _check_format(f: h5py.File, path: Path) -> int:
         top = sorted(f.keys())[:8] if fmt is None else []
         raw = f.attrs.get("format_version")
     if fmt is None:
-        raise RunFileError(path, f"is an HDF5 file but not a physnn run file (its root has no 'format' attribute; "
-                                 f"top-level objects: {top})")
+        raise RunFileError(
+            path,
+            f"is an HDF5 file but not a physnn run file (its root has no 'format' attribute; top-level objects: {top})",
+        )
     fmt = _attr_str(fmt)
     if fmt != FORMAT_NAME:
         raise RunFileError(path, f"has format {fmt!r}, not {FORMAT_NAME!r}")
@@ -171,8 +195,11 @@ def _check_format(f: h5py.File, path: Path) -> int:
     if version > FORMAT_VERSION:
         import physnn
 
-        raise RunFileError(path, f"was written in run-format version {version}; this physnn "
-                                 f"({physnn.__version__}) reads versions up to {FORMAT_VERSION} — upgrade physnn")
+        raise RunFileError(
+            path,
+            f"was written in run-format version {version}; this physnn "
+            f"({physnn.__version__}) reads versions up to {FORMAT_VERSION} — upgrade physnn",
+        )
     if version < 1:
         raise RunFileError(path, f"has an invalid format_version {version}")
     return version
@@ -194,8 +221,10 @@ def _plain_attrs(attrs: h5py.AttributeManager) -> dict[str, Any]:
 def _read_metrics(g: h5py.Group, version: int) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
     names = json.loads(_attr_str(g.attrs["columns"]))
     cols = {n: g[_column_name(n)] for n in names}
-    n = min([g["epoch"].shape[0], g["time"].shape[0], g["segment"].shape[0], g["logged"].shape[0]]
-            + [c.shape[0] for c in cols.values()])
+    n = min(
+        [g["epoch"].shape[0], g["time"].shape[0], g["segment"].shape[0], g["logged"].shape[0]]
+        + [c.shape[0] for c in cols.values()]
+    )
     epochs, times, segs = _arr(g["epoch"], slice(0, n)), _arr(g["time"], slice(0, n)), _arr(g["segment"], slice(0, n))
     logged = _arr(g["logged"], slice(0, n)).astype(bool)
     data = {name: _arr(c, slice(0, n)) for name, c in cols.items()}
@@ -226,8 +255,10 @@ def _read_metrics(g: h5py.Group, version: int) -> tuple[dict[str, np.ndarray], l
                 row[name] = float(data[name][i])
         row.update(extras.get(i, {}))
     keys = sorted(merged)
-    metrics: dict[str, np.ndarray] = {"epoch": np.asarray(keys, dtype=np.int64),
-                                      "time": np.asarray([merged[e]["time"] for e in keys], dtype=np.float64)}
+    metrics: dict[str, np.ndarray] = {
+        "epoch": np.asarray(keys, dtype=np.int64),
+        "time": np.asarray([merged[e]["time"] for e in keys], dtype=np.float64),
+    }
     for name in order:
         if any(name in merged[e] for e in keys):  # columns never logged are left out
             metrics[name] = np.asarray([merged[e].get(name, math.nan) for e in keys], dtype=np.float64)
@@ -337,14 +368,19 @@ class Run:
         except ImportError as exc:  # pragma: no cover
             raise ImportError("events_frame() needs pandas: pip install 'physnn[analysis]'") from exc
 
-        return pd.DataFrame({"time": pd.to_datetime([e["time"] for e in self.events], unit="s"),
-                             "kind": [e["kind"] for e in self.events],
-                             "fields": [e["fields"] for e in self.events]})
+        return pd.DataFrame(
+            {
+                "time": pd.to_datetime([e["time"] for e in self.events], unit="s"),
+                "kind": [e["kind"] for e in self.events],
+                "fields": [e["fields"] for e in self.events],
+            }
+        )
 
     def checkpoint(self, epoch: int | None = None) -> Checkpoint:
         """The checkpoint of ``epoch`` (default: the last one), tensors bit for bit as written."""
-        return _with_file(self.path, lambda f, live, version: _read_checkpoint(f, self.path, epoch, self.config,
-                                                                                     version))
+        return _with_file(
+            self.path, lambda f, live, version: _read_checkpoint(f, self.path, epoch, self.config, version)
+        )
 
     def final(self, name: str) -> tuple[int | None, float]:
         """(epoch, value) of the last finite value of a metric; (None, nan) if never logged."""
@@ -359,9 +395,13 @@ class Run:
     def key_numbers(self) -> dict[str, Any]:
         """The numbers ``ls``/``compare``/reports show: accuracies, epochs, queries, device time."""
         m = self.metrics
-        out: dict[str, Any] = {"status": self.status, "start_time": self.attrs.get("start_time", ""),
-                               "epochs": int(m["epoch"].size), "checkpoints": len(self.checkpoints),
-                               "events": len(self.events)}
+        out: dict[str, Any] = {
+            "status": self.status,
+            "start_time": self.attrs.get("start_time", ""),
+            "epochs": int(m["epoch"].size),
+            "checkpoints": len(self.checkpoints),
+            "events": len(self.events),
+        }
         for key in ("train_accuracy", "test_accuracy"):
             v = self.summary.get(key)
             out[key] = float(v) if isinstance(v, (int, float)) else self.final(key)[1]
@@ -401,8 +441,11 @@ def _with_file(path: Path, fn: Any, retries: int = 4) -> Any:
                 raise RunFileError(path, f"is damaged: cannot read {exc.what} ({exc.exc})") from None
         except _ChecksumError as exc:
             if not live or attempt == retries - 1:
-                raise RunFileError(path, f"is corrupt: dataset {exc.name!r} fails its {exc.check}; bit rot, a bad "
-                                         f"disk or a damaged copy: its values cannot be trusted") from None
+                raise RunFileError(
+                    path,
+                    f"is corrupt: dataset {exc.name!r} fails its {exc.check}; bit rot, a bad "
+                    f"disk or a damaged copy: its values cannot be trusted",
+                ) from None
         finally:
             f.close()
         time.sleep(0.05 * (attempt + 1))
@@ -448,13 +491,20 @@ def _read_checkpoint(f: h5py.File, path: Path, epoch: int | None, config: dict[s
         data = _arr(ds, slice(start, start + length)).tobytes() if length else b""
     if zlib.crc32(data) != int(r["crc32"]):
         others = [rr["epoch"] for rr in records if rr is not r]
-        raise RunFileError(path, f"checkpoint of epoch {r['epoch']} is corrupt (CRC32 mismatch); other checkpoints: "
-                                 f"{others}")
+        raise RunFileError(
+            path, f"checkpoint of epoch {r['epoch']} is corrupt (CRC32 mismatch); other checkpoints: {others}"
+        )
     with _Reading(f"checkpoint of epoch {r['epoch']}"):
         table = r["arrays"]
-        return Checkpoint(epoch=int(r["epoch"]), model_state=_unpack(r["model"], table, data),
-                          optim_state=_unpack(r["optim"], table, data), rng_state=_unpack(r["rng"], table, data),
-                          config=config, extra=_unpack(r.get("extra"), table, data), time=float(r["time"]))
+        return Checkpoint(
+            epoch=int(r["epoch"]),
+            model_state=_unpack(r["model"], table, data),
+            optim_state=_unpack(r["optim"], table, data),
+            rng_state=_unpack(r["rng"], table, data),
+            config=config,
+            extra=_unpack(r.get("extra"), table, data),
+            time=float(r["time"]),
+        )
 
 
 def _json_scalar(ds: h5py.Dataset) -> Any:
@@ -488,12 +538,12 @@ def _read_run(f: h5py.File, path: Path, live: bool, version: int) -> Run:
         metrics, rows_ = _read_metrics(f["metrics"], version)
     with _Reading("/events"):
         if version >= 2:
-            events = [{"time": t, "kind": r["kind"], "fields": r["fields"]}
-                      for t, _, _, r in _text_records(f["events"])]
+            events = [
+                {"time": t, "kind": r["kind"], "fields": r["fields"]} for t, _, _, r in _text_records(f["events"])
+            ]
         else:
             recs, cols = _read_json_log(f["events"], ("time",))
-            events = [{"time": float(t), "kind": r["kind"], "fields": r["fields"]}
-                      for r, t in zip(recs, cols["time"])]
+            events = [{"time": float(t), "kind": r["kind"], "fields": r["fields"]} for r, t in zip(recs, cols["time"])]
     with _Reading("/checkpoints"):
         if version >= 2:
             checkpoints = [int(r["epoch"]) for r in _manifests(f, version)]
@@ -506,19 +556,28 @@ def _read_run(f: h5py.File, path: Path, live: bool, version: int) -> Run:
             p = g["x"].shape[0]
             if not p:
                 continue
-            n = min(g["y"].shape[0] // p, g["time"].shape[0], g["step"].shape[0],
-                    g["row"].shape[0] // p if "row" in g else g["step"].shape[0])
-            probes[b] = {"x": _arr(g["x"], slice(None)),
-                         "y": _arr(g["y"], slice(0, n * p)).reshape(n, p, g["y"].shape[1]),
-                         "step": _arr(g["step"], slice(0, n)), "time": _arr(g["time"], slice(0, n))}
+            n = min(
+                g["y"].shape[0] // p,
+                g["time"].shape[0],
+                g["step"].shape[0],
+                g["row"].shape[0] // p if "row" in g else g["step"].shape[0],
+            )
+            probes[b] = {
+                "x": _arr(g["x"], slice(None)),
+                "y": _arr(g["y"], slice(0, n * p)).reshape(n, p, g["y"].shape[1]),
+                "step": _arr(g["step"], slice(0, n)),
+                "time": _arr(g["time"], slice(0, n)),
+            }
     goodness = {}
     with _Reading("/goodness"):
         for b, g in f["goodness"].items():
             n = min(g["value"].shape[0], g["positive"].shape[0], g["epoch"].shape[0])
             if n:
-                goodness[b] = {"epoch": _arr(g["epoch"], slice(0, n)),
-                               "positive": _arr(g["positive"], slice(0, n)).astype(bool),
-                               "value": _arr(g["value"], slice(0, n))}
+                goodness[b] = {
+                    "epoch": _arr(g["epoch"], slice(0, n)),
+                    "positive": _arr(g["positive"], slice(0, n)).astype(bool),
+                    "value": _arr(g["value"], slice(0, n)),
+                }
     with _Reading("/confusion"):
         if version >= 2:
             recs = [r for *_, r in _text_records(f["confusion"])]
@@ -531,11 +590,24 @@ def _read_run(f: h5py.File, path: Path, live: bool, version: int) -> Run:
         else:
             recs, _ = _read_json_log(f["summary"], ("time",))
         summary = recs[-1] if recs else {}
-    return Run(path=path, attrs=attrs, status=_derive_status(attrs, events, live), config=config, dataset=dataset,
-               systems=systems, metrics=metrics, epoch_rows=rows_, events=events, checkpoints=checkpoints,
-               probes=probes, goodness=goodness, confusion=confusion, summary=summary, live=live,
-               systems_start=systems_start)
-
+    return Run(
+        path=path,
+        attrs=attrs,
+        status=_derive_status(attrs, events, live),
+        config=config,
+        dataset=dataset,
+        systems=systems,
+        metrics=metrics,
+        epoch_rows=rows_,
+        events=events,
+        checkpoints=checkpoints,
+        probes=probes,
+        goodness=goodness,
+        confusion=confusion,
+        summary=summary,
+        live=live,
+        systems_start=systems_start,
+    )
 
 
 def load(path: str | os.PathLike) -> Run:

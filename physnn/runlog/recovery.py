@@ -27,30 +27,49 @@ def _lookup3(data: bytes, initval: int = 0) -> int:
     a = b = c = (0xDEADBEEF + length + initval) & m
     k = 0
     while length > 12:
-        a = (a + int.from_bytes(data[k:k + 4], "little")) & m
-        b = (b + int.from_bytes(data[k + 4:k + 8], "little")) & m
-        c = (c + int.from_bytes(data[k + 8:k + 12], "little")) & m
-        a = (a - c) & m; a ^= _rot(c, 4); c = (c + b) & m  # noqa: E702
-        b = (b - a) & m; b ^= _rot(a, 6); a = (a + c) & m  # noqa: E702
-        c = (c - b) & m; c ^= _rot(b, 8); b = (b + a) & m  # noqa: E702
-        a = (a - c) & m; a ^= _rot(c, 16); c = (c + b) & m  # noqa: E702
-        b = (b - a) & m; b ^= _rot(a, 19); a = (a + c) & m  # noqa: E702
-        c = (c - b) & m; c ^= _rot(b, 4); b = (b + a) & m  # noqa: E702
+        a = (a + int.from_bytes(data[k : k + 4], "little")) & m
+        b = (b + int.from_bytes(data[k + 4 : k + 8], "little")) & m
+        c = (c + int.from_bytes(data[k + 8 : k + 12], "little")) & m
+        a = (a - c) & m
+        a ^= _rot(c, 4)
+        c = (c + b) & m  # noqa: E702
+        b = (b - a) & m
+        b ^= _rot(a, 6)
+        a = (a + c) & m  # noqa: E702
+        c = (c - b) & m
+        c ^= _rot(b, 8)
+        b = (b + a) & m  # noqa: E702
+        a = (a - c) & m
+        a ^= _rot(c, 16)
+        c = (c + b) & m  # noqa: E702
+        b = (b - a) & m
+        b ^= _rot(a, 19)
+        a = (a + c) & m  # noqa: E702
+        c = (c - b) & m
+        c ^= _rot(b, 4)
+        b = (b + a) & m  # noqa: E702
         length -= 12
         k += 12
     if length == 0:
         return c
-    tail = data[k:k + length] + bytes(12 - length)
+    tail = data[k : k + length] + bytes(12 - length)
     a = (a + int.from_bytes(tail[0:4], "little")) & m
     b = (b + int.from_bytes(tail[4:8], "little")) & m
     c = (c + int.from_bytes(tail[8:12], "little")) & m
-    c ^= b; c = (c - _rot(b, 14)) & m  # noqa: E702
-    a ^= c; a = (a - _rot(c, 11)) & m  # noqa: E702
-    b ^= a; b = (b - _rot(a, 25)) & m  # noqa: E702
-    c ^= b; c = (c - _rot(b, 16)) & m  # noqa: E702
-    a ^= c; a = (a - _rot(c, 4)) & m  # noqa: E702
-    b ^= a; b = (b - _rot(a, 14)) & m  # noqa: E702
-    c ^= b; c = (c - _rot(b, 24)) & m  # noqa: E702
+    c ^= b
+    c = (c - _rot(b, 14)) & m  # noqa: E702
+    a ^= c
+    a = (a - _rot(c, 11)) & m  # noqa: E702
+    b ^= a
+    b = (b - _rot(a, 25)) & m  # noqa: E702
+    c ^= b
+    c = (c - _rot(b, 16)) & m  # noqa: E702
+    a ^= c
+    a = (a - _rot(c, 4)) & m  # noqa: E702
+    b ^= a
+    b = (b - _rot(a, 14)) & m  # noqa: E702
+    c ^= b
+    c = (c - _rot(b, 24)) & m  # noqa: E702
     return c
 
 
@@ -78,10 +97,13 @@ def _clear_superblock_flags(path: Path) -> bool:
         block = bytearray(fh.read(n + 4))
         if len(block) != n + 4:
             raise RunFileError(path, "is truncated inside its superblock")
-        stored = struct.unpack("<I", bytes(block[n:n + 4]))[0]
+        stored = struct.unpack("<I", bytes(block[n : n + 4]))[0]
         if _lookup3(bytes(block[:n])) != stored:
-            raise RunFileError(path, "has a superblock whose checksum does not verify; not touching it "
-                                     "(try `h5clear -s` from the HDF5 tools on a copy)")
+            raise RunFileError(
+                path,
+                "has a superblock whose checksum does not verify; not touching it "
+                "(try `h5clear -s` from the HDF5 tools on a copy)",
+            )
         if block[11] == 0:
             return False
         block[11] = 0
@@ -91,11 +113,11 @@ def _clear_superblock_flags(path: Path) -> bool:
         fmt = {4: "<I", 8: "<Q"}.get(size_of_offsets)
         if fmt is not None:
             eoa_at = 12 + 2 * size_of_offsets
-            eoa = struct.unpack(fmt, bytes(block[eoa_at:eoa_at + size_of_offsets]))[0]
+            eoa = struct.unpack(fmt, bytes(block[eoa_at : eoa_at + size_of_offsets]))[0]
             size = os.fstat(fh.fileno()).st_size
             if size > eoa:
-                block[eoa_at:eoa_at + size_of_offsets] = struct.pack(fmt, size)
-        block[n:n + 4] = struct.pack("<I", _lookup3(bytes(block[:n])))
+                block[eoa_at : eoa_at + size_of_offsets] = struct.pack(fmt, size)
+        block[n : n + 4] = struct.pack("<I", _lookup3(bytes(block[:n])))
         fh.seek(0)
         fh.write(block)
         fh.flush()
@@ -136,17 +158,23 @@ def recover(path: str | os.PathLike, *, force: bool = False) -> bool:
     if alive is True:
         raise RunFileError(path, f"is being written by process {run.attrs.get('writer_pid')} on this host")
     if alive is None and not force:
-        raise RunFileError(path, f"was left open by a writer on host {_attr_str(run.attrs.get('writer_host'))!r}; "
-                                 f"if it is surely stopped, pass force=True")
+        raise RunFileError(
+            path,
+            f"was left open by a writer on host {_attr_str(run.attrs.get('writer_host'))!r}; "
+            f"if it is surely stopped, pass force=True",
+        )
     _clear_superblock_flags(path)
-    record = {"kind": "recovered", "fields": {"status": "aborted", "note": "the writer died without closing the run; "
-                                                                           "every flushed epoch is kept"}}
+    record = {
+        "kind": "recovered",
+        "fields": {"status": "aborted", "note": "the writer died without closing the run; every flushed epoch is kept"},
+    }
     with _h5file(path, "r+", libver=_libver(run.format_version)) as f:
         f.attrs.modify("status", np.bytes_(b"aborted"))
         if run.format_version >= 2:
             last = run.metrics["epoch"][-1:]
-            _TextLog(f["events"]).append(record, time=time.time(), epoch=int(last[0]) if last.size else -1,
-                                         kind="recovered")
+            _TextLog(f["events"]).append(
+                record, time=time.time(), epoch=int(last[0]) if last.size else -1, kind="recovered"
+            )
         else:
             _JsonLog(f["events"], ("time",)).append(record, time.time())
     return True

@@ -23,13 +23,41 @@ import numpy as np
 import torch
 
 from .. import checks
-from ._common import (_DATA_CHUNK, _HOST_DTYPE, _STATUS_DTYPE, _TIME_DTYPE, FORMAT_NAME, FORMAT_VERSION, LIBVER,
-                      TIME_UNITS, RunFileError, _attr_str, _block_name, _check_metric_name, _column_name,
-                      _git_commit, _h5file, _iso_now, _libver, _nonneg_int, _to_float, _writer_alive,
-                      default_metric_names, metric_units)
+from ._common import (
+    _DATA_CHUNK,
+    _HOST_DTYPE,
+    _STATUS_DTYPE,
+    _TIME_DTYPE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    LIBVER,
+    TIME_UNITS,
+    RunFileError,
+    _attr_str,
+    _block_name,
+    _check_metric_name,
+    _column_name,
+    _git_commit,
+    _h5file,
+    _iso_now,
+    _libver,
+    _nonneg_int,
+    _to_float,
+    _writer_alive,
+    default_metric_names,
+    metric_units,
+)
 from .codec import _loose_json, _Packer, _strict_json
-from .columns import (_append_bytes, _create_col, _create_scale, _create_text_log, _describe, _read_text_log,
-                      _Rows, _TextLog)
+from .columns import (
+    _append_bytes,
+    _create_col,
+    _create_scale,
+    _create_text_log,
+    _describe,
+    _read_text_log,
+    _Rows,
+    _TextLog,
+)
 from .recovery import _clear_superblock_flags, _load_for_repair, _superblock_flags
 
 logger = logging.getLogger(__name__)
@@ -109,8 +137,10 @@ class RunWriter:
         path = Path(path)
         overwrite = checks.boolean("overwrite", overwrite)
         if path.exists() and not overwrite:
-            raise FileExistsError(f"run file {str(path)!r} already exists; continue it with RunWriter.resume(path), "
-                                  f"or pass overwrite=True to replace it")
+            raise FileExistsError(
+                f"run file {str(path)!r} already exists; continue it with RunWriter.resume(path), "
+                f"or pass overwrite=True to replace it"
+            )
         if not isinstance(config, Mapping):
             raise TypeError(f"config must be a dict, got {type(config).__name__}")
         seed = checks.integer("seed", seed)
@@ -120,8 +150,10 @@ class RunWriter:
         durable = checks.boolean("durable", durable)
         checkpoint_seconds = _check_checkpoint_seconds(checkpoint_seconds)
         fsync_seconds = checks.nonnegative("fsync_seconds", fsync_seconds)
-        units = {checks.string("metric_units key", k): checks.string(f"metric_units[{k!r}]", v)
-                 for k, v in (metric_units or {}).items()}
+        units = {
+            checks.string("metric_units key", k): checks.string(f"metric_units[{k!r}]", v)
+            for k, v in (metric_units or {}).items()
+        }
         config_json = json.dumps(_strict_json(config, "config"), indent=1)
         dataset_json = json.dumps(_loose_json(dataset), indent=1) if dataset is not None else None
         described = _describe_systems(systems)
@@ -145,10 +177,12 @@ class RunWriter:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
         try:
             with h5py.File(tmp, "w", libver=LIBVER) as f:
-                options = {"samples_per_call": samples_per_call, "max_samples": max_samples,
-                           "goodness_per_call": goodness_per_call}
-                self._create_layout(f, config_json, dataset_json, described, names, units, seed, start_unix,
-                                    options)
+                options = {
+                    "samples_per_call": samples_per_call,
+                    "max_samples": max_samples,
+                    "goodness_per_call": goodness_per_call,
+                }
+                self._create_layout(f, config_json, dataset_json, described, names, units, seed, start_unix, options)
             os.replace(tmp, path)  # the file appears complete, or not at all
         finally:
             if tmp.exists():
@@ -158,9 +192,17 @@ class RunWriter:
 
     # ------------------------------------------------------------- creation
     @staticmethod
-    def _create_layout(f: h5py.File, config_json: str, dataset_json: str | None,
-                       systems: dict[str, dict[str, Any]], names: list[str], units: Mapping[str, str], seed: int,
-                       start_unix: float, options: dict[str, int]) -> None:
+    def _create_layout(
+        f: h5py.File,
+        config_json: str,
+        dataset_json: str | None,
+        systems: dict[str, dict[str, Any]],
+        names: list[str],
+        units: Mapping[str, str],
+        seed: int,
+        start_unix: float,
+        options: dict[str, int],
+    ) -> None:
         import physnn
 
         a = f.attrs
@@ -175,9 +217,15 @@ class RunWriter:
         a["seed"] = np.int64(seed)
         a["blocks"] = json.dumps(list(systems))
         a["writer_options"] = json.dumps(options)
-        a["versions"] = json.dumps({"python": sys.version.split()[0], "torch": torch.__version__,
-                                    "numpy": np.__version__, "h5py": h5py.version.version,
-                                    "hdf5": h5py.version.hdf5_version})
+        a["versions"] = json.dumps(
+            {
+                "python": sys.version.split()[0],
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+                "h5py": h5py.version.version,
+                "hdf5": h5py.version.hdf5_version,
+            }
+        )
         # fixed-size so that close()/resume() can update them in place
         a.create("status", np.bytes_(b"running"), dtype=_STATUS_DTYPE)
         a.create("end_time", np.bytes_(b""), dtype=_TIME_DTYPE)
@@ -191,37 +239,73 @@ class RunWriter:
         sg = f.create_group("systems")
         for block, desc in systems.items():
             g = sg.create_group(block)
-            _json_scalar(g, "describe", json.dumps(desc, indent=1),
-                         f"describe() of the {block} system when the run started (JSON)")
+            _json_scalar(
+                g,
+                "describe",
+                json.dumps(desc, indent=1),
+                f"describe() of the {block} system when the run started (JSON)",
+            )
             if "class" in desc:
                 g.attrs["class"] = str(desc["class"])
             spec = _spec_of(desc)
             for key in ("n_inputs", "n_outputs", "low", "high", "levels", "units", "output_units", "name"):
                 if key in spec and spec[key] is not None:
                     g.attrs[key] = spec[key]
-        _create_text_log(sg, "updates", "describe() of a system, refreshed during or at the end of the run "
-                                        "(kind = block; the last record per block wins)")
+        _create_text_log(
+            sg,
+            "updates",
+            "describe() of a system, refreshed during or at the end of the run "
+            "(kind = block; the last record per block wins)",
+        )
 
         mg = f.create_group("metrics")
         mg.attrs["columns"] = json.dumps(names)
-        epoch = _create_col(mg, "epoch", "i8", checksum=True, units="1",
-                            long_name="epoch (one row per log_epoch call; the key column, written last)")
+        epoch = _create_col(
+            mg,
+            "epoch",
+            "i8",
+            checksum=True,
+            units="1",
+            long_name="epoch (one row per log_epoch call; the key column, written last)",
+        )
         epoch.make_scale("epoch")
-        metric = _create_scale(mg, "metric", np.array([n.encode() for n in names] or [b""], dtype="S64"), "",
-                               "metric name of each column of 'logged'")
-        cols = [_create_col(mg, "time", "f8", checksum=True, units=TIME_UNITS,
-                            long_name="time of the log_epoch call (UTC)"),
-                _create_col(mg, "segment", "i4", checksum=True, units="1",
-                            long_name="writer segment: 0, then 1, 2, ... after each resume")]
-        logged = _create_col(mg, "logged", "u1", max(len(names), 1), checksum=True, units="1",
-                             long_name="1 where the row logged the metric (even as NaN)")
+        metric = _create_scale(
+            mg,
+            "metric",
+            np.array([n.encode() for n in names] or [b""], dtype="S64"),
+            "",
+            "metric name of each column of 'logged'",
+        )
+        cols = [
+            _create_col(
+                mg, "time", "f8", checksum=True, units=TIME_UNITS, long_name="time of the log_epoch call (UTC)"
+            ),
+            _create_col(
+                mg,
+                "segment",
+                "i4",
+                checksum=True,
+                units="1",
+                long_name="writer segment: 0, then 1, 2, ... after each resume",
+            ),
+        ]
+        logged = _create_col(
+            mg,
+            "logged",
+            "u1",
+            max(len(names), 1),
+            checksum=True,
+            units="1",
+            long_name="1 where the row logged the metric (even as NaN)",
+        )
         for name in names:
             col = _column_name(name)
             if col in mg:
                 raise ValueError(f"metric names {name!r} and another collide in the file (as {col!r})")
             unit, long_name = metric_units(name)
-            ds = _create_col(mg, col, "f8", checksum=True, fillvalue=np.nan, units=units.get(name, unit),
-                             long_name=long_name)
+            ds = _create_col(
+                mg, col, "f8", checksum=True, fillvalue=np.nan, units=units.get(name, unit), long_name=long_name
+            )
             ds.attrs["name"] = name
             cols.append(ds)
         for ds in cols + [logged]:
@@ -232,8 +316,15 @@ class RunWriter:
 
         cg = f.create_group("checkpoints")
         _create_text_log(cg, "manifest", "checkpoint manifests (JSON; see docs/run-format.md)")
-        _create_col(cg, "data", "u1", chunk=_DATA_CHUNK, checksum=True, units="",
-                    long_name="raw array bytes of all checkpoints, one after another")
+        _create_col(
+            cg,
+            "data",
+            "u1",
+            chunk=_DATA_CHUNK,
+            checksum=True,
+            units="",
+            long_name="raw array bytes of all checkpoints, one after another",
+        )
 
         _create_text_log(f, "events", "events: {kind, fields} (run life cycle, retries, faults, warnings)")
         _create_text_log(f, "confusion", "confusion matrices: {epoch, split, labels, matrix}")
@@ -245,48 +336,97 @@ class RunWriter:
             n_in, n_out = spec.get("n_inputs"), spec.get("n_outputs")
             drive, out = str(spec.get("units") or "a.u."), str(spec.get("output_units") or "a.u.")
             gg = goodness.create_group(block)
-            ge = _create_col(gg, "epoch", "i8", chunk=4096, checksum=True, units="1",
-                             long_name="epoch of each value (-1: before any epoch; the key column)")
+            ge = _create_col(
+                gg,
+                "epoch",
+                "i8",
+                chunk=4096,
+                checksum=True,
+                units="1",
+                long_name="epoch of each value (-1: before any epoch; the key column)",
+            )
             ge.make_scale("epoch")
-            for name, dtype, long_name in (("value", "f4", "goodness"), ("positive", "i1", "1: positive data, "
-                                                                                             "0: negative data")):
-                _create_col(gg, name, dtype, chunk=4096, checksum=True, units="a.u." if name == "value" else "1",
-                            long_name=long_name).dims[0].attach_scale(ge)
+            for name, dtype, long_name in (
+                ("value", "f4", "goodness"),
+                ("positive", "i1", "1: positive data, 0: negative data"),
+            ):
+                _create_col(
+                    gg,
+                    name,
+                    dtype,
+                    chunk=4096,
+                    checksum=True,
+                    units="a.u." if name == "value" else "1",
+                    long_name=long_name,
+                ).dims[0].attach_scale(ge)
             if isinstance(n_in, int) and isinstance(n_out, int) and n_in > 0 and n_out > 0:
                 rows = int(min(1024, max(16, (1 << 14) // (4 * max(n_in, n_out)))))
                 s = samples.create_group(block)
                 s.attrs["chunk_rows"] = rows
-                step = _create_col(s, "step", "i8", chunk=rows, checksum=True, units="1",
-                                   long_name="training step (or call counter) of the query; the key column")
+                step = _create_col(
+                    s,
+                    "step",
+                    "i8",
+                    chunk=rows,
+                    checksum=True,
+                    units="1",
+                    long_name="training step (or call counter) of the query; the key column",
+                )
                 step.make_scale("step")
                 inp = _create_scale(s, "input", np.arange(n_in, dtype=np.int32), "1", "system input channel")
                 outp = _create_scale(s, "output", np.arange(n_out, dtype=np.int32), "1", "system output channel")
-                for name, width, unit, scale, what in (("x", n_in, drive, inp, "drive sent to the system"),
-                                                       ("y", n_out, out, outp, "output measured by the system")):
+                for name, width, unit, scale, what in (
+                    ("x", n_in, drive, inp, "drive sent to the system"),
+                    ("y", n_out, out, outp, "output measured by the system"),
+                ):
                     ds = _create_col(s, name, "f4", width, chunk=rows, checksum=True, units=unit, long_name=what)
                     ds.dims[0].attach_scale(step)
                     ds.dims[1].attach_scale(scale)
                 p = probes.create_group(block)
-                pstep = _create_col(p, "step", "i8", checksum=True, units="1",
-                                    long_name="training step of the re-measurement; the key column")
+                pstep = _create_col(
+                    p,
+                    "step",
+                    "i8",
+                    checksum=True,
+                    units="1",
+                    long_name="training step of the re-measurement; the key column",
+                )
                 pstep.make_scale("step")
                 # netCDF readers (xarray) need a scale on every axis: probe and row grow with the data
                 probe = _create_col(p, "probe", "i4", chunk=64, checksum=True, units="1", long_name="probe index")
                 probe.make_scale("probe")
-                row = _create_col(p, "row", "i8", chunk=256, checksum=True, units="1",
-                                  long_name="row of y: measurement * P + probe")
+                row = _create_col(
+                    p, "row", "i8", chunk=256, checksum=True, units="1", long_name="row of y: measurement * P + probe"
+                )
                 row.make_scale("row")
                 pin = _create_scale(p, "input", np.arange(n_in, dtype=np.int32), "1", "system input channel")
                 pout = _create_scale(p, "output", np.arange(n_out, dtype=np.int32), "1", "system output channel")
-                px = _create_col(p, "x", "f4", n_in, chunk=64, checksum=True, units=drive,
-                                 long_name="fixed probe drives [probe, input]")
-                py = _create_col(p, "y", "f4", n_out, chunk=256, checksum=True, units=out,
-                                 long_name="probe outputs [measurement * P + probe, output]")
+                px = _create_col(
+                    p,
+                    "x",
+                    "f4",
+                    n_in,
+                    chunk=64,
+                    checksum=True,
+                    units=drive,
+                    long_name="fixed probe drives [probe, input]",
+                )
+                py = _create_col(
+                    p,
+                    "y",
+                    "f4",
+                    n_out,
+                    chunk=256,
+                    checksum=True,
+                    units=out,
+                    long_name="probe outputs [measurement * P + probe, output]",
+                )
                 for ds, scales in ((px, (probe, pin)), (py, (row, pout))):
                     for axis, scale in enumerate(scales):
                         ds.dims[axis].attach_scale(scale)
-                _create_col(p, "time", "f8", checksum=True, units=TIME_UNITS,
-                            long_name="time of the re-measurement (UTC)").dims[0].attach_scale(pstep)
+                _create_col(
+                    p, "time", "f8", checksum=True, units=TIME_UNITS, long_name="time of the re-measurement (UTC)"
+                ).dims[0].attach_scale(pstep)
 
     # ----------------------------------------------------------- open/SWMR
     def _open_swmr(self, segment: int) -> None:
@@ -296,8 +436,11 @@ class RunWriter:
             try:
                 self._bind(f)
             except (KeyError, TypeError, ValueError, IndexError, OSError) as exc:
-                raise RunFileError(self.path, f"does not have the layout of run-format version {FORMAT_VERSION} "
-                                              f"and cannot be appended to ({type(exc).__name__}: {exc})") from None
+                raise RunFileError(
+                    self.path,
+                    f"does not have the layout of run-format version {FORMAT_VERSION} "
+                    f"and cannot be appended to ({type(exc).__name__}: {exc})",
+                ) from None
             f.swmr_mode = True
         except BaseException:
             f.close()
@@ -333,14 +476,23 @@ class RunWriter:
         for b, g in f["samples"].items():
             rows = _Rows([g["x"], g["y"], g["step"]])
             n = rows.committed()
-            self._samples[b] = {"rows": rows, "dims": (g["x"].shape[1], g["y"].shape[1]), "buf": [], "buffered": 0,
-                                "next_step": int(g["step"][n - 1]) + 1 if n else 0, "full_reported": False}
+            self._samples[b] = {
+                "rows": rows,
+                "dims": (g["x"].shape[1], g["y"].shape[1]),
+                "buf": [],
+                "buffered": 0,
+                "next_step": int(g["step"][n - 1]) + 1 if n else 0,
+                "full_reported": False,
+            }
         self._probes: dict[str, dict[str, Any]] = {}
         for b, g in f["probes"].items():
             n_probe = g["x"].shape[0]
-            self._probes[b] = {"g": g, "n": n_probe, "buf": [],
-                               "rows": _Rows([g["y"], g["row"], g["time"], g["step"]],
-                                             [max(n_probe, 1), max(n_probe, 1), 1, 1])}
+            self._probes[b] = {
+                "g": g,
+                "n": n_probe,
+                "buf": [],
+                "rows": _Rows([g["y"], g["row"], g["time"], g["step"]], [max(n_probe, 1), max(n_probe, 1), 1, 1]),
+            }
         n = self._metrics.committed()
         self._last_epoch = int(m["epoch"][n - 1]) if n else None
 
@@ -409,24 +561,45 @@ class RunWriter:
             now = time.time()
             row = [np.asarray([values.get(n, math.nan)], dtype=np.float64) for n in self._metric_names]
             logged = np.zeros((1, max(len(self._metric_names), 1)), dtype=np.uint8)
-            logged[0, :len(self._metric_names)] = [n in values for n in self._metric_names]
+            logged[0, : len(self._metric_names)] = [n in values for n in self._metric_names]
             known = set(self._metric_names)
             extras = {k: v for k, v in values.items() if k not in known}
             n = self._metrics.committed()
             if extras:
-                self._extra.append({"row": n, "epoch": epoch, "segment": self._segment,
-                                    "values": {k: (v if math.isfinite(v) else repr(v)) for k, v in extras.items()}},
-                                   time=now, epoch=epoch, kind="values")
-            self._metrics.stage(row + [logged, np.asarray([now]), np.asarray([self._segment], dtype=np.int32),
-                                       np.asarray([epoch], dtype=np.int64)], 1)
+                self._extra.append(
+                    {
+                        "row": n,
+                        "epoch": epoch,
+                        "segment": self._segment,
+                        "values": {k: (v if math.isfinite(v) else repr(v)) for k, v in extras.items()},
+                    },
+                    time=now,
+                    epoch=epoch,
+                    kind="values",
+                )
+            self._metrics.stage(
+                row
+                + [
+                    logged,
+                    np.asarray([now]),
+                    np.asarray([self._segment], dtype=np.int32),
+                    np.asarray([epoch], dtype=np.int64),
+                ],
+                1,
+            )
             self._epoch_flush(self._metrics)
             self._last_epoch = epoch
             new = sorted(set(extras) - self._extra_seen)
             self._extra_seen.update(new)
             self._sync()
         if new:
-            self.event("late_metric", {"names": new, "note": "stored in /late_metrics; list them in "
-                                                             "metric_names= to give them their own column"})
+            self.event(
+                "late_metric",
+                {
+                    "names": new,
+                    "note": "stored in /late_metrics; list them in metric_names= to give them their own column",
+                },
+            )
 
     def log_summary(self, values: Mapping[str, Any]) -> None:
         """Final numbers of the run (e.g. test accuracy after training); the last call wins."""
@@ -481,17 +654,29 @@ class RunWriter:
         if not isinstance(model_state, Mapping):
             raise TypeError(f"model_state must be a state dict (mapping), got {type(model_state).__name__}")
         packer = _Packer()
-        trees = {"model": packer.pack(model_state, "model_state"), "optim": packer.pack(optim_state, "optim_state"),
-                 "rng": packer.pack(rng_state, "rng_state"), "extra": packer.pack(extra, "extra")}
+        trees = {
+            "model": packer.pack(model_state, "model_state"),
+            "optim": packer.pack(optim_state, "optim_state"),
+            "rng": packer.pack(rng_state, "rng_state"),
+            "extra": packer.pack(extra, "extra"),
+        }
         raw = b"".join(packer.chunks)
         with self._lock:
             self._check_open("checkpoint")
             now = time.time()
             offset = _append_bytes(self._ckpt_data, raw)
             self._epoch_flush()  # the bytes reach the file before the manifest that points to them
-            record = {"epoch": epoch, "time": now, "segment": self._segment, "data_offset": offset,
-                      "data_length": len(raw), "crc32": zlib.crc32(raw), "byteorder": sys.byteorder,
-                      "arrays": packer.table, **trees}
+            record = {
+                "epoch": epoch,
+                "time": now,
+                "segment": self._segment,
+                "data_offset": offset,
+                "data_length": len(raw),
+                "crc32": zlib.crc32(raw),
+                "byteorder": sys.byteorder,
+                "arrays": packer.table,
+                **trees,
+            }
             self._ckpt.append(record, time=now, epoch=epoch, kind="checkpoint")
             self._sync()
             self._last_checkpoint_time = time.monotonic()
@@ -501,8 +686,10 @@ class RunWriter:
         b = _block_name(block)
         if b not in self._samples:
             known = sorted(self._samples)
-            raise ValueError(f"{what}: block {b!r} has no sample/probe datasets in this run file; they are created "
-                             f"for the blocks given as systems= with spec n_inputs/n_outputs: {known}")
+            raise ValueError(
+                f"{what}: block {b!r} has no sample/probe datasets in this run file; they are created "
+                f"for the blocks given as systems= with spec n_inputs/n_outputs: {known}"
+            )
         return b, self._samples[b]
 
     @staticmethod
@@ -526,8 +713,13 @@ class RunWriter:
             self._check_open("log_samples")
             b, st = self._sample_state(block, "log_samples")
             n_in, n_out = st["dims"]
-            if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.ndim == 2 and y.ndim == 2 \
-                    and x.shape[0] == y.shape[0]:
+            if (
+                isinstance(x, torch.Tensor)
+                and isinstance(y, torch.Tensor)
+                and x.ndim == 2
+                and y.ndim == 2
+                and x.shape[0] == y.shape[0]
+            ):
                 # pick the rows first: only those are copied off the device and converted
                 pick = _spaced_tensor(x.shape[0], self.samples_per_call)
                 x, y = x.detach()[pick.to(x.device)], y.detach()[pick.to(y.device)]
@@ -573,9 +765,15 @@ class RunWriter:
                 k, n = len(pr["buf"]), pr["n"]
                 first = pr["rows"].committed()
                 rows = np.arange(first * n, (first + k) * n, dtype=np.int64)
-                pr["rows"].stage([np.concatenate([t[0] for t in pr["buf"]]), rows,
-                                  np.asarray([t[1] for t in pr["buf"]]),
-                                  np.asarray([t[2] for t in pr["buf"]], dtype=np.int64)], k)
+                pr["rows"].stage(
+                    [
+                        np.concatenate([t[0] for t in pr["buf"]]),
+                        rows,
+                        np.asarray([t[1] for t in pr["buf"]]),
+                        np.asarray([t[2] for t in pr["buf"]], dtype=np.int64),
+                    ],
+                    k,
+                )
                 pending.append(pr["rows"])
                 pr["buf"] = []
         self._f.flush()
@@ -598,8 +796,10 @@ class RunWriter:
             if pr["n"]:
                 if pr["n"] == xa.shape[0] and np.array_equal(pr["g"]["x"][:], xa):
                     return
-                raise ValueError(f"set_probes({b!r}): this run already has {pr['n']} different probe inputs; "
-                                 f"probes are fixed for the whole run")
+                raise ValueError(
+                    f"set_probes({b!r}): this run already has {pr['n']} different probe inputs; "
+                    f"probes are fixed for the whole run"
+                )
             for ds, values in ((pr["g"]["probe"], np.arange(xa.shape[0], dtype=np.int32)), (pr["g"]["x"], xa)):
                 ds.resize((xa.shape[0],) + ds.shape[1:])
                 ds[:] = values
@@ -654,8 +854,9 @@ class RunWriter:
             self._goodness[b].append([v, pos, np.full(v.size, e, dtype=np.int64)], v.size)
             self._f.flush()
 
-    def log_confusion(self, matrix: Any, labels: Sequence[Any] | None = None, *, epoch: int | None = None,
-                      split: str = "test") -> None:
+    def log_confusion(
+        self, matrix: Any, labels: Sequence[Any] | None = None, *, epoch: int | None = None, split: str = "test"
+    ) -> None:
         """A confusion matrix: ``matrix[i, j]`` = samples of true class i predicted as j."""
         m = matrix.detach().cpu().numpy() if isinstance(matrix, torch.Tensor) else np.asarray(matrix)
         if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
@@ -668,9 +869,12 @@ class RunWriter:
         with self._lock:
             self._check_open("log_confusion")
             e = _or_minus1(self._last_epoch if epoch is None else _nonneg_int(epoch, "epoch"))
-            self._confusion.append({"epoch": e, "split": str(split), "labels": labels,
-                                    "matrix": m.astype(np.int64).tolist()}, time=time.time(), epoch=e,
-                                   kind=str(split))
+            self._confusion.append(
+                {"epoch": e, "split": str(split), "labels": labels, "matrix": m.astype(np.int64).tolist()},
+                time=time.time(),
+                epoch=e,
+                kind=str(split),
+            )
             self._sync()
 
     # ---------------------------------------------------------------- systems
@@ -684,8 +888,9 @@ class RunWriter:
         ``describe_failed`` event instead, so that closing a run never fails on it.
         """
         if not isinstance(systems, Mapping):
-            raise TypeError(f"systems must be a dict of block -> PhysicalSystem or describe() dict, "
-                            f"got {type(systems).__name__}")
+            raise TypeError(
+                f"systems must be a dict of block -> PhysicalSystem or describe() dict, got {type(systems).__name__}"
+            )
         with self._lock:
             self._check_open("update_systems")
             now = time.time()
@@ -698,8 +903,9 @@ class RunWriter:
                 except Exception as exc:  # noqa: BLE001 - a driver's describe() may fail on a dead instrument
                     self.event("describe_failed", {"block": b, "type": type(exc).__name__, "message": str(exc)})
                     continue
-                self._system_updates.append({"block": b, "describe": desc}, time=now,
-                                            epoch=_or_minus1(self._last_epoch), kind=b)
+                self._system_updates.append(
+                    {"block": b, "describe": desc}, time=now, epoch=_or_minus1(self._last_epoch), kind=b
+                )
             self._f.flush()
 
     # ---------------------------------------------------------------- events
@@ -713,8 +919,11 @@ class RunWriter:
         record = {"kind": kind, "fields": _loose_json(dict(fields or {}))}
         with self._lock:
             if self._closed:
-                warnings.warn(f"run file {str(self.path)!r} is closed; event {kind!r} {record['fields']} not stored",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"run file {str(self.path)!r} is closed; event {kind!r} {record['fields']} not stored",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 return
             self._events.append(record, time=time.time(), epoch=_or_minus1(self._last_epoch), kind=kind)
             self._f.flush()
@@ -741,8 +950,12 @@ class RunWriter:
                 if systems is not None:
                     self.update_systems(systems)
                 self._epoch_flush()
-                self._events.append({"kind": "run_closed", "fields": {"status": status}}, time=time.time(),
-                                    epoch=_or_minus1(self._last_epoch), kind="run_closed")
+                self._events.append(
+                    {"kind": "run_closed", "fields": {"status": status}},
+                    time=time.time(),
+                    epoch=_or_minus1(self._last_epoch),
+                    kind="run_closed",
+                )
                 self._sync(force=True)
             finally:
                 self._f.close()
@@ -765,17 +978,32 @@ class RunWriter:
                 self.event("interrupted", {"by": exc_type.__name__, "signal": getattr(exc, "signal_name", None)})
                 self.close("interrupted")
             else:
-                self.event("exception", {"type": exc_type.__name__, "message": str(exc),
-                                         "traceback": "".join(traceback.format_exception(exc_type, exc, tb))[-4000:]})
+                self.event(
+                    "exception",
+                    {
+                        "type": exc_type.__name__,
+                        "message": str(exc),
+                        "traceback": "".join(traceback.format_exception(exc_type, exc, tb))[-4000:],
+                    },
+                )
                 self.close("failed")
         except Exception as close_exc:  # never hide the original exception
-            warnings.warn(f"could not close run file {str(self.path)!r} cleanly: {close_exc}", RuntimeWarning)
+            warnings.warn(
+                f"could not close run file {str(self.path)!r} cleanly: {close_exc}", RuntimeWarning, stacklevel=2
+            )
         return False
 
     # --------------------------------------------------------------- resume
     @classmethod
-    def resume(cls, path: str | os.PathLike, *, durable: bool = True, force: bool = False,
-               checkpoint_seconds: float | None = None, fsync_seconds: float = 1.0) -> "RunWriter":
+    def resume(
+        cls,
+        path: str | os.PathLike,
+        *,
+        durable: bool = True,
+        force: bool = False,
+        checkpoint_seconds: float | None = None,
+        fsync_seconds: float = 1.0,
+    ) -> "RunWriter":
         """Reopen a run file to append to it (after a crash, Ctrl-C or a finished run).
 
         The status goes back to ``running`` and a ``resumed`` event records the
@@ -791,20 +1019,29 @@ class RunWriter:
         fsync_seconds = checks.nonnegative("fsync_seconds", fsync_seconds)
         run = _load_for_repair(path, force)
         if run.format_version < FORMAT_VERSION:
-            raise RunFileError(path, f"is in run-format version {run.format_version}, which this physnn reads but "
-                                     f"does not append to; start a new run (its checkpoints still load with "
-                                     f"physnn.runlog.last_checkpoint)")
+            raise RunFileError(
+                path,
+                f"is in run-format version {run.format_version}, which this physnn reads but "
+                f"does not append to; start a new run (its checkpoints still load with "
+                f"physnn.runlog.last_checkpoint)",
+            )
         previous = run.status
         if _superblock_flags(path):
             alive = _writer_alive(run.attrs)
             if alive is True:
-                who = ("a RunWriter in this process; close it first" if int(run.attrs.get("writer_pid", -1)) ==
-                       os.getpid() else f"process {run.attrs.get('writer_pid')} on this host; stop it first")
+                who = (
+                    "a RunWriter in this process; close it first"
+                    if int(run.attrs.get("writer_pid", -1)) == os.getpid()
+                    else f"process {run.attrs.get('writer_pid')} on this host; stop it first"
+                )
                 raise RunFileError(path, f"is still open for writing by {who}")
             if alive is None and not force:
-                raise RunFileError(path, f"was left open by a writer on host "
-                                         f"{_attr_str(run.attrs.get('writer_host'))!r}, which cannot be checked from "
-                                         f"here; if it is surely stopped, resume with force=True")
+                raise RunFileError(
+                    path,
+                    f"was left open by a writer on host "
+                    f"{_attr_str(run.attrs.get('writer_host'))!r}, which cannot be checked from "
+                    f"here; if it is surely stopped, resume with force=True",
+                )
             _clear_superblock_flags(path)
         segment = max(1, sum(1 for e in run.events if e["kind"] in ("run_started", "resumed")))
         with _h5file(path, "r+", libver=LIBVER) as f:
@@ -822,9 +1059,16 @@ class RunWriter:
         self.max_samples = int(options.get("max_samples", 100_000))
         self.goodness_per_call = int(options.get("goodness_per_call", 2000))
         self._open_swmr(segment=segment)
-        self.event("resumed", {"previous_status": previous, "last_checkpoint": run.checkpoints[-1]
-                               if run.checkpoints else None, "last_epoch": self._last_epoch, "pid": os.getpid(),
-                               "host": socket.gethostname()})
+        self.event(
+            "resumed",
+            {
+                "previous_status": previous,
+                "last_checkpoint": run.checkpoints[-1] if run.checkpoints else None,
+                "last_epoch": self._last_epoch,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+            },
+        )
         logger.info("resumed %s (segment %d, previous status %s)", path, segment, previous)
         return self
 
@@ -872,8 +1116,9 @@ def _describe_one(block: str, desc: Any) -> dict[str, Any]:
 
 def _describe_systems(systems: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
     if systems is not None and not isinstance(systems, Mapping):
-        raise TypeError(f"systems must be a dict of block -> describe() dict or PhysicalSystem, "
-                        f"got {type(systems).__name__}")
+        raise TypeError(
+            f"systems must be a dict of block -> describe() dict or PhysicalSystem, got {type(systems).__name__}"
+        )
     return {_block_name(block): _describe_one(_block_name(block), desc) for block, desc in (systems or {}).items()}
 
 
@@ -889,5 +1134,8 @@ def _set_root_status(path: Path, status: str, end_time: str = "", version: int =
         except OSError as exc:  # e.g. another program holds an HDF5 lock
             last = exc
             time.sleep(0.05 * (attempt + 1))
-    warnings.warn(f"could not set status={status!r} in {str(path)!r} ({last}); the run_closed event in /events "
-                  f"records it", RuntimeWarning)
+    warnings.warn(
+        f"could not set status={status!r} in {str(path)!r} ({last}); the run_closed event in /events records it",
+        RuntimeWarning,
+        stacklevel=2,
+    )

@@ -60,11 +60,28 @@ class Backprop(E2ETrainer):
 
     name = "backprop"
 
-    def __init__(self, epochs: int = 30, batch_size: int = 64, lr: float = 0.01, weight_decay: float = 0.0,
-                 seed: int = 0, eval_every: int = 1, progress: bool = False, count_flops: bool = True,
-                 insilico_eval: bool = True):
-        super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                         eval_every=eval_every, progress=progress, count_flops=count_flops)
+    def __init__(
+        self,
+        epochs: int = 30,
+        batch_size: int = 64,
+        lr: float = 0.01,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        eval_every: int = 1,
+        progress: bool = False,
+        count_flops: bool = True,
+        insilico_eval: bool = True,
+    ):
+        super().__init__(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            seed=seed,
+            eval_every=eval_every,
+            progress=progress,
+            count_flops=count_flops,
+        )
         self.insilico_eval = checks.boolean("insilico_eval", insilico_eval)
 
     def _method_metric_names(self, model: nn.Module) -> list[str]:
@@ -96,8 +113,9 @@ class Backprop(E2ETrainer):
                 metrics["insilico_accuracy"] = model.score(x_val, y_val, physics=in_silico)
 
 
-def perturbed_system(name: str, *, strength: float, n_inputs: int | None = None, seed: int = 0,
-                     device: str = "cpu", **options: Any) -> PhysicalSystem:
+def perturbed_system(
+    name: str, *, strength: float, n_inputs: int | None = None, seed: int = 0, device: str = "cpu", **options: Any
+) -> PhysicalSystem:
     """A new instance of system ``name`` (built with ``options``) that differs from its model by ``strength``.
 
     Built through the registry as ``drifting`` with one event of size
@@ -108,5 +126,12 @@ def perturbed_system(name: str, *, strength: float, n_inputs: int | None = None,
     device identical to a fresh nominal instance.
     """
     strength = checks.nonnegative("strength", strength)
-    return build_system("drifting", n_inputs=n_inputs, seed=seed, device=device, base=name, base_options=options,
-                        events=[(0.0, strength)])
+    return build_system(
+        "drifting",
+        n_inputs=n_inputs,
+        seed=seed,
+        device=device,
+        base=name,
+        base_options=options,
+        events=[(0.0, strength)],
+    )

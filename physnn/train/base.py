@@ -183,8 +183,15 @@ class Trainer:
         self._stop_best: float | None = None
         self._stop_wait = 0
 
-    def set_budget(self, *, eval_samples: int = 0, query_budget: int = 0, stop_on: str = "none", patience: int = 5,
-                   min_delta: float = 0.0) -> "Trainer":
+    def set_budget(
+        self,
+        *,
+        eval_samples: int = 0,
+        query_budget: int = 0,
+        stop_on: str = "none",
+        patience: int = 5,
+        min_delta: float = 0.0,
+    ) -> "Trainer":
         """How much of the bench the run may spend (see the module docstring); returns ``self``.
 
         Args:
@@ -232,8 +239,15 @@ class Trainer:
 
     # --------------------------------------------------------------- model
     @classmethod
-    def first_block_width(cls, n_features: int, n_classes: int, *, label_repeat: int = 1, encoder: str = "minmax",
-                          encoder_bits: int | None = None) -> int:
+    def first_block_width(
+        cls,
+        n_features: int,
+        n_classes: int,
+        *,
+        label_repeat: int = 1,
+        encoder: str = "minmax",
+        encoder_bits: int | None = None,
+    ) -> int:
         """Drive channels the first block needs: MF-FF-style methods embed the label in front of the features
         (``label_repeat`` slots per class); a thermometer encoder spends ``encoder_bits`` channels per value."""
         from ..encoding import drive_width, label_width
@@ -264,12 +278,32 @@ class Trainer:
     # -------------------------------------------------------------- metrics
     def metric_names(self, model: nn.Module) -> list[str]:
         """Every metric :meth:`fit` can emit for ``model``, in a stable order (the run file's columns)."""
-        names = ["loss", *self._method_metric_names(model), self.eval_name, "eval_samples", "stopped",
-                 "train_queries", "eval_queries", "device_seconds", "digital_flops", "epoch_seconds", "wall_seconds"]
+        names = [
+            "loss",
+            *self._method_metric_names(model),
+            self.eval_name,
+            "eval_samples",
+            "stopped",
+            "train_queries",
+            "eval_queries",
+            "device_seconds",
+            "digital_flops",
+            "epoch_seconds",
+            "wall_seconds",
+        ]
         for p in self.phases:
             names += [f"{kind}/{p}" for kind in PHASE_METRICS]
-        names += ["queries/learning", "queries/total", "device_seconds/total", "wall_seconds/total",
-                  "flops/learning", "flops/total", "queries/other", "device_seconds/other", "flops/other"]
+        names += [
+            "queries/learning",
+            "queries/total",
+            "device_seconds/total",
+            "wall_seconds/total",
+            "flops/learning",
+            "flops/total",
+            "queries/other",
+            "device_seconds/other",
+            "flops/other",
+        ]
         seen: dict[str, None] = {}
         for n in names:
             seen.setdefault(n)
@@ -319,8 +353,10 @@ class Trainer:
         self.generator.set_state(state["generator"])
         saved = state.get("optimizers", [])
         if len(saved) != len(self.optimizers):
-            raise ValueError(f"checkpoint holds {len(saved)} optimiser state(s), {type(self).__name__} has "
-                             f"{len(self.optimizers)} for this model")
+            raise ValueError(
+                f"checkpoint holds {len(saved)} optimiser state(s), {type(self).__name__} has "
+                f"{len(self.optimizers)} for this model"
+            )
         for opt, s in zip(self.optimizers, saved):
             opt.load_state_dict(s)
         if state.get("accountant") and self.accountant is not None:
@@ -394,8 +430,11 @@ class Trainer:
             return -metrics["loss"] if "loss" in metrics else None
         if self.stop_on == "val":
             return metrics.get(self.eval_name)
-        gaps = [metrics[k] - metrics["g_neg/" + k.split("/", 1)[1]] for k in metrics
-                if k.startswith("g_pos/") and "g_neg/" + k.split("/", 1)[1] in metrics]
+        gaps = [
+            metrics[k] - metrics["g_neg/" + k.split("/", 1)[1]]
+            for k in metrics
+            if k.startswith("g_pos/") and "g_neg/" + k.split("/", 1)[1] in metrics
+        ]
         return sum(gaps) / len(gaps) if gaps else None
 
     def _plateaued(self, metrics: dict[str, float]) -> bool:
@@ -440,9 +479,41 @@ class Trainer:
             out["val_acc" if self.eval_name == "val_accuracy" else "test_acc"] = f"{metrics[self.eval_name]:.3f}"
         return out
 
+    # ------------------------------------------------------------------ step
+    def step(self, model: nn.Module, x: Any, y: Any) -> dict[str, float]:
+        """Train on one batch ``(x, y)`` outside the epoch loop (continual training, streams).
+
+        The method's one-off set-up runs first if it has not (PAT's twin fit);
+        the work is charged to the ``train`` phase; the batch is split into
+        ``batch_size`` steps as an epoch would. Returns the batch's training
+        metrics (the method's own names). The epoch counter does not move.
+        """
+        self._check_model(model)
+        x = model.check_features(x)
+        y = check_labels(y, x.shape[0], model.n_classes)
+        self.prepare(model)
+        assert self.accountant is not None
+        if not self._ready:
+            self._setup(model, x, y)
+            self._ready = True
+        model.train()
+        try:
+            with self.accountant.phase("train"):
+                return dict(self._train_epoch(model, x, y, None))
+        finally:
+            model.eval()
+
     # ------------------------------------------------------------------- fit
-    def fit(self, model: nn.Module, x: Any, y: Any, x_val: Any = None, y_val: Any = None, *,
-            on_epoch_end: EpochCallback | None = None) -> History:
+    def fit(
+        self,
+        model: nn.Module,
+        x: Any,
+        y: Any,
+        x_val: Any = None,
+        y_val: Any = None,
+        *,
+        on_epoch_end: EpochCallback | None = None,
+    ) -> History:
         """Train ``model`` on ``(x, y)`` until ``epochs`` epochs are done in total.
 
         Calling ``fit`` again (after :meth:`load_state_dict`, or with a larger
@@ -461,8 +532,10 @@ class Trainer:
         assert acct is not None
         declared = set(self.metric_names(model))
         if self.stop_on == "gap" and not any(k.startswith("g_pos/") for k in declared):
-            raise checks.ParameterError(f"stop_on = 'gap' needs a method that reports the goodness (g_pos/g_neg); "
-                                        f"{type(self).__name__} does not: use 'loss' or 'val'")
+            raise checks.ParameterError(
+                f"stop_on = 'gap' needs a method that reports the goodness (g_pos/g_neg); "
+                f"{type(self).__name__} does not: use 'loss' or 'val'"
+            )
         sub = self._eval_subsample(x_val.shape[0]) if has_val else None
         self.stop_reason = None
         t_start = time.perf_counter()
@@ -479,14 +552,19 @@ class Trainer:
 
             n_batches = (x.shape[0] + self.batch_size - 1) // self.batch_size
             # disable=None: the bar turns itself off when stderr is not a terminal (CI, nohup, pipes)
-            bar = tqdm(total=(self.epochs - self.epochs_done) * n_batches, unit="batch", dynamic_ncols=True,
-                       disable=None)
+            bar = tqdm(
+                total=(self.epochs - self.epochs_done) * n_batches, unit="batch", dynamic_ncols=True, disable=None
+            )
         try:
-            if self.epochs_done < self.epochs and self._budget_stop(model, x.shape[0], acct.metrics().get(
-                    "queries/learning", 0.0)):
+            if self.epochs_done < self.epochs and self._budget_stop(
+                model, x.shape[0], acct.metrics().get("queries/learning", 0.0)
+            ):
                 self.stop_reason, self.should_stop = "query_budget", True
-                log.info("%s: query_budget %d leaves no room for an epoch; nothing trained", type(self).__name__,
-                         self.query_budget)
+                log.info(
+                    "%s: query_budget %d leaves no room for an epoch; nothing trained",
+                    type(self).__name__,
+                    self.query_budget,
+                )
             while self.epochs_done < self.epochs and not self.should_stop:
                 epoch = self.epochs_done
                 before, pre_setup = (pre_setup if pre_setup is not None else acct.metrics()), None
@@ -500,8 +578,9 @@ class Trainer:
                 reason = None
                 if self.stop_on in ("loss", "gap") and self._plateaued(metrics):
                     reason = f"plateau:{self.stop_on}"
-                elif epoch + 1 < self.epochs and self._budget_stop(model, x.shape[0], acct.metrics().get(
-                        "queries/learning", 0.0)):
+                elif epoch + 1 < self.epochs and self._budget_stop(
+                    model, x.shape[0], acct.metrics().get("queries/learning", 0.0)
+                ):
                     reason = "query_budget"
                 last = epoch + 1 == self.epochs or reason is not None
                 if has_val and (last or self._should_evaluate(epoch)):
@@ -517,8 +596,12 @@ class Trainer:
                     metrics["eval_samples"] = float(xv.shape[0])
                     if full and self._eval_predictions is not None:
                         self.final_predictions = (epoch + 1, self._eval_predictions)
-                    if reason is None and self.stop_on == "val" and epoch + 1 < self.epochs and \
-                            self._plateaued(metrics):
+                    if (
+                        reason is None
+                        and self.stop_on == "val"
+                        and epoch + 1 < self.epochs
+                        and self._plateaued(metrics)
+                    ):
                         reason = "plateau:val"
                 if reason is not None:
                     self.stop_reason, self.should_stop = reason, True
@@ -535,12 +618,17 @@ class Trainer:
                     metrics["digital_flops"] = delta("flops/learning")
                 metrics["epoch_seconds"] = time.perf_counter() - t0
                 metrics["wall_seconds"] = time.perf_counter() - t_start
-                metrics.update(self._cumulative(acct, declared & {k for k in declared if "/" in k and
-                                                                  k.split("/")[0] in PHASE_METRICS}))
+                metrics.update(
+                    self._cumulative(
+                        acct, declared & {k for k in declared if "/" in k and k.split("/")[0] in PHASE_METRICS}
+                    )
+                )
                 undeclared = sorted(set(metrics) - declared - {"epoch"})
                 if undeclared:  # a bug in the method, caught here rather than as a run-file surprise
-                    raise RuntimeError(f"{type(self).__name__} emitted undeclared metric(s) {undeclared}; "
-                                       f"add them to _method_metric_names")
+                    raise RuntimeError(
+                        f"{type(self).__name__} emitted undeclared metric(s) {undeclared}; "
+                        f"add them to _method_metric_names"
+                    )
                 self.epochs_done += 1
                 self.history.epochs.append(metrics)
                 if bar is not None:
@@ -548,8 +636,12 @@ class Trainer:
                 if on_epoch_end is not None and on_epoch_end(epoch, metrics) is True:
                     self.should_stop = True
                 if self.should_stop:
-                    log.info("%s: stopped after epoch %d (%s)", type(self).__name__, epoch + 1,
-                             self.stop_reason or "on request")
+                    log.info(
+                        "%s: stopped after epoch %d (%s)",
+                        type(self).__name__,
+                        epoch + 1,
+                        self.stop_reason or "on request",
+                    )
         finally:
             if bar is not None:
                 bar.close()

@@ -38,15 +38,33 @@ class DigitalBackprop(Trainer):
     model_kind = "digital"
     uses_systems = False
 
-    def __init__(self, epochs: int = 30, batch_size: int = 64, lr: float = 0.01, weight_decay: float = 0.0,
-                 seed: int = 0, eval_every: int = 1, progress: bool = False, count_flops: bool = True, *,
-                 hidden_layers: Sequence[int] = (256,), lr_schedule: str = "constant"):
-        super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                         eval_every=eval_every, progress=progress, count_flops=count_flops)
+    def __init__(
+        self,
+        epochs: int = 30,
+        batch_size: int = 64,
+        lr: float = 0.01,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        eval_every: int = 1,
+        progress: bool = False,
+        count_flops: bool = True,
+        *,
+        hidden_layers: Sequence[int] = (256,),
+        lr_schedule: str = "constant",
+    ):
+        super().__init__(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            seed=seed,
+            eval_every=eval_every,
+            progress=progress,
+            count_flops=count_flops,
+        )
         checks.int_sequence("hidden_layers", hidden_layers, low=1)
         self.hidden_layers = hidden_layers  # stored as given (scikit-learn's clone compares identity)
         self.lr_schedule = checks.choice("lr_schedule", lr_schedule, LR_SCHEDULES)
-
 
     def build_model(self, systems: Sequence[Any], n_features: int, n_classes: int, **options: Any) -> nn.Module:
         """A :class:`DigitalNet` with this trainer's ``hidden_layers`` (the config's model keys but the seed unused)."""
@@ -74,5 +92,7 @@ class DigitalBackprop(Trainer):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        return {"loss": float(loss.detach()) * xb.shape[0],
-                "train_accuracy": float((logits.detach().argmax(1) == yb).sum())}
+        return {
+            "loss": float(loss.detach()) * xb.shape[0],
+            "train_accuracy": float((logits.detach().argmax(1) == yb).sum()),
+        }

@@ -75,8 +75,16 @@ def in_silico(i: int, block: "E2EBlock", drive: torch.Tensor) -> torch.Tensor:
 class E2EBlock(nn.Module):
     """Encoder -> physics -> standardise -> optional skip -> ``nn.Linear``."""
 
-    def __init__(self, system: PhysicalSystem, in_features: int, out_features: int, *, skip: bool = True,
-                 encoder: str = "minmax", generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        system: PhysicalSystem,
+        in_features: int,
+        out_features: int,
+        *,
+        skip: bool = True,
+        encoder: str = "minmax",
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         if not isinstance(system, PhysicalSystem):
             raise TypeError(f"system must be a PhysicalSystem, got {type(system).__name__}")
@@ -117,9 +125,17 @@ class E2ENet(nn.Module):
         seed: seeds the digital weights.
     """
 
-    def __init__(self, systems: Sequence[PhysicalSystem], n_features: int, n_classes: int, *,
-                 hidden: int | Sequence[int] | None = None, skip: bool = True, encoder: str = "minmax",
-                 seed: int = 0):
+    def __init__(
+        self,
+        systems: Sequence[PhysicalSystem],
+        n_features: int,
+        n_classes: int,
+        *,
+        hidden: int | Sequence[int] | None = None,
+        skip: bool = True,
+        encoder: str = "minmax",
+        seed: int = 0,
+    ):
         super().__init__()
         systems = check_stack(systems, n_features, n_classes, "an E2ENet")
         widths = hidden_widths(systems, hidden, len(systems) - 1)  # the last block outputs the logits

@@ -30,16 +30,41 @@ class FFDigital(MFFF):
     name = "ff_digital"
     uses_systems = False
 
-    def __init__(self, epochs: int = 30, batch_size: int = 64, lr: float = 0.01, inner_steps: int = 1,
-                 theta: float = 100.0, weight_decay: float = 0.0, seed: int = 0, eval_every: int = 1,
-                 progress: bool = False, count_flops: bool = True):
-        super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, inner_steps=inner_steps, theta=theta,
-                         weight_decay=weight_decay, seed=seed, eval_every=eval_every, progress=progress,
-                         count_flops=count_flops)
+    def __init__(
+        self,
+        epochs: int = 30,
+        batch_size: int = 64,
+        lr: float = 0.01,
+        inner_steps: int = 1,
+        theta: float = 100.0,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        eval_every: int = 1,
+        progress: bool = False,
+        count_flops: bool = True,
+    ):
+        super().__init__(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            inner_steps=inner_steps,
+            theta=theta,
+            weight_decay=weight_decay,
+            seed=seed,
+            eval_every=eval_every,
+            progress=progress,
+            count_flops=count_flops,
+        )
 
     def build_model(self, systems: Sequence[Any], n_features: int, n_classes: int, **options: Any) -> nn.Module:
         """A :class:`DigitalFF` as deep and wide as the PNN it is the control of (``hidden`` per layer)."""
         hidden = options.get("hidden", 100)
         layers = options.get("blocks", 2)
-        return DigitalFF(n_features, n_classes, hidden=hidden, n_layers=layers, label_scale=options.get(
-            "label_scale", "batch_max"), seed=options.get("seed", 0))
+        return DigitalFF(
+            n_features,
+            n_classes,
+            hidden=hidden,
+            n_layers=layers,
+            label_scale=options.get("label_scale", "batch_max"),
+            seed=options.get("seed", 0),
+        )

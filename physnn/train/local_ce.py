@@ -50,15 +50,34 @@ class LocalCE(Trainer):
     name = "local_ce"
     model_kind = "local"
 
-    def __init__(self, epochs: int = 30, batch_size: int = 64, lr: float = 0.01, weight_decay: float = 0.0,
-                 seed: int = 0, eval_every: int = 1, progress: bool = False, count_flops: bool = True, *,
-                 inner_steps: int = 1, lr_schedule: str = "cosine", label_smoothing: float = 0.0):
-        super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                         eval_every=eval_every, progress=progress, count_flops=count_flops)
+    def __init__(
+        self,
+        epochs: int = 30,
+        batch_size: int = 64,
+        lr: float = 0.01,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        eval_every: int = 1,
+        progress: bool = False,
+        count_flops: bool = True,
+        *,
+        inner_steps: int = 1,
+        lr_schedule: str = "cosine",
+        label_smoothing: float = 0.0,
+    ):
+        super().__init__(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            seed=seed,
+            eval_every=eval_every,
+            progress=progress,
+            count_flops=count_flops,
+        )
         self.inner_steps = checks.integer("inner_steps", inner_steps, low=1)
         self.lr_schedule = checks.choice("lr_schedule", lr_schedule, LR_SCHEDULES)
         self.label_smoothing = checks.real("label_smoothing", label_smoothing, low=0.0, high=1.0, high_open=True)
-
 
     def build_model(self, systems: Sequence[Any], n_features: int, n_classes: int, **options: Any) -> nn.Module:
         keep = {k: v for k, v in options.items() if k in ("hidden", "skip", "encoder", "seed")}
@@ -74,8 +93,10 @@ class LocalCE(Trainer):
         return [*names, "train_accuracy", "lr"]
 
     def _make_optimizers(self, model: nn.Module) -> list[torch.optim.Optimizer]:
-        return [torch.optim.Adam([*b.linear.parameters(), *h.parameters()], lr=self.lr, weight_decay=self.weight_decay)
-                for b, h in zip(model.blocks, model.heads)]
+        return [
+            torch.optim.Adam([*b.linear.parameters(), *h.parameters()], lr=self.lr, weight_decay=self.weight_decay)
+            for b, h in zip(model.blocks, model.heads)
+        ]
 
     def _train_epoch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, bar: Any) -> dict[str, float]:
         lr = self._set_lr(scheduled_lr(self.lr, self.lr_schedule, self.epochs_done, self.epochs))

@@ -103,8 +103,16 @@ class MFFF(Trainer):
         cache_block0: bool = False,
         lr_schedule: str = "constant",
     ):
-        super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                         eval_every=eval_every, progress=progress, count_flops=count_flops)
+        super().__init__(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            seed=seed,
+            eval_every=eval_every,
+            progress=progress,
+            count_flops=count_flops,
+        )
         self.inner_steps = checks.integer("inner_steps", inner_steps, low=1)
         self.theta = checks.positive("theta", theta)
         self.schedule = checks.choice("schedule", schedule, SCHEDULES)
@@ -128,8 +136,9 @@ class MFFF(Trainer):
     def _check_model(self, model: nn.Module) -> None:
         for attr in ("blocks", "embed", "score", "n_classes"):
             if not hasattr(model, attr):
-                raise TypeError(f"MFFF trains a PNN (blocks with a goodness and a label embedding), "
-                                f"got {type(model).__name__}")
+                raise TypeError(
+                    f"MFFF trains a PNN (blocks with a goodness and a label embedding), got {type(model).__name__}"
+                )
 
     def _method_metric_names(self, model: nn.Module) -> list[str]:
         names = []
@@ -138,8 +147,9 @@ class MFFF(Trainer):
         return names
 
     def _make_optimizers(self, model: nn.Module) -> list[torch.optim.Optimizer]:
-        return [torch.optim.Adam(b.linear.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-                for b in model.blocks]
+        return [
+            torch.optim.Adam(b.linear.parameters(), lr=self.lr, weight_decay=self.weight_decay) for b in model.blocks
+        ]
 
     # ------------------------------------------------------------------ epoch
     def _draw_batches(self, pnn: nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[tuple[torch.Tensor, int]]:

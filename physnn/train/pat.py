@@ -53,8 +53,9 @@ __all__ = ["PAT", "DigitalTwin"]
 class DigitalTwin(nn.Module):
     """An MLP model of one system, fitted to its queries (see the module docstring)."""
 
-    def __init__(self, system: PhysicalSystem, hidden: Sequence[int] = (256, 256), *,
-                 generator: torch.Generator | None = None):
+    def __init__(
+        self, system: PhysicalSystem, hidden: Sequence[int] = (256, 256), *, generator: torch.Generator | None = None
+    ):
         super().__init__()
         spec = system.spec
         self.low, self.high = float(spec.low), float(spec.high)
@@ -104,13 +105,36 @@ class PAT(E2ETrainer):
 
     phases = ("train", "twin_fit", "eval")
 
-    def __init__(self, epochs: int = 30, batch_size: int = 64, lr: float = 0.01, weight_decay: float = 0.0,
-                 seed: int = 0, eval_every: int = 1, progress: bool = False, count_flops: bool = True, *,
-                 twin_hidden: Sequence[int] = (256, 256), twin_samples: int = 2000, twin_epochs: int = 30,
-                 twin_lr: float = 2e-3, twin_batch: int = 128, refit_every: int = 1, refit_steps: int = 50,
-                 buffer_size: int = 4096):
-        super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                         eval_every=eval_every, progress=progress, count_flops=count_flops)
+    def __init__(
+        self,
+        epochs: int = 30,
+        batch_size: int = 64,
+        lr: float = 0.01,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        eval_every: int = 1,
+        progress: bool = False,
+        count_flops: bool = True,
+        *,
+        twin_hidden: Sequence[int] = (256, 256),
+        twin_samples: int = 2000,
+        twin_epochs: int = 30,
+        twin_lr: float = 2e-3,
+        twin_batch: int = 128,
+        refit_every: int = 1,
+        refit_steps: int = 50,
+        buffer_size: int = 4096,
+    ):
+        super().__init__(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            seed=seed,
+            eval_every=eval_every,
+            progress=progress,
+            count_flops=count_flops,
+        )
         checks.int_sequence("twin_hidden", twin_hidden, low=1)
         self.twin_hidden = twin_hidden  # stored as given (scikit-learn's clone compares identity)
         self.twin_samples = checks.integer("twin_samples", twin_samples, low=1)

@@ -48,11 +48,30 @@ class ZerothOrder(E2ETrainer):
 
     name = "zeroth_order"
 
-    def __init__(self, epochs: int = 30, batch_size: int = 64, lr: float = 0.01, weight_decay: float = 0.0,
-                 seed: int = 0, eval_every: int = 1, progress: bool = False, count_flops: bool = True, *,
-                 perturbation: float = 0.01, directions: int = 1):
-        super().__init__(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed,
-                         eval_every=eval_every, progress=progress, count_flops=count_flops)
+    def __init__(
+        self,
+        epochs: int = 30,
+        batch_size: int = 64,
+        lr: float = 0.01,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        eval_every: int = 1,
+        progress: bool = False,
+        count_flops: bool = True,
+        *,
+        perturbation: float = 0.01,
+        directions: int = 1,
+    ):
+        super().__init__(
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            seed=seed,
+            eval_every=eval_every,
+            progress=progress,
+            count_flops=count_flops,
+        )
         self.perturbation = checks.positive("perturbation", perturbation)
         self.directions = checks.integer("directions", directions, low=1)
         self._first: tuple[torch.Tensor, torch.Tensor] | None = None

@@ -33,8 +33,9 @@ SYSTEMS = {"block0": {"class": "tests.Tiny", "spec": {"n_inputs": 4, "n_outputs"
 
 def spawn(*args: str) -> subprocess.Popen:
     """A Python subprocess with piped stdio (the tests talk to it line by line)."""
-    return subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def wait_for(proc: subprocess.Popen, line: str, timeout: float = 120.0) -> list[str]:
@@ -79,7 +80,7 @@ class Tiny:
         perm = torch.randperm(64, generator=self.gen)
         total = 0.0
         for i in range(0, 64, CONFIG["batch"]):
-            idx = perm[i:i + CONFIG["batch"]]
+            idx = perm[i : i + CONFIG["batch"]]
             noise = torch.from_numpy(self.np_rng.normal(0, 0.01, size=(len(idx), 4)).astype(np.float32))
             xb = self.x[idx] + noise + 0.01 * torch.randn(len(idx), 4) * random.random()
             loss = torch.nn.functional.cross_entropy(self.model(xb), self.y[idx])
@@ -89,8 +90,14 @@ class Tiny:
             total += loss.item()
         with torch.no_grad():
             acc = float((self.model(self.x).argmax(1) == self.y).float().mean())
-        return {"epoch": e, "loss": total / 8, "loss/block0": total / 8, "train_accuracy": acc,
-                "train_queries": 128.0, "custom/extra": float(e) ** 2}
+        return {
+            "epoch": e,
+            "loss": total / 8,
+            "loss/block0": total / 8,
+            "train_accuracy": acc,
+            "train_queries": 128.0,
+            "custom/extra": float(e) ** 2,
+        }
 
     def save(self, writer: runlog.RunWriter, e: int) -> None:
         rng = runlog.capture_rng(torch_generators={"gen": self.gen}, numpy_generators={"np": self.np_rng})
