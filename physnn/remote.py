@@ -478,16 +478,17 @@ class RemoteSystem(PhysicalSystem):
     # ------------------------------------------------------------ lifecycle
     def _start(self) -> SystemSpec:
         ray = connect(self.address)
+        # checked before an actor is asked for: an actor that no node can host would only time out on shutdown
+        if self.resource and not self._resource_exists(ray):
+            raise RemoteSystemError(
+                f"resource={self.resource!r}: no node of the Ray cluster offers it; serve the bench with "
+                f"`physnn serve --system {self.name} --resource {self.resource}` (nodes offer: "
+                f"{', '.join(sorted(self._bench_resources(ray))) or 'no bench resources'})"
+            )
         self._key, self._host = _acquire_host(self.resource, self.idempotent, self.max_restarts)
         with _HOSTS_LOCK:
             self._host.slots.add(self.slot)
         try:
-            if self.resource and not self._resource_exists(ray):
-                raise RemoteSystemError(
-                    f"resource={self.resource!r}: no node of the Ray cluster offers it; serve the bench with "
-                    f"`physnn serve --system {self.name} --resource {self.resource}` (nodes offer: "
-                    f"{', '.join(sorted(self._bench_resources(ray))) or 'no bench resources'})"
-                )
             info = self._get(self._host.actor.add.remote(self.slot, self.factory, self.remote_options), "open")
             self.where = dict(info["where"], resource=self.resource, restarted=info["restarted"])
             logger.info("%s runs on node %s (%s)", self.name, self.where["node_id"], self.where["hostname"])
