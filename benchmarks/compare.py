@@ -645,7 +645,7 @@ def plot_curves(groups, path: Path) -> None:
         ax.set(
             xlabel="physical queries spent to learn (samples)",
             ylabel="accuracy",
-            title=f"{key[0]}: validation accuracy per epoch (lines), test accuracy at the end (stars)",
+            title=f"{key[0]}\nvalidation accuracy per epoch (lines), test accuracy at the end (stars)",
         )
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
