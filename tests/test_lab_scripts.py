@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import pytest
 import torch
+from helpers.signals import default_signals
 
 from physnn import runlog
 from physnn.config import RunConfig
@@ -260,7 +261,12 @@ def test_sigint_to_the_real_script_process_exits_130_with_an_interrupted_run_fil
     out = tmp_path / "run.h5"
     cmd = [sys.executable, str(LAB / "train_serial.py"), *_argv(shared_data, out), "--blocks", "1", "--epochs", "1000"]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=default_signals,
     )
     try:
         for line in proc.stdout:

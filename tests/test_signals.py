@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers.signals import default_signals
 
 from physnn import runlog, safety
 from physnn.safety import Terminated, shutdown_on_signals
@@ -156,6 +157,7 @@ def _argv(shared_data, output, *more):
 def test_lab_script_signal_mid_transaction_sends_safe_and_marks_the_run_interrupted(
     sig, shared_data, tmp_path, capsys, monkeypatch
 ):
+    handler_before = signal.getsignal(sig)
     mod = _load("train_serial")
     common = sys.modules["_bench_common"]
     built = []
@@ -187,7 +189,7 @@ def test_lab_script_signal_mid_transaction_sends_safe_and_marks_the_run_interrup
         last_run = max(i for i, c in enumerate(commands) if c == "RUN_BATCH")
         assert "SAFE" in commands[last_run:] and commands[-1] == "SAFE", commands[-6:]
         assert (fw.dac_codes == fw.safe_code).all() and built[0].closed
-        assert signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler) or callable(signal.getsignal(sig))
+        assert signal.getsignal(sig) == handler_before  # the handler the process had is back (SIG_IGN under nohup)
     finally:
         for b in built:
             b.close()
@@ -209,6 +211,7 @@ def _kill_after_first_epoch(cmd: list[str], sig: int, env: dict | None = None) -
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        preexec_fn=default_signals,
     )
     try:
         for line in proc.stdout:

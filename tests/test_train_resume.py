@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers.signals import default_signals
 
 from physnn import runlog
 
@@ -19,6 +20,7 @@ def physnn(*args, **kw):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_signals,
         **kw,
     )
 
