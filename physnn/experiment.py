@@ -467,13 +467,18 @@ class _Run:
 
         writer = self.writer
         event = writer.event if writer is not None else None
+        # a fixed seeded subsample of the validation split, scored every probe_every ticks (its queries are
+        # counted in the run's totals, not charged to the loop's budget)
+        _, _, xv, yv = split_validation(config, self.data)
+        if config.eval_samples and xv.shape[0] > config.eval_samples:
+            pick = torch.randperm(xv.shape[0], generator=torch.Generator().manual_seed(config.seed + 5))
+            xv, yv = xv[pick[: config.eval_samples]], yv[pick[: config.eval_samples]]
 
         def on_tick(tick: int, record: dict[str, float]) -> None:
             if writer is not None and (tick + 1) % max(1, loop.probe_every or 10) == 0:
-                writer.event(
-                    "continual_tick",
-                    {"tick": tick + 1, **{k: v for k, v in record.items() if isinstance(v, (int, float))}},
-                )
+                fields = {k: v for k, v in record.items() if isinstance(v, (int, float))}
+                fields[self.trainer.eval_name] = self.model.score(xv, yv)
+                writer.event("continual_tick", {"tick": tick + 1, **fields})
 
         history = loop.run(self.model, stream(), on_event=event, on_tick=on_tick)
         detections = len(history.events_of("drift_detected"))

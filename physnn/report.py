@@ -552,7 +552,39 @@ def _plot_accuracy_vs_queries(run: Run, path: Path) -> Path | str:
 
 
 #: (file name, title, function) of every plot main_report can make.
-PLOTS: list[tuple[str, str, Callable[[Run, Path], Path | str]]] = [
+def _plot_continual(run: Run, path: Path) -> Path | str | None:
+    """Continual training (``continual_ticks``): accuracy and probe drift against queries, detections marked."""
+    ticks = [e["fields"] for e in run.events if e["kind"] == "continual_tick"]
+    detections = [e["fields"] for e in run.events if e["kind"] == "drift_detected"]
+    if not ticks:
+        return None  # not a continual run (config key continual_ticks): nothing to show, nothing skipped
+    acc_key = next((k for k in ("val_accuracy", "test_accuracy") if k in ticks[0]), None)
+    fig = _figure(7.0, 6.0)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    q = [t.get("queries_total", float("nan")) for t in ticks]
+    if acc_key:
+        label = "validation split" if acc_key == "val_accuracy" else "test split"
+        top.plot(q, [100 * t[acc_key] for t in ticks], marker="o", markersize=3, label=label)
+        top.set_ylabel("accuracy (%)")
+        top.legend(loc="lower right", fontsize=8)
+    ratios = [(d.get("queries", float("nan")), max(d.get("ratio") or [float("nan")])) for d in detections]
+    if ratios:
+        bottom.plot([r[0] for r in ratios], [r[1] for r in ratios], "rv", label="drift detected (largest system)")
+        threshold = detections[0].get("threshold")
+        if isinstance(threshold, (int, float)):
+            bottom.axhline(threshold, color="0.4", ls=":", label=f"threshold ({threshold:g} noise floors)")
+        bottom.legend(loc="upper left", fontsize=8)
+    for d in detections:  # every detection marked on both panels
+        for ax in (top, bottom):
+            ax.axvline(d.get("queries", float("nan")), color="r", alpha=0.25, lw=1)
+    bottom.set(xlabel="physical queries (samples, cumulative)", ylabel="probe change / noise floor (dimensionless)")
+    _title(top, f"Continual training: {len(detections)} drift detection(s)", run)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+PLOTS: list[tuple[str, str, Callable[[Run, Path], Path | str | None]]] = [
     ("learning_curves.png", "Learning curves", _plot_learning_curves),
     ("loss.png", "Loss per block", _plot_loss),
     ("goodness.png", "Goodness distributions", _plot_goodness),
@@ -561,6 +593,7 @@ PLOTS: list[tuple[str, str, Callable[[Run, Path], Path | str]]] = [
     ("cost.png", "Queries, device time and compute", _plot_cost),
     ("drift.png", "Drift probes", _plot_drift),
     ("accuracy_vs_queries.png", "Accuracy against physical queries", _plot_accuracy_vs_queries),
+    ("continual.png", "Continual training and drift detections", _plot_continual),
 ]
 
 
@@ -584,7 +617,7 @@ def main_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         if isinstance(result, Path):
             written.append(result)
             made.append((filename, title))
-        else:
+        elif result is not None:  # None: the figure does not apply to this kind of run (not worth a note)
             skipped[filename] = result
     summary = out / "summary.md"
     summary.write_text(_summary_markdown(run, made, skipped), encoding="utf-8")

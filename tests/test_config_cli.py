@@ -177,6 +177,12 @@ def test_continual_mode_keeps_training_after_fit_and_records_its_events(tmp_path
     assert "reference" in kinds and kinds.count("continual_tick") == 6
     assert "drift_detected" in kinds  # block 0's bump at 3,000 of its queries lands during the stream
     assert run.summary["total_queries"] > run.summary["train_queries"] + 30 * 128
+    ticks = [e["fields"] for e in run.events if e["kind"] == "continual_tick"]
+    assert all(0.0 <= t["val_accuracy"] <= 1.0 for t in ticks)  # accuracy over the stream, on validation
+    from physnn.report import main_report
+
+    files = main_report(r.path, tmp_path / "report")
+    assert any(str(f).endswith("continual.png") for f in files)  # accuracy and drift over queries, detections marked
     with pytest.raises(ValueError, match="continual has no option"):
         run_experiment(
             RunConfig(continual_ticks=1, epochs=1, hidden=8, continual_options={"bogus": 1}),
