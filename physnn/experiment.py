@@ -296,20 +296,22 @@ def open_run_file(
     )
 
 
+def _metrics_row(row: dict[str, Any]) -> dict[str, float]:
+    """A run file's metric row as a trainer's history entry: bookkeeping columns and unlogged (NaN) cells dropped."""
+    return {
+        k: float(v)
+        for k, v in row.items()
+        if k not in ("time", "segment") and not (isinstance(v, float) and math.isnan(v))
+    }
+
+
 def _history_from_file(path: Path, upto_epoch: int, ckpt_extra: Any) -> list[dict[str, float]]:
     """The per-epoch metrics up to a checkpoint, read from ``/metrics`` (older files: from the checkpoint)."""
     from . import runlog
 
     if isinstance(ckpt_extra, dict) and "history" in ckpt_extra:
         return [dict(e) for e in ckpt_extra["history"]]
-    return [
-        {
-            k: float(v)
-            for k, v in r.items()
-            if k not in ("time", "segment") and not (isinstance(v, float) and math.isnan(v))
-        }
-        for r in runlog.load(path).history(upto_epoch)
-    ]
+    return [_metrics_row(r) for r in runlog.load(path).history(upto_epoch)]
 
 
 def restore(path: Path, model: nn.Module, trainer: Trainer, systems: Sequence[PhysicalSystem]) -> dict[str, Any]:
@@ -644,14 +646,7 @@ def _stored_result(config: RunConfig, path: Path, wall: float) -> RunResult:
         v = s.get(key)
         return float(v) if isinstance(v, (int, float)) else math.nan
 
-    history = [
-        {
-            k: float(v)
-            for k, v in r.items()
-            if k not in ("time", "segment") and not (isinstance(v, float) and math.isnan(v))
-        }
-        for r in run.epoch_rows
-    ]
+    history = [_metrics_row(r) for r in run.epoch_rows]
     return RunResult(
         config,
         path,
