@@ -26,7 +26,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 benchmarks: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/main_job.py

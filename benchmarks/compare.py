@@ -28,7 +28,7 @@ runs, so the comparison can be run in parts on a shared machine::
     python benchmarks/compare.py --pairs vowels-microwave --methods mfff pat --quick
     python benchmarks/compare.py --report-only
 
-FLOPs: see :mod:`physnn.accounting` (matrix products forward and backward,
+FLOPs: see :mod:`physnn.train.accounting` (matrix products forward and backward,
 physics inside system queries excluded, simulators' differentiable models
 included; counted once per step shape). MF-FF's per-epoch FLOPs are counted
 on a copy of the model whose systems are stand-ins (no queries), so its timed
@@ -52,13 +52,13 @@ from typing import Any
 
 import torch
 
-from physnn.accounting import count_flops
-from physnn.config import RunConfig
-from physnn.data import load_dataset
-from physnn.experiment import RunResult, build_systems, load_data, run_experiment
-from physnn.readout import fit_readout
-from physnn.recipes import with_recipe
-from physnn.registry import build_system
+from physnn.core.readout import fit_readout
+from physnn.core.registry import build_system
+from physnn.data.datasets import load_dataset
+from physnn.run.config import RunConfig
+from physnn.run.experiment import RunResult, build_systems, load_data, run_experiment
+from physnn.run.recipes import with_recipe
+from physnn.train.accounting import count_flops
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -142,7 +142,7 @@ class Settings:
 # ------------------------------------------------------------------ configs
 def base_config(pair: Pair, seed: int, settings: Settings) -> RunConfig:
     """The run every method shares: data set, split, seed, blocks, budget, on top of the system's recipe
-    (physnn/recipes.py, as ``physnn train --system`` uses it); physnn's runner does the rest."""
+    (physnn/run/recipes.py, as ``physnn train --system`` uses it); physnn's runner does the rest."""
     keys = dict(
         dataset=pair.dataset,
         system=pair.system,
@@ -435,7 +435,7 @@ def write_report(runs: list[dict], out: Path, command: str, unavailable: dict[st
         "first reached 95 % of its final value (evaluated every epoch; 0 for methods that learn without the "
         "device); "
         "*learn FLOPs*: digital FLOPs to learn (matrix products, forward and backward; physics inside queries "
-        "excluded; simulators' differentiable models included; see physnn/accounting.py); *train s*: wall "
+        "excluded; simulators' differentiable models included; see physnn/train/accounting.py); *train s*: wall "
         "seconds of training and twin fitting (evaluation excluded); *inf. q/sample*: queries to classify one "
         "test sample.",
         "",

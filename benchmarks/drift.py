@@ -7,7 +7,7 @@ trains a 2-block network on digits on a drifting device
 while the device changes, with one of four methods:
 
 * ``frozen``: MF-FF trained once, then frozen;
-* ``continual``: MF-FF trained once, then :class:`physnn.continual.Continual`
+* ``continual``: MF-FF trained once, then :class:`physnn.run.continual.Continual`
   keeps training it (stream of labelled batches, replay, probe-based drift
   detection with a learning-rate boost and replay re-training);
 * ``pat``: PAT trained once (its twin fitted on the device before any
@@ -56,13 +56,13 @@ from typing import Any
 
 import torch
 
-from physnn.continual import Continual
-from physnn.data import load_dataset
-from physnn.model import PNN
-from physnn.registry import build_system
+from physnn.core.e2e_model import E2ENet
+from physnn.core.model import PNN
+from physnn.core.registry import build_system
+from physnn.data.datasets import load_dataset
+from physnn.run.continual import Continual
 from physnn.simulators.drift import Drifting
 from physnn.train.backprop import Backprop
-from physnn.train.e2e_model import E2ENet
 from physnn.train.mfff import MFFF
 from physnn.train.pat import PAT
 

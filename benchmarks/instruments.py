@@ -30,8 +30,8 @@ from typing import Callable
 
 import torch
 
+from physnn.core.system import PhysicalSystem
 from physnn.simulators.optics import OpticalCavity
-from physnn.system import PhysicalSystem
 
 
 def drive(system: PhysicalSystem, batch: int, seed: int = 0) -> torch.Tensor:

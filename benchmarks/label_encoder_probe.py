@@ -21,11 +21,11 @@ import time
 
 import torch
 
-from physnn.data import load_dataset
-from physnn.encoding import Encoder, drive_width, embed_label, label_width
-from physnn.model import PNN
-from physnn.registry import build_system
-from physnn.system import SystemSpec
+from physnn.core.encoding import Encoder, drive_width, embed_label, label_width
+from physnn.core.model import PNN
+from physnn.core.registry import build_system
+from physnn.core.system import SystemSpec
+from physnn.data.datasets import load_dataset
 from physnn.train import trainer_class
 
 

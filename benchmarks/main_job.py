@@ -29,10 +29,10 @@ def main() -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
 
-    from physnn.config import RunConfig
-    from physnn.evaluation import Accuracy
-    from physnn.experiment import load_data, run_experiment, split_validation
-    from physnn.recipes import with_recipe
+    from physnn.core.evaluation import Accuracy
+    from physnn.run.config import RunConfig
+    from physnn.run.experiment import load_data, run_experiment, split_validation
+    from physnn.run.recipes import with_recipe
 
     rows = []
     for seed in args.seeds:

@@ -21,9 +21,9 @@ import time
 
 import torch
 
-from physnn.config import RunConfig
-from physnn.evaluation import Accuracy
-from physnn.experiment import run_experiment
+from physnn.core.evaluation import Accuracy
+from physnn.run.config import RunConfig
+from physnn.run.experiment import run_experiment
 
 RECIPE = dict(
     dataset="mnist5k",

@@ -5,13 +5,13 @@ CPU; a bench node with ``bench:sim`` and 1 CPU), and three measurements, each
 a ratio of runs interleaved in this one process:
 
 1. Remote query overhead at batch 64: the optics simulator called locally and
-   through :class:`physnn.remote.RemoteSystem` on the bench node, alternately;
+   through :class:`physnn.scale.remote.RemoteSystem` on the bench node, alternately;
    the distribution of (remote - local) per call. Goal: median <= 2 ms.
 2. Pipelined remote training with a simulated bench that takes 20 ms per call:
    MF-FF on one block with the next batch's query submitted (``submit``)
    before the current batch's digital update, against the same training with
    blocking calls. Goal: pipelined wall time <= 1.1 x the bench's busy time.
-3. A 12-trial simulator sweep (``physnn.sweep.run_sweep``) on the cluster's 2
+3. A 12-trial simulator sweep (``physnn.scale.sweep.run_sweep``) on the cluster's 2
    CPUs against the same 12 runs one after another in this process.
    Goal: <= 0.6 x; every run file must read back as completed.
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from physnn import remote
+from physnn.scale import remote
 
 remote.use_loopback()
 
@@ -40,14 +40,14 @@ import ray  # noqa: E402 - after use_loopback, so Ray stays on 127.0.0.1
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from physnn import runlog  # noqa: E402
-from physnn.config import RunConfig  # noqa: E402
-from physnn.data import load_dataset  # noqa: E402
-from physnn.experiment import run_experiment  # noqa: E402
-from physnn.goodness import ff_loss  # noqa: E402
-from physnn.model import PNN, _standardise  # noqa: E402
-from physnn.registry import build_system  # noqa: E402
-from physnn.sweep import run_sweep  # noqa: E402
-from physnn.system import PhysicalSystem, SystemSpec  # noqa: E402
+from physnn.core.goodness import ff_loss  # noqa: E402
+from physnn.core.model import PNN, _standardise  # noqa: E402
+from physnn.core.registry import build_system  # noqa: E402
+from physnn.core.system import PhysicalSystem, SystemSpec  # noqa: E402
+from physnn.data.datasets import load_dataset  # noqa: E402
+from physnn.run.config import RunConfig  # noqa: E402
+from physnn.run.experiment import run_experiment  # noqa: E402
+from physnn.scale.sweep import run_sweep  # noqa: E402
 
 BENCH = "bench:sim"
 

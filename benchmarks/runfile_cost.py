@@ -34,7 +34,7 @@ import torch
 
 
 def _run(config, write_file: bool, folder: Path, tag: str) -> tuple[float, Path]:
-    from physnn.experiment import run_experiment
+    from physnn.run.experiment import run_experiment
 
     path = folder / f"{tag}-{time.monotonic_ns()}.h5"
     t = time.perf_counter()
@@ -50,9 +50,9 @@ def main() -> None:
     ap.add_argument("--data-path", default="", help="vowels.csv (default: ../shared/data/vowels.csv)")
     args = ap.parse_args()
 
-    from physnn.config import RunConfig
-    from physnn.data import load_dataset
-    from physnn.registry import build_system
+    from physnn.core.registry import build_system
+    from physnn.data.datasets import load_dataset
+    from physnn.run.config import RunConfig
     from physnn.runlog import RunWriter
 
     data = load_dataset("vowels", path=args.data_path or None, seed=0)

@@ -38,10 +38,10 @@ from typing import Any, Callable
 
 import torch
 
-from physnn.config import RunConfig
-from physnn.experiment import build_systems, load_data, run_experiment
-from physnn.model import PNN
-from physnn.system import PhysicalSystem
+from physnn.core.model import PNN
+from physnn.core.system import PhysicalSystem
+from physnn.run.config import RunConfig
+from physnn.run.experiment import build_systems, load_data, run_experiment
 from physnn.train.mfff import MFFF
 
 

@@ -21,12 +21,12 @@ import time
 
 import torch
 
-from physnn.config import RunConfig
-from physnn.experiment import run_experiment
-from physnn.recipes import RECIPES, with_recipe
-from physnn.registry import build_system
+from physnn.core.registry import build_system
+from physnn.run.config import RunConfig
+from physnn.run.experiment import run_experiment
+from physnn.run.recipes import RECIPES, with_recipe
 
-# The run per pair, on top of the system's recipe (physnn/recipes.py). Vowels/twin: the published recipe
+# The run per pair, on top of the system's recipe (physnn/run/recipes.py). Vowels/twin: the published recipe
 # (2 blocks, full batch, 200 epochs).
 PAIRS: dict[str, dict] = {
     "vowels/acoustic-twin": dict(
@@ -48,7 +48,7 @@ DEFAULT_SEEDS = {
 
 def throughput(name: str, n_inputs: int, batch: int = 512, repeats: int = 3, **options) -> float:
     """Samples/s of one system query on valid random drive values (encoder applied)."""
-    from physnn.encoding import Encoder
+    from physnn.core.encoding import Encoder
 
     with build_system(name, n_inputs=n_inputs, seed=1, **options) as s:
         x = Encoder(s.spec, "minmax")(torch.rand(batch, s.spec.n_inputs, generator=torch.Generator().manual_seed(0)))
@@ -62,7 +62,7 @@ def throughput(name: str, n_inputs: int, batch: int = 512, repeats: int = 3, **o
 
 
 def recipe_text(cfg: RunConfig) -> str:
-    """What the system's recipe (physnn/recipes.py) set, as ``physnn train --system`` applies it."""
+    """What the system's recipe (physnn/run/recipes.py) set, as ``physnn train --system`` applies it."""
     r = RECIPES.get(cfg.system, {})
     parts = [f"{k}={v}" for k, v in r.items() if k != "system_options"]
     parts += [f"{k}={v}" for k, v in r.get("system_options", {}).items()]
@@ -85,7 +85,7 @@ def run_pair(label: str, recipe: dict, seeds: list[int], quick: bool) -> dict:
             c.updated(system="identity", system_options={}), write_file=False, progress=False, echo=lambda m: None
         )
         ident.append(ri.test_accuracy)
-    from physnn.data import load_dataset
+    from physnn.data.datasets import load_dataset
 
     d = load_dataset(cfg.dataset, test_fraction=cfg.test_fraction, seed=0)
     width = d.n_classes + d.n_features if cfg.system != "acoustic-twin" else None

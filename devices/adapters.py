@@ -33,8 +33,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from physnn import checks
-from physnn.system import PhysicalSystem, SystemSpec
+from physnn.core import checks
+from physnn.core.system import PhysicalSystem, SystemSpec
 
 __all__ = ["PyMeasureSystem", "QCoDeSSystem"]
 

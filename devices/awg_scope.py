@@ -76,8 +76,8 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 import torch
 
-from physnn import checks
-from physnn.system import SystemSpec
+from physnn.core import checks
+from physnn.core.system import SystemSpec
 
 from .bench import BenchSystem
 from .errors import ConnectionLost, InstrumentError, LimitError, ProtocolError

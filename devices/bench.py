@@ -53,8 +53,8 @@ from typing import Any, Callable, ClassVar, Sequence, TypeVar
 import numpy as np
 import torch
 
-from physnn import checks
-from physnn.system import PhysicalSystem, SystemSpec
+from physnn.core import checks
+from physnn.core.system import PhysicalSystem, SystemSpec
 
 from .errors import (
     ConnectionLost,

@@ -57,8 +57,8 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 import torch
 
-from physnn import checks
-from physnn.system import SystemSpec
+from physnn.core import checks
+from physnn.core.system import SystemSpec
 
 from .bench import BenchSystem, ClipError
 from .errors import ConnectionLost, InstrumentError, InstrumentTimeout, LimitError, ProtocolError

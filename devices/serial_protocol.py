@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from physnn import checks
+from physnn.core import checks
 
 from .errors import InstrumentReportedError, ProtocolError
 

@@ -47,7 +47,7 @@ try:  # a dying pty/USB port raises termios.error (not an OSError) from tcdrain/
 except ImportError:  # pragma: no cover - Windows
     _TERMIOS_ERRORS = ()
 
-from physnn import checks
+from physnn.core import checks
 
 from .errors import ConnectionLost, InstrumentError, InstrumentTimeout, ProtocolError
 

@@ -3,7 +3,7 @@
 Why one module: ``train_awg_scope.py`` and ``train_serial.py`` differ only in
 how they build their bench. Training, the HDF5 run file and what happens on
 Ctrl-C or an instrument fault must be the same for both, so it is written once
-here, on top of :func:`physnn.experiment.run_experiment` (the code behind
+here, on top of :func:`physnn.run.experiment.run_experiment` (the code behind
 ``physnn train``): it trains MF-FF with the run's hyperparameters, writes the
 run file (config, the benches' ``describe()``, per-epoch metrics, checkpoints,
 probes, sampled queries, every bench event) and closes the benches (safe
@@ -12,7 +12,7 @@ state) however the run ends.
 Exit codes of :func:`train_main`: 0 completed; 130 Ctrl-C (the run file is
 closed with status ``interrupted`` and keeps every completed epoch); 143
 SIGTERM and 129 SIGHUP (handled exactly like Ctrl-C, see
-:mod:`physnn.safety`); 2 an
+:mod:`physnn.core.safety`); 2 an
 instrument error (limits, identity, a fault that outlived its retries; status
 ``failed``) or a bad setting, with a one-line message (``PHYSNN_DEBUG=1``
 shows the traceback instead).
@@ -53,7 +53,7 @@ class Benches:
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, *, hidden_default: int | None, hidden_help: str) -> None:
-    """The training flags; they map one to one onto :class:`physnn.config.RunConfig` keys."""
+    """The training flags; they map one to one onto :class:`physnn.run.config.RunConfig` keys."""
     t = parser.add_argument_group("training")
     t.add_argument("--dataset", default="vowels", help="vowels (default), digits, mnist5k")
     t.add_argument("--data-path", help="data file or folder (default: the shared data folder)")
@@ -86,7 +86,7 @@ def bench_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def make_config(args: argparse.Namespace, *, hidden: int, system: str, options: dict[str, Any] | None = None):
     """A validated RunConfig from the training flags (a bad value is a ConfigError naming it)."""
-    from physnn.config import RunConfig
+    from physnn.run.config import RunConfig
 
     return RunConfig(
         dataset=args.dataset,
@@ -161,11 +161,11 @@ def train_main(
     registers every bench it opens with ``stack`` (closed on any error before
     the run starts; the run closes them itself once it has them).
     """
-    from physnn.config import ConfigError
-    from physnn.data import load_dataset
+    from physnn.core.safety import Terminated, shutdown_on_signals, track
+    from physnn.data.datasets import load_dataset
     from physnn.devices.errors import InstrumentError
-    from physnn.experiment import run_experiment, run_path
-    from physnn.safety import Terminated, shutdown_on_signals, track
+    from physnn.run.config import ConfigError
+    from physnn.run.experiment import run_experiment, run_path
 
     path: Path | None = None
     try:
@@ -179,7 +179,7 @@ def train_main(
                 track(s)  # closed at exit, whatever path the process leaves by
             if args.resume:  # the run's own configuration; only the epoch budget may grow
                 from physnn import runlog
-                from physnn.config import RunConfig
+                from physnn.run.config import RunConfig
 
                 path = Path(args.resume)
                 config = RunConfig.from_dict(runlog.load(path).config, source=str(path))

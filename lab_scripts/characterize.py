@@ -15,16 +15,16 @@ AWG + scope bench or the serial DAQ::
 Measurements (each a few batched queries; drive values snapped to the
 system's levels where it has them):
 
-* the bench checks of :func:`physnn.characterize.bench_sweeps`: one-input
+* the bench checks of :func:`physnn.analysis.characterize.bench_sweeps`: one-input
   sweeps (linearity), noise per drive, repeatability, drift over time;
-* the figures of :func:`physnn.characterize.characterize` at ``--fit-drives``
+* the figures of :func:`physnn.analysis.characterize.characterize` at ``--fit-drives``
   + ``--test-drives`` random valid drives (each queried twice): nonlinear
   fraction, effective rank, relative noise floor, best-single-input share
   (``--fit-drives 0`` skips them, e.g. on a very slow bench).
 
 Writes ``linearity.png``, ``noise.png``, ``repeatability.png``, ``drift.png``,
 ``characterize.png`` and ``summary.json`` (metrics, the system's ``describe()``,
-query counts). The measuring code lives in :mod:`physnn.characterize`; this
+query counts). The measuring code lives in :mod:`physnn.analysis.characterize`; this
 script adds the bench options (serial port, simulated bench) and the files.
 """
 
@@ -38,7 +38,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from physnn.characterize import bench_sweeps, characterize, save_bench_plots, save_figure
+from physnn.analysis.characterize import bench_sweeps, characterize, save_bench_plots, save_figure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for train_serial's bench options
 
@@ -115,7 +115,7 @@ def _jsonable(v: Any) -> Any:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.system:
-        from physnn.registry import build_system
+        from physnn.core.registry import build_system
 
         options = dict(args.option)
         options.setdefault("seed", args.seed)

@@ -145,7 +145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def open_benches(args: argparse.Namespace, width: int, stack: contextlib.ExitStack) -> Benches:
     """One simulated bench per block (separate devices), or the one board shared by every block."""
-    from physnn.experiment import block_seed
+    from physnn.run.experiment import block_seed
 
     if args.simulate:
         hidden = args.hidden or 20

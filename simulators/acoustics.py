@@ -180,8 +180,8 @@ from typing import Any, Sequence
 
 import torch
 
-from physnn import checks
-from physnn.system import PhysicalSystem, SystemSpec
+from physnn.core import checks
+from physnn.core.system import PhysicalSystem, SystemSpec
 
 __all__ = ["AcousticCavity", "speed_of_sound", "Trajectory"]
 

@@ -3,7 +3,7 @@ r"""Time-varying systems: stationary drift and sudden events around any simulato
 Why: a bench drifts (temperature, creep, people walking past), gets bumped and
 has parts swapped, and a training method that only works on a frozen simulator
 will disappoint in the lab. :class:`Drifting` wraps any
-:class:`~physnn.system.PhysicalSystem` and makes it time-varying, as a function
+:class:`~physnn.core.system.PhysicalSystem` and makes it time-varying, as a function
 of the queries made or of wall-clock time, *without leaving the physics the
 simulator is valid for*: a passive medium stays passive, a lab's temperature
 wanders around its set point and stays in the simulator's valid range.
@@ -119,8 +119,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from physnn import checks
-from physnn.system import PhysicalSystem
+from physnn.core import checks
+from physnn.core.system import PhysicalSystem
 
 __all__ = ["Drifting", "drifting", "EVENT_KINDS"]
 
@@ -669,7 +669,7 @@ def drifting(
     ``{ time = 1e5, kind = "swap", options = { serial = "chip-7" } }``).
     The base system gets ``seed``; the drift realisation gets ``seed + 1``.
     """
-    from physnn.registry import build_system
+    from physnn.core.registry import build_system
 
     if base == "drifting":
         raise ValueError("base must be a physical system, not 'drifting' itself")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from physnn import checks
-from physnn.system import PhysicalSystem, SystemSpec
+from physnn.core import checks
+from physnn.core.system import PhysicalSystem, SystemSpec
 
 
 class IdentitySystem(PhysicalSystem):

@@ -125,8 +125,8 @@ from typing import Any
 
 import torch
 
-from physnn import checks
-from physnn.system import PhysicalSystem, SystemSpec
+from physnn.core import checks
+from physnn.core.system import PhysicalSystem, SystemSpec
 
 __all__ = ["MetasurfaceCavity", "SPEED_OF_LIGHT"]
 

@@ -124,8 +124,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from physnn import checks
-from physnn.system import PhysicalSystem, SystemSpec
+from physnn.core import checks
+from physnn.core.system import PhysicalSystem, SystemSpec
 
 __all__ = ["NeuromorphicChip", "SpikeTrace", "INT16_MIN", "INT16_MAX"]
 

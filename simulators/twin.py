@@ -65,8 +65,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from physnn.safety import check_write_path, user_cache_dir
-from physnn.system import PhysicalSystem, SystemSpec
+from physnn.core.safety import check_write_path, user_cache_dir
+from physnn.core.system import PhysicalSystem, SystemSpec
 
 __all__ = ["MeasuredTwin", "acoustic_twin", "default_data_dir", "default_cache_dir", "TwinFileError"]
 
@@ -568,7 +568,7 @@ def acoustic_twin(
     the twin, e.g. 9300+). The fitted twin is cached (``cache=True``: under
     :func:`default_cache_dir`; a path: that folder, which must lie inside the
     run's or the user's cache folder while a run file's options are in use,
-    see :func:`physnn.safety.check_write_path`; False: no cache) in a file
+    see :func:`physnn.core.safety.check_write_path`; False: no cache) in a file
     keyed by a hash of the data and the fit settings, so repeated builds are
     fast and a change of data or settings refits.
 

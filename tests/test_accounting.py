@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from physnn.accounting import Accountant, StandIn, count_flops, probe_flops, with_stand_ins
-from physnn.model import PNN
+from physnn.core.e2e_model import E2ENet
+from physnn.core.model import PNN
+from physnn.core.system import PhysicalSystem, SystemSpec
 from physnn.simulators.optics import OpticalCavity
-from physnn.system import PhysicalSystem, SystemSpec
-from physnn.train.e2e_model import E2ENet
+from physnn.train.accounting import Accountant, StandIn, count_flops, probe_flops, with_stand_ins
 from physnn.train.mfff import MFFF
 from physnn.train.pat import PAT
 from physnn.train.zeroth_order import ZerothOrder

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from physnn import checks
+from physnn.core import checks
 from physnn.simulators.acoustics import AcousticCavity, speed_of_sound
 
 

@@ -13,7 +13,7 @@ import itertools
 import pytest
 import torch
 
-from physnn import checks
+from physnn.core import checks
 
 HAS_PYMEASURE = importlib.util.find_spec("pymeasure") is not None
 HAS_QCODES = importlib.util.find_spec("qcodes") is not None

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from physnn.encoding import Encoder
+from physnn.core.e2e_model import E2ENet, in_silico, ste_drive
+from physnn.core.encoding import Encoder
+from physnn.core.system import PhysicalSystem, SystemSpec
 from physnn.simulators.optics import OpticalCavity
-from physnn.system import PhysicalSystem, SystemSpec
 from physnn.train.backprop import Backprop, perturbed_system
-from physnn.train.e2e_model import E2ENet, in_silico, ste_drive
 from physnn.train.ff_digital import DigitalFF, FFDigital
 from physnn.train.pat import PAT
 from physnn.train.zeroth_order import ZerothOrder
@@ -50,7 +50,7 @@ class Smooth(PhysicalSystem):
 
 def _spy_getattr(self, name):
     mod = sys._getframe(1).f_globals.get("__name__", "")
-    if not mod.startswith("physnn.system") and mod != __name__:
+    if not mod.startswith("physnn.core.system") and mod != __name__:
         object.__getattribute__(self, "touched").add(name)
     return object.__getattribute__(self, name)
 

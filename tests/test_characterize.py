@@ -1,4 +1,4 @@
-"""physnn.characterize and lab_scripts/characterize.py: exact figures where the answer is known, each
+"""physnn.analysis.characterize and lab_scripts/characterize.py: exact figures where the answer is known, each
 simulator above its floors, files and CLI."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from physnn.system import PhysicalSystem, SystemSpec
+from physnn.core.system import PhysicalSystem, SystemSpec
 
 SCRIPT = Path(__file__).resolve().parents[1] / "lab_scripts" / "characterize.py"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -130,12 +130,12 @@ def test_lab_script_adds_the_core_figures(char, tmp_path):
     assert (tmp_path / "out" / "characterize.png").read_bytes().startswith(PNG_MAGIC)
 
 
-# ------------------------------------------------------------------ the core: physnn.characterize
+# ------------------------------------------------------------------ the core: physnn.analysis.characterize
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from physnn import characterize as core  # noqa: E402
-from physnn.registry import build_system  # noqa: E402
+from physnn.analysis import characterize as core  # noqa: E402
+from physnn.core.registry import build_system  # noqa: E402
 
 
 class Square(PhysicalSystem):
@@ -178,7 +178,7 @@ def test_a_pure_square_is_fully_nonlinear_and_noise_is_removed():
 
 
 def test_encoder_drives_are_the_embedded_encoded_data():
-    from physnn.encoding import Encoder, embed_label
+    from physnn.core.encoding import Encoder, embed_label
 
     spec = SystemSpec(3 * 2 + 4, 1, levels=2)
     x = torch.rand(50, 4, generator=torch.Generator().manual_seed(0))
@@ -233,7 +233,7 @@ def test_each_simulator_is_nonlinear_where_the_encoder_drives_it(name, tmp_path)
 def test_files_and_cli(tmp_path, capsys):
     import h5py
 
-    from physnn.characterize import main
+    from physnn.cli.characterize import main
 
     assert (
         main(
@@ -267,10 +267,12 @@ def test_files_and_cli(tmp_path, capsys):
 def test_add_cli_registers_the_subcommand():
     import argparse
 
+    from physnn.cli import characterize as cli
+
     parser = argparse.ArgumentParser()
-    core.add_cli(parser.add_subparsers(dest="command"))
+    cli.add_cli(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["characterize", "--system", "optics", "--system-option", "n_outputs=64"])
-    assert args.func is core._cmd_characterize and args.system_option == ["n_outputs=64"]
+    assert args.func is cli._cmd_characterize and args.system_option == ["n_outputs=64"]
 
 
 def test_bad_arguments_name_the_value():

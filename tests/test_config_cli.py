@@ -4,7 +4,7 @@ import pytest
 
 from physnn import runlog
 from physnn.cli import main
-from physnn.config import ConfigError, RunConfig, load_config
+from physnn.run.config import ConfigError, RunConfig, load_config
 
 
 def test_defaults_are_the_main_job():
@@ -159,7 +159,7 @@ def test_parallel_runs_started_in_the_same_second_never_collide(tmp_path):
 @pytest.mark.slow
 def test_continual_mode_keeps_training_after_fit_and_records_its_events(tmp_path):
     """continual_ticks: after fit, a stream of training batches on a drifting device; events in the run file."""
-    from physnn.experiment import run_experiment
+    from physnn.run.experiment import run_experiment
 
     cfg = RunConfig(
         epochs=1,
@@ -179,7 +179,7 @@ def test_continual_mode_keeps_training_after_fit_and_records_its_events(tmp_path
     assert run.summary["total_queries"] > run.summary["train_queries"] + 30 * 128
     ticks = [e["fields"] for e in run.events if e["kind"] == "continual_tick"]
     assert all(0.0 <= t["val_accuracy"] <= 1.0 for t in ticks)  # accuracy over the stream, on validation
-    from physnn.report import main_report
+    from physnn.analysis.report import main_report
 
     files = main_report(r.path, tmp_path / "report")
     assert any(str(f).endswith("continual.png") for f in files)  # accuracy and drift over queries, detections marked

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from physnn.continual import Continual, ProbeMonitor, train_step
-from physnn.model import PNN
+from physnn.core.model import PNN
+from physnn.run.continual import Continual, ProbeMonitor, train_step
 from physnn.simulators.drift import Drifting
 from physnn.simulators.optics import OpticalCavity
 from physnn.train.mfff import MFFF

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from physnn.encoding import Encoder, drive_width, embed_label, label_width
-from physnn.goodness import MeanSquare, PrototypeCosine, ff_loss, make_goodness
-from physnn.system import SystemSpec
+from physnn.core.encoding import Encoder, drive_width, embed_label, label_width
+from physnn.core.goodness import MeanSquare, PrototypeCosine, ff_loss, make_goodness
+from physnn.core.system import SystemSpec
 
 
 def test_embed_label_uses_batch_max_by_default():
@@ -66,7 +66,7 @@ def test_label_repeat_writes_each_class_into_k_adjacent_slots():
 
 
 def test_pnn_grows_block_zero_with_label_repeat():
-    from physnn.model import PNN
+    from physnn.core.model import PNN
     from physnn.simulators.identity import IdentitySystem
 
     pnn = PNN([IdentitySystem(3 * 4 + 5)], 5, 3, label_repeat=4)
@@ -142,7 +142,7 @@ def test_ff_loss_by_hand():
 
 
 def test_pnn_default_hidden_width_fits_a_thermometer_encoded_next_block():
-    from physnn.model import PNN
+    from physnn.core.model import PNN
     from physnn.simulators.identity import IdentitySystem
 
     pnn = PNN(

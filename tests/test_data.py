@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from physnn.data import load_dataset, load_digits, load_mnist5k, load_mnist_idx, load_vowels, read_idx
+from physnn.data.datasets import load_dataset, load_digits, load_mnist5k, load_mnist_idx, load_vowels, read_idx
 
 
 def test_digits_split_is_seeded_stratified_and_scaled():

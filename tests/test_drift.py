@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from physnn.core.system import PhysicalSystem, SystemSpec
 from physnn.simulators.drift import Drifting
 from physnn.simulators.identity import IdentitySystem
 from physnn.simulators.microwave import MetasurfaceCavity
-from physnn.system import PhysicalSystem, SystemSpec
 
 
 class LinearMap(PhysicalSystem):
@@ -251,7 +251,7 @@ def test_describe_before_any_query_is_strict_json():
 
 
 def test_drifting_is_buildable_by_name_and_checks_its_options():
-    from physnn.registry import build_system
+    from physnn.core.registry import build_system
 
     steady = build_system("drifting", n_inputs=8, base="optics", base_options={"noise": False}, rate=0.0)
     moving = build_system("drifting", n_inputs=8, base="optics", base_options={"noise": False}, rate=0.05)
@@ -420,7 +420,7 @@ def test_stuck_metasurface_element_ignores_its_drive_from_the_event_on():
 
 
 def test_chip_swap_replaces_the_mismatch_and_closes_the_old_chip():
-    from physnn.registry import build_system
+    from physnn.core.registry import build_system
     from physnn.simulators.neuromorphic import NeuromorphicChip
 
     kw = dict(n_hidden=32, steps=8, noise=0.0)

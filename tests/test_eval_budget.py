@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from physnn import runlog
-from physnn.config import ConfigError, RunConfig
-from physnn.experiment import run_experiment
-from physnn.model import PNN
+from physnn.core.model import PNN
+from physnn.run.config import ConfigError, RunConfig
+from physnn.run.experiment import run_experiment
 from physnn.train.mfff import MFFF
 
 C, L = 10, 2  # digits, two blocks

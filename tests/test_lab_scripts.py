@@ -17,8 +17,8 @@ import torch
 from helpers.signals import default_signals
 
 from physnn import runlog
-from physnn.config import RunConfig
-from physnn.experiment import run_experiment
+from physnn.run.config import RunConfig
+from physnn.run.experiment import run_experiment
 
 LAB = Path(__file__).resolve().parents[1] / "lab_scripts"
 

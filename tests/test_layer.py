@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from physnn.layer import NoGradientThroughSystem, PhysicalLayer
+from physnn.core.layer import NoGradientThroughSystem, PhysicalLayer
 from physnn.simulators.identity import IdentitySystem
 from physnn.simulators.optics import OpticalCavity
 

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from physnn.data import load_digits
-from physnn.model import PNN
+from physnn.core.model import PNN
+from physnn.core.system import PhysicalSystem, SystemSpec
+from physnn.data.datasets import load_digits
 from physnn.simulators.optics import OpticalCavity
-from physnn.system import PhysicalSystem, SystemSpec
 from physnn.train.mfff import MFFF
 
 ALLOWED = {
@@ -43,7 +43,7 @@ def _spy_getattr(self, name):
 
     frame = sys._getframe(1)
     mod = frame.f_globals.get("__name__", "")
-    if not mod.startswith("physnn.system") and mod != __name__:
+    if not mod.startswith("physnn.core.system") and mod != __name__:
         object.__getattribute__(self, "touched").add(name)
     return object.__getattribute__(self, name)
 

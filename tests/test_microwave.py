@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from physnn.registry import build_system
+from physnn.core.registry import build_system
 from physnn.simulators.microwave import MetasurfaceCavity
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from physnn.registry import build_system
+from physnn.core.registry import build_system
 from physnn.simulators.neuromorphic import INT16_MAX, INT16_MIN, NeuromorphicChip
 
 SMALL = dict(n_inputs=12, n_outputs=6, n_hidden=24, steps=16)
@@ -431,7 +431,7 @@ def test_output_units_follow_the_readout(readout: str, unit: str) -> None:
 
 def test_balanced_rows_sum_to_zero_and_use_the_spike_nonlinearity() -> None:
     """Balanced E/I rows put neurons at threshold: the response is more nonlinear than the unbalanced chip's."""
-    from physnn.characterize import characterize
+    from physnn.analysis.characterize import characterize
 
     chip = NeuromorphicChip(**SMALL, seed=2)
     assert torch.allclose(chip.weights["in"].sum(1), torch.zeros(24, dtype=torch.float64), atol=1e-12)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from physnn.model import PNN
-from physnn.readout import Readout, fit_readout, neutral_embedding
+from physnn.core.model import PNN
+from physnn.core.readout import Readout, fit_readout, neutral_embedding
 from physnn.simulators.optics import OpticalCavity
 from physnn.train.mfff import MFFF
 

@@ -13,9 +13,9 @@ import time
 import pytest
 import torch
 
-from physnn import remote
-from physnn.config import RunConfig
-from physnn.experiment import run_experiment
+from physnn.run.config import RunConfig
+from physnn.run.experiment import run_experiment
+from physnn.scale import remote
 
 remote.use_loopback()  # before Ray is imported: nothing binds beyond 127.0.0.1
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install 'physnn[ray]')")

@@ -10,7 +10,8 @@ import pytest
 import torch
 from matplotlib.image import imread
 
-from physnn import report, runlog
+from physnn import runlog
+from physnn.analysis import report
 from physnn.runlog import RunWriter
 
 SYSTEMS = {

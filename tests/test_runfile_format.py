@@ -166,7 +166,7 @@ def test_bit_rot_in_metrics_is_a_clear_error_not_a_silent_change(tmp_path):
         runlog.load(path)
     with pytest.raises(RunFileError, match=r"'/metrics/test_accuracy' fails its fletcher32 checksum"):
         runlog.last_checkpoint(path)  # what --resume reads
-    from physnn import report
+    from physnn.analysis import report
 
     line = [r for r in report.ls(tmp_path).splitlines() if "a.h5" in r][0]  # physnn ls: a row, not a wrong number
     assert "unreadable" in line and "dataset '/metrics/test_accuracy' fails its fletcher32 checksum" in line

@@ -5,12 +5,12 @@ import threading
 import pytest
 import torch
 
-from physnn.checks import ParameterError
-from physnn.model import PNN
-from physnn.schedule import DeviceExecutors, run_wavefront
+from physnn.core.checks import ParameterError
+from physnn.core.model import PNN
+from physnn.core.system import PhysicalSystem, SystemSpec
 from physnn.simulators.optics import OpticalCavity
-from physnn.system import PhysicalSystem, SystemSpec
 from physnn.train.mfff import MFFF
+from physnn.train.schedule import DeviceExecutors, run_wavefront
 
 
 class Toy(PhysicalSystem):
@@ -191,8 +191,8 @@ class Stepping(Toy):
 @pytest.mark.parametrize("step_at", [None, 3], ids=["stable", "stepping"])
 def test_the_runner_empties_the_block0_cache_when_the_probes_drift(tmp_path, step_at):
     from physnn import runlog
-    from physnn.config import RunConfig
-    from physnn.experiment import run_experiment
+    from physnn.run.config import RunConfig
+    from physnn.run.experiment import run_experiment
 
     cfg = RunConfig(
         hidden=8, epochs=3, label_scale=1.0, output=str(tmp_path), probes=4, method_options={"cache_block0": True}

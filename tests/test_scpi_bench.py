@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from physnn.core.registry import build_system
 from physnn.devices.errors import (
     ConnectionLost,
     InstrumentError,
@@ -17,7 +18,6 @@ from physnn.devices.errors import (
 )
 from physnn.devices.scpi import KEYSIGHT_33500B, SCPIAWG, SCPIScope
 from physnn.devices.sim.scpi_bench import BenchTransport, Fault, SCPIBench, simulated_awg_scope
-from physnn.registry import build_system
 from physnn.simulators.optics import OpticalCavity
 
 N = 8  # inputs and outputs of the small benches used here
@@ -331,8 +331,8 @@ def test_ctrl_c_during_recovery_turns_output_off_and_reraises():
 # --------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_mfff_trains_vowels_through_the_scpi_bench_like_the_direct_simulator(shared_data):
-    from physnn.data import load_vowels
-    from physnn.model import PNN
+    from physnn.core.model import PNN
+    from physnn.data.datasets import load_vowels
     from physnn.train.mfff import MFFF
 
     d = load_vowels(shared_data / "vowels.csv", seed=0)

@@ -678,7 +678,7 @@ def test_factory_faults_are_armed_before_the_first_request(monkeypatch):
 
 
 def test_registry_builds_the_simulated_bench():
-    from physnn.registry import build_system
+    from physnn.core.registry import build_system
 
     daq = build_system("serial-daq-sim", n_inputs=3, n_outputs=2, seed=1, noise=False, max_batch=4, timeout=0.5)
     try:
@@ -802,8 +802,8 @@ def test_mfff_trains_vowels_through_the_serial_bench_like_the_simulator(shared_d
     (16-bit DAC/ADC quantisation, chunking, framing); with shot noise, chunked and unchunked
     calls draw different noise and the 49-sample test set moves in steps of 2 points.
     """
-    from physnn.data import load_vowels
-    from physnn.model import PNN
+    from physnn.core.model import PNN
+    from physnn.data.datasets import load_vowels
     from physnn.simulators.optics import OpticalCavity
     from physnn.train.mfff import MFFF
 

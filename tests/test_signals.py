@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 from helpers.signals import default_signals
 
-from physnn import runlog, safety
-from physnn.safety import Terminated, shutdown_on_signals
+from physnn import runlog
+from physnn.core import safety
+from physnn.core.safety import Terminated, shutdown_on_signals
 
 pytestmark = [
     pytest.mark.fault("signals"),
@@ -57,7 +58,7 @@ def test_a_second_signal_during_the_shutdown_does_not_abort_it(caplog):
                 for _ in range(1000):
                     pass
             finally:
-                with caplog.at_level(logging.WARNING, logger="physnn.safety"):
+                with caplog.at_level(logging.WARNING, logger="physnn.core.safety"):
                     os.kill(os.getpid(), signal.SIGTERM)  # e.g. a supervisor repeating itself
                     for _ in range(1000):
                         pass
@@ -100,7 +101,7 @@ def test_close_all_closes_what_is_still_open_and_survives_a_failing_close(caplog
     done.closed = True
     for s in (a, b, done):
         safety.track(s)
-    with caplog.at_level(logging.WARNING, logger="physnn.safety"):
+    with caplog.at_level(logging.WARNING, logger="physnn.core.safety"):
         assert safety.close_all() == 1
     assert a.closed and not b.closed
     assert "could not be closed / put in its safe state at exit: port gone" in caplog.text
@@ -198,8 +199,8 @@ def test_lab_script_signal_mid_transaction_sends_safe_and_marks_the_run_interrup
 # ----------------------------------------------------------------- subprocesses
 def _host_firmware(n_inputs: int, n_outputs: int):
     """A fake board served by a thread of *this* process (the child opens its pty as a real port)."""
+    from physnn.core.registry import build_system
     from physnn.devices.sim.fake_firmware import FakeFirmware
-    from physnn.registry import build_system
 
     return FakeFirmware(build_system("optics", n_inputs=n_inputs, n_outputs=n_outputs, seed=1), safe_code=0)
 
@@ -281,7 +282,7 @@ def test_a_bench_left_open_is_put_safe_at_interpreter_exit(tmp_path):
     script.write_text(
         textwrap.dedent(f"""
         import torch
-        from physnn import safety
+        from physnn.core import safety
         from physnn.devices.serial_daq import Calibration, SerialDAQSystem
         daq = SerialDAQSystem({fw.port!r}, n_inputs=2, n_outputs=2, low=0.0, high=5.0,
                               dac=Calibration.full_scale(16, 0.0, 5.0), adc=Calibration.full_scale(16, 0.0, 3.3),
@@ -334,8 +335,8 @@ def test_physnn_train_signal_mid_transaction_sends_safe_and_marks_the_run_interr
     import functools
 
     from physnn.cli import main
+    from physnn.core.registry import _RUNTIME
     from physnn.devices.sim.fake_firmware import simulated_serial_daq
-    from physnn.registry import _RUNTIME
 
     built = []
 

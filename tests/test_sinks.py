@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from physnn import checks
-from physnn.config import ConfigError, RunConfig
-from physnn.sinks import MetricSink, close_sinks, log_to_sinks, make_sinks
+from physnn.core import checks
+from physnn.run.config import ConfigError, RunConfig
+from physnn.run.sinks import MetricSink, close_sinks, log_to_sinks, make_sinks
 
 HAS_TB = importlib.util.find_spec("tensorboard") is not None
 HAS_MLFLOW = importlib.util.find_spec("mlflow") is not None
@@ -77,7 +77,7 @@ def test_mlflow_sink_continues_a_resumed_run(tmp_path: Path) -> None:
 @needs_mlflow
 def test_a_run_fills_both_sinks(tmp_path: Path) -> None:
     """The runner opens the sinks beside the run file, logs every epoch and closes them when the run ends."""
-    from physnn.experiment import run_experiment
+    from physnn.run.experiment import run_experiment
 
     out = tmp_path / "r.h5"
     config = RunConfig(

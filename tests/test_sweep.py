@@ -12,10 +12,11 @@ import sys
 
 import pytest
 
-from physnn import remote, runlog
-from physnn.config import ConfigError, RunConfig
-from physnn.experiment import run_experiment
-from physnn.sweep import parse_grid, parse_seeds, plan, run_sweep, summarise
+from physnn import runlog
+from physnn.run.config import ConfigError, RunConfig
+from physnn.run.experiment import run_experiment
+from physnn.scale import remote
+from physnn.scale.sweep import parse_grid, parse_seeds, plan, run_sweep, summarise
 
 remote.use_loopback()  # before Ray is imported: nothing binds beyond 127.0.0.1
 
@@ -66,9 +67,9 @@ def test_plan_spreads_trials_over_benches_and_names_their_files(tmp_path):
 def test_physnn_imports_no_ray_and_says_how_to_get_it():
     """physnn without the extra works as before: Ray is imported only inside the remote features."""
     code = (
-        "import sys; import physnn.remote, physnn.sweep, physnn.cli; assert 'ray' not in sys.modules; "
+        "import sys; import physnn.scale.remote, physnn.scale.sweep, physnn.cli; assert 'ray' not in sys.modules; "
         "sys.modules['ray'] = None\n"
-        "try:\n    physnn.remote.require_ray()\nexcept ImportError as e:\n    print(e)"
+        "try:\n    physnn.scale.remote.require_ray()\nexcept ImportError as e:\n    print(e)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from physnn.system import PhysicalSystem, SystemSpec
+from physnn.core.system import PhysicalSystem, SystemSpec
 
 
 class Square(PhysicalSystem):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.base import clone
 
-from physnn.system import PhysicalSystem, SystemSpec
+from physnn.core.system import PhysicalSystem, SystemSpec
 from physnn.train import METHODS, trainer_class
 
 #: What a trainer may touch on a system: its public query/lifecycle API.
@@ -30,7 +30,7 @@ OPTIONS = {"pat": dict(twin_samples=64, twin_epochs=2, twin_hidden=(8,), refit_s
 
 
 class Spy(PhysicalSystem):
-    """A smooth system with an internal parameter; records what callers outside physnn.system touch."""
+    """A smooth system with an internal parameter; records what callers outside physnn.core.system touch."""
 
     def __init__(self, n_in, n_out, seed=0):
         super().__init__(SystemSpec(n_in, n_out, name="spy"))
@@ -49,7 +49,7 @@ class Spy(PhysicalSystem):
 
 def _spy_getattr(self, name):
     mod = sys._getframe(1).f_globals.get("__name__", "")
-    if not mod.startswith("physnn.system") and mod != __name__:
+    if not mod.startswith("physnn.core.system") and mod != __name__:
         object.__getattribute__(self, "touched").add(name)
     return object.__getattribute__(self, name)
 

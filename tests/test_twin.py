@@ -201,8 +201,8 @@ def test_a_cache_path_from_a_run_file_is_confined_to_the_run_and_user_cache_fold
     shared_data: Path, tmp_path: Path
 ) -> None:
     """A crafted run file named a cache folder of its choosing and --resume wrote an .npz there."""
-    from physnn.checks import ParameterError
-    from physnn.safety import confined_paths
+    from physnn.core.checks import ParameterError
+    from physnn.core.safety import confined_paths
 
     run_dir, elsewhere = tmp_path / "runs", tmp_path / "elsewhere"
     run_dir.mkdir()

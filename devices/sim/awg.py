@@ -16,7 +16,7 @@ on, 0 V while it is off.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Mapping
+from typing import ClassVar, Mapping
 
 import numpy as np
 
@@ -24,10 +24,7 @@ from ..awg_scope import FULL_SCALE
 from ..errors import ProtocolError
 from ..scpi import KEYSIGHT_33500B
 from ..transport import parse_block
-from .scpi_instrument import ON_OFF, REFUSED, Param, Reply, SimInstrument, _text, number, word
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .bench import SCPIBench
+from .scpi_instrument import ON_OFF, REFUSED, BenchLink, Param, Reply, SimInstrument, _text, number, word
 
 __all__ = ["SimAWG", "AWG_IDN"]
 
@@ -78,7 +75,7 @@ class SimAWG(SimInstrument):
 
     def __init__(
         self,
-        bench: "SCPIBench",
+        bench: BenchLink,
         *,
         max_vpp: float = 10.0,
         max_voltage: float = 5.0,

@@ -41,8 +41,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from physnn import checks
-from physnn.registry import build_system
+from physnn.core import checks
+from physnn.core.registry import build_system
 
 from ..awg_scope import AWGScopeSystem, BenchLimits, Framing
 from ..errors import ConnectionLost, InstrumentTimeout
@@ -365,7 +365,7 @@ def simulated_awg_scope(
 ) -> AWGScopeSystem:
     """An :class:`AWGScopeSystem` on an in-process SCPI bench around a simulator.
 
-    The backend is built with :func:`physnn.registry.build_system` (``n_inputs``,
+    The backend is built with :func:`physnn.core.registry.build_system` (``n_inputs``,
     ``n_outputs`` when given, ``seed``, ``device`` and ``backend_options``). The
     system is driven in volts, 0..1 V at the AWG output (Vpp 1 V, offset
     0.5 V), which the device under test maps linearly onto the backend's drive

@@ -5,7 +5,7 @@ The device under test is clocked with the AWG, so it knows the framing of
 ``V`` (0 V while the output is off) it takes each symbol's mean, maps
 ``[v_low, v_high]`` linearly onto the backend's drive range
 ``[low, high]`` (clamped; rounded to the backend's levels if it has them)
-and calls the backend :class:`~physnn.system.PhysicalSystem` ONCE for the
+and calls the backend :class:`~physnn.core.system.PhysicalSystem` ONCE for the
 whole waveform. The backend's outputs ``y`` become the response voltage, on
 the AWG grid:
 
@@ -28,8 +28,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from physnn import checks
-from physnn.system import PhysicalSystem
+from physnn.core import checks
+from physnn.core.system import PhysicalSystem
 
 from ..awg_scope import BARKER13, Framing, window_edges
 

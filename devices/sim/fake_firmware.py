@@ -65,8 +65,8 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from physnn import checks
-from physnn.system import PhysicalSystem
+from physnn.core import checks
+from physnn.core.system import PhysicalSystem
 
 from ..errors import ProtocolError
 from ..serial_daq import Calibration, SerialDAQSystem
@@ -536,7 +536,7 @@ def simulated_serial_daq(
 ) -> SimulatedSerialDAQ:
     """A SerialDAQSystem talking over a pty to a fake firmware around ``backend``.
 
-    ``backend`` is a system name (built with ``physnn.registry.build_system``
+    ``backend`` is a system name (built with ``physnn.core.registry.build_system``
     from ``n_inputs``, ``n_outputs``, ``seed``, ``device`` and
     ``backend_options``) or a PhysicalSystem. The safe range ``low..high`` V
     (default the whole DAC span ``0..dac_full_scale_v``) becomes the spec.
@@ -546,7 +546,7 @@ def simulated_serial_daq(
     ``faults`` are armed before the first request (``Fault``, kind names or
     dicts; see :class:`Fault`). Close the system to stop the firmware thread.
     """
-    from physnn.registry import build_system
+    from physnn.core.registry import build_system
 
     if isinstance(backend, PhysicalSystem):
         system = backend

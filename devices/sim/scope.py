@@ -19,16 +19,13 @@ stored as 16-bit codes ``round((V - offset) / (range / 65536))`` clipped to
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Mapping
+from typing import ClassVar, Mapping
 
 import numpy as np
 
 from ..awg_scope import FULL_SCALE
 from ..scpi import INFINIIVISION_X, OPER_RUN_BIT
-from .scpi_instrument import ON_OFF, Param, Reply, SimInstrument, number, word
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .bench import SCPIBench
+from .scpi_instrument import ON_OFF, BenchLink, Param, Reply, SimInstrument, number, word
 
 __all__ = ["SimScope", "SCOPE_IDN"]
 
@@ -68,7 +65,7 @@ class SimScope(SimInstrument):
 
     def __init__(
         self,
-        bench: "SCPIBench",
+        bench: BenchLink,
         *,
         max_points: int = 4_000_000,
         adc_bits: int = 12,

@@ -23,16 +23,28 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Union
+from typing import Any, Callable, ClassVar, Mapping, Protocol, Union
+
+import numpy as np
 
 from ..scpi import command_header
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .bench import SCPIBench
-
-__all__ = ["SimInstrument", "Param", "word", "number", "ON_OFF", "NO_ERROR", "REFUSED", "Reply"]
+__all__ = ["BenchLink", "SimInstrument", "Param", "word", "number", "ON_OFF", "NO_ERROR", "REFUSED", "Reply"]
 
 NO_ERROR = '+0,"No error"'
+
+
+class BenchLink(Protocol):
+    """What a simulated instrument needs of the bench it sits on -- and no more, so that an instrument
+    knows nothing of :class:`~physnn.devices.sim.bench.SCPIBench` (the bench assembles instruments, not the
+    other way round): the trigger line, the shared noise generator and the acquisition delay."""
+
+    noise_volts: float
+    acq_delay: float
+    rng: np.random.Generator
+
+    def fire(self, volts: np.ndarray, sample_rate: float) -> None: ...
+
 
 #: What a handler returns: text, bytes (a binary block), ``(text, available_at)`` or None (no reply).
 Reply = Union[str, bytes, tuple, None]
@@ -121,7 +133,7 @@ class SimInstrument:
         "error": "_error_query",
     }
 
-    def __init__(self, bench: "SCPIBench", *, table: Mapping[str, str] | None = None):
+    def __init__(self, bench: BenchLink, *, table: Mapping[str, str] | None = None):
         self.bench = bench
         self.errors: list[str] = []
         self.ese = 0

@@ -53,11 +53,18 @@ Why the file is written the way it is
 #   reader.py    load(), Run, Checkpoint, last_checkpoint() and the checks on bad files
 #   recovery.py  superblock flags, h5clear-like clearing, recover()
 #   writer.py    RunWriter and the on-disk layout
-from ._common import FORMAT_NAME, FORMAT_VERSION, STATUSES, NoCheckpointError, RunFileError, default_metric_names
-from .codec import _dumps, _Packer, _unpack, capture_rng, restore_rng
-from .reader import Checkpoint, Run, last_checkpoint, load
-from .recovery import _lookup3, recover
-from .writer import RunWriter
+from physnn.runlog._common import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    STATUSES,
+    NoCheckpointError,
+    RunFileError,
+    default_metric_names,
+)
+from physnn.runlog.codec import _dumps, _Packer, _unpack, capture_rng, restore_rng
+from physnn.runlog.reader import Checkpoint, Run, last_checkpoint, load
+from physnn.runlog.recovery import _lookup3, recover
+from physnn.runlog.writer import RunWriter
 
 # Private helpers that tests/test_runlog.py checks directly stay reachable as runlog._name; naming them
 # here marks them as re-exported (pyflakes), without adding them to __all__ (star-imports stay public-only).

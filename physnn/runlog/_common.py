@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import torch
 
-from .. import checks
+from physnn.core import checks
 
 FORMAT_NAME = "physnn-run"
 #: Version of the layout described in docs/run-format.md. Readers refuse newer versions.

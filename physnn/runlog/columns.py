@@ -9,8 +9,8 @@ from typing import Any, Sequence
 import h5py
 import numpy as np
 
-from ._common import _ROW_CHUNK, _TEXT_CHUNK
-from .codec import _dumps
+from physnn.runlog._common import _ROW_CHUNK, _TEXT_CHUNK
+from physnn.runlog.codec import _dumps
 
 #: One row of a text log (events, summary, confusion matrices, checkpoint manifests, late metrics,
 #: system descriptions). SWMR forbids appending variable-length strings, so a record's JSON text is cut

@@ -17,8 +17,8 @@ from typing import Any, Iterator, Mapping
 import h5py
 import numpy as np
 
-from .. import checks
-from ._common import (
+from physnn.core import checks
+from physnn.runlog._common import (
     _HDF5_SIGNATURE,
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -30,8 +30,8 @@ from ._common import (
     _LeftOpenError,
     _writer_alive,
 )
-from .codec import _unpack
-from .columns import _parse_text_rows, _read_json_log
+from physnn.runlog.codec import _unpack
+from physnn.runlog.columns import _parse_text_rows, _read_json_log
 
 
 # ================================================================= the reader

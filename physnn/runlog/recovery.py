@@ -10,9 +10,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ._common import _HDF5_SIGNATURE, RunFileError, _attr_str, _h5file, _LeftOpenError, _libver, _writer_alive
-from .columns import _JsonLog, _TextLog
-from .reader import Run, load
+from physnn.runlog._common import (
+    _HDF5_SIGNATURE,
+    RunFileError,
+    _attr_str,
+    _h5file,
+    _LeftOpenError,
+    _libver,
+    _writer_alive,
+)
+from physnn.runlog.columns import _JsonLog, _TextLog
+from physnn.runlog.reader import Run, load
 
 
 # ---------------------------------------------------- superblock flag clearing

@@ -22,8 +22,8 @@ import h5py
 import numpy as np
 import torch
 
-from .. import checks
-from ._common import (
+from physnn.core import checks
+from physnn.runlog._common import (
     _DATA_CHUNK,
     _HOST_DTYPE,
     _STATUS_DTYPE,
@@ -47,8 +47,8 @@ from ._common import (
     default_metric_names,
     metric_units,
 )
-from .codec import _loose_json, _Packer, _strict_json
-from .columns import (
+from physnn.runlog.codec import _loose_json, _Packer, _strict_json
+from physnn.runlog.columns import (
     _append_bytes,
     _create_col,
     _create_scale,
@@ -58,7 +58,7 @@ from .columns import (
     _Rows,
     _TextLog,
 )
-from .recovery import _clear_superblock_flags, _load_for_repair, _superblock_flags
+from physnn.runlog.recovery import _clear_superblock_flags, _load_for_repair, _superblock_flags
 
 logger = logging.getLogger(__name__)
 
@@ -974,7 +974,7 @@ class RunWriter:
             return False
         try:
             if issubclass(exc_type, KeyboardInterrupt):
-                # Ctrl-C, or SIGTERM/SIGHUP turned into physnn.safety.Terminated (a KeyboardInterrupt)
+                # Ctrl-C, or SIGTERM/SIGHUP turned into physnn.core.safety.Terminated (a KeyboardInterrupt)
                 self.event("interrupted", {"by": exc_type.__name__, "signal": getattr(exc, "signal_name", None)})
                 self.close("interrupted")
             else:

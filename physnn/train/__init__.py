@@ -1,16 +1,16 @@
 """Trainers. All share one verb shape: ``Trainer(**hyperparameters, seed=...).fit(model, x, y, x_val, y_val)``.
 
-* :class:`~physnn.train.mfff.MFFF` — model-free forward-forward, the method (trains a :class:`physnn.model.PNN`);
+* :class:`~physnn.train.mfff.MFFF` — model-free forward-forward, the method (trains a :class:`physnn.core.model.PNN`);
 * :class:`~physnn.train.local_ce.LocalCE` — local cross-entropy: a class head per block, forward only,
-  no label embedding or negatives (trains a :class:`physnn.local_model.LocalNet`);
+  no label embedding or negatives (trains a :class:`physnn.core.local_model.LocalNet`);
 * :class:`~physnn.train.pat.PAT` — physics-aware training (black-box forward, digital-twin backward);
 * :class:`~physnn.train.zeroth_order.ZerothOrder` — SPSA through the black box;
 * :class:`~physnn.train.backprop.Backprop` — in-silico backprop through a simulator's explicit
   ``differentiable`` mode (the one declared exception to black-box use).
 
-The last three train an end-to-end :class:`~physnn.train.e2e_model.E2ENet`. The digital controls:
+The last three train an end-to-end :class:`~physnn.core.e2e_model.E2ENet`. The digital controls:
 
-* :class:`~physnn.train.ff_digital.FFDigital` -- Hinton's FF on a digital stack (:class:`physnn.digital.DigitalFF`);
+* :class:`~physnn.train.ff_digital.FFDigital` -- Hinton's FF on a digital stack (:class:`physnn.core.digital.DigitalFF`);
 * :class:`~physnn.train.digital.DigitalBackprop` -- logistic regression / MLP on the raw features.
 
 Every trainer is a :class:`~physnn.train.base.Trainer` (the one contract: epoch loop, accounting,

@@ -41,10 +41,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import checks
-from ..registry import build_system
-from ..system import PhysicalSystem
-from .e2e_model import E2ENet, E2ETrainer, in_silico
+from physnn.core import checks
+from physnn.core.e2e_model import E2ENet, in_silico
+from physnn.core.registry import build_system
+from physnn.core.system import PhysicalSystem
+from physnn.train.e2e import E2ETrainer
 
 __all__ = ["Backprop", "perturbed_system"]
 
@@ -55,7 +56,7 @@ class Backprop(E2ETrainer):
     Args:
         insilico_eval: also report the in-silico model's validation accuracy
             (``insilico_accuracy``; no queries).
-        Others as :class:`~physnn.train.e2e_model.E2ETrainer`.
+        Others as :class:`~physnn.train.e2e.E2ETrainer`.
     """
 
     name = "backprop"

@@ -7,7 +7,7 @@ own way -- and the comparison between methods, the point of the project, would
 compare bookkeeping. So the base owns everything that is not the method:
 
 * the epoch loop, the progress bar and the evaluation schedule;
-* the accounting (:class:`~physnn.accounting.Accountant`): physical queries,
+* the accounting (:class:`~physnn.train.accounting.Accountant`): physical queries,
   device seconds, wall time and digital FLOPs by phase (``train``,
   ``twin_fit``, ``eval``), the same for every method;
 * ``state_dict``/``load_state_dict``: optimisers, the method's RNG, the epoch
@@ -67,9 +67,9 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from torch import nn
 
-from .. import checks
-from ..accounting import Accountant
-from ..model import check_labels
+from physnn.core import checks
+from physnn.core.model import check_labels
+from physnn.train.accounting import Accountant
 
 __all__ = ["Trainer", "History", "EpochCallback", "PHASE_METRICS", "STOP_RULES"]
 
@@ -127,7 +127,7 @@ class Trainer:
         eval_every: evaluate on the validation data every this many epochs
             (0: only after the last epoch).
         progress: a tqdm bar over batches (it turns itself off when stderr is not a terminal).
-        count_flops: count digital FLOPs (memoised per step shape, see :mod:`physnn.accounting`).
+        count_flops: count digital FLOPs (memoised per step shape, see :mod:`physnn.train.accounting`).
     """
 
     #: The method's name (``--method``).
@@ -250,7 +250,7 @@ class Trainer:
     ) -> int:
         """Drive channels the first block needs: MF-FF-style methods embed the label in front of the features
         (``label_repeat`` slots per class); a thermometer encoder spends ``encoder_bits`` channels per value."""
-        from ..encoding import drive_width, label_width
+        from physnn.core.encoding import drive_width, label_width
 
         n = n_features + (label_width(n_classes, label_repeat) if cls.model_kind == "pnn" else 0)
         return drive_width(encoder, n, bits=encoder_bits or 1)
@@ -263,11 +263,11 @@ class Trainer:
         model kind takes the ones it uses.
         """
         if self.model_kind == "pnn":
-            from ..model import PNN
+            from physnn.core.model import PNN
 
             pnn = {k: v for k, v in options.items() if k != "blocks"}
             return PNN(systems, n_features, n_classes, **pnn)
-        from .e2e_model import E2ENet
+        from physnn.core.e2e_model import E2ENet
 
         e2e = {k: v for k, v in options.items() if k in ("hidden", "skip", "encoder", "seed")}  # no label embedding
         return E2ENet(systems, n_features, n_classes, **e2e)

@@ -18,15 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import checks
-from ..digital import DigitalNet
-from .base import LR_SCHEDULES, Trainer, scheduled_lr
+from physnn.core import checks
+from physnn.core.digital import DigitalNet
+from physnn.train.base import LR_SCHEDULES, Trainer, scheduled_lr
 
 __all__ = ["DigitalBackprop"]
 
 
 class DigitalBackprop(Trainer):
-    """Cross-entropy backprop of a :class:`~physnn.digital.DigitalNet` (no physical system).
+    """Cross-entropy backprop of a :class:`~physnn.core.digital.DigitalNet` (no physical system).
 
     Args:
         hidden_layers: hidden widths of the MLP; ``[]`` is logistic regression.

@@ -1,8 +1,8 @@
 """Hinton's forward-forward algorithm on a purely digital stack: the trainer (the model is
-:class:`physnn.digital.DigitalFF`).
+:class:`physnn.core.digital.DigitalFF`).
 
 :class:`FFDigital` is :class:`~physnn.train.mfff.MFFF` with Hinton-style
-defaults; it builds a :class:`~physnn.digital.DigitalFF` (no physical system).
+defaults; it builds a :class:`~physnn.core.digital.DigitalFF` (no physical system).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from ..digital import DigitalFF
-from .mfff import MFFF
+from physnn.core.digital import DigitalFF
+from physnn.train.mfff import MFFF
 
 __all__ = ["FFDigital", "DigitalFF"]
 

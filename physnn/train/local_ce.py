@@ -18,7 +18,7 @@ MF-FF's goodness argmax: ``C L``). The label still shapes every block's
 features through the block's own head (a "local classifier" in the sense of
 Mostafa et al. 2018 and Nøkland & Eidnes 2019, here with a physical layer in
 each block). Prediction: the blocks' log-probabilities summed
-(:class:`physnn.local_model.LocalNet`).
+(:class:`physnn.core.local_model.LocalNet`).
 """
 
 from __future__ import annotations
@@ -29,16 +29,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import checks
-from ..local_model import LocalNet
-from .base import LR_SCHEDULES, Trainer, scheduled_lr
-from .e2e_model import black_box
+from physnn.core import checks
+from physnn.core.e2e_model import black_box
+from physnn.core.local_model import LocalNet
+from physnn.train.base import LR_SCHEDULES, Trainer, scheduled_lr
 
 __all__ = ["LocalCE"]
 
 
 class LocalCE(Trainer):
-    """Local cross-entropy training of a :class:`~physnn.local_model.LocalNet` (see the module docstring).
+    """Local cross-entropy training of a :class:`~physnn.core.local_model.LocalNet` (see the module docstring).
 
     Args:
         inner_steps: optimiser steps per batch reusing the same measurements.

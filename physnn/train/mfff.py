@@ -30,7 +30,7 @@ Spending the bench (issue 12):
   when the probes drift beyond their repeatability floor. The drive includes the
   label scale, so ``label_scale = "batch_max"`` rarely repeats a drive; a fixed
   scale or ``"sample_max"`` does.
-* **Pipelined schedule** (``schedule = "pipelined"``): see :mod:`physnn.schedule`;
+* **Pipelined schedule** (``schedule = "pipelined"``): see :mod:`physnn.train.schedule`;
   the same weights as ``"serial"``, with each device measuring while the digital
   layers of other blocks update.
 """
@@ -42,12 +42,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import checks
-from ..goodness import ff_loss
-from ..model import _standardise
-from ..schedule import SCHEDULES, DeviceExecutors, run_wavefront
-from ..system import PhysicalSystem
-from .base import LR_SCHEDULES, EpochCallback, History, Trainer, scheduled_lr
+from physnn.core import checks
+from physnn.core.goodness import ff_loss
+from physnn.core.model import _standardise
+from physnn.core.system import PhysicalSystem
+from physnn.train.base import LR_SCHEDULES, EpochCallback, History, Trainer, scheduled_lr
+from physnn.train.schedule import SCHEDULES, DeviceExecutors, run_wavefront
 
 __all__ = ["MFFF", "History", "EpochCallback", "count_samples"]
 
@@ -61,7 +61,7 @@ def count_samples(systems: list[PhysicalSystem]) -> tuple[int, float]:
 class MFFF(Trainer):
     """The MF-FF trainer: scikit-learn style, every hyperparameter in the constructor.
 
-    Trains a :class:`physnn.model.PNN` (or anything with its interface, e.g.
+    Trains a :class:`physnn.core.model.PNN` (or anything with its interface, e.g.
     :class:`physnn.train.ff_digital.DigitalFF`).
 
     Args:

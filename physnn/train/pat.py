@@ -10,7 +10,7 @@ so the loss is computed on what the device really did, and only the
 *gradient* relies on a model. The twin is a digital MLP fitted to queries of
 the system: the system is never opened up (only ``system(x)`` is called).
 
-Costs charged to the method (:mod:`physnn.accounting`):
+Costs charged to the method (:mod:`physnn.train.accounting`):
 
 * ``twin_fit`` queries: ``twin_samples`` random drives per system, uniform in
   the drive limits (rounded to the allowed levels), before training;
@@ -43,9 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import checks
-from ..system import PhysicalSystem
-from .e2e_model import E2EBlock, E2ENet, E2ETrainer
+from physnn.core import checks
+from physnn.core.e2e_model import E2EBlock, E2ENet
+from physnn.core.system import PhysicalSystem
+from physnn.train.e2e import E2ETrainer
 
 __all__ = ["PAT", "DigitalTwin"]
 
@@ -98,7 +99,7 @@ class PAT(E2ETrainer):
         refit_every: refine the twins every this many epochs (0: never).
         refit_steps: twin Adam steps per refinement.
         buffer_size: recent training (drive, measurement) pairs kept per system.
-        Others as :class:`~physnn.train.e2e_model.E2ETrainer`.
+        Others as :class:`~physnn.train.e2e.E2ETrainer`.
     """
 
     name = "pat"

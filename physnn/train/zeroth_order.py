@@ -11,7 +11,7 @@ averaged over ``directions`` directions per batch. Only ``system(x)`` is ever
 called; no model of the system exists.
 
 Loss: cross-entropy of the network's logits (the last block's linear layer,
-:class:`~physnn.train.e2e_model.E2ENet`).
+:class:`~physnn.core.e2e_model.E2ENet`).
 
 Which weights are perturbed: those of every block but the last -- they feed
 a later system. The last block's linear layer (the classifier) sees the
@@ -31,8 +31,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import checks
-from .e2e_model import E2EBlock, E2ENet, E2ETrainer
+from physnn.core import checks
+from physnn.core.e2e_model import E2EBlock, E2ENet
+from physnn.train.e2e import E2ETrainer
 
 __all__ = ["ZerothOrder"]
 
@@ -43,7 +44,7 @@ class ZerothOrder(E2ETrainer):
     Args:
         perturbation: SPSA step ``c`` (in weight units).
         directions: random directions averaged per batch.
-        Others as :class:`~physnn.train.e2e_model.E2ETrainer`.
+        Others as :class:`~physnn.train.e2e.E2ETrainer`.
     """
 
     name = "zeroth_order"

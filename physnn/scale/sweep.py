@@ -10,7 +10,7 @@ search algorithm or early-stopping scheduler, and physnn runs already
 checkpoint into self-describing run files and resume from them; Tune would add
 a second checkpoint and result store beside them, and its per-trial resources
 would place the trial *on* the bench node holding the bench resource, which the
-bench's own actor (placed by that resource, see :mod:`physnn.remote`) then
+bench's own actor (placed by that resource, see :mod:`physnn.scale.remote`) then
 could not get. With plain tasks the sweep is a short loop whose scheduling
 rules can be read here:
 
@@ -31,7 +31,6 @@ status, node and start/end times.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import logging
@@ -41,10 +40,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import checks
-from .config import ConfigError, RunConfig, load_config
+from physnn.core import checks
+from physnn.run.config import ConfigError, RunConfig
 
-__all__ = ["Trial", "SweepResult", "parse_grid", "parse_seeds", "plan", "run_sweep", "summarise", "add_cli"]
+__all__ = ["Trial", "SweepResult", "parse_grid", "parse_seeds", "plan", "run_sweep", "summarise"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ class SweepResult:
 
 # ----------------------------------------------------------------- parsing
 def _parse_value(text: str) -> Any:
-    from .config import tomllib
+    from physnn.run.config import tomllib
 
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -175,8 +174,8 @@ def plan(
 # ------------------------------------------------------------------ a trial
 def run_trial(config: dict[str, Any]) -> dict[str, Any]:
     """Run (or resume, or skip if completed) one trial; return its record. Runs in a Ray worker."""
-    from . import runlog
-    from .experiment import run_experiment
+    from physnn import runlog
+    from physnn.run.experiment import run_experiment
 
     cfg = RunConfig.from_dict(config, source="sweep trial")
     path = Path(cfg.output)
@@ -226,7 +225,7 @@ def run_trial(config: dict[str, Any]) -> dict[str, Any]:
 # -------------------------------------------------------------- the driver
 def _connect(address: str | None, num_cpus: int | None) -> Any:
     """Join ``address`` ("auto": the cluster on this machine); ``None``: a private cluster on loopback."""
-    from .remote import connect, require_ray, use_loopback
+    from physnn.scale.remote import connect, require_ray, use_loopback
 
     ray = require_ray()
     if ray.is_initialized() or address is not None:
@@ -274,7 +273,7 @@ def run_sweep(
     planned = plan(config, grid, seeds, benches, folder)
     folder.mkdir(parents=True, exist_ok=True)
     ray = _connect(address, num_cpus)
-    from .remote import RemoteSystemError
+    from physnn.scale.remote import RemoteSystemError
 
     task = ray.remote(run_trial).options(
         num_cpus=cpus_per_trial, max_retries=max_retries, retry_exceptions=[RemoteSystemError]
@@ -334,7 +333,7 @@ def run_sweep(
 
 def summarise(folder: str | os.PathLike) -> str:
     """``physnn ls`` of the sweep folder, then ``physnn compare`` of its completed trials."""
-    from .report import compare, ls
+    from physnn.analysis.report import compare, ls
 
     folder = Path(folder)
     text = ls(folder)
@@ -345,44 +344,3 @@ def summarise(folder: str | os.PathLike) -> str:
 
 
 # -------------------------------------------------------------------- CLI
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    benches = [b.strip() for b in args.benches.split(",") if b.strip()] if args.benches else []
-    result = run_sweep(
-        config,
-        parse_grid(args.grid),
-        parse_seeds(args.seeds) if args.seeds else [config.seed],
-        args.out,
-        benches=benches,
-        address=args.address,
-        num_cpus=args.num_cpus,
-        max_retries=args.max_retries,
-    )
-    print(summarise(result.folder))
-    print(
-        f"\n{len(result.trials) - len(result.failed)}/{len(result.trials)} trials completed in "
-        f"{result.wall_seconds:.1f} s; details in {result.folder / 'sweep.json'}"
-    )
-    return 0 if not result.failed else 1
-
-
-def add_cli(subparsers: Any) -> None:
-    """Register ``physnn sweep`` on the CLI's subparsers."""
-    p = subparsers.add_parser("sweep", help="run a grid of configs x seeds (x benches) on a Ray cluster")
-    p.add_argument("config", help="base TOML config")
-    p.add_argument(
-        "--grid",
-        action="append",
-        default=[],
-        metavar="KEY=V1,V2",
-        help="a config key and its values (repeatable; the trials are the product)",
-    )
-    p.add_argument("--seeds", default=None, help="seeds, e.g. 0-4 or 0,3,7 (default: the config's seed)")
-    p.add_argument("--benches", default=None, help="bench resources to spread trials over, e.g. bench:a,bench:b")
-    p.add_argument("--out", required=True, help="sweep folder (one run file per trial, sweep.json)")
-    p.add_argument(
-        "--address", default=None, help="Ray cluster (HOST:PORT, or auto); default: a private cluster on this machine"
-    )
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the private cluster (default: all)")
-    p.add_argument("--max-retries", type=int, default=2, help="retries of a trial whose worker or bench died")
-    p.set_defaults(func=_cmd_sweep)

@@ -7,7 +7,7 @@
 
   The length normalisation of each layer's input hides the previous layer's
   goodness from the next one, so every layer must find new evidence. It
-  duck-types :class:`physnn.model.PNN` (``blocks`` with
+  duck-types :class:`physnn.core.model.PNN` (``blocks`` with
   ``measure``/``forward``/``goodness``/``linear``; ``embed``, ``scores``,
   ``score``), so :class:`physnn.train.mfff.MFFF` trains it unchanged
   (:class:`physnn.train.ff_digital.FFDigital` is MF-FF with Hinton's defaults).
@@ -27,10 +27,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import checks
-from .goodness import make_goodness
-from .model import PNN, check_features, seeded_linear
-from .system import PhysicalSystem
+from physnn.core import checks
+from physnn.core.goodness import make_goodness
+from physnn.core.model import PNN, check_features, seeded_linear
+from physnn.core.system import PhysicalSystem
 
 __all__ = ["DigitalFF", "DigitalFFBlock", "DigitalNet"]
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .system import PhysicalSystem
+from physnn.core.system import PhysicalSystem
 
 __all__ = ["PhysicalLayer", "NoGradientThroughSystem"]
 
@@ -47,7 +47,7 @@ class PhysicalLayer(nn.Module):
     """A :class:`PhysicalSystem` as an ``nn.Module``: ``[batch, n_inputs]`` in, ``[batch, n_outputs]`` out.
 
     The input must already be valid drive values (the system refuses anything
-    else, as it always does; put an :class:`physnn.encoding.Encoder` before it).
+    else, as it always does; put an :class:`physnn.core.encoding.Encoder` before it).
     The system is held as a plain attribute: it has no parameters for an
     optimiser, and ``state_dict`` holds none of its internals.
     """

@@ -38,7 +38,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from .checks import ParameterError
+from physnn.core.checks import ParameterError
 
 __all__ = [
     "Terminated",
@@ -188,7 +188,7 @@ def close_all() -> int:
     Errors are logged, never raised: this runs at exit, where the point is to
     reach every system, not to stop at the first that fails.
     """
-    from .system import PhysicalSystem
+    from physnn.core.system import PhysicalSystem
 
     n, driven = 0, []
     for s in open_systems():

@@ -36,15 +36,16 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from . import checks, safety, sinks
-from .config import ConfigError, RunConfig
-from .data import Dataset, load_dataset
-from .encoding import drive_width
-from .evaluation import Accuracy
-from .registry import build_system
-from .system import PhysicalSystem
-from .train import trainer_class
-from .train.base import Trainer
+from physnn.core import checks, safety
+from physnn.core.encoding import drive_width
+from physnn.core.evaluation import Accuracy
+from physnn.core.registry import build_system
+from physnn.core.system import PhysicalSystem
+from physnn.data.datasets import Dataset, load_dataset
+from physnn.run import sinks
+from physnn.run.config import ConfigError, RunConfig
+from physnn.train import trainer_class
+from physnn.train.base import Trainer
 
 __all__ = [
     "RunResult",
@@ -78,7 +79,7 @@ class RunResult:
     history: list[dict]
     status: str = "completed"
     model: nn.Module | None = field(default=None, repr=False)
-    test_n: int = 0  # test samples behind test_accuracy (its 95 % interval: physnn.evaluation.Accuracy)
+    test_n: int = 0  # test samples behind test_accuracy (its 95 % interval: physnn.core.evaluation.Accuracy)
 
 
 # ==================================================================== building
@@ -117,7 +118,7 @@ def split_validation(config: RunConfig, data: Dataset) -> tuple[torch.Tensor, to
     """
     if not config.val_fraction:
         return data.x_train, data.y_train, data.x_test, data.y_test
-    from .data import _split
+    from physnn.data.datasets import _split
 
     xtr, ytr, xv, yv = _split(
         data.x_train.numpy(),
@@ -273,7 +274,7 @@ def open_run_file(
     write_file: bool,
 ) -> contextlib.AbstractContextManager:
     """A context manager yielding the run's :class:`RunWriter` (new or resumed), or None without a file."""
-    from . import runlog
+    from physnn import runlog
 
     if resume is not None:
         return runlog.RunWriter.resume(resume, checkpoint_seconds=config.checkpoint_seconds or None)
@@ -307,7 +308,7 @@ def _metrics_row(row: dict[str, Any]) -> dict[str, float]:
 
 def _history_from_file(path: Path, upto_epoch: int, ckpt_extra: Any) -> list[dict[str, float]]:
     """The per-epoch metrics up to a checkpoint, read from ``/metrics`` (older files: from the checkpoint)."""
-    from . import runlog
+    from physnn import runlog
 
     if isinstance(ckpt_extra, dict) and "history" in ckpt_extra:
         return [dict(e) for e in ckpt_extra["history"]]
@@ -316,7 +317,7 @@ def _history_from_file(path: Path, upto_epoch: int, ckpt_extra: Any) -> list[dic
 
 def restore(path: Path, model: nn.Module, trainer: Trainer, systems: Sequence[PhysicalSystem]) -> dict[str, Any]:
     """Load the last checkpoint of ``path`` into the model, trainer, RNGs and systems' noise generators."""
-    from . import runlog
+    from physnn import runlog
 
     ckpt = runlog.last_checkpoint(path)
     model.load_state_dict(ckpt.model_state)
@@ -429,7 +430,7 @@ class _Run:
                 )
 
     def checkpoint(self, epoch: int) -> None:
-        from . import runlog
+        from physnn import runlog
 
         self.writer.checkpoint(
             epoch,
@@ -447,14 +448,14 @@ class _Run:
         """After training: ``continual_ticks`` ticks of continual training on a seeded stream of training batches.
 
         The device may drift meanwhile (a ``drifting`` system); probe drift is
-        detected against the noise floor and acted on (physnn/continual.py);
+        detected against the noise floor and acted on (physnn/run/continual.py);
         every detection and action is an event of the run file, and every
         ``probe_every`` ticks a ``continual_tick`` event records the queries so far.
         """
         config = self.config
         if not config.continual_ticks:
             return
-        from .continual import Continual
+        from physnn.run.continual import Continual
 
         options = checks.check_options(Continual, config.continual_options, "continual", reserved=("seed",))
         loop = Continual(self.trainer, seed=config.seed, **options)
@@ -629,7 +630,7 @@ def run_experiment(
 
 
 def _checkpointed_epochs(path: Path) -> int:
-    from . import runlog
+    from physnn import runlog
 
     run = runlog.load(path)
     return max(run.checkpoints, default=0)
@@ -637,7 +638,7 @@ def _checkpointed_epochs(path: Path) -> int:
 
 def _stored_result(config: RunConfig, path: Path, wall: float) -> RunResult:
     """The result of a finished run as its file records it (nothing is measured)."""
-    from . import runlog
+    from physnn import runlog
 
     run = runlog.load(path)
     s = run.summary

@@ -18,9 +18,9 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
-from .checks import check_options
-from .safety import track
-from .system import PhysicalSystem
+from physnn.core.checks import check_options
+from physnn.core.safety import track
+from physnn.core.system import PhysicalSystem
 
 __all__ = ["register_system", "available_systems", "build_system", "system_factory"]
 
@@ -62,11 +62,11 @@ def build_system(name: str, /, **options: Any) -> PhysicalSystem:
     where ``noise=False`` (a string) used to reach the constructor and turn
     noise *on* (``bool("False")``), and ``n_outputs=12.7`` was truncated to 12
     -- the run file then recorded one value in its config and another in the
-    system's description. :func:`physnn.checks.check_options` refuses unknown
+    system's description. :func:`physnn.core.checks.check_options` refuses unknown
     keys (listing the valid ones) and any value that does not match the
     factory's annotation (``bool``, ``int``, ``float``, ``Literal``, ``X | None``,
     lists), with one line naming the system, the key, the value and the type.
-    The system is registered with :func:`physnn.safety.track`.
+    The system is registered with :func:`physnn.core.safety.track`.
     A factory taking ``**kwargs`` passes those on unchecked (the systems that
     wrap a backend build it through this function, so it is checked there).
     """

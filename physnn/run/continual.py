@@ -61,8 +61,8 @@ from typing import Any, Callable, Iterable, Literal
 import torch
 from torch import nn
 
-from . import checks
-from .system import PhysicalSystem
+from physnn.core import checks
+from physnn.core.system import PhysicalSystem
 
 __all__ = ["Continual", "ContinualHistory", "ProbeMonitor", "train_step"]
 

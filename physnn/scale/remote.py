@@ -4,7 +4,7 @@ In a real lab each instrument hangs off its own PC and the training runs
 elsewhere. Instead of a home-made protocol, physnn uses Ray: the system lives
 in a Ray *actor* placed on the instrument's node by a custom resource (the node
 started by ``physnn serve --resource bench:NAME`` advertises ``bench:NAME = 1``),
-and :class:`RemoteSystem` is an ordinary :class:`~physnn.system.PhysicalSystem`
+and :class:`RemoteSystem` is an ordinary :class:`~physnn.core.system.PhysicalSystem`
 proxy for it, so trainers, ``run_experiment`` and lab scripts use it unchanged::
 
     system = "remote"
@@ -52,7 +52,6 @@ Ray is imported only inside these functions: physnn without Ray works as before.
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import dataclasses
 import ipaddress
@@ -73,8 +72,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import checks
-from .system import PhysicalSystem, QueryStats, SystemSpec
+from physnn.core import checks
+from physnn.core.system import PhysicalSystem, QueryStats, SystemSpec
 
 __all__ = [
     "RemoteSystem",
@@ -87,7 +86,6 @@ __all__ = [
     "use_loopback",
     "connect",
     "serve",
-    "add_cli",
 ]
 
 logger = logging.getLogger(__name__)
@@ -221,7 +219,7 @@ class BenchHost:
     def add(self, slot: str, name: str | Callable[..., PhysicalSystem], options: dict[str, Any]) -> dict[str, Any]:
         """Build and open a system by registry name or factory (idempotent for an existing slot)."""
         if slot not in self.systems:
-            from .registry import build_system
+            from physnn.core.registry import build_system
 
             system = build_system(name, **options) if isinstance(name, str) else name(**options)
             if not isinstance(system, PhysicalSystem):
@@ -465,7 +463,7 @@ class RemoteSystem(PhysicalSystem):
 
     def _check_options_locally(self) -> None:
         """Catch a misspelt option here when the system is also installed on this side (else the bench does)."""
-        from .registry import system_factory
+        from physnn.core.registry import system_factory
 
         if not isinstance(self.factory, str):
             return
@@ -848,42 +846,3 @@ def serve(
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from .cli import _parse_option
-
-    options = dict(_parse_option(o) for o in args.option)
-    serve(
-        args.system,
-        options,
-        args.resource or f"bench:{args.system}",
-        address=args.address,
-        bind=args.bind,
-        allow_remote=args.allow_remote,
-        num_cpus=args.num_cpus,
-    )
-    return 0
-
-
-def add_cli(subparsers: Any) -> None:
-    """Register ``physnn serve`` on the CLI's subparsers."""
-    p = subparsers.add_parser("serve", help="offer a bench (a system on this PC) to a Ray cluster")
-    p.add_argument("--system", required=True, help="registry name of the system to serve")
-    p.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an option of the system (repeatable), as in [system_options]",
-    )
-    p.add_argument("--resource", default=None, help="the resource that names this bench (default bench:SYSTEM)")
-    p.add_argument("--address", default=None, help="join this Ray cluster (HOST:PORT); default: start a new one here")
-    p.add_argument("--bind", default="127.0.0.1", help="this node's address for Ray (default 127.0.0.1)")
-    p.add_argument(
-        "--allow-remote",
-        action="store_true",
-        help="allow a non-loopback --bind (only on a private network/VPN: Ray has no access control)",
-    )
-    p.add_argument("--num-cpus", type=int, default=1, help="CPUs this node offers to sweep trials (default 1)")
-    p.set_defaults(func=_cmd_serve)

@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from . import checks
+from physnn.core import checks
 
 __all__ = [
     "MetricSink",

@@ -43,19 +43,18 @@ copies next to each other in one batch so that drift between them is minimal):
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from . import checks
-from .system import PhysicalSystem, SystemSpec
+from physnn.core import checks
+from physnn.core.system import PhysicalSystem, SystemSpec
 
 __all__ = [
     "Characterization",
@@ -71,7 +70,6 @@ __all__ = [
     "save_hdf5",
     "save_figure",
     "format_table",
-    "add_cli",
     "DEFAULT_DATASET",
 ]
 
@@ -118,7 +116,7 @@ def encoder_drives(
     alike); the pairs are distinct so that fit and held-out sets never share a
     drive. The label is scaled to the batch maximum, as in training.
     """
-    from .encoding import Encoder, embed_label
+    from physnn.core.encoding import Encoder, embed_label
 
     del y  # the label sent is any label: positives and negatives both reach the system
     pairs = x.shape[0] * n_classes
@@ -665,9 +663,9 @@ def characterize_named(
     characterize it at random drives and at the encoded data, and write ``characterize.h5`` and
     ``characterize.png`` into ``out``. ``dataset=None``: random drives only (system at its default width).
     ``system_options`` may set ``n_inputs`` itself (wider than needed: the encoder pads)."""
-    from .data import load_dataset
-    from .encoding import Encoder, drive_width, label_width
-    from .registry import build_system
+    from physnn.core.encoding import Encoder, drive_width, label_width
+    from physnn.core.registry import build_system
+    from physnn.data.datasets import load_dataset
 
     options = dict(system_options or {})
     options.setdefault("seed", seed)
@@ -725,81 +723,3 @@ def characterize_named(
         paths.append(save_hdf5(result, out / "characterize.h5", described))
         paths.append(save_figure(result, out / "characterize.png"))
     return result, paths
-
-
-def _parse_option(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` with VALUE read as TOML (numbers, booleans, quoted strings) or else a bare string."""
-    from .config import tomllib
-
-    if "=" not in text:
-        raise checks.ParameterError(f"--system-option must be KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    try:
-        return key.strip(), tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        return key.strip(), value
-
-
-def _cmd_characterize(args: argparse.Namespace) -> int:
-    options = dict(_parse_option(o) for o in args.system_option)
-    result, paths = characterize_named(
-        args.system,
-        system_options=options,
-        dataset=None if args.dataset == "none" else args.dataset,
-        data_path=args.data_path,
-        encoder=args.encoder,
-        encoder_bits=args.encoder_bits,
-        label_repeat=args.label_repeat,
-        n_fit=args.n_fit,
-        n_test=args.n_test,
-        seed=args.seed,
-        out=args.out,
-    )
-    print(format_table(result))
-    for p in paths:
-        print(f"wrote {p}")
-    return 0
-
-
-def add_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``physnn characterize`` on the CLI's subparsers; returns the new parser."""
-    p = subparsers.add_parser(
-        "characterize",
-        help="nonlinearity, effective rank, noise floor of a system (before training on it)",
-        description=__doc__.split("\n\n")[0],
-    )
-    p.add_argument("--system", required=True, help="system name (see `physnn systems`)")
-    p.add_argument(
-        "--system-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an option of the system's factory (repeatable), e.g. noise=false",
-    )
-    p.add_argument(
-        "--dataset",
-        default=DEFAULT_DATASET,
-        help=f"data set whose encoded drives are measured too (default {DEFAULT_DATASET}; 'none': skip)",
-    )
-    p.add_argument("--data-path", default=None, help="file or folder of the data set (vowels CSV, MNIST IDX)")
-    p.add_argument("--encoder", default="minmax", help="encoder of those drives (minmax, l2, abs-l2, thermometer)")
-    p.add_argument("--encoder-bits", type=int, default=None, help="channels per feature of the thermometer encoder")
-    p.add_argument("--label-repeat", type=int, default=1, help="input slots per class label")
-    p.add_argument("--n-fit", type=int, default=2000, help="drives the affine map is fitted on")
-    p.add_argument("--n-test", type=int, default=1000, help="held-out drives it is scored on")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="characterize", help="folder for characterize.h5 and characterize.png")
-    p.set_defaults(func=_cmd_characterize)
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m physnn.characterize ...`` (the same as ``physnn characterize ...``)."""
-    parser = argparse.ArgumentParser(prog="physnn")
-    add_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["characterize", *(argv if argv is not None else __import__("sys").argv[1:])])
-    return args.func(args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -35,7 +35,7 @@ import logging
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Hashable, Sequence
 
-from . import checks
+from physnn.core import checks
 
 __all__ = ["DeviceExecutors", "run_wavefront", "SCHEDULES"]
 

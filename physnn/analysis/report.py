@@ -25,8 +25,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from . import checks
-from .runlog import Run, RunFileError, load
+from physnn.core import checks
+from physnn.runlog import Run, RunFileError, load
 
 __all__ = ["ReportFiles", "main_report", "compare", "ls", "PLOTS", "FORMATS"]
 

@@ -5,7 +5,7 @@ One block::
     h_in --encoder--> drive --system(.)--> y --standardise--> [y, standardise(h_in)] --nn.Linear--> z --head--> logits_i
 
 The linear layer and the head are the only trainable parts; ``z`` (detached)
-is the next block's input. Unlike :class:`physnn.model.PNN` there is no label
+is the next block's input. Unlike :class:`physnn.core.model.PNN` there is no label
 embedding: the label never goes through the physics, so every drive channel
 carries data, one pass per sample answers for every class (L queries per
 sample at inference, not C*L), and training needs no negative data (L queries
@@ -21,9 +21,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .model import check_features, check_stack, hidden_widths, seeded_linear
-from .system import PhysicalSystem
-from .train.e2e_model import E2EBlock, black_box
+from physnn.core.e2e_model import E2EBlock, black_box
+from physnn.core.model import check_features, check_stack, hidden_widths, seeded_linear
+from physnn.core.system import PhysicalSystem
 
 __all__ = ["LocalNet"]
 
@@ -36,7 +36,7 @@ class LocalNet(nn.Module):
         n_features: data features (block 0's drive width; wider systems are padded).
         n_classes: classes.
         hidden: output width of each block's linear layer (an int or one per block).
-        skip, encoder: as in :class:`physnn.model.PNN`.
+        skip, encoder: as in :class:`physnn.core.model.PNN`.
         seed: seeds the digital weights.
     """
 

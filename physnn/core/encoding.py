@@ -21,8 +21,8 @@ import math
 
 import torch
 
-from . import checks
-from .system import SystemSpec
+from physnn.core import checks
+from physnn.core.system import SystemSpec
 
 __all__ = ["embed_label", "Encoder", "ENCODERS", "drive_width", "label_width"]
 

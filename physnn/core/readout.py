@@ -1,6 +1,6 @@
 """One-pass readout for a forward-forward network: L queries per sample instead of C * L.
 
-Goodness-argmax inference (:meth:`physnn.model.PNN.scores`) runs the network
+Goodness-argmax inference (:meth:`physnn.core.model.PNN.scores`) runs the network
 once per candidate label, so classifying one sample costs ``C * L`` physical
 queries. The readout runs it once, with a **neutral label** -- every label
 slot set to ``1/C`` of the label scale, so no class is favoured and the slots
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import PNN, check_labels
+from physnn.core.model import PNN, check_labels
 
 __all__ = ["Readout", "fit_readout", "neutral_embedding"]
 

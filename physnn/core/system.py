@@ -181,7 +181,7 @@ class PhysicalSystem:
         caller_device = batch.device
         start = time.perf_counter()
         # The physics is not digital compute of the model: pause any tensor-dispatch mode (the
-        # torch.utils.flop_counter used by physnn.accounting) while the system measures.
+        # torch.utils.flop_counter used by physnn.train.accounting) while the system measures.
         pause = _disable_current_modes() if is_in_torch_dispatch_mode(False) else contextlib.nullcontext()
         # _measure gets its own copy: a system that writes into its input (an in-place rescale to DAC
         # codes) must not corrupt the caller's tensor, the probes re-measured every epoch, or the

@@ -27,14 +27,14 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from . import checks
+from physnn.core import checks
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["RunConfig", "load_config", "read_config", "ConfigError"]
+__all__ = ["RunConfig", "load_config", "read_config", "parse_option", "ConfigError"]
 
 
 class ConfigError(checks.ParameterError):
@@ -72,7 +72,7 @@ class RunConfig:
     device: str = "cpu"
     output: str = "runs"
     # after training, keep training on a stream drawn from the training split while the device changes
-    # (physnn/continual.py); [continual_options] are Continual's keyword options (probes, threshold, budget...)
+    # (physnn/run/continual.py); [continual_options] are Continual's keyword options (probes, threshold, budget...)
     continual_ticks: int = 0
     continual_options: dict[str, Any] = field(default_factory=dict)
     checkpoint_every: int = 1
@@ -90,7 +90,7 @@ class RunConfig:
     patience: int = 5
     min_delta: float = 0.0
     schedule: str = "serial"
-    # extra places the per-epoch metrics go, beside the run file (optional extras; physnn/sinks.py)
+    # extra places the per-epoch metrics go, beside the run file (optional extras; physnn/run/sinks.py)
     metric_sinks: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -98,17 +98,17 @@ class RunConfig:
 
     # ------------------------------------------------------------ checks
     def validate(self) -> None:
-        """Type- and range-check every key (:mod:`physnn.checks`); a :class:`ConfigError` names the key."""
+        """Type- and range-check every key (:mod:`physnn.core.checks`); a :class:`ConfigError` names the key."""
         try:
             self._validate()
         except checks.ParameterError as exc:
             raise ConfigError(f"config key {exc}") from None
 
     def _validate(self) -> None:
-        from .data import DATASETS
-        from .encoding import ENCODERS
-        from .goodness import GOODNESS
-        from .train import METHODS
+        from physnn.core.encoding import ENCODERS
+        from physnn.core.goodness import GOODNESS
+        from physnn.data.datasets import DATASETS
+        from physnn.train import METHODS
 
         for key in ("data_path", "device", "output"):
             checks.string(key, getattr(self, key))
@@ -210,7 +210,7 @@ def _check_device(value: str) -> None:
 
 
 def load_config(path: str | Path, *, recipe: bool = True) -> RunConfig:
-    """Read a TOML config on top of its system's recipe (:mod:`physnn.recipes`); a missing file, bad TOML or
+    """Read a TOML config on top of its system's recipe (:mod:`physnn.run.recipes`); a missing file, bad TOML or
     an unknown key is a :class:`ConfigError`."""
     return RunConfig.from_dict(read_config(path, recipe=recipe), source=str(path))
 
@@ -225,7 +225,7 @@ def read_config(path: str | Path, *, recipe: bool = False) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
     if recipe:
-        from .recipes import with_recipe
+        from physnn.run.recipes import with_recipe
 
         data = with_recipe(data)
     try:
@@ -236,3 +236,16 @@ def read_config(path: str | Path, *, recipe: bool = False) -> dict[str, Any]:
         raise ConfigError(msg if msg.startswith(str(p)) else f"{p}: {msg}") from None
     except TypeError as exc:  # pragma: no cover - dataclass signature errors
         raise ConfigError(f"{p}: {exc}") from None
+
+
+def parse_option(text: str, flag: str = "--system-option") -> tuple[str, Any]:
+    """``KEY=VALUE`` of a command-line option (``flag`` names it in the error), VALUE read as TOML (numbers,
+    booleans, quoted strings) or else a bare string: the one parser of every ``--*-option`` flag."""
+    if "=" not in text:
+        raise ConfigError(f"{flag} needs KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return key.strip(), parsed

@@ -1,8 +1,9 @@
-"""The end-to-end classifier and training loop shared by the baselines (backprop, PAT, zeroth-order).
+"""The end-to-end classifier shared by the baselines (backprop, PAT, zeroth-order); their training loop is
+:class:`physnn.train.e2e.E2ETrainer`.
 
 MF-FF trains each block locally from a goodness; the baselines need one
 network trained end to end with cross-entropy. It has the same blocks as
-:class:`physnn.model.PNN` so that the comparison is between training methods,
+:class:`physnn.core.model.PNN` so that the comparison is between training methods,
 not architectures::
 
     h_0 = x
@@ -35,12 +36,11 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..encoding import Encoder
-from ..model import _standardise, check_features, check_stack, hidden_widths, seeded_linear
-from ..system import PhysicalSystem
-from .base import Trainer
+from physnn.core.encoding import Encoder
+from physnn.core.model import _standardise, check_features, check_stack, hidden_widths, seeded_linear
+from physnn.core.system import PhysicalSystem
 
-__all__ = ["E2EBlock", "E2ENet", "E2ETrainer", "Physics", "black_box", "in_silico", "ste_drive"]
+__all__ = ["E2EBlock", "E2ENet", "Physics", "black_box", "in_silico", "ste_drive"]
 
 #: ``physics(i, block, drive) -> measurements [B, n_outputs]``
 Physics = Callable[[int, "E2EBlock", torch.Tensor], torch.Tensor]
@@ -116,12 +116,12 @@ class E2ENet(nn.Module):
     """Physical blocks trained end to end; the last block's linear layer outputs the class logits.
 
     Args:
-        systems: one system per block (as for :class:`physnn.model.PNN`).
+        systems: one system per block (as for :class:`physnn.core.model.PNN`).
         n_features: data features.
         n_classes: classes (the width of the last block's output).
         hidden: widths of the blocks before the last (an int or a list of
             ``len(systems) - 1``); default: the next block's system width.
-        skip, encoder: as in :class:`physnn.model.PNN`.
+        skip, encoder: as in :class:`physnn.core.model.PNN`.
         seed: seeds the digital weights.
     """
 
@@ -186,43 +186,3 @@ class E2ENet(nn.Module):
                 )
         memo = {id(b.system): s for b, s in zip(self.blocks, systems)}
         return copy.deepcopy(self, memo)
-
-
-# ====================================================================== training loop
-class E2ETrainer(Trainer):
-    """The base of the end-to-end baselines: cross-entropy on the logits, one Adam, a per-batch step.
-
-    Subclasses implement :meth:`_step` (one optimiser step on a batch,
-    returning the loss and the number of correct training predictions); the
-    epoch loop, accounting, evaluation and state are :class:`~physnn.train.base.Trainer`'s.
-    Each epoch's metrics add ``train_accuracy`` (of the training predictions
-    made during the epoch) to the common ones.
-    """
-
-    name = "e2e"
-    model_kind = "e2e"
-
-    @property
-    def optimizer(self) -> torch.optim.Optimizer | None:
-        """The one optimiser over every digital weight (None before the first fit)."""
-        return self.optimizers[0] if self.optimizers else None
-
-    def _check_model(self, model: nn.Module) -> None:
-        if not isinstance(model, E2ENet):
-            raise TypeError(f"{type(self).__name__} trains an E2ENet, got {type(model).__name__}")
-
-    def _method_metric_names(self, model: nn.Module) -> list[str]:
-        return ["train_accuracy"]
-
-    def _step(self, model: E2ENet, xb: torch.Tensor, yb: torch.Tensor) -> tuple[float, int]:
-        """One optimiser step on a batch; returns (loss, number of correct training predictions)."""
-        raise NotImplementedError
-
-    def _train_batch(self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> dict[str, float]:
-        loss, correct = self._step(model, xb, yb)
-        return {"loss": loss * xb.shape[0], "train_accuracy": float(correct)}
-
-    def _evaluate(self, model: nn.Module, x_val: torch.Tensor, y_val: torch.Tensor, metrics: dict[str, float]) -> None:
-        assert self.accountant is not None
-        with self.accountant.flops(("eval", tuple(x_val.shape))):
-            metrics[self.eval_name] = model.score(x_val, y_val)

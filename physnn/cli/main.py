@@ -15,11 +15,11 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, NoReturn, Sequence
+from typing import NoReturn, Sequence
 
-from . import safety
-from .config import ConfigError, RunConfig
-from .safety import Terminated, shutdown_on_signals
+from physnn.core import safety
+from physnn.core.safety import Terminated, shutdown_on_signals
+from physnn.run.config import ConfigError, RunConfig, parse_option
 
 __all__ = ["main"]
 
@@ -63,26 +63,12 @@ _TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
 ]
 
 
-def _parse_option(text: str, flag: str = "--system-option") -> tuple[str, Any]:
-    """``KEY=VALUE`` with VALUE read as TOML (numbers, booleans, quoted strings) or a bare string."""
-    if "=" not in text:
-        raise ConfigError(f"{flag} needs KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    from .config import tomllib
-
-    try:
-        parsed = tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        parsed = value
-    return key.strip(), parsed
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .experiment import run_experiment
+    from physnn.run.experiment import run_experiment
 
     overrides = {key: getattr(args, key) for _, key, _, _ in _TRAIN_FLAGS}
     if args.resume:
-        from . import runlog
+        from physnn import runlog
 
         config = RunConfig.from_dict(runlog.load(args.resume).config, source=args.resume)
         # a resumed run keeps its configuration; only the epoch budget may grow (extending a finished run)
@@ -95,8 +81,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if overrides["epochs"] is not None:
             config = config.updated(epochs=overrides["epochs"])
     else:
-        from .config import read_config
-        from .recipes import with_recipe
+        from physnn.run.config import read_config
+        from physnn.run.recipes import with_recipe
 
         # the config file's keys, then the flags; the system's recipe fills only what neither sets
         data = read_config(args.config) if args.config else {}
@@ -104,12 +90,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.system_option:
             data["system_options"] = {
                 **data.get("system_options", {}),
-                **dict(_parse_option(o) for o in args.system_option),
+                **dict(parse_option(o) for o in args.system_option),
             }
         if args.method_option:
             data["method_options"] = {
                 **data.get("method_options", {}),
-                **dict(_parse_option(o, "--method-option") for o in args.method_option),
+                **dict(parse_option(o, "--method-option") for o in args.method_option),
             }
         config = RunConfig.from_dict(with_recipe(data), source=args.config or "command line")
     print(
@@ -151,7 +137,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     with confine:
         result = run_experiment(config, progress=progress, resume=args.resume, echo=echo)
     if result.test_n:
-        from .evaluation import Accuracy
+        from physnn.core.evaluation import Accuracy
 
         test = str(Accuracy(round(result.test_accuracy * result.test_n), result.test_n))
     else:
@@ -186,7 +172,7 @@ def _check_output(value: str) -> None:
 
 
 def _cmd_systems(args: argparse.Namespace) -> int:
-    from .registry import available_systems, build_system
+    from physnn.core.registry import available_systems, build_system
 
     rows = []
     for name in available_systems():
@@ -211,7 +197,7 @@ def _cmd_systems(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import main_report
+    from physnn.analysis.report import main_report
 
     files = main_report(args.run, args.out, fmt=args.format)
     for f in files:
@@ -220,14 +206,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .report import compare
+    from physnn.analysis.report import compare
 
     print(compare(args.runs, out=args.out, fmt=args.format))
     return 0
 
 
 def _cmd_ls(args: argparse.Namespace) -> int:
-    from .report import ls
+    from physnn.analysis.report import ls
 
     print(ls(args.folder))
     return 0
@@ -282,10 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
     l_.add_argument("folder", nargs="?", default="runs")
     l_.set_defaults(func=_cmd_ls)
     # subcommands that live beside their feature (each module imports its heavy parts only when run)
-    from . import characterize, remote, sweep
+    from physnn.cli import characterize, serve, sweep
 
     characterize.add_cli(sub)
-    remote.add_cli(sub)
+    serve.add_cli(sub)
     sweep.add_cli(sub)
     return p
 
@@ -372,7 +358,7 @@ def _is_user_error(exc: Exception) -> bool:
         isinstance(exc, (ValueError, OSError, ImportError))
         or _disk_full(exc)
         or _foreign_error(exc, "physnn.devices.errors", "InstrumentError")
-        or _foreign_error(exc, "physnn.remote", "RemoteSystemError")
+        or _foreign_error(exc, "physnn.scale.remote", "RemoteSystemError")
     )
 
 

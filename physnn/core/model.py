@@ -21,9 +21,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .encoding import Encoder, embed_label, label_width
-from .goodness import make_goodness
-from .system import PhysicalSystem, as_batch
+from physnn.core.encoding import Encoder, embed_label, label_width
+from physnn.core.goodness import make_goodness
+from physnn.core.system import PhysicalSystem, as_batch
 
 __all__ = ["Block", "PNN", "seeded_linear", "check_features", "check_labels", "check_stack", "hidden_widths"]
 

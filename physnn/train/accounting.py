@@ -50,7 +50,7 @@ from typing import Any, Callable, Hashable, Iterable, Iterator
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .system import PhysicalSystem, SystemSpec
+from physnn.core.system import PhysicalSystem, SystemSpec
 
 __all__ = ["Accountant", "count_flops", "probe_flops", "StandIn", "with_stand_ins", "FLOP_FORMULAS"]
 

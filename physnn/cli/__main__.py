@@ -1,0 +1,5 @@
+"""``python -m physnn.cli ...``: the same as ``physnn ...``."""
+
+from physnn.cli.main import main
+
+raise SystemExit(main())
