@@ -1,0 +1,54 @@
+"""``physnn ls``: the run files of a folder with their key numbers, one line each."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from physnn.analysis.plotting import method_of
+from physnn.analysis.text import fmt_count, fmt_pct, text_table
+from physnn.runlog import RunFileError, load
+
+__all__ = ["ls"]
+
+
+def ls(folder: str | os.PathLike = "runs") -> str:
+    """A table of the run files (``*.h5``, ``*.hdf5``) in ``folder``, oldest first, with their key numbers.
+
+    Files that are not readable runs are listed too, with the reason.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        raise FileNotFoundError(f"folder {str(folder)!r} does not exist")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{str(folder)!r} is not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".h5", ".hdf5") and p.is_file())
+    if not files:
+        return f"no run files (*.h5, *.hdf5) in {folder}"
+    rows: list[tuple[float, list[str]]] = []
+    for p in files:
+        try:
+            r = load(p)
+        except RunFileError as exc:
+            rows.append((math.inf, [p.name, "-", "unreadable", "-", "-", "-", "-", exc.problem.split(";")[0][:80]]))
+            continue
+        k = r.key_numbers()
+        note = "" if k["epochs"] else "no epoch logged yet"
+        cells = [
+            p.name,
+            method_of(r),
+            k["status"],
+            str(k["start_time"]),
+            str(k["epochs"]),
+            fmt_pct(k["test_accuracy"]),
+            fmt_count(k["queries"]),
+            note,
+        ]
+        rows.append((float(r.attrs.get("start_time_unix", 0.0)), cells))
+    rows.sort(key=lambda t: t[0])
+    return text_table(
+        ["file", "method", "status", "started", "epochs", "test acc", "queries", "note"],
+        [r for _, r in rows],
+        right=(4, 5, 6),
+    )
