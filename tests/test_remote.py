@@ -15,7 +15,7 @@ import torch
 
 from physnn.run.config import RunConfig
 from physnn.run.experiment import run_experiment
-from physnn.scale import remote
+from physnn.scale import remote, serving
 
 remote.use_loopback()  # before Ray is imported: nothing binds beyond 127.0.0.1
 ray = pytest.importorskip("ray", reason="the Ray extra is not installed (pip install 'physnn[ray]')")
@@ -226,4 +226,4 @@ def test_a_restarted_actor_reopens_the_system(cluster):
 
 def test_serve_refuses_a_public_bind_without_allow_remote():
     with pytest.raises(ValueError, match="--bind 10.1.2.3.*--allow-remote"):
-        remote.serve("identity", {}, "bench:x", bind="10.1.2.3", block=False)
+        serving.serve("identity", {}, "bench:x", bind="10.1.2.3", block=False)

@@ -358,7 +358,7 @@ def _is_user_error(exc: Exception) -> bool:
         isinstance(exc, (ValueError, OSError, ImportError))
         or _disk_full(exc)
         or _foreign_error(exc, "physnn.devices.errors", "InstrumentError")
-        or _foreign_error(exc, "physnn.scale.remote", "RemoteSystemError")
+        or _foreign_error(exc, "physnn.scale.cluster", "RemoteSystemError")
     )
 
 

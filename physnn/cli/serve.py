@@ -1,4 +1,4 @@
-"""``physnn serve``: offer a bench on this PC to a Ray cluster (:func:`physnn.scale.remote.serve`)."""
+"""``physnn serve``: offer a bench on this PC to a Ray cluster (:func:`physnn.scale.serving.serve`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ __all__ = ["add_cli"]
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from physnn.scale.remote import serve
+    from physnn.scale.serving import serve
 
     options = dict(parse_option(o, "--option") for o in args.option)
     serve(

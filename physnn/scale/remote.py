@@ -52,20 +52,12 @@ Ray is imported only inside these functions: physnn without Ray works as before.
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
-import ipaddress
-import json
 import logging
-import os
 import re
-import signal
-import socket
-import sys
 import threading
 import time
 import uuid
-import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -74,6 +66,8 @@ import torch
 
 from physnn.core import checks
 from physnn.core.system import PhysicalSystem, QueryStats, SystemSpec
+from physnn.scale.bench_host import Host, SlotMissing, acquire_host, release_host
+from physnn.scale.cluster import ActorLost, RemoteSystemError, connect, require_ray, use_loopback
 
 __all__ = [
     "RemoteSystem",
@@ -85,272 +79,13 @@ __all__ = [
     "require_ray",
     "use_loopback",
     "connect",
-    "serve",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Environment variable Ray reads (at import) to decide whether it may advertise a non-loopback address.
-_RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-class RemoteSystemError(RuntimeError):
-    """The remote machinery failed (cluster unreachable, actor not placeable, actor lost)."""
-
-
-class ActorLost(RemoteSystemError):
-    """The actor hosting a system died while a query was in flight; the query was not re-sent."""
-
-
-class _SlotMissing(RuntimeError):
-    """Raised by the host when it does not hold a system: it was restarted; nothing reached the device."""
-
-
-def require_ray() -> Any:
-    """Import Ray, or fail with the command that installs it."""
-    try:
-        import ray
-    except ImportError:
-        raise ImportError("remote systems and sweeps need Ray: pip install 'physnn[ray]'") from None
-    return ray
-
-
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return True
-    host = host.strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _host_of(address: str) -> str:
-    """The host part of ``HOST:PORT`` (also ``ray://HOST:PORT`` and ``[v6]:PORT``)."""
-    a = address.split("://", 1)[-1]
-    if a.startswith("["):
-        return a[1:].split("]", 1)[0]
-    return a.rsplit(":", 1)[0] if ":" in a else a
-
-
-def use_loopback() -> None:
-    """Keep Ray on 127.0.0.1: its nodes, and the addresses it advertises, stay on loopback.
-
-    Why: Ray replaces ``127.0.0.1`` by the machine's network address when it
-    connects or starts a node (so multi-machine clusters work), which would
-    open its ports to the network. This flag (read by Ray when it is imported,
-    and by the one function that does that replacement) stops it. Call it
-    before ``import ray``; calling it after is also handled.
-    """
-    os.environ[_RAY_CLUSTER_ENV] = "0"
-    if "ray" in sys.modules:
-        from ray._private import ray_constants
-
-        ray_constants.ENABLE_RAY_CLUSTER = False
-
-
-def connect(address: str | None = None) -> Any:
-    """Connect this process to a Ray cluster once (``None``: the one on this machine); return ``ray``.
-
-    Inside a Ray worker (a sweep trial) the connection already exists and is
-    reused. A loopback address keeps this process on loopback too.
-    """
-    ray = require_ray()
-    if ray.is_initialized():
-        return ray
-    if address is not None and _is_loopback(_host_of(address)):
-        use_loopback()
-    try:
-        ray.init(address=address or "auto", include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
-    except ConnectionError as exc:
-        raise RemoteSystemError(
-            f"no Ray cluster at address={address or 'auto'!r}: {exc}; start one with `physnn serve` on the bench "
-            f"PC (or `ray start --head`), then give its address"
-        ) from None
-    return ray
-
-
-# ---------------------------------------------------------------- the actor
-def _where() -> dict[str, Any]:
-    """Which node, machine and process this code runs on (for run files)."""
-    import ray
-
-    ctx = ray.get_runtime_context()
-    return {
-        "node_id": ctx.get_node_id(),
-        "node_ip": ray.util.get_node_ip_address(),
-        "hostname": socket.gethostname(),
-        "pid": os.getpid(),
-    }
-
-
-class BenchHost:
-    """The Ray actor on the bench node: builds, opens, queries and safely stops its systems.
-
-    One host per bench and training process; it holds one system per *slot*
-    (a block of the model). Ray runs its methods one at a time in the order
-    they were sent, which is what a bench needs.
-
-    A restart (Ray re-runs ``__init__`` after the process died) starts with no
-    systems; a query for a missing slot raises :class:`_SlotMissing` before
-    touching anything, and the client re-adds the slot (re-opening the system).
-    """
-
-    def __init__(self, label: str) -> None:
-        import ray
-
-        # one intra-op thread: reductions are then bit-reproducible, so a remote simulator measures exactly
-        # what the same simulator measures in the training process (and several hosts share a node fairly)
-        torch.set_num_threads(1)
-        self.label = label
-        self.systems: dict[str, PhysicalSystem] = {}
-        self.events: dict[str, list[tuple[str, dict]]] = {}
-        self.safe_state_calls = 0
-        with warnings.catch_warnings():  # Ray's property warns about an internal API it uses itself
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.restarted = bool(ray.get_runtime_context().was_current_actor_reconstructed)
-        self.where = _where()
-        atexit.register(self._close_all)
-        logger.info("bench host %s up on %s (restarted: %s)", label, self.where, self.restarted)
-
-    def add(self, slot: str, name: str | Callable[..., PhysicalSystem], options: dict[str, Any]) -> dict[str, Any]:
-        """Build and open a system by registry name or factory (idempotent for an existing slot)."""
-        if slot not in self.systems:
-            from physnn.core.registry import build_system
-
-            system = build_system(name, **options) if isinstance(name, str) else name(**options)
-            if not isinstance(system, PhysicalSystem):
-                raise TypeError(f"factory {name!r} returned {type(system).__name__}, not a PhysicalSystem")
-            if system.closed:
-                system.open()
-            events: list[tuple[str, dict]] = []
-            system.event_hook = lambda kind, fields, ev=events: ev.append((kind, fields))
-            self.systems[slot] = system
-            self.events[slot] = events
-        return self.info(slot)
-
-    def info(self, slot: str) -> dict[str, Any]:
-        s = self._get(slot)
-        return {
-            "spec": s.spec.to_dict(),
-            "describe": s.describe(),
-            "where": self.where,
-            "restarted": self.restarted,
-            "safe_state_calls": self.safe_state_calls,
-        }
-
-    def _get(self, slot: str) -> PhysicalSystem:
-        try:
-            return self.systems[slot]
-        except KeyError:
-            raise _SlotMissing(f"{self.label}: no system in slot {slot!r} (the host restarted)") from None
-
-    def query(self, slot: str, x: np.ndarray) -> tuple[np.ndarray, float, list[tuple[str, dict]]]:
-        """Validate (again) and measure one batch; return the measurement, the device seconds and any events."""
-        s = self._get(slot)
-        before = s.stats.seconds
-        y = s(torch.from_numpy(x.copy()))  # PhysicalSystem.__call__: the drive limits are checked again, here
-        events, self.events[slot][:] = list(self.events[slot]), []
-        return y.numpy(), s.stats.seconds - before, events
-
-    def call(self, slot: str, method: str, *args: Any) -> Any:
-        """A whitelisted method of the hosted system (rng state, safe state, describe)."""
-        if method not in ("get_rng_state", "set_rng_state", "safe_state", "describe"):
-            raise ValueError(
-                f"method must be one of get_rng_state, set_rng_state, safe_state, describe; got {method!r}"
-            )
-        s = self._get(slot)
-        if method == "safe_state":
-            self.safe_state_calls += 1
-        return getattr(s, method)(*args)
-
-    def close(self, slot: str) -> dict[str, Any]:
-        """Put one system in its safe state and close it; return its final description."""
-        s = self.systems.pop(slot, None)
-        if s is None:
-            return {}
-        self.safe_state_calls += 1
-        s.close()
-        return {"describe": s.describe(), "where": self.where, "safe_state_calls": self.safe_state_calls}
-
-    def _close_all(self) -> None:
-        for slot in list(self.systems):
-            try:
-                self.close(slot)
-            except Exception:  # noqa: BLE001 - every system must get its chance at the safe state
-                logger.exception("%s: closing slot %s failed", self.label, slot)
-
-    def shutdown(self) -> int:
-        """Close everything; return the number of safe-state calls made over the host's life."""
-        self._close_all()
-        return self.safe_state_calls
-
-    def where_am_i(self) -> dict[str, Any]:
-        return dict(self.where, restarted=self.restarted)
-
-
-_ACTOR_CLASS: Any = None
-
-
-def _actor_class() -> Any:
-    global _ACTOR_CLASS
-    if _ACTOR_CLASS is None:
-        _ACTOR_CLASS = require_ray().remote(BenchHost)
-    return _ACTOR_CLASS
-
-
-@dataclass
-class _Host:
-    actor: Any
-    slots: set[str]
-    label: str
-
-
-_HOSTS: dict[tuple, _Host] = {}
-_HOSTS_LOCK = threading.Lock()
-
-
-def _acquire_host(resource: str | None, idempotent: bool, max_restarts: int) -> tuple[tuple, _Host]:
-    """The host actor for ``resource`` in this process (created on first use, shared by the blocks)."""
-    key: tuple = ("bench", resource, idempotent, max_restarts) if resource else ("own", uuid.uuid4().hex)
-    with _HOSTS_LOCK:
-        host = _HOSTS.get(key)
-        if host is None:
-            opts: dict[str, Any] = {
-                "num_cpus": 0,  # the bench is the scarce thing, not a CPU; sweep trials keep the CPUs
-                "max_restarts": max_restarts,
-                "max_task_retries": -1 if idempotent else 0,
-            }
-            if resource:
-                opts["resources"] = {resource: 1}
-            label = resource or "remote"
-            host = _Host(_actor_class().options(**opts).remote(label), set(), label)
-            _HOSTS[key] = host
-            logger.debug("created host actor for %s", label)
-        return key, host
-
-
-def _release_host(key: tuple, slot: str) -> None:
-    ray = require_ray()
-    with _HOSTS_LOCK:
-        host = _HOSTS.get(key)
-        if host is None:
-            return
-        host.slots.discard(slot)
-        if host.slots:
-            return
-        del _HOSTS[key]
-    try:
-        ray.get(host.actor.shutdown.remote(), timeout=60)
-    except Exception as exc:  # noqa: BLE001 - the actor is killed below either way
-        logger.warning("host %s did not shut down cleanly: %s", host.label, exc)
-    ray.kill(host.actor, no_restart=True)  # frees the bench resource for the next trainer
-
-
-# -------------------------------------------------------------- the client
 def _spec_from(remote_spec: dict[str, Any]) -> SystemSpec:
     """The remote system's spec; fields this (older) physnn does not know are dropped with a warning."""
     known = {f.name for f in dataclasses.fields(SystemSpec)}
@@ -454,7 +189,7 @@ class RemoteSystem(PhysicalSystem):
         self.where: dict[str, Any] = {}
         self.final: dict[str, Any] = {}
         self._key: tuple | None = None
-        self._host: _Host | None = None
+        self._host: Host | None = None
         self._lock = threading.Lock()
         self._lost = False
         spec = self._start()
@@ -483,9 +218,7 @@ class RemoteSystem(PhysicalSystem):
                 f"`physnn serve --system {self.name} --resource {self.resource}` (nodes offer: "
                 f"{', '.join(sorted(self._bench_resources(ray))) or 'no bench resources'})"
             )
-        self._key, self._host = _acquire_host(self.resource, self.idempotent, self.max_restarts)
-        with _HOSTS_LOCK:
-            self._host.slots.add(self.slot)
+        self._key, self._host = acquire_host(self.resource, self.idempotent, self.max_restarts, self.slot)
         try:
             info = self._get(self._host.actor.add.remote(self.slot, self.factory, self.remote_options), "open")
             self.where = dict(info["where"], resource=self.resource, restarted=info["restarted"])
@@ -504,7 +237,7 @@ class RemoteSystem(PhysicalSystem):
 
     def _abandon(self) -> None:
         if self._key is not None:
-            _release_host(self._key, self.slot)
+            release_host(self._key, self.slot)
         self._key, self._host = None, None
 
     def open(self) -> "RemoteSystem":
@@ -530,7 +263,7 @@ class RemoteSystem(PhysicalSystem):
         try:
             self.final = self._get(host.actor.close.remote(self.slot), "close")
         finally:
-            _release_host(key, self.slot)
+            release_host(key, self.slot)
             self._key, self._host = None, None
 
     # --------------------------------------------------------------- query
@@ -607,7 +340,7 @@ class RemoteSystem(PhysicalSystem):
         for _ in range(3):
             try:
                 return self._get(q.ref, "query")
-            except _SlotMissing:
+            except SlotMissing:
                 self.report_event("remote_reopened", node=self.where.get("hostname"))
                 assert self._host is not None
                 info = self._get(self._host.actor.add.remote(self.slot, self.factory, self.remote_options), "re-open")
@@ -625,7 +358,7 @@ class RemoteSystem(PhysicalSystem):
             return ray.get(ref, timeout=self.timeout_s)
         except rex.RayTaskError as exc:
             cause = exc.cause
-            if isinstance(cause, _SlotMissing):
+            if isinstance(cause, SlotMissing):
                 raise cause from None
             if not isinstance(cause, BaseException):
                 raise RemoteSystemError(f"{what} failed on {where}: {exc}") from None
@@ -711,138 +444,3 @@ def remote_system(
         seed=seed,
         device=device,
     )
-
-
-# ------------------------------------------------------------------ serving
-def _check_bind(host: str, allow_remote: bool) -> str:
-    if not _is_loopback(host) and not allow_remote:
-        raise checks.ParameterError(
-            f"--bind {host} exposes Ray (which has no access control by default) beyond this machine; use a "
-            f"private network or VPN address and add --allow-remote, or keep the default 127.0.0.1, got {host!r}"
-        )
-    return host
-
-
-def serve(
-    system: str,
-    options: dict[str, Any],
-    resource: str,
-    *,
-    address: str | None = None,
-    bind: str = "127.0.0.1",
-    allow_remote: bool = False,
-    num_cpus: int = 1,
-    echo: Any = print,
-    block: bool = True,
-) -> dict[str, Any]:
-    """Offer a bench to a Ray cluster: ``physnn serve``.
-
-    Without ``address`` this starts a new cluster (head node) here; with one,
-    it joins that cluster as a new node (through ``ray start``). Either way the
-    node advertises ``resource = 1``, and the system is built once on it, by
-    a host actor placed through that resource, to check it opens and to print
-    its spec and node; it is then put in its safe state and closed. Training
-    processes create their own host actors there (see :class:`RemoteSystem`).
-    ``block`` keeps the node up until Ctrl-C.
-    """
-    import subprocess
-
-    checks.string("system", system, empty=False)
-    checks.string("resource", resource, empty=False)
-    checks.integer("num_cpus", num_cpus, low=0)
-    bind = _check_bind(checks.string("bind", bind, empty=False), allow_remote)
-    if _is_loopback(bind):
-        use_loopback()
-    # Ray's token authentication (Ray >= 2.5x; ignored by older versions): on unless the operator chose otherwise
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    ray = require_ray()
-    child = None
-    if address is None:
-        ray.init(
-            address="local",
-            resources={resource: 1},
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            _node_ip_address=bind,
-            logging_level=logging.WARNING,
-        )
-        cluster = ray.get_runtime_context().gcs_address
-    else:
-        if _is_loopback(bind):
-            raise checks.ParameterError(
-                f"--address {address}: joining a cluster needs the node's own network address (--bind, with "
-                f"--allow-remote); on one machine, run `physnn serve` without --address instead, got bind={bind!r}"
-            )
-        cmd = [
-            os.path.join(os.path.dirname(sys.executable), "ray"),
-            "start",
-            f"--address={address}",
-            f"--node-ip-address={bind}",
-            f"--resources={json.dumps({resource: 1})}",
-            f"--num-cpus={num_cpus}",
-            "--block",
-        ]
-        child = subprocess.Popen(cmd)
-        cluster = address
-        connect(address)
-        deadline = time.monotonic() + 60
-        while not any(n.get("Alive") and resource in n.get("Resources", {}) for n in ray.nodes()):
-            if child.poll() is not None or time.monotonic() > deadline:
-                child.terminate()
-                raise RemoteSystemError(f"the node offering {resource!r} did not join {address} (ray start failed)")
-            time.sleep(0.5)
-    try:
-        probe = RemoteSystem(
-            system,
-            options={k: v for k, v in options.items() if k not in ("n_inputs", "seed")},
-            resource=resource,
-            n_inputs=options.get("n_inputs"),
-            seed=options.get("seed", 0),
-        )
-        s, where = probe.spec, dict(probe.where)
-        probe.close()
-        served = {
-            "system": system,
-            "options": options,
-            "resource": resource,
-            "cluster": cluster,
-            "node_id": where["node_id"],
-            "hostname": where["hostname"],
-            "node_ip": where["node_ip"],
-            "spec": s.to_dict(),
-        }
-        echo(
-            f"serving {system} as {resource!r} on {where['hostname']} ({where['node_ip']}, node "
-            f"{where['node_id'][:12]}): {s.n_inputs} inputs {s.low:g}..{s.high:g} {s.units}, "
-            f"{s.n_outputs} outputs ({s.output_units})"
-        )
-        echo(f"cluster address: {cluster}")
-        if os.environ.get("RAY_AUTH_MODE") == "token":
-            echo(
-                "token authentication is on: trainers need RAY_AUTH_MODE=token and this machine's "
-                "~/.ray/auth_token (copy it to each machine of the cluster)"
-            )
-        echo(
-            f'train against it with system = "remote" and system_options = {{ name = "{system}", '
-            f'resource = "{resource}", address = "{cluster}" }}'
-        )
-        if block:
-            echo("Ctrl-C stops serving")
-            # a service manager stops with SIGTERM: leave the same way as on Ctrl-C (safe state, node shut down)
-            signal.signal(signal.SIGTERM, _raise_interrupt)
-            try:
-                while child is None or child.poll() is None:
-                    time.sleep(1.0)
-            except KeyboardInterrupt:
-                echo("stopping")
-        return served
-    finally:
-        if block or child is not None:
-            ray.shutdown()
-        if child is not None and child.poll() is None:
-            child.terminate()
-            child.wait(timeout=60)
-
-
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt

@@ -225,7 +225,7 @@ def run_trial(config: dict[str, Any]) -> dict[str, Any]:
 # -------------------------------------------------------------- the driver
 def _connect(address: str | None, num_cpus: int | None) -> Any:
     """Join ``address`` ("auto": the cluster on this machine); ``None``: a private cluster on loopback."""
-    from physnn.scale.remote import connect, require_ray, use_loopback
+    from physnn.scale.cluster import connect, require_ray, use_loopback
 
     ray = require_ray()
     if ray.is_initialized() or address is not None:
@@ -273,7 +273,7 @@ def run_sweep(
     planned = plan(config, grid, seeds, benches, folder)
     folder.mkdir(parents=True, exist_ok=True)
     ray = _connect(address, num_cpus)
-    from physnn.scale.remote import RemoteSystemError
+    from physnn.scale.cluster import RemoteSystemError
 
     task = ray.remote(run_trial).options(
         num_cpus=cpus_per_trial, max_retries=max_retries, retry_exceptions=[RemoteSystemError]
