@@ -117,3 +117,49 @@ def test_validation_plateau_and_stop_state_survive_a_checkpoint():
 def test_bad_budget_keys_name_the_key(key, value, pattern):
     with pytest.raises(ConfigError, match=pattern):
         RunConfig(**{key: value})
+
+
+# ------------------------------------------------------------- validation with its n (issue 19 item 1)
+def test_every_scheduled_validation_uses_the_whole_split_and_carries_n_and_interval(tmp_path):
+    lines = []
+    cfg = RunConfig(hidden=16, output=str(tmp_path), epochs=2, eval_every=1)
+    result = run_experiment(cfg, progress=False, echo=lines.append)
+    n_val = result.history[0]["val_n"]
+    assert n_val >= 140  # digits: 10 % of the training split, all of it
+    for e in result.history:
+        assert e["eval_samples"] == e["val_n"] == n_val
+        assert e["val_ci_low"] <= e["val_accuracy"] <= e["val_ci_high"]
+        assert 0 < e["val_ci_high"] - e["val_ci_low"] < 0.2
+    # the epoch line prints it the way the test line does: value (correct/n, 95 % CI lo-hi)
+    epoch_lines = [line for line in lines if line.startswith("epoch")]
+    correct = round(result.history[-1]["val_accuracy"] * n_val)
+    assert f"({correct}/{int(n_val)}, 95 % CI " in epoch_lines[-1]
+    stored = runlog.load(result.path).metrics
+    assert list(stored["val_n"]) == [n_val, n_val]
+
+
+def test_significant_stop_rule_ignores_a_one_sample_rise():
+    from physnn.train.base import Trainer, _binomial_tail
+
+    assert _binomial_tail(5, 5) == pytest.approx(1 / 32) and _binomial_tail(0, 0) == 1.0
+    t = Trainer(epochs=10).set_budget(stop_on="val_significant", patience=2)
+    y = torch.zeros(100, dtype=torch.bool)
+    first = y.clone()
+    first[:80] = True  # 0.80
+    assert not t._plateaued({"val_accuracy": 0.80, "eval_samples": 100}, first)
+    one_more = first.clone()
+    one_more[80] = True  # 0.81: one sample, well inside the interval
+    assert not t._plateaued({"val_accuracy": 0.81, "eval_samples": 100}, one_more)
+    assert t._stop_wait == 1 and t._stop_best == 0.80  # not counted as an improvement
+    jump = first.clone()
+    jump[80:90] = True  # 0.90: ten samples won, none lost (p = 2^-10)
+    assert not t._plateaued({"val_accuracy": 0.90, "eval_samples": 100}, jump)
+    assert t._stop_wait == 0 and t._stop_best == 0.90
+    assert not t._plateaued({"val_accuracy": 0.91, "eval_samples": 100}, one_more | jump)
+    assert t._plateaued({"val_accuracy": 0.90, "eval_samples": 100}, jump)  # two evaluations without: stop
+    # without per-sample predictions: the accuracy must clear the best one's 95 % interval
+    u = Trainer(epochs=10).set_budget(stop_on="val_significant", patience=1)
+    assert not u._plateaued({"val_accuracy": 0.80, "eval_samples": 100})
+    assert u._plateaued({"val_accuracy": 0.85, "eval_samples": 100})  # inside 0.71-0.87
+    state = t.state_dict()["stopping"]
+    assert torch.equal(state["best_correct"], jump)

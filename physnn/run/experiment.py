@@ -42,7 +42,7 @@ from physnn.core.evaluation import Accuracy
 from physnn.core.registry import build_system
 from physnn.core.system import PhysicalSystem
 from physnn.data.datasets import Dataset, load_dataset
-from physnn.run import sinks
+from physnn.run import preflight, sinks
 from physnn.run.config import ConfigError, RunConfig
 from physnn.train import trainer_class
 from physnn.train.base import Trainer
@@ -57,14 +57,10 @@ __all__ = [
     "run_path",
     "block_seed",
     "confusion_matrix",
+    "resume_config",
 ]
 
 log = logging.getLogger(__name__)
-
-#: Config keys the runner passes to every trainer (never through ``method_options``).
-_TRAINER_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "eval_every")
-#: Top-level config keys that are options of some methods only (kept top-level for MF-FF configs).
-_METHOD_KEYS = ("inner_steps", "theta", "schedule")
 
 
 @dataclass
@@ -195,21 +191,8 @@ def build_model(
 
 def build_trainer(config: RunConfig, progress: bool = False) -> Trainer:
     """The configured method's trainer: the run's keys plus ``[method_options]``, checked against its signature."""
-    cls = trainer_class(config.method)
-    accepted = set(cls._param_names())
-    defaults = RunConfig()
-    kwargs: dict[str, Any] = {k: getattr(config, k) for k in _TRAINER_KEYS}
-    for key in _METHOD_KEYS:
-        if key in accepted:
-            kwargs[key] = getattr(config, key)
-        elif getattr(config, key) != getattr(defaults, key):
-            raise ConfigError(
-                f"config key {key!r} = {getattr(config, key)!r} is not an option of method {config.method!r}; remove it"
-            )
-    options = checks.check_options(
-        cls, config.method_options, f"method {config.method!r}", reserved=(*_TRAINER_KEYS, *_METHOD_KEYS, "progress")
-    )
-    trainer = cls(**kwargs, **options, progress=progress)
+    cls, kwargs = preflight.trainer_arguments(config)
+    trainer = cls(**kwargs, progress=progress)
     # scheduled evaluations look at the validation split; with val_fraction = 0 at the test split, named so
     trainer.eval_name = "val_accuracy" if config.val_fraction else "test_accuracy"
     return trainer.set_budget(
@@ -356,6 +339,8 @@ class _Run:
         self.sinks: list[Any] = []
         #: block 0's probe reference and repeatability floor, for the trainer's block-0 cache (if it has one)
         self._probe_ref: tuple[torch.Tensor, float] | None = None
+        #: a resumed run whose training was done when it stopped: only what follows training is left
+        self.training_done = False
 
     # ------------------------------------------------------------ probes
     def set_probes(self, fresh: bool) -> None:
@@ -400,7 +385,12 @@ class _Run:
         # printed once the epoch is on disk, so "epoch N" on the console means it is saved
         name = self.trainer.eval_name
         what = "validation" if name == "val_accuracy" else "test"
-        acc = f", {what} accuracy {metrics[name]:.4f}" if name in metrics else ""
+        acc = ""
+        if name in metrics:
+            n = int(metrics.get("eval_samples", 0))
+            acc = f", {what} accuracy " + (
+                str(Accuracy(round(metrics[name] * n), n)) if n else f"{metrics[name]:.4f}"
+            )  # with its n and 95 % interval: one sample of 143 moves it by 0.7 points
         per_block = [metrics[f"loss/block{i}"] for i in range(len(self.model.blocks)) if f"loss/block{i}" in metrics]
         blocks = f" (blocks {' '.join(f'{v:.4f}' for v in per_block)})" if per_block else ""
         self.echo(
@@ -441,6 +431,8 @@ class _Run:
         )
 
     def train(self) -> None:
+        if self.training_done:
+            return
         x, y, x_val, y_val = split_validation(self.config, self.data)
         self.trainer.fit(self.model, x, y, x_val, y_val, on_epoch_end=self.on_epoch_end)
 
@@ -552,23 +544,60 @@ def run_experiment(
     closed (instruments put in their safe state) when the run ends, however
     it ends. ``config.system`` then only names the system in the run file.
     ``resume`` continues the run file's last checkpoint up to
-    ``config.epochs`` (more epochs than the run had extend it).
+    ``config.epochs`` (more epochs than the run had extend it), whatever
+    point the run was stopped at: a run killed after its last epoch but before
+    the final test measurement gets only what is left (the continual phase,
+    again from the last checkpoint, then the test split), and its status ends
+    ``completed``. The run file is held by this process alone meanwhile
+    (:mod:`physnn.runlog.lock`). Before anything is loaded, opened or
+    queried, the whole configuration is checked (:mod:`physnn.run.preflight`).
     """
+    t0 = time.perf_counter()
+    handed = None if systems is None else list(systems)
+    with contextlib.ExitStack() as held:
+        try:
+            preflight.check_config(config, build_systems=handed is None)
+            plan = None
+            if resume is not None:
+                from physnn.runlog import lock
+
+                held.enter_context(lock.hold(resume))  # one writer per run file, from before it is read
+                plan = _ResumePlan.read(Path(resume), config)
+        except BaseException:
+            if handed is not None:  # the instruments handed over are closed however the run ends
+                _close_systems(handed, None)
+            raise
+        if plan is not None and plan.finished(config):
+            if handed is not None:
+                _close_systems(handed, None)
+            return plan.nothing_left(config, echo, t0)
+        return _run(config, write_file, progress, echo, plan, handed, t0)
+
+
+def _run(
+    config: RunConfig,
+    write_file: bool,
+    progress: bool,
+    echo: Callable[[str], None],
+    plan: "_ResumePlan | None",
+    systems: list[PhysicalSystem] | None,
+    t0: float,
+) -> RunResult:
+    """The steps of :func:`run_experiment` once the configuration is checked (and a resumed file locked)."""
+    resume = None if plan is None else plan.path
     if config.threads:
         # One intra-op thread by default: the tensors of a PNN are small, so threads buy little, and a
         # fixed thread count keeps CPU reductions (and so the run) bit-reproducible whatever the load.
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)  # anything that still uses the global RNG is seeded too
-    t0 = time.perf_counter()
-    if resume is not None:
-        done = _checkpointed_epochs(Path(resume))
-        if done >= config.epochs:  # a finished run asked for no more epochs: measure nothing, change nothing
-            echo(
-                f"{resume}: already trained for {done} epochs (epochs = {config.epochs}); nothing to do. "
-                "Give --epochs N with N > {done} to extend it.".replace("{done}", str(done))
-            )
-            return _stored_result(config, Path(resume), time.perf_counter() - t0)
-    data = load_data(config)
+    try:
+        data = load_data(config)
+        if plan is None:  # the budget against one epoch's queries: needs the data, not the systems
+            preflight.check_budget(config, build_trainer(config), split_validation(config, data)[0].shape[0])
+    except BaseException:
+        if systems is not None:
+            _close_systems(systems, None)
+        raise
     if systems is None:
         systems = build_systems(config, data)
     else:
@@ -607,10 +636,9 @@ def run_experiment(
                 config.metric_sinks, Path(writer.path).parent, Path(writer.path).stem, config.to_dict()
             )
             stack.push(lambda et, *_: sinks.close_sinks(run.sinks, sinks.run_status(et)))
-        if resume is not None:
-            restore(Path(resume), model, trainer, systems)
-            echo(f"resuming {resume} after epoch {trainer.epochs_done}")
-        run.set_probes(fresh=resume is None)
+        if plan is not None:
+            plan.restore(run)
+        run.set_probes(fresh=plan is None or not plan.epochs_done)
         run.train()
         run.continual()
         train_acc, test_acc, train_q, total = run.finish()
@@ -629,11 +657,94 @@ def run_experiment(
     )
 
 
-def _checkpointed_epochs(path: Path) -> int:
+def _target_epochs(run: Any) -> int:
+    """The epochs a run was last asked for: its config's, or the last ``epochs_target`` event's (an extension)."""
+    targets = [e["fields"].get("epochs") for e in run.events if e["kind"] == "epochs_target"]
+    return int(targets[-1]) if targets and targets[-1] is not None else int(run.config.get("epochs", 0))
+
+
+def resume_config(path: str | Path, epochs: int | None = None) -> RunConfig:
+    """The configuration to resume run file ``path`` with: as it was written, for the epochs it was last asked
+    for (an earlier ``--epochs`` extension included), or ``epochs`` when given (checked against the epochs done
+    when the run resumes)."""
     from physnn import runlog
 
     run = runlog.load(path)
-    return max(run.checkpoints, default=0)
+    config = RunConfig.from_dict(run.config, source=str(path))
+    return config.updated(epochs=_target_epochs(run) if epochs is None else epochs)
+
+
+@dataclass
+class _ResumePlan:
+    """What is left of a run file being resumed, read once it is locked: where it stopped and what it recorded."""
+
+    path: Path
+    epochs_done: int  # the last checkpoint's epoch (0: none)
+    target: int  # the epochs the run was last asked for
+    stopped: bool  # the last checkpointed epoch ended training (a stop rule or the query budget)
+    measured: bool  # the final test measurement is in its summary
+    status: str
+
+    @classmethod
+    def read(cls, path: Path, config: RunConfig) -> "_ResumePlan":
+        from physnn import runlog
+
+        run = runlog.load(path)
+        done = max(run.checkpoints, default=0)
+        preflight.check_resume(config, path, done)
+        last = next((r for r in run.epoch_rows if r.get("epoch") == done), {})
+        test = run.summary.get("test_accuracy")
+        return cls(
+            path,
+            done,
+            _target_epochs(run),
+            last.get("stopped") == 1.0,
+            isinstance(test, (int, float)) and not math.isnan(test),
+            run.status,
+        )
+
+    def training_done(self, config: RunConfig) -> bool:
+        """Every epoch asked for is checkpointed, or the run stopped itself there and was not asked for more."""
+        return self.epochs_done >= config.epochs or (self.stopped and config.epochs <= self.target)
+
+    def finished(self, config: RunConfig) -> bool:
+        return self.measured and self.training_done(config)
+
+    def nothing_left(self, config: RunConfig, echo: Callable[[str], None], t0: float) -> RunResult:
+        """A finished run: nothing is measured; a run killed after its summary was written is marked completed."""
+        from physnn import runlog
+
+        if self.status != "completed":
+            with runlog.RunWriter.resume(self.path) as writer:  # closes as completed
+                writer.event("finished_on_resume", {"previous_status": self.status, "measured": False})
+            echo(
+                f"{self.path}: its final test measurement was recorded before it stopped (status {self.status}); "
+                "marked completed, nothing measured again"
+            )
+        else:
+            echo(
+                f"{self.path}: already trained for {self.epochs_done} epochs (epochs = {config.epochs}); nothing "
+                f"to do. Give --epochs N with N > {self.epochs_done} to extend it."
+            )
+        return _stored_result(config, self.path, time.perf_counter() - t0)
+
+    def restore(self, run: _Run) -> None:
+        """Load the last checkpoint into ``run`` and record what this segment of the run file will do."""
+        config, writer = run.config, run.writer
+        if self.epochs_done:
+            restore(self.path, run.model, run.trainer, run.systems)
+        run.training_done = self.training_done(config)
+        if writer is not None and config.epochs != self.target:
+            writer.event("epochs_target", {"epochs": config.epochs, "previous": self.target})
+        if not self.epochs_done:
+            run.echo(f"resuming {self.path}: no checkpoint yet; training from the start again (same seed)")
+        elif run.training_done:
+            left = "the continual phase (again from the last checkpoint), then " if config.continual_ticks else ""
+            run.echo(
+                f"resuming {self.path} after epoch {self.epochs_done}: training is done; left: {left}the test split"
+            )
+        else:
+            run.echo(f"resuming {self.path} after epoch {self.epochs_done}")
 
 
 def _stored_result(config: RunConfig, path: Path, wall: float) -> RunResult:

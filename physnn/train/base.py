@@ -44,11 +44,14 @@ must be able to stop without asking the device anything more:
 * ``query_budget``: training stops after the epoch after which the next one
   would take the learning queries over the budget (estimated from the last
   epoch, or :meth:`_expected_epoch_queries` before the first).
-* ``stop_on`` = ``"loss"`` / ``"gap"`` / ``"val"`` with ``patience`` and
+* ``stop_on`` = ``"loss"`` / ``"gap"`` / ``"val"`` / ``"val_significant"`` with ``patience`` and
   ``min_delta``: stop when the training loss, the goodness gap
   (``g_pos - g_neg``, mean over blocks) or the validation accuracy has not
   improved by more than ``min_delta`` for ``patience`` epochs (evaluations
-  for ``"val"``). The first two cost no query at all.
+  for the validation rules). The first two cost no query at all.
+  ``"val_significant"`` counts only improvements beyond chance: a paired exact
+  McNemar test against the best evaluation so far on the same validation
+  samples (see :meth:`Trainer._plateaued`).
 
 A stop by rule or budget is decided before that epoch's evaluation, so the
 stopping epoch is evaluated like a last epoch; it sets
@@ -68,6 +71,7 @@ import torch
 from torch import nn
 
 from physnn.core import checks
+from physnn.core.evaluation import Accuracy
 from physnn.core.model import check_labels
 from physnn.train.accounting import Accountant
 
@@ -82,7 +86,7 @@ EpochCallback = Callable[[int, dict[str, float]], Any]
 PHASE_METRICS = ("queries", "device_seconds", "wall_seconds", "flops")
 
 #: Stop rules of :meth:`Trainer.set_budget`: none, training-loss plateau, goodness-gap plateau, validation plateau.
-STOP_RULES = ("none", "loss", "gap", "val")
+STOP_RULES = ("none", "loss", "gap", "val", "val_significant")
 
 #: Offset of the evaluation subsample's seed from the trainer's seed (its own stream, not the training one).
 _EVAL_SEED_OFFSET = 104_729
@@ -102,6 +106,11 @@ def scheduled_lr(lr: float, schedule: str, epoch: int, epochs: int) -> float:
     if schedule == "constant" or epochs <= 1:
         return lr
     return 0.5 * lr * (1 + math.cos(math.pi * epoch / epochs))
+
+
+def _binomial_tail(k: int, n: int) -> float:
+    """P(X >= k) for X ~ Binomial(n, 1/2): the one-sided exact McNemar p-value of k wins in n disagreements."""
+    return sum(math.comb(n, i) for i in range(k, n + 1)) / 2.0**n if n else 1.0
 
 
 @dataclass
@@ -182,6 +191,8 @@ class Trainer:
         self._eval_predictions: torch.Tensor | None = None
         self._stop_best: float | None = None
         self._stop_wait = 0
+        #: the best evaluation's per-sample correctness (``stop_on = "val_significant"``: the paired test)
+        self._stop_correct: torch.Tensor | None = None
 
     def set_budget(
         self,
@@ -282,6 +293,7 @@ class Trainer:
             "loss",
             *self._method_metric_names(model),
             self.eval_name,
+            *self._interval_names(),
             "eval_samples",
             "stopped",
             "train_queries",
@@ -342,7 +354,7 @@ class Trainer:
             "optimizers": [o.state_dict() for o in self.optimizers],
             "accountant": self.accountant.state_dict() if self.accountant is not None else {},
             "method": self._extra_state(),
-            "stopping": {"best": self._stop_best, "wait": self._stop_wait},
+            "stopping": {"best": self._stop_best, "wait": self._stop_wait, "best_correct": self._stop_correct},
         }
 
     def load_state_dict(self, model: nn.Module, state: dict[str, Any]) -> None:
@@ -366,6 +378,7 @@ class Trainer:
         best = stopping.get("best")
         self._stop_best = None if best is None else float(best)
         self._stop_wait = int(stopping.get("wait", 0))
+        self._stop_correct = stopping.get("best_correct")
         self._ready = True  # the method's one-off set-up (e.g. PAT's twin fit) is in the restored state
 
     def _extra_state(self) -> dict[str, Any]:
@@ -414,6 +427,23 @@ class Trainer:
         self._eval_predictions = pred
         metrics[self.eval_name] = float((pred == y_val).float().mean())
 
+    def _interval_names(self) -> list[str]:
+        """The evaluation's n and 95 % interval columns: ``val_n``, ``val_ci_low``, ``val_ci_high`` (``test_*``
+        when the evaluated split is the test split): an accuracy on 143 samples is +-3 points, and a curve
+        read without its n invites over-reading one sample's flip."""
+        prefix = self.eval_name.removesuffix("_accuracy")
+        return [f"{prefix}_n", f"{prefix}_ci_low", f"{prefix}_ci_high"]
+
+    def _add_interval(self, metrics: dict[str, float], n: int) -> None:
+        """n and the Wilson interval of this evaluation's accuracy (from the accuracy and n, so a method's own
+        :meth:`_evaluate` needs to report nothing more)."""
+        if self.eval_name not in metrics or not n:
+            return
+        acc = Accuracy(round(metrics[self.eval_name] * n), n)
+        lo, hi = acc.interval
+        n_name, lo_name, hi_name = self._interval_names()
+        metrics[n_name], metrics[lo_name], metrics[hi_name] = float(n), lo, hi
+
     def _expected_epoch_queries(self, model: nn.Module, n: int) -> float | None:
         """Learning queries of the next epoch on ``n`` samples (for ``query_budget``); None: unknown.
 
@@ -423,6 +453,22 @@ class Trainer:
         if self.history.epochs:
             return float(self.history.epochs[-1].get("train_queries", 0.0))
         return None
+
+    def expected_first_epoch_queries(self, n: int, *, blocks: int) -> float | None:
+        """Learning queries of the first epoch on ``n`` samples through ``blocks`` blocks, known before any model
+        exists (the runner's pre-flight check of ``query_budget``); None when the method learns it from an epoch.
+
+        Only the number of blocks is known then, so :meth:`_expected_epoch_queries` sees a stand-in model
+        holding ``blocks`` empty blocks; a method whose estimate needs more of the model gets None.
+        """
+        if self.history.epochs:
+            return None
+        stand_in = nn.Module()
+        stand_in.blocks = [None] * checks.integer("blocks", blocks, low=1)  # type: ignore[assignment]
+        try:
+            return self._expected_epoch_queries(stand_in, checks.integer("n", n, low=0))
+        except (AttributeError, TypeError, IndexError):
+            return None
 
     def _stop_value(self, metrics: dict[str, float]) -> float | None:
         """The value the stop rule watches, larger is better; None when this epoch has none."""
@@ -437,13 +483,44 @@ class Trainer:
         ]
         return sum(gaps) / len(gaps) if gaps else None
 
-    def _plateaued(self, metrics: dict[str, float]) -> bool:
-        """Update the stop rule with this epoch; True when it has not improved for ``patience`` epochs."""
+    def _plateaued(self, metrics: dict[str, float], correct: torch.Tensor | None = None) -> bool:
+        """Update the stop rule with this epoch; True when it has not improved for ``patience`` epochs.
+
+        ``stop_on = "val_significant"`` counts an evaluation as an improvement only when it beats the best one
+        so far beyond chance on the *same* validation samples: a one-sided exact McNemar test on the samples
+        the two models disagree on (``b`` now right and then wrong, ``c`` the reverse) at the 5 % level. On
+        143 samples a 0.7-point rise is one sample, well inside the 95 % interval; a rule that resets its
+        patience on such a flip trains on for noise. Without per-sample predictions (a method with its own
+        evaluation) it falls back to requiring the accuracy to clear the best one's 95 % Wilson interval.
+        """
+        if self.stop_on == "val_significant":
+            return self._plateaued_significant(metrics, correct)
         value = self._stop_value(metrics)
         if value is None:
             return False
         if self._stop_best is None or value > self._stop_best + self.min_delta:
             self._stop_best, self._stop_wait = float(value), 0
+            return False
+        self._stop_wait += 1
+        return self._stop_wait >= self.patience
+
+    def _plateaued_significant(self, metrics: dict[str, float], correct: torch.Tensor | None) -> bool:
+        value = metrics.get(self.eval_name)
+        if value is None:
+            return False
+        best, best_correct = self._stop_best, self._stop_correct
+        if best is None:
+            better = True
+        elif correct is not None and best_correct is not None and best_correct.shape == correct.shape:
+            b = int((correct & ~best_correct).sum())
+            c = int((~correct & best_correct).sum())
+            better = b > c and _binomial_tail(b, b + c) < 0.05
+        else:
+            n = int(metrics.get("eval_samples", 0))
+            better = n > 0 and value > Accuracy(round(best * n), n).interval[1]
+        if better:
+            self._stop_best, self._stop_wait = float(value), 0
+            self._stop_correct = correct.clone() if correct is not None else None
             return False
         self._stop_wait += 1
         return self._stop_wait >= self.patience
@@ -594,15 +671,18 @@ class Trainer:
                         self._evaluate(model, xv, yv, metrics)
                     model.train()
                     metrics["eval_samples"] = float(xv.shape[0])
+                    self._add_interval(metrics, xv.shape[0])
                     if full and self._eval_predictions is not None:
                         self.final_predictions = (epoch + 1, self._eval_predictions)
                     if (
                         reason is None
-                        and self.stop_on == "val"
+                        and self.stop_on in ("val", "val_significant")
                         and epoch + 1 < self.epochs
-                        and self._plateaued(metrics)
+                        and self._plateaued(
+                            metrics, (self._eval_predictions == yv) if self._eval_predictions is not None else None
+                        )
                     ):
-                        reason = "plateau:val"
+                        reason = f"plateau:{self.stop_on}"
                 if reason is not None:
                     self.stop_reason, self.should_stop = reason, True
                     metrics["stopped"] = 1.0
