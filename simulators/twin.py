@@ -1,8 +1,9 @@
 r"""A digital twin of a real device, fitted to its recorded input/output pairs.
 
 Why: a twin fitted to measurements of a physical system that nobody modelled
-is the closest thing to hardware that CI has. The acoustic pairs in
-``../shared/data/acoustic_{x,y}.csv`` are real measurements of the chaotic
+is the closest thing to hardware that CI has. The acoustic pairs
+``acoustic_{x,y}.csv`` (shipped with physnn in ``physnn/data/measured``, MIT
+licence, see its README) are real measurements of the chaotic
 acoustic cavity of Momeni et al. (Science 2023); :func:`acoustic_twin` fits a
 twin on them and caches it so that the CLI, configs and tests can build the
 system in a fraction of a second.
@@ -67,6 +68,7 @@ import torch
 
 from physnn.core.safety import check_write_path, user_cache_dir
 from physnn.core.system import PhysicalSystem, SystemSpec
+from physnn.data import files as data_files
 
 __all__ = ["MeasuredTwin", "acoustic_twin", "default_data_dir", "default_cache_dir", "TwinFileError"]
 
@@ -534,16 +536,9 @@ class MeasuredTwin(PhysicalSystem):
 
 # ---------------------------------------------------------------- the acoustic twin
 def default_data_dir() -> Path:
-    """``$PHYSNN_SHARED_DATA``, else the first ``shared/data`` beside the repository or the working directory."""
-    env = os.environ.get("PHYSNN_SHARED_DATA")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[1]
-    for base in (repo, Path.cwd()):
-        candidate = base.parent / "shared" / "data"
-        if candidate.is_dir():
-            return candidate
-    return repo.parent / "shared" / "data"
+    """Where the measured files are read from: ``$PHYSNN_DATA`` (or the old ``$PHYSNN_SHARED_DATA``), else the
+    copy shipped with physnn (:func:`physnn.data.files.data_dir`)."""
+    return data_files.data_dir()
 
 
 def default_cache_dir() -> Path:
@@ -590,14 +585,13 @@ def acoustic_twin(
             f"the acoustic twin has 20 inputs (the measured cavity's 20 tone amplitudes), the model asks for "
             f"n_inputs={n_inputs}; lower the block width (hidden <= 20)"
         )
-    folder = Path(data_dir) if data_dir is not None else default_data_dir()
-    x_path, y_path = folder / "acoustic_x.csv", folder / "acoustic_y.csv"
-    missing = [str(p) for p in (x_path, y_path) if not p.is_file()]
-    if missing:
+    try:  # the measured pairs shipped with physnn, or data_dir / $PHYSNN_DATA (plain .csv or .csv.gz)
+        x_path, y_path = (data_files.measured_file(f"acoustic_{v}.csv", data_dir) for v in "xy")
+    except FileNotFoundError as exc:
         raise FileNotFoundError(
-            f"acoustic twin data not found: {', '.join(missing)}; set data_dir= or PHYSNN_SHARED_DATA to the "
-            "folder holding acoustic_x.csv and acoustic_y.csv"
-        )
+            f"acoustic twin data: {exc}; data_dir (or $PHYSNN_DATA) must be a folder holding acoustic_x.csv and "
+            "acoustic_y.csv (or their .gz); leave both unset to use the data shipped with physnn"
+        ) from None
     if not isinstance(rows, int) or rows < 10:
         raise ValueError(f"rows must be an integer >= 10 (fit on data rows 1..rows), got {rows!r}")
     X = read_csv_matrix(x_path)

@@ -6,7 +6,6 @@ Hardware tests run only when a real address is given:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,6 @@ import torch
 # 2-core machine) cost a lot; it also sidesteps a oneMKL bug in multi-threaded batched solves of
 # order >= 151 on CPU (pytorch/pytorch#142815). Simulators guard against that bug themselves too.
 torch.set_num_threads(1)
-
-SHARED_DATA = Path(os.environ.get("PHYSNN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,7 +41,10 @@ def serial_port(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The project's shared data folder (../shared/data); skips when absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data folder not found at {SHARED_DATA} (set PHYSNN_SHARED_DATA)")
-    return SHARED_DATA
+    """The measured data shipped inside the package (``physnn/data/measured``: vowels.csv, acoustic_x.csv.gz,
+    acoustic_y.csv.gz); it is always there, so no test skips for missing data and none reads ../shared."""
+    from physnn.data.files import packaged_data_dir
+
+    folder = packaged_data_dir()
+    assert (folder / "vowels.csv").is_file(), f"the package's measured data are missing from {folder}"
+    return folder

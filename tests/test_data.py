@@ -113,7 +113,8 @@ def _row(speaker="w01", label=0, value="600"):
         ([_row(), _row(label="a")], r"line 3 column label = 'a' is not an integer"),
         ([_row(), _row(label=-1)], r"line 3 column label = -1 must be an integer >= 0"),
         ([_row(), _row(value="nan")], r"line 3 column F1_steady is not finite"),
-        ([_row(label=0), _row(label=1)], r"the test split is empty \(2 sample\(s\) in 2 class\(es\)"),
+        # one vowel under two labels (was: two 1-row classes and an empty test split)
+        ([_row(label=0), _row(label=1)], r"line 3 column label = 1 for vowel 'ae', which line 2 labels 0"),
     ],
 )
 def test_bad_vowel_csv_rows_are_one_line_errors_naming_file_and_line(tmp_path, lines, pattern):

@@ -31,7 +31,7 @@ def acoustic(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Mea
 
 @pytest.fixture(scope="module")
 def acoustic_rows(shared_data: Path) -> tuple[np.ndarray, np.ndarray]:
-    return read_csv_matrix(shared_data / "acoustic_x.csv"), read_csv_matrix(shared_data / "acoustic_y.csv")
+    return read_csv_matrix(shared_data / "acoustic_x.csv.gz"), read_csv_matrix(shared_data / "acoustic_y.csv.gz")
 
 
 def test_acoustic_twin_heldout_error_below_8_percent(acoustic: MeasuredTwin, acoustic_rows) -> None:

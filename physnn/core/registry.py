@@ -15,14 +15,15 @@ through from ``[system]`` in a config. A factory with a fixed width may ignore
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+import re
+from importlib.metadata import PackageNotFoundError, entry_points, requires
 from typing import Any, Callable
 
 from physnn.core.checks import check_options
 from physnn.core.safety import track
 from physnn.core.system import PhysicalSystem
 
-__all__ = ["register_system", "available_systems", "build_system", "system_factory"]
+__all__ = ["register_system", "available_systems", "build_system", "system_factory", "install_hint"]
 
 _RUNTIME: dict[str, Callable[..., PhysicalSystem]] = {}
 
@@ -43,6 +44,38 @@ def available_systems() -> list[str]:
     return sorted(set(_entry_points()) | set(_RUNTIME))
 
 
+#: import names whose distribution on PyPI is called otherwise (the rest: the import name, ``_`` -> ``-``)
+_DISTRIBUTION_OF = {
+    "serial": "pyserial",
+    "pyvisa_py": "pyvisa-py",
+    "pyvisa_sim": "pyvisa-sim",
+    "sklearn": "scikit-learn",
+}
+
+
+def install_hint(exc: ImportError) -> str:
+    """``"; install it with: pip install 'physnn[EXTRA]'"`` for a module one of physnn's extras provides (read
+    from the installed package's metadata, so pyproject.toml stays the one list), else the plain ``pip install``
+    of the missing distribution; ``""`` when the error names no module.
+
+    Why: "No module named 'serial'" does not tell a lab user that ``physnn[serial]`` is the fix.
+    """
+    module = (getattr(exc, "name", None) or "").split(".")[0]
+    if not module:
+        return ""
+    dist = _DISTRIBUTION_OF.get(module, module.replace("_", "-"))
+    canon = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+    try:
+        wanted = requires("physnn") or []
+    except PackageNotFoundError:
+        wanted = []
+    for req in wanted:
+        m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*).*;.*extra\s*==\s*[\"']([^\"']+)[\"']", req)
+        if m and canon(m.group(1)) == canon(dist) and m.group(2) != "test":
+            return f"; install it with: pip install 'physnn[{m.group(2)}]'"
+    return f"; install it with: pip install {dist}"
+
+
 def system_factory(name: str) -> Callable[..., PhysicalSystem]:
     if name in _RUNTIME:
         return _RUNTIME[name]
@@ -52,7 +85,9 @@ def system_factory(name: str) -> Callable[..., PhysicalSystem]:
     try:
         return eps[name].load()
     except ImportError as exc:
-        raise ImportError(f"system {name!r} could not be loaded ({eps[name].value}): {exc}") from exc
+        raise ImportError(
+            f"system {name!r} could not be loaded ({eps[name].value}): {exc}{install_hint(exc)}", name=exc.name
+        ) from exc
 
 
 def build_system(name: str, /, **options: Any) -> PhysicalSystem:
@@ -72,7 +107,15 @@ def build_system(name: str, /, **options: Any) -> PhysicalSystem:
     """
     factory = system_factory(name)
     options = check_options(factory, options, f"system {name!r}")
-    system = factory(**options)
+    try:
+        system = factory(**options)
+    except ImportError as exc:  # an optional dependency the system needs (pyserial, pyvisa ...): say what to install
+        hint = install_hint(exc)
+        if not hint or "pip install" in str(exc):
+            raise
+        raise ImportError(
+            f"system {name!r} needs the module {exc.name!r}, which is not installed{hint}", name=exc.name
+        ) from exc
     if not isinstance(system, PhysicalSystem):
         raise TypeError(f"factory for system {name!r} returned {type(system).__name__}, not a PhysicalSystem")
     return track(system)  # closed (safe state) at interpreter exit if whoever built it never did

