@@ -430,3 +430,77 @@ def test_learning_curves_span_every_epoch_trained_when_few_are_validated(tmp_pat
     report.main_report(path, tmp_path / "o")
     lo, hi = figures["learning_curves.png"].axes[0].get_xlim()
     assert lo < 1 and 6 < hi < 7
+
+
+# ------------------------------------------------- validation with its n (issue 19)
+def _val_run(path: Path, columns: str) -> Path:
+    """Three validated epochs on 143 samples; ``columns``: 'n+ci' (the trainer's), 'eval_samples' (older), 'none'."""
+    from physnn.core.evaluation import Accuracy
+
+    with RunWriter(path, config={}, seed=0) as w:
+        for e, correct in enumerate((120, 131, 138)):
+            m = {"val_accuracy": correct / 143, "train_accuracy": 0.9}
+            if columns == "n+ci":
+                lo, hi = Accuracy(correct, 143).interval
+                m.update(val_n=143.0, val_ci_low=lo, val_ci_high=hi)
+            elif columns == "eval_samples":
+                m["eval_samples"] = 143.0
+            w.log_epoch(e, m)
+    return path
+
+
+@pytest.mark.parametrize("columns", ["n+ci", "eval_samples"])
+def test_learning_curves_draw_validation_with_its_95_interval(tmp_path, monkeypatch, columns):
+    from physnn.core.evaluation import wilson_interval
+
+    figures = _capture(monkeypatch)
+    files = report.main_report(_val_run(tmp_path / "v.h5", columns), tmp_path / "o")
+    ax = figures["learning_curves.png"].axes[0]
+    bars = [c for c in ax.containers if hasattr(c, "lines") and c.lines[2]]
+    assert len(bars) == 1  # the validation curve, not the training batches
+    segments = bars[0].lines[2][0].get_segments()
+    for e, (correct, seg) in enumerate(zip((120, 131, 138), segments)):
+        lo, hi = wilson_interval(correct, 143)
+        np.testing.assert_allclose(seg, [[e, 100 * lo], [e, 100 * hi]], rtol=1e-9)
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "validation split (n=143, 95 % CI)" in legend
+    md = files[-1].read_text()
+    lo, hi = wilson_interval(138, 143)
+    assert f"| last validation accuracy | 96.5 % (138/143, 95 % CI {100 * lo:.1f}-{100 * hi:.1f} %) (epoch 2) |" in md
+    assert "| best validation accuracy | 96.5 % (138/143, " in md
+
+
+def test_validation_without_its_n_is_drawn_and_printed_plainly(tmp_path, monkeypatch):
+    figures = _capture(monkeypatch)
+    files = report.main_report(_val_run(tmp_path / "v.h5", "none"), tmp_path / "o")
+    ax = figures["learning_curves.png"].axes[0]
+    assert not [c for c in ax.containers if hasattr(c, "lines") and c.lines[2]]
+    assert "validation split" in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "| last validation accuracy | 96.5 % (epoch 2) |" in files[-1].read_text()
+
+
+def test_accuracy_against_queries_bands_validation_with_its_interval(tmp_path, monkeypatch):
+    from physnn.core.evaluation import Accuracy
+
+    figures = _capture(monkeypatch)
+    path = tmp_path / "q.h5"
+    with RunWriter(path, config={}, seed=0) as w:
+        for e, correct in enumerate((100, 130)):
+            lo, hi = Accuracy(correct, 143).interval
+            w.log_epoch(
+                e,
+                {
+                    "val_accuracy": correct / 143,
+                    "val_n": 143.0,
+                    "val_ci_low": lo,
+                    "val_ci_high": hi,
+                    "train_queries": 50,
+                },
+            )
+    report.main_report(path, tmp_path / "o")
+    ax = figures["accuracy_vs_queries.png"].axes[0]
+    assert "n=143, band: 95 % CI" in ax.lines[0].get_label()
+    (band,) = ax.collections
+    lo, hi = Accuracy(130, 143).interval
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() == pytest.approx(100 * Accuracy(100, 143).interval[0]) and ys.max() == pytest.approx(100 * hi)

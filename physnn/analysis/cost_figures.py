@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 from matplotlib.figure import Figure
 
-from physnn.analysis.plotting import accuracy_key, epoch_axis, new_figure, set_title
+from physnn.analysis.plotting import accuracy_intervals, accuracy_key, epoch_axis, n_text, new_figure, set_title
 from physnn.runlog import Run
 
 __all__ = ["plot_cost", "plot_accuracy_vs_queries"]
@@ -97,7 +97,12 @@ def plot_accuracy_vs_queries(run: Run) -> Figure | str:
     if key is not None:
         ok = np.isfinite(m[key]) & np.isfinite(q)
         label = "validation split (per epoch)" if key == "val_accuracy" else "test split (per epoch)"
-        ax.plot(q[ok], 100 * m[key][ok], "-", marker="o", markersize=3, label=label)
+        ci = accuracy_intervals(run, key)
+        if ci is not None:
+            label = label[:-1] + f", {n_text(ci[0][ok])}, band: 95 % CI)"
+        (line,) = ax.plot(q[ok], 100 * m[key][ok], "-", marker="o", markersize=3, label=label)
+        if ci is not None:
+            ax.fill_between(q[ok], 100 * ci[1][ok], 100 * ci[2][ok], color=line.get_color(), alpha=0.2, lw=0)
     if "train_accuracy" in m and np.isfinite(m["train_accuracy"]).any():
         # accuracy on the batches just trained on: optimistic, but logged every epoch, so it shows the rise
         ok = np.isfinite(m["train_accuracy"]) & np.isfinite(q)

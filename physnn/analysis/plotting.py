@@ -33,6 +33,8 @@ __all__ = [
     "run_label",
     "blocks_of",
     "accuracy_key",
+    "accuracy_intervals",
+    "n_text",
 ]
 
 #: Figure file formats: PNG for screens, PDF and SVG for papers (vector, scale without blur).
@@ -126,3 +128,43 @@ def accuracy_key(run: Run) -> str | None:
         if key in run.metrics and np.isfinite(run.metrics[key]).any():
             return key
     return None
+
+
+def accuracy_intervals(run: Run, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(n, low, high)`` per epoch of a held-out accuracy column (``val_accuracy`` or ``test_accuracy``), or
+    None when the run file does not say how many samples it was measured on.
+
+    Read from the trainer's ``<split>_n`` / ``<split>_ci_low`` / ``<split>_ci_high`` columns; a file that has
+    the n but not the bounds (or, written before them, only ``eval_samples``) gets the 95 % Wilson interval
+    computed from the accuracy and n. Epochs without a measurement are NaN.
+    """
+    from physnn.core.evaluation import wilson_interval
+
+    m = run.metrics
+    if key not in m:
+        return None
+    prefix = key.removesuffix("_accuracy")
+    n_key = next((k for k in (f"{prefix}_n", "eval_samples") if k in m and np.isfinite(m[k]).any()), None)
+    if n_key is None:
+        return None
+    acc = np.asarray(m[key], dtype=np.float64)
+    n = np.where(np.isfinite(acc), np.asarray(m[n_key], dtype=np.float64), np.nan)
+    lo_key, hi_key = f"{prefix}_ci_low", f"{prefix}_ci_high"
+    if n_key != "eval_samples" and lo_key in m and hi_key in m:
+        lo, hi = np.asarray(m[lo_key], dtype=np.float64), np.asarray(m[hi_key], dtype=np.float64)
+    else:
+        bounds = [
+            wilson_interval(round(a * k), int(k)) if np.isfinite(a) and np.isfinite(k) and k > 0 else (np.nan,) * 2
+            for a, k in zip(acc, n)
+        ]
+        lo, hi = (np.array(b, dtype=np.float64) for b in zip(*bounds)) if bounds else (np.array([]),) * 2
+    return n, lo, hi
+
+
+def n_text(n: np.ndarray) -> str:
+    """``n=143`` (or ``n=32-143`` when evaluations used different sample counts) for a legend."""
+    finite = n[np.isfinite(n) & (n > 0)]
+    if not finite.size:
+        return ""
+    lo, hi = int(finite.min()), int(finite.max())
+    return f"n={lo}" if lo == hi else f"n={lo}-{hi}"

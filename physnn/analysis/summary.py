@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from physnn.analysis.text import fmt_count, fmt_duration, fmt_pct, markdown_table
+import numpy as np
+
+from physnn.analysis.plotting import accuracy_intervals
+from physnn.analysis.text import fmt_accuracy, fmt_count, fmt_duration, fmt_pct, markdown_table
 from physnn.runlog import Run
 
 __all__ = ["summary_markdown"]
@@ -16,7 +19,11 @@ def summary_markdown(run: Run, made: list[tuple[str, str]], skipped: dict[str, s
     k = run.key_numbers()
     a = run.attrs
     commit = a.get("git_commit") or "unknown"
-    best = f"{fmt_pct(k['best_test_accuracy'])} (epoch {k['best_epoch']})" if k["best_epoch"] is not None else "-"
+    best = "-"
+    if k["best_epoch"] is not None:
+        best = f"{_at_epoch(run, 'test_accuracy', k['best_epoch'])} (epoch {k['best_epoch']})"
+    s = run.summary
+    final_test = fmt_accuracy(k["test_accuracy"], s.get("test_n"), s.get("test_ci95_low"), s.get("test_ci95_high"))
     rows = [
         ("file", f"`{run.path}`"),
         ("status", k["status"]),
@@ -24,8 +31,9 @@ def summary_markdown(run: Run, made: list[tuple[str, str]], skipped: dict[str, s
         ("host, seed", f"{a.get('host', '-')}, seed {a.get('seed', '-')}"),
         ("physnn", f"{a.get('physnn_version', '?')} (git {commit[:12]}), run-format {a.get('format_version')}"),
         ("epochs logged", f"{k['epochs']} (checkpoints: {k['checkpoints']})"),
-        ("final test accuracy", fmt_pct(k["test_accuracy"])),
+        ("final test accuracy", final_test),
         ("best test accuracy", best),
+        *_validation_rows(run),
         ("final train accuracy", fmt_pct(k["train_accuracy"])),
         ("physical queries", f"{fmt_count(k['queries'])} samples"),
         ("device time", fmt_duration(k["device_seconds"])),
@@ -75,3 +83,33 @@ def summary_markdown(run: Run, made: list[tuple[str, str]], skipped: dict[str, s
             lines.append("")
     lines += ["## Configuration", "", "```json", json.dumps(run.config, indent=1), "```", ""]
     return "\n".join(lines)
+
+
+def _at_epoch(run: Run, key: str, epoch: int) -> str:
+    """The held-out accuracy ``key`` logged at ``epoch``, with its n and interval when the file has them."""
+    m = run.metrics
+    i = int(np.flatnonzero(m["epoch"] == epoch)[-1])
+    ci = accuracy_intervals(run, key)
+    if ci is None:
+        return fmt_accuracy(float(m[key][i]))
+    return fmt_accuracy(float(m[key][i]), float(ci[0][i]), float(ci[1][i]), float(ci[2][i]))
+
+
+def _validation_rows(run: Run) -> list[tuple[str, str]]:
+    """The last and the best validation accuracy, each with its n and 95 % interval (when the file has n)."""
+    m = run.metrics
+    v = m.get("val_accuracy")
+    if v is None or not np.isfinite(v).any():
+        return []
+    last = int(np.flatnonzero(np.isfinite(v))[-1])
+    best = int(np.nanargmax(v))
+    return [
+        (
+            "last validation accuracy",
+            f"{_at_epoch(run, 'val_accuracy', int(m['epoch'][last]))} (epoch {m['epoch'][last]})",
+        ),
+        (
+            "best validation accuracy",
+            f"{_at_epoch(run, 'val_accuracy', int(m['epoch'][best]))} (epoch {m['epoch'][best]})",
+        ),
+    ]

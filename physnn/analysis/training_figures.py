@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from physnn.analysis.plotting import blocks_of, epoch_axis, new_figure, set_title
+from physnn.analysis.plotting import accuracy_intervals, blocks_of, epoch_axis, n_text, new_figure, set_title
 from physnn.runlog import Run
 
 __all__ = ["plot_learning_curves", "plot_loss", "plot_goodness", "plot_goodness_means", "plot_confusion"]
@@ -34,7 +34,20 @@ def plot_learning_curves(run: Run) -> Figure | str:
     ax = fig.add_subplot()
     for key, label, style in curves:
         ok = np.isfinite(m[key])
-        ax.plot(m["epoch"][ok], 100 * m[key][ok], style, marker="o", markersize=3, label=label)
+        ci = accuracy_intervals(run, key) if key != "train_accuracy" else None
+        if ci is None:
+            ax.plot(m["epoch"][ok], 100 * m[key][ok], style, marker="o", markersize=3, label=label)
+            continue
+        # a held-out accuracy with its n: the 95 % interval as error bars (a band once they would crowd)
+        n, lo, hi = ci
+        x, y = m["epoch"][ok], 100 * m[key][ok]
+        label = f"{label} ({n_text(n[ok])}, 95 % CI)"
+        if ok.sum() <= 40:
+            yerr = np.vstack([y - 100 * lo[ok], 100 * hi[ok] - y])
+            ax.errorbar(x, y, yerr=yerr, fmt=style, marker="o", markersize=3, capsize=3, elinewidth=1, label=label)
+        else:
+            (line,) = ax.plot(x, y, style, marker="o", markersize=3, label=label)
+            ax.fill_between(x, 100 * lo[ok], 100 * hi[ok], color=line.get_color(), alpha=0.2, lw=0)
     sel = "val_accuracy" if "val_accuracy" in m else "test_accuracy"
     if sel in m and np.isfinite(m[sel]).any():
         i = int(np.nanargmax(m[sel]))
