@@ -19,7 +19,7 @@ from typing import NoReturn, Sequence
 
 from physnn.core import safety
 from physnn.core.safety import Terminated, shutdown_on_signals
-from physnn.run.config import ConfigError, RunConfig, parse_option
+from physnn.run.config import ConfigError, RunConfig
 
 __all__ = ["main"]
 
@@ -81,23 +81,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if overrides["epochs"] is not None:
             config = config.updated(epochs=overrides["epochs"])
     else:
-        from physnn.run.config import read_config
-        from physnn.run.recipes import with_recipe
+        from physnn.cli.train_config import config_from_flags
 
         # the config file's keys, then the flags; the system's recipe fills only what neither sets
-        data = read_config(args.config) if args.config else {}
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        if args.system_option:
-            data["system_options"] = {
-                **data.get("system_options", {}),
-                **dict(parse_option(o) for o in args.system_option),
-            }
-        if args.method_option:
-            data["method_options"] = {
-                **data.get("method_options", {}),
-                **dict(parse_option(o, "--method-option") for o in args.method_option),
-            }
-        config = RunConfig.from_dict(with_recipe(data), source=args.config or "command line")
+        config = config_from_flags(args.config, overrides, args.system_option, args.method_option)
     print(
         f"physnn train ({config.method}): {config.dataset} through {config.system} x{config.blocks} blocks, "
         f"{config.epochs} epochs, seed {config.seed}",
@@ -286,12 +273,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    mark = safety.instrument_mark()
     try:
         with shutdown_on_signals():
             return args.func(args)
     except KeyboardInterrupt as exc:
         why = f"terminated by {exc.signal_name}" if isinstance(exc, Terminated) else "interrupted"
-        _say(f"\n{why}: the run file holds every completed epoch; instruments were put in their safe state")
+        _say(f"\n{why}" + _left_behind(args.command, mark))
         return exc.exit_code if isinstance(exc, Terminated) else 130
     except Exception as exc:
         if os.environ.get("PHYSNN_DEBUG") or not _is_user_error(exc):
@@ -300,6 +288,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv is None and _disk_full(exc):
             _skip_hdf5_teardown(2, exc)
         return 2
+
+
+#: What an interrupted command keeps, for the commands that keep something.
+_KEPT_ON_INTERRUPT = {"train": "the run file holds every completed epoch"}
+
+
+def _left_behind(command: str, mark: int) -> str:
+    """``": <what is kept>; <instruments>"`` for the last line of an interrupted command, or "".
+
+    Only what this command did: the run file for ``train``; instruments only where it opened some (a report,
+    or characterising a simulator, opens none), called safe only where no failed safe state was reported.
+    """
+    notes = [_KEPT_ON_INTERRUPT[command]] if command in _KEPT_ON_INTERRUPT else []
+    states = safety.instruments_since(mark, close=True)
+    safe = sorted({name for name, state in states if state == "safe"})
+    unsafe = sorted({name for name, state in states if state != "safe"})
+    if safe:
+        notes.append(f"put in its safe state: {', '.join(safe)}")
+    if unsafe:
+        notes.append(f"safe state NOT confirmed for {', '.join(unsafe)}: its outputs may still be driven, check it")
+    return ": " + "; ".join(notes) if notes else ""
 
 
 class _Parser(argparse.ArgumentParser):

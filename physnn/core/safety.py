@@ -47,6 +47,9 @@ __all__ = [
     "track",
     "close_all",
     "open_systems",
+    "drives_hardware",
+    "instrument_mark",
+    "instruments_since",
     "user_cache_dir",
     "confined_paths",
     "check_write_path",
@@ -166,6 +169,11 @@ _OPEN: "weakref.WeakSet[Any]" = weakref.WeakSet()
 _LOCK = threading.Lock()
 
 
+#: (name, weak reference, query stats) of every tracked system that drives something (:func:`drives_hardware`),
+#: in the order tracked: what a command's last line may say about instruments (:func:`instruments_since`)
+_INSTRUMENTS: list[tuple[str, "weakref.ref[Any]", Any]] = []
+
+
 def track(system: Any) -> Any:
     """Remember ``system`` (anything with ``close()`` and ``closed``) so it is closed at exit if still open.
 
@@ -173,7 +181,57 @@ def track(system: Any) -> Any:
     """
     with _LOCK:
         _OPEN.add(system)
+        if drives_hardware(system):
+            name = getattr(getattr(system, "spec", None), "name", type(system).__name__)
+            _INSTRUMENTS.append((str(name), weakref.ref(system), getattr(system, "stats", None)))
     return system
+
+
+def drives_hardware(system: Any) -> bool:
+    """Whether closing ``system`` sends something: its class has its own safe state (an instrument, a simulated
+    bench, a remote bench). A simulator's safe state is a no-op; a wrapper (``drifting``) counts as what it wraps.
+    """
+    from physnn.core.system import PhysicalSystem
+
+    inner = getattr(system, "system", None)
+    if isinstance(inner, PhysicalSystem) and inner is not system:
+        return drives_hardware(inner)
+    return getattr(type(system), "safe_state", None) is not PhysicalSystem.safe_state
+
+
+def instrument_mark() -> int:
+    """A mark for :func:`instruments_since`: how many instruments were tracked so far in this process."""
+    with _LOCK:
+        return len(_INSTRUMENTS)
+
+
+def instruments_since(mark: int = 0, *, close: bool = False) -> list[tuple[str, str]]:
+    """``(name, state)`` of every instrument tracked after ``mark``: ``"safe"`` (closed, no failed safe state
+    reported), ``"unconfirmed"`` (a ``safe_state_failed`` was reported: its outputs may still be driven) or
+    ``"open"``. ``close=True`` first closes those still open (safe state), as an interrupted command should.
+
+    Why: the last line of an interrupted command says what it left behind; it must name instruments only
+    where there were some, and call them safe only where nothing said otherwise. An instrument already
+    released by its owner counts as closed (every physnn command closes what it opens).
+    """
+    with _LOCK:
+        records = list(_INSTRUMENTS[mark:])
+    out = []
+    for name, ref, stats in records:
+        system = ref()
+        if close and system is not None and not getattr(system, "closed", True):
+            try:
+                system.close()
+            except Exception as exc:  # noqa: BLE001 - reported below as unconfirmed
+                log.error("%s could not be put in its safe state: %s; check it by hand", name, exc)
+                out.append((name, "unconfirmed"))
+                continue
+        failed = bool(getattr(stats, "counters", {}).get("safe_state_failed"))
+        if system is not None and not getattr(system, "closed", True):
+            out.append((name, "open"))
+        else:
+            out.append((name, "unconfirmed" if failed else "safe"))
+    return out
 
 
 def open_systems() -> list[Any]:
@@ -188,8 +246,6 @@ def close_all() -> int:
     Errors are logged, never raised: this runs at exit, where the point is to
     reach every system, not to stop at the first that fails.
     """
-    from physnn.core.system import PhysicalSystem
-
     n, driven = 0, []
     for s in open_systems():
         name = getattr(getattr(s, "spec", None), "name", type(s).__name__)
@@ -200,7 +256,7 @@ def close_all() -> int:
             log.error("%s could not be closed / put in its safe state at exit: %s; check it by hand", name, exc)
             continue
         # a simulator's safe state is a no-op: only an instrument left open is worth a warning
-        if getattr(type(s), "safe_state", None) is not PhysicalSystem.safe_state:
+        if drives_hardware(s):
             driven.append(name)
     if driven:
         log.warning("closed %d system(s) left open at exit (safe state sent): %s", len(driven), ", ".join(driven))
