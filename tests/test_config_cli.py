@@ -170,6 +170,7 @@ def test_continual_mode_keeps_training_after_fit_and_records_its_events(tmp_path
         system="drifting",
         system_options={"base": "optics", "events": [[3000.0, 2.0]]},
         continual_options={"probe_every": 5, "probes": 8},
+        eval_samples=32,  # the bump must land in the stream, not in the first epoch's evaluation
     )
     r = run_experiment(cfg, progress=False, echo=lambda line: None)
     run = runlog.load(r.path)

@@ -183,7 +183,7 @@ def test_bad_options_are_named():
         Continual(trainer, lr_policy="warm")
     with pytest.raises(ValueError, match="threshold must be a finite number > 1, got 1"):
         Continual(trainer, threshold=1)
-    with pytest.raises(ValueError, match="budget_burst=5 needs a query_budget"):
+    with pytest.raises(ValueError, match="budget_burst = 5 needs a query_budget"):
         Continual(trainer, budget_burst=5)
     with pytest.raises(ValueError, match="replay_size must be an integer >= 1, got 0"):
         Continual(trainer, replay_size=0)

@@ -68,9 +68,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     overrides = {key: getattr(args, key) for _, key, _, _ in _TRAIN_FLAGS}
     if args.resume:
-        from physnn import runlog
+        from physnn.run.experiment import resume_config
 
-        config = RunConfig.from_dict(runlog.load(args.resume).config, source=args.resume)
+        # its own configuration, for the epochs it was last asked for (or --epochs: checked against those done)
+        config = resume_config(args.resume, overrides["epochs"])
         # a resumed run keeps its configuration; only the epoch budget may grow (extending a finished run)
         others = sorted(k for k, v in overrides.items() if v is not None and k != "epochs")
         if others or args.config or args.system_option or args.method_option:
@@ -78,8 +79,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(
                 f"--resume continues a run with its own configuration; only --epochs may be given with it (got {given})"
             )
-        if overrides["epochs"] is not None:
-            config = config.updated(epochs=overrides["epochs"])
     else:
         from physnn.cli.train_config import config_from_flags
 
@@ -102,19 +101,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         else:
             print(line, flush=True)
 
-    if not args.resume:
+    if not args.resume:  # every key and combination is checked by the runner before anything is opened
         _check_output(config.output)
-        if config.data_path and config.dataset in ("digits", "mnist5k"):
-            raise ConfigError(
-                f"data_path {config.data_path!r} is not used by dataset {config.dataset!r} (bundled); "
-                f"data_path is for vowels (a CSV file) and mnist-idx (a folder of IDX files)"
-            )
-        reserved = sorted(set(config.system_options) & {"n_inputs", "seed", "device"})
-        if reserved:  # the runner passes these to the system's factory itself
-            raise ConfigError(
-                f"system_options may not set {', '.join(map(repr, reserved))}: the run sets them "
-                f"itself (from the model's width, --seed and --device)"
-            )
     # a run file is data: paths in its options may only point into the run's folder or the user's cache
     confine = (
         safety.confined_paths([Path(args.resume).resolve().parent, safety.user_cache_dir()], source=str(args.resume))

@@ -53,6 +53,7 @@ seeded: the probes, the replay draws and the trainer's own generator.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 from dataclasses import dataclass, field
@@ -242,28 +243,36 @@ class Continual:
                     f"{type(trainer).__name__} has no {attr!r}"
                 )
         self.trainer = trainer
-        self.replay_size = checks.integer("replay_size", replay_size, low=1)
-        self.replay_batch = checks.integer("replay_batch", replay_batch, low=0)
-        self.retrain_steps = checks.integer("retrain_steps", retrain_steps, low=0)
-        self.lr_policy = checks.choice("lr_policy", lr_policy, ("constant", "boost"))
-        self.lr_boost = checks.real("lr_boost", lr_boost, low=1.0)
-        self.boost_ticks = checks.integer("boost_ticks", boost_ticks, low=1)
-        self.query_budget = None if query_budget is None else checks.positive("query_budget", query_budget)
-        if budget_burst is not None and self.query_budget is None:
-            raise checks.ParameterError(f"budget_burst={budget_burst!r} needs a query_budget")
-        self.budget_burst = (
-            None
-            if self.query_budget is None
-            else 10 * self.query_budget
-            if budget_burst is None
-            else checks.real("budget_burst", budget_burst, low=self.query_budget)
+        opts = self.check_values(
+            replay_size=replay_size,
+            replay_batch=replay_batch,
+            retrain_steps=retrain_steps,
+            lr_policy=lr_policy,
+            lr_boost=lr_boost,
+            boost_ticks=boost_ticks,
+            query_budget=query_budget,
+            budget_burst=budget_burst,
+            probe_every=probe_every,
+            probes=probes,
+            probe_repeats=probe_repeats,
+            threshold=threshold,
+            train_every=train_every,
+            seed=seed,
         )
-        self.probe_every = checks.integer("probe_every", probe_every, low=0)
-        self.probes = checks.integer("probes", probes, low=1)
-        self.probe_repeats = checks.integer("probe_repeats", probe_repeats, low=2)
-        self.threshold = checks.real("threshold", threshold, low=1.0, low_open=True)
-        self.train_every = checks.integer("train_every", train_every, low=1)
-        self.seed = checks.integer("seed", seed, low=0)
+        self.replay_size: int = opts["replay_size"]
+        self.replay_batch: int = opts["replay_batch"]
+        self.retrain_steps: int = opts["retrain_steps"]
+        self.lr_policy: str = opts["lr_policy"]
+        self.lr_boost: float = opts["lr_boost"]
+        self.boost_ticks: int = opts["boost_ticks"]
+        self.query_budget: float | None = opts["query_budget"]
+        self.budget_burst: float | None = opts["budget_burst"]
+        self.probe_every: int = opts["probe_every"]
+        self.probes: int = opts["probes"]
+        self.probe_repeats: int = opts["probe_repeats"]
+        self.threshold: float = opts["threshold"]
+        self.train_every: int = opts["train_every"]
+        self.seed: int = opts["seed"]
         self.generator = torch.Generator().manual_seed(self.seed + 1)
         self.history = ContinualHistory()
         self.monitor: ProbeMonitor | None = None
@@ -273,6 +282,72 @@ class Continual:
         self._boost_left = 0
         self._pending = 0
         self._tick = 0
+
+    # ------------------------------------------------------------------ checks
+    @classmethod
+    def check_options(cls, options: Any, what: str = "continual") -> dict[str, Any]:
+        """Check a table of keyword options (a config's ``[continual_options]``) without building anything.
+
+        Why separate from the constructor: a run checks its continual options
+        before its first query (:mod:`physnn.run.preflight`), not after every
+        epoch has trained, and whether or not ``continual_ticks`` uses them, so
+        a misspelt key is never silently accepted. Unknown keys and values of
+        the wrong type or range raise a :class:`~physnn.core.checks.ParameterError`
+        naming the key, the value and what is allowed; returns the options typed.
+        """
+        typed = checks.check_options(cls, options, what, reserved=("trainer", "seed"))
+        defaults = {
+            k: p.default
+            for k, p in inspect.signature(cls.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+        checked = cls.check_values(**{**defaults, "seed": 0, **typed})
+        return {k: checked[k] for k in typed}
+
+    @staticmethod
+    def check_values(
+        *,
+        replay_size: Any,
+        replay_batch: Any,
+        retrain_steps: Any,
+        lr_policy: Any,
+        lr_boost: Any,
+        boost_ticks: Any,
+        query_budget: Any,
+        budget_burst: Any,
+        probe_every: Any,
+        probes: Any,
+        probe_repeats: Any,
+        threshold: Any,
+        train_every: Any,
+        seed: Any,
+    ) -> dict[str, Any]:
+        """Every option's type and range, and the one combination among them (a burst needs a budget)."""
+        budget = None if query_budget is None else checks.positive("query_budget", query_budget)
+        if budget_burst is not None and budget is None:
+            raise checks.ParameterError(f"budget_burst = {budget_burst!r} needs a query_budget (queries per tick)")
+        return {
+            "replay_size": checks.integer("replay_size", replay_size, low=1),
+            "replay_batch": checks.integer("replay_batch", replay_batch, low=0),
+            "retrain_steps": checks.integer("retrain_steps", retrain_steps, low=0),
+            "lr_policy": checks.choice("lr_policy", lr_policy, ("constant", "boost")),
+            "lr_boost": checks.real("lr_boost", lr_boost, low=1.0),
+            "boost_ticks": checks.integer("boost_ticks", boost_ticks, low=1),
+            "query_budget": budget,
+            "budget_burst": (
+                None
+                if budget is None
+                else 10 * budget
+                if budget_burst is None
+                else checks.real("budget_burst", budget_burst, low=budget)
+            ),
+            "probe_every": checks.integer("probe_every", probe_every, low=0),
+            "probes": checks.integer("probes", probes, low=1),
+            "probe_repeats": checks.integer("probe_repeats", probe_repeats, low=2),
+            "threshold": checks.real("threshold", threshold, low=1.0, low_open=True),
+            "train_every": checks.integer("train_every", train_every, low=1),
+            "seed": checks.integer("seed", seed, low=0),
+        }
 
     # ------------------------------------------------------------------ pieces
     def _event(self, kind: str, on_event: EventCallback | None, **fields: Any) -> None:
