@@ -32,7 +32,10 @@ A driver supplies the pieces that differ:
   attempt) for a chunk of rows: ``(values [k, n_out] in output units, clip
   mask)``;
 * :meth:`_resync` -- drop stale replies after a timeout or a malformed reply;
-* :meth:`safe_state` -- one idempotent command that leaves the outputs safe.
+* :meth:`safe_state` -- one idempotent command that leaves the outputs safe,
+  done only when the instrument acknowledged it; it sets
+  :attr:`safe_confirmed` (False while driving or unconfirmed, True once
+  acknowledged), which is what a script may tell its user.
 
 Events (through :meth:`report_event`, into the run file): a fault kind
 (``timeout``, ``protocol_error``, ``connection_lost``, or a driver's own such
@@ -153,6 +156,9 @@ class BenchSystem(PhysicalSystem):
         self._link_lost = False  # a ConnectionLost was seen: reopen before the next attempt
         self._lock = threading.RLock()  # one batch, open or safe state at a time on the bench
         self._closed = True  # until open() succeeds
+        #: True only while the instrument has acknowledged its safe state and nothing was driven since;
+        #: False while driving or after a safe state that was not acknowledged; None before either.
+        self.safe_confirmed: bool | None = None
 
     # ------------------------------------------------------ driver interface
     @property
@@ -275,6 +281,7 @@ class BenchSystem(PhysicalSystem):
     def _measure(self, x: torch.Tensor) -> torch.Tensor:
         """Encode, split into transactions (each retried), check clipping; partial rows kept on failure."""
         codes = self._encode(x)  # LimitError here: nothing has been written
+        self.safe_confirmed = False  # from the first byte on, the outputs may be driven
         batch = codes.shape[0]
         done: list[np.ndarray] = []
         masks: list[np.ndarray] = []
@@ -375,7 +382,12 @@ class BenchSystem(PhysicalSystem):
             try:
                 self.safe_state()
             except Exception as exc:
+                self.safe_confirmed = False
                 self.report_event("safe_state_failed", after="close", error=f"{type(exc).__name__}: {exc}")
+                if isinstance(exc, InstrumentError):  # the run file's close_failed says it plainly
+                    err = with_context(exc, "safe state NOT acknowledged, the outputs may still be driven: ")
+                    if err is not exc:
+                        raise err from exc
                 raise
             finally:
                 self._closed = True

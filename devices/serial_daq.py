@@ -23,7 +23,25 @@ Values are checked against the safe range on the host before any byte is
 encoded (:class:`LimitError`, a ``ValueError``; nothing is written), and the
 board checks the code limits again before touching a DAC. SAFE is sent on
 ``close()``, after any exception during a batch, and on Ctrl-C (then the
-``KeyboardInterrupt`` is re-raised).
+``KeyboardInterrupt`` is re-raised), and counts as done only when its reply
+arrives (:attr:`~physnn.devices.bench.BenchSystem.safe_confirmed`).
+
+SAFE in any frame state
+-----------------------
+A board without a frame timeout that got only part of a frame (a write cut by
+Ctrl-C, a write timeout, a dying port) waits for the rest and would swallow
+the next request -- SAFE included -- into it. Before every request the driver
+therefore ends such a frame first: the transport knows which bytes of the cut
+write may have left (:attr:`~physnn.devices.transport.Transport.unfinished_write`),
+and :func:`~physnn.devices.serial_protocol.flush_after` turns that into a run
+of non-SOF bytes that completes every frame the board could be assembling
+with a wrong CRC (nothing is executed; the board answers ``BAD_CRC``, dropped
+as a stale reply). After a request that got no reply at all (the board may
+have lost a byte and still be waiting), one longest frame of zero bytes is
+sent before the next request (:func:`~physnn.devices.serial_protocol.unknown_state_flush`).
+Both are only bytes the protocol defines (a hunting receiver skips non-SOF
+bytes); a flush cut in turn is sent again whole, which only adds bytes the
+board skips.
 
 Each request carries a fresh SEQ; a reply with another SEQ is stale (a late
 answer to an earlier request) and is dropped while reading continues until the
@@ -78,12 +96,14 @@ from .serial_protocol import (
     encode_codes,
     encode_frame,
     encode_set_limits,
+    flush_after,
     parse_error,
     parse_ident,
     reply_cmd,
     rows_per_frame,
+    unknown_state_flush,
 )
-from .transport import SerialTransport, Transport
+from .transport import SerialTransport, Transport, UnfinishedWrite
 
 __all__ = ["Calibration", "SerialDAQSystem", "ADCSaturation", "ConfigurationMismatch", "read_reply", "probe_ident"]
 
@@ -201,6 +221,8 @@ class SerialDAQSystem(BenchSystem):
         self.code_limits = self._code_limits()
         self.ident: Ident | None = None
         self._seq = 0
+        self._cut: UnfinishedWrite | None = None  # a request the board may hold part of (its parser mid-frame)
+        self._parser_unknown = False  # a request got no reply: the board may be waiting for bytes
         if isinstance(transport, str):
             transport = SerialTransport(transport, baudrate=baudrate, timeout=self.timeout)
         if not isinstance(transport, Transport):
@@ -273,10 +295,41 @@ class SerialDAQSystem(BenchSystem):
         return self._seq
 
     def _request(self, cmd: int, payload: bytes = b"") -> Frame:
-        """One request and its reply (one attempt): stale replies are skipped, errors raised."""
-        seq = self._next_seq()
-        self.transport.write_raw(encode_frame(cmd, seq, payload))
-        return read_reply(self.transport, cmd, seq, self.timeout, on_event=self.report_event)
+        """One request and its reply (one attempt): stale replies are skipped, errors raised.
+
+        A frame the board may hold part of is ended first (see the module docstring).
+        """
+        frame = encode_frame(cmd, self._next_seq(), payload)  # encoded before the flush: a bad one sends nothing
+        self._end_partial_frame()
+        try:
+            self.transport.write_raw(frame)
+            return read_reply(self.transport, cmd, frame[2], self.timeout, on_event=self.report_event)
+        except InstrumentTimeout:
+            self._parser_unknown = True  # no (whole) reply: the board may still be waiting for bytes of a frame
+            raise
+
+    def _end_partial_frame(self) -> None:
+        """If a write was cut or a request went unanswered, send what returns the board's parser to hunting."""
+        cut = self.transport.take_unfinished_write()
+        if self._cut is None:  # (a cut flush needs no record: sending the whole flush again covers it)
+            self._cut = cut
+        if self._cut is None and not self._parser_unknown:
+            return
+        flush = b""
+        if self._cut is not None:
+            flush = flush_after(self._cut.data, self._cut.sent_min, self._cut.sent_max)
+        if self._parser_unknown:
+            flush += unknown_state_flush()
+        if flush:
+            self.transport.write_raw(flush)
+        self.report_event(
+            "frame_flushed",
+            bytes=len(flush),
+            cut=None if self._cut is None else f"{self._cut.sent_min}..{self._cut.sent_max} of {len(self._cut.data)}",
+            after_timeout=self._parser_unknown,
+        )
+        self._cut = None
+        self._parser_unknown = False
 
     def _check_identity(self) -> None:
         """IDENT, checked against the configuration (protocol, channels, bit widths, serial)."""
@@ -382,7 +435,13 @@ class SerialDAQSystem(BenchSystem):
             self.transport.close()
 
     def safe_state(self) -> None:
-        """Send SAFE (every DAC to its safe code). Idempotent; retried like any request."""
+        """Send SAFE (every DAC to its safe code) and wait for its reply. Idempotent; retried like any request.
+
+        Whatever state the board's frame parser is in, a cut frame is ended
+        first (see the module docstring); :attr:`safe_confirmed` becomes True
+        only when the SAFE reply arrives.
+        """
+        self.safe_confirmed = False
         if not self.transport.is_open:
             self._link_lost = True
         with self._lock, self.transport.lock:
@@ -392,6 +451,7 @@ class SerialDAQSystem(BenchSystem):
             raise ProtocolError(
                 f"SAFE reply has a {len(frame.payload)}-byte payload, expected none", resource=self.resource
             )
+        self.safe_confirmed = True
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

@@ -19,6 +19,16 @@ Why a streaming reader that skips bytes: a serial line can deliver garbage
 that is not a start-of-frame, and after a CRC failure it drops only the SOF
 byte and rescans, so a good frame that follows a corrupt or truncated one is
 still found.
+
+Why :func:`flush_after` (ending a half-sent frame): a board without a frame
+timeout that received only part of a frame keeps waiting for the rest, and
+takes whatever comes next -- a SAFE request included -- as its payload. The
+host knows what it sent, so it can compute bytes that end every frame such a
+board could be assembling (with a wrong CRC, so nothing is executed) and leave
+its parser hunting for the next SOF, whichever way the board resumes after a
+bad CRC (at the next byte, as :class:`FrameReader` does, or after the bad
+frame). Only bytes the protocol defines are used: non-SOF bytes, which a
+hunting receiver skips.
 """
 
 from __future__ import annotations
@@ -70,6 +80,10 @@ __all__ = [
     "encode_codes",
     "decode_codes",
     "rows_per_frame",
+    "MAX_FRAME",
+    "RESUME_AFTER_BAD_CRC",
+    "flush_after",
+    "unknown_state_flush",
 ]
 
 PROTOCOL_VERSION = 1
@@ -77,6 +91,7 @@ SOF = 0xA5
 MAX_PAYLOAD = 8192
 HEADER_SIZE = 5  # SOF, CMD, SEQ, LEN (2)
 OVERHEAD = HEADER_SIZE + 2  # + CRC
+MAX_FRAME = OVERHEAD + MAX_PAYLOAD  # the longest frame: what a parser in an unknown state may still be waiting for
 REPLY_BIT = 0x80
 
 CMD_IDENT = 0x01
@@ -219,6 +234,11 @@ def decode_frame(data: bytes) -> Frame:
     return Frame(cmd, seq, data[HEADER_SIZE : HEADER_SIZE + length])
 
 
+#: Where a receiver resumes its scan after a frame with a bad CRC: at the byte after its SOF (``"rescan"``, what
+#: :class:`FrameReader` does by default) or after the whole frame (``"skip_frame"``, a simple firmware).
+RESUME_AFTER_BAD_CRC = ("rescan", "skip_frame")
+
+
 class FrameReader:
     """Incremental frame parser that resynchronises on garbage.
 
@@ -232,9 +252,12 @@ class FrameReader:
     frame whose CRC does not match raises :class:`ProtocolError` from
     :meth:`next_frame` after dropping only its SOF byte, so calling again
     continues the scan from the next byte (:attr:`crc_errors` counts them).
+    With ``after_bad_crc="skip_frame"`` the whole bad frame is dropped instead
+    (a firmware that resumes after the frame it rejected).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, after_bad_crc: str = "rescan") -> None:
+        self.after_bad_crc = checks.choice("after_bad_crc", after_bad_crc, RESUME_AFTER_BAD_CRC)
         self._buf = bytearray()
         self.skipped = 0
         self.crc_errors = 0
@@ -302,8 +325,9 @@ class FrameReader:
         want = crc16(buf[1 : total - 2])
         if got != want:
             self.crc_errors += 1
-            self.skipped += 1
-            del buf[:1]
+            drop = 1 if self.after_bad_crc == "rescan" else total
+            self.skipped += drop
+            del buf[:drop]
             raise CRCError(
                 f"CRC mismatch in {command_name(cmd)} frame seq={seq} (LEN={length}): "
                 f"received 0x{got:04X}, computed 0x{want:04X}",
@@ -482,3 +506,94 @@ def rows_per_frame(n_in: int, n_out: int, max_batch: int) -> int:
             f"(at most {(MAX_PAYLOAD - 2) // 2} channels)"
         )
     return max(1, min(int(max_batch), fit))
+
+
+# --------------------------------------------------------- ending a half frame
+def _parse_with_fill(stream: bytes, fill: int, after_bad_crc: str) -> tuple[int, list[tuple[int, int]]]:
+    """A receiver that starts hunting at ``stream[0]``, fed ``stream`` then endless ``fill`` bytes.
+
+    Returns how many ``fill`` bytes it takes until the receiver is hunting again
+    with nothing buffered, and the ``(start, end)`` of every frame with a good CRC
+    it accepted on the way. ``fill`` is never SOF, so only bytes of ``stream``
+    can start a frame.
+    """
+    n = len(stream)
+    pad = bytes([fill])
+
+    def seg(a: int, b: int) -> bytes:
+        return stream[a:b] + pad * max(0, b - max(a, n))
+
+    i, end_needed, accepted = 0, n, []
+    while True:
+        p = stream.find(SOF, i)
+        if p < 0:
+            break
+        header = seg(p, p + HEADER_SIZE)
+        end_needed = max(end_needed, p + HEADER_SIZE)
+        length = header[3] | (header[4] << 8)
+        if length > MAX_PAYLOAD:  # not a frame: its SOF is skipped
+            i = p + 1
+            continue
+        end = p + OVERHEAD + length
+        end_needed = max(end_needed, end)
+        crc = seg(end - 2, end)
+        if crc16(seg(p + 1, end - 2)) == crc[0] | (crc[1] << 8):
+            accepted.append((p, end))
+            i = end
+        else:
+            i = p + 1 if after_bad_crc == "rescan" else end
+    return end_needed - n, accepted
+
+
+def flush_after(data: bytes, sent_min: int, sent_max: int) -> bytes:
+    """Bytes that end any frame a receiver may be assembling after ``data[:k]``, for every ``sent_min <= k <= sent_max``.
+
+    ``data`` is what the host began to write to a receiver that was hunting for
+    a SOF (one or more frames); a write cut after ``k`` of its bytes leaves the
+    receiver mid-frame. The result is a run of one non-SOF byte value, as
+    short as possible, after which a receiver is hunting again whichever ``k``
+    it got and whether it resumes after a bad CRC at the next byte or after the
+    frame. The byte value is chosen so that no frame it completes has a good
+    CRC (nothing the host did not send whole is executed); empty when nothing
+    is cut. Every frame it ends is answered by the device with ``BAD_CRC``,
+    which a host drops as a stale reply.
+    """
+    data = bytes(data)
+    if not 0 <= sent_min <= sent_max <= len(data):
+        raise ValueError(f"need 0 <= sent_min <= sent_max <= {len(data)}, got {sent_min}..{sent_max}")
+    cuts = [k for k in range(sent_min, sent_max + 1) if 0 < k < len(data)]
+    if not cuts:
+        return b""
+    best: tuple[int, int] | None = None
+    for fill in (0x00, 0xFF, 0x55, 0x01, 0x7E, 0x33):
+        needed, clean = 0, True
+        for k in cuts:
+            for mode in RESUME_AFTER_BAD_CRC:
+                more, accepted = _parse_with_fill(data[:k], fill, mode)
+                needed = max(needed, more)
+                # a frame the host wrote that arrived whole before the cut is meant to run; any other is not
+                clean = clean and all(b <= k and _is_whole_frame(data, a, b) for a, b in accepted)
+        if clean:
+            return bytes([fill]) * needed
+        if best is None:
+            best = (fill, needed)
+    # every value completes some frame with a matching CRC (a 2**-16 coincidence, several times over):
+    # end the frames anyway; the SAFE that follows is what leaves the board safe
+    return bytes([best[0]]) * best[1]
+
+
+def _is_whole_frame(data: bytes, start: int, end: int) -> bool:
+    """Whether ``data[start:end]`` is one of the frames the host wrote, whole (frames laid end to end from 0)."""
+    i = 0
+    while i < start:
+        if i + HEADER_SIZE > len(data) or data[i] != SOF:
+            return False
+        i += OVERHEAD + (data[i + 3] | (data[i + 4] << 8))
+    return i == start
+
+
+def unknown_state_flush() -> bytes:
+    """What ends a frame the host knows nothing about (a request that got no reply, a board left by another
+    process): one longest frame of zero bytes. A frame it completes has a good CRC only by a 2**-16
+    coincidence; the SAFE that follows, and its reply, are what prove the board safe."""
+    return bytes(MAX_FRAME)

@@ -16,6 +16,13 @@ SIGTERM and 129 SIGHUP (handled exactly like Ctrl-C, see
 instrument error (limits, identity, a fault that outlived its retries; status
 ``failed``) or a bad setting, with a one-line message (``PHYSNN_DEBUG=1``
 shows the traceback instead).
+
+After a Ctrl-C or a signal the console says the bench is safe only when every
+bench acknowledged its safe state (``BenchSystem.safe_confirmed``); otherwise
+it says plainly that the outputs may still be driven, and the run file holds
+the ``close_failed`` event. Further Ctrl-Cs (and signals) during that shutdown
+are logged and ignored, so an impatient second Ctrl-C cannot cut the
+safe-state exchange in half.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,6 +160,34 @@ def _run_file_state(path: Path | None) -> str:
     return f"run file {path}: status {run.status}, {run.metrics['epoch'].size} epoch(s) logged"
 
 
+class _BenchStack(contextlib.ExitStack):
+    """An ExitStack that remembers the benches whose ``close`` was registered (to report on them after a Ctrl-C)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.benches: list = []
+
+    def callback(self, callback: Callable, /, *args: Any, **kwds: Any) -> Callable:
+        owner = getattr(callback, "__self__", None)
+        if owner is not None and owner not in self.benches:
+            self.benches.append(owner)
+        return super().callback(callback, *args, **kwds)
+
+
+def _safety_report(benches: list) -> str:
+    """What to tell the user about the benches after an interrupt: safe only if each acknowledged it."""
+    if not benches:
+        return "no bench was opened"
+    unsafe = [b for b in benches if getattr(b, "safe_confirmed", True) is not True]
+    if not unsafe:
+        return "the bench was put in its safe state (acknowledged)"
+    names = ", ".join(dict.fromkeys(getattr(getattr(b, "spec", None), "name", type(b).__name__) for b in unsafe))
+    return (
+        f"WARNING: {names} did NOT acknowledge its safe state: its outputs may still be driven; "
+        "switch the bench off or check it by hand"
+    )
+
+
 def train_main(
     args: argparse.Namespace, open_benches: Callable[[argparse.Namespace, int, contextlib.ExitStack], Benches]
 ) -> int:
@@ -161,19 +197,22 @@ def train_main(
     registers every bench it opens with ``stack`` (closed on any error before
     the run starts; the run closes them itself once it has them).
     """
-    from physnn.core.safety import Terminated, shutdown_on_signals, track
+    from physnn.core.safety import DEFAULT_SIGNALS, Terminated, shutdown_on_signals, track
     from physnn.data.datasets import load_dataset
     from physnn.devices.errors import InstrumentError
     from physnn.run.config import ConfigError
     from physnn.run.experiment import run_experiment, run_path
 
     path: Path | None = None
+    stack = _BenchStack()
+    # Ctrl-C too: the first one ends the run like SIGTERM, later ones are ignored until the benches are closed
+    signals = (signal.SIGINT, *DEFAULT_SIGNALS)
     try:
         # Every training flag is checked, and the run file's name fixed, before any instrument is opened.
         make_config(args, hidden=args.hidden or 1, system="unnamed")
         data = load_dataset(args.dataset, path=args.data_path, seed=args.seed)
         # SIGTERM/SIGHUP (a kill, a dropped SSH session) end the run like Ctrl-C: bench safe, run file interrupted
-        with shutdown_on_signals(), contextlib.ExitStack() as stack:
+        with shutdown_on_signals(signals), stack:
             benches = open_benches(args, data.n_classes + data.n_features, stack)
             for s in benches.systems:
                 track(s)  # closed at exit, whatever path the process leaves by
@@ -198,9 +237,10 @@ def train_main(
                 config, systems=benches.systems, echo=echo, progress=False, resume=path if args.resume else None
             )
     except KeyboardInterrupt as exc:
-        why = f"terminated by {exc.signal_name}" if isinstance(exc, Terminated) else "interrupted"
-        print(f"\n{why}: the bench was put in its safe state; {_run_file_state(path)}", file=sys.stderr)
-        return exc.exit_code if isinstance(exc, Terminated) else 130
+        signum = exc.signum if isinstance(exc, Terminated) else int(signal.SIGINT)
+        why = "interrupted" if signum == signal.SIGINT else f"terminated by {signal.Signals(signum).name}"
+        print(f"\n{why}: {_safety_report(stack.benches)}; {_run_file_state(path)}", file=sys.stderr)
+        return 128 + signum
     except (InstrumentError, ConfigError, ValueError, OSError, RuntimeError) as exc:  # OSError/RuntimeError: disk full
         if os.environ.get("PHYSNN_DEBUG"):
             raise

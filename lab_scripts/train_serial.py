@@ -15,8 +15,11 @@ A real board running lab_scripts/firmware/physnn_daq (safe range 0..2.5 V,
 With one board, every block of the network time-multiplexes the same bench, so
 the first block's input (classes + features) must fit the board's DAC count.
 ``--high`` has no default on a real bench: the safe range is yours to state.
-Ctrl-C at any moment leaves the DACs in their safe state (SAFE is sent by the
-driver and again on exit).
+Ctrl-C at any moment -- even in the middle of a frame, on a board without a
+frame timeout -- leaves the DACs in their safe state: the driver ends the cut
+frame, sends SAFE and waits for its reply, and the console says the bench is
+safe only when that reply came (``--sim-no-frame-timeout`` simulates such a
+board).
 
 The run file (``--output``, HDF5) keeps the board's identity, limits and
 calibration with the metrics, checkpoints and every fault or retry;
@@ -68,6 +71,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="ADC values at 0 or full scale: count and flag (default) or stop with an error",
     )
     g.add_argument("--baudrate", type=int, default=115200, help="UART speed (ignored by native USB boards)")
+    g.add_argument(
+        "--sim-no-frame-timeout",
+        action="store_true",
+        help="--simulate: the fake board never drops a half-received frame (like boards in the field without a "
+        "frame timeout); the driver must still reach SAFE after a Ctrl-C at any byte",
+    )
 
 
 def simulated_options(args: argparse.Namespace) -> dict:
@@ -81,7 +90,10 @@ def simulated_options(args: argparse.Namespace) -> dict:
         timeout=args.timeout,
         retries=args.retries,
     )
-    return {k: v for k, v in opts.items() if v is not None}  # high=None: the factory's default, the whole DAC span
+    opts = {k: v for k, v in opts.items() if v is not None}  # high=None: the factory's default, the whole DAC span
+    if getattr(args, "sim_no_frame_timeout", False):
+        opts["frame_timeout"] = None  # a board that waits for ever for the rest of a frame
+    return opts
 
 
 def build_bench(args: argparse.Namespace, *, n_inputs: int | None = None, seed: int = 0):

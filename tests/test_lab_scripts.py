@@ -299,3 +299,88 @@ def test_resume_extends_a_run_on_a_rebuilt_bench(script, shared_data, tmp_path, 
     assert run.metrics["epoch"].tolist() == [1, 2]
     assert run.summary["total_queries"] > first.summary["total_queries"]  # counted across both processes
     assert all(script.safe(b) for b in script.built)  # every bench of both processes ended safe
+
+
+def _serial_script(monkeypatch) -> Script:
+    """train_serial alone (not parametrised), with its built benches spied on."""
+    mod = _load("train_serial")
+    sc = Script(mod, **SCRIPTS["train_serial"])
+    real = mod.build_bench
+
+    def spy(*a, **k):
+        sc.built.append(real(*a, **k))
+        return sc.built[-1]
+
+    monkeypatch.setattr(mod, "build_bench", spy)
+    return sc
+
+
+def _cut_next_write(transport, k: int) -> None:
+    """The next write stops after ``k`` of its bytes reached the port, with a Ctrl-C (inside a chunk)."""
+    write_chunk = transport._write_bytes
+    left = [k]
+
+    def chunk(c):
+        if left[0] >= len(c):
+            left[0] -= len(c)
+            return write_chunk(c)
+        if left[0]:
+            write_chunk(c[: left[0]])
+        del transport._write_bytes
+        raise KeyboardInterrupt
+
+    transport._write_bytes = chunk
+
+
+@pytest.mark.fault("unsafe")
+def test_ctrl_c_mid_frame_on_a_board_without_frame_timeout_is_safe_and_says_so(
+    shared_data, tmp_path, capsys, monkeypatch
+):
+    """Issue 23: Ctrl-C in the middle of a RUN_BATCH frame, on a board that never drops a half frame. The driver
+    ends the frame, SAFE is acknowledged, and only then does the console call the bench safe."""
+    sc = _serial_script(monkeypatch)
+    _in_epoch(monkeypatch, sc.built, 2, lambda: _cut_next_write(sc.built[0].transport, 300))
+    argv = _argv(shared_data, tmp_path / "run.h5", "--blocks", "1", "--epochs", "3", "--sim-no-frame-timeout")
+    try:
+        rc = sc.module.main(argv)
+        err = capsys.readouterr().err
+        run = runlog.load(tmp_path / "run.h5")
+        bench = sc.built[0]
+        assert bench.firmware.frame_timeout is None and run.config["system_options"]["frame_timeout"] is None
+        assert rc == 130 and run.status == "interrupted", err
+        assert "interrupted: the bench was put in its safe state (acknowledged)" in err
+        assert bench.safe_confirmed is True and sc.safe(bench)
+        assert "frame_flushed" in [e["kind"] for e in run.events]
+        assert "close_failed" not in [e["kind"] for e in run.events]
+    finally:
+        for b in sc.built:
+            b.close()
+
+
+@pytest.mark.fault("unsafe")
+@pytest.mark.filterwarnings("ignore:serial-daq-sim could not be closed")
+def test_a_bench_that_never_acknowledges_safe_is_reported_as_possibly_driven(
+    shared_data, tmp_path, capsys, monkeypatch
+):
+    """SAFE never answered: the console says plainly that the outputs may be driven, never "safe", and the
+    run file's close_failed event says the same."""
+    sc = _serial_script(monkeypatch)
+
+    def ctrl_c_with_a_mute_safe():
+        sc.built[0].firmware.inject("drop", command="SAFE", count=1000)
+        raise KeyboardInterrupt
+
+    _in_epoch(monkeypatch, sc.built, 2, ctrl_c_with_a_mute_safe)
+    try:
+        rc = sc.module.main(_argv(shared_data, tmp_path / "run.h5", "--blocks", "1", "--epochs", "3"))
+        err = capsys.readouterr().err
+        run = runlog.load(tmp_path / "run.h5")
+        assert rc == 130 and run.status == "interrupted"
+        assert "safe state" in err and "put in its safe state" not in err
+        assert "did NOT acknowledge its safe state: its outputs may still be driven" in err, err
+        failed = [e for e in run.events if e["kind"] == "close_failed"]
+        assert failed and "NOT acknowledged, the outputs may still be driven" in failed[0]["fields"]["message"]
+        assert sc.built[0].safe_confirmed is False
+    finally:
+        for b in sc.built:
+            b.close()

@@ -37,6 +37,7 @@ from physnn.devices.serial_protocol import (
     parse_error,
     parse_ident,
     reply_cmd,
+    unknown_state_flush,
 )
 from physnn.devices.sim.fake_firmware import FakeFirmware, simulated_serial_daq
 from physnn.devices.transport import ScriptedTransport, SerialTransport
@@ -184,8 +185,12 @@ def test_crc_error_in_reply_is_rerequested_with_a_new_seq():
     assert t.clears >= 2  # once on open, once before the re-request
 
 
+#: after a request that got no reply the board may be waiting for bytes of a frame: one longest frame of zeros
+FLUSH = (unknown_state_flush(), None)
+
+
 def test_timeouts_exhausted_raise_clearly_and_leave_the_board_safe():
-    steps = open_steps() + [(run_req(s, X_CODES), None) for s in (3, 4, 5)] + [safe_step(6)]
+    steps = open_steps() + [s for q in (3, 4, 5) for s in ((run_req(q, X_CODES), None), FLUSH)] + [safe_step(6)]
     daq, t = scripted(steps)
     events, kinds = [], []
 
@@ -199,16 +204,19 @@ def test_timeouts_exhausted_raise_clearly_and_leave_the_board_safe():
         InstrumentTimeout, match=r"RUN_BATCH rows 0..1 of 2 failed after 3 attempt\(s\): no RUN_BATCH reply \(seq=5\)"
     ) as info:
         daq(X)
-    t.verify()  # the three attempts, then SAFE
+    t.verify()  # the three attempts, each unanswered one followed by a flush, then SAFE
     assert events == [("timeout", 1, "retry"), ("timeout", 2, "retry"), ("timeout", 3, "give_up")]
-    assert kinds == ["timeout", "retry", "timeout", "retry", "timeout", "gave_up"]  # the shared bench vocabulary
+    assert kinds == [  # the shared bench vocabulary
+        *["timeout", "retry", "frame_flushed"] * 2,
+        *["timeout", "gave_up", "frame_flushed"],
+    ]
     assert info.value.completed_rows == 0 and info.value.partial.shape == (0, 2)
 
 
 def test_completed_chunks_are_kept_when_a_later_chunk_fails():
     ident = Ident(**{**IDENT.to_dict(), "max_batch": 1})
     steps = open_steps(ident) + [(run_req(3, X_CODES[:1]), run_rep(3, Y_CODES[:1]))]
-    steps += [(run_req(s, X_CODES[1:]), None) for s in (4, 5, 6)] + [safe_step(7)]
+    steps += [s for q in (4, 5, 6) for s in ((run_req(q, X_CODES[1:]), None), FLUSH)] + [safe_step(7)]
     daq, t = scripted(steps)
     with pytest.raises(InstrumentTimeout) as info:
         daq(X)

@@ -11,6 +11,17 @@ replies BAD_CRC, BAD_LENGTH, UNKNOWN_COMMAND, OUT_OF_LIMITS (also for a
 RUN_BATCH before any SET_LIMITS since power-up) and BATCH_TOO_LARGE. A whole
 batch is refused before any "DAC" changes if one code is outside the limits.
 
+Frame parser
+------------
+``frame_timeout`` (default 0.1 s, the protocol's recommendation) drops a
+partial request when no byte of it arrives for that long. ``frame_timeout=None``
+models a board in the field that has none: a half-received frame waits for its
+missing bytes for ever, and whatever arrives next -- a SAFE request included --
+is taken as its payload. ``after_bad_crc`` is where the parser resumes after a
+frame with a bad CRC: ``"rescan"`` (the byte after its SOF) or ``"skip_frame"``
+(after the whole frame); the protocol allows both, and the host must reach SAFE
+with either.
+
 Port name
 ---------
 The host opens :attr:`FakeFirmware.port`, a symlink in a private temporary
@@ -79,6 +90,7 @@ from ..serial_protocol import (
     CMD_SET_LIMITS,
     COMMAND_NAMES,
     PROTOCOL_VERSION,
+    RESUME_AFTER_BAD_CRC,
     CRCError,
     FrameReader,
     Ident,
@@ -90,6 +102,7 @@ from ..serial_protocol import (
     encode_ident,
     reply_cmd,
 )
+from .fault_specs import checked_faults
 
 __all__ = ["Fault", "FakeFirmware", "SimulatedSerialDAQ", "simulated_serial_daq", "FAULT_KINDS"]
 
@@ -118,16 +131,6 @@ class Fault:
             checks.nonnegative("fault delay", self.delay)
 
 
-def _as_fault(f: Any) -> Fault:
-    if isinstance(f, Fault):
-        return f
-    if isinstance(f, str):
-        return Fault(f)
-    if isinstance(f, dict):
-        return Fault(**f)
-    raise TypeError(f"a fault is a Fault, a kind name or a dict of Fault fields, got {f!r}")
-
-
 class FakeFirmware:
     """The protocol's device side on a pty, served by a background thread.
 
@@ -139,6 +142,9 @@ class FakeFirmware:
         output_range: backend output values mapped to ADC codes 0 and full scale.
         safe_code: the DAC code SAFE sets (and the power-up state).
         serial, model, firmware: IDENT strings.
+        frame_timeout: seconds of silence after which a partial request is dropped;
+            None: never (a board without a frame timeout).
+        after_bad_crc: ``"rescan"`` or ``"skip_frame"`` (see the module docstring).
         start: start serving now.
 
     Attributes for tests: ``log`` (one ``(command, seq)`` per request,
@@ -160,6 +166,8 @@ class FakeFirmware:
         serial: str = "SIM-0001",
         model: str = "physnn-fake-daq",
         firmware: str = "fake-1.0",
+        frame_timeout: float | None = FRAME_IDLE_S,
+        after_bad_crc: str = "rescan",
         start: bool = True,
     ):
         if not isinstance(backend, PhysicalSystem):
@@ -172,6 +180,8 @@ class FakeFirmware:
         if not y_low < y_high:
             raise ValueError(f"output_range needs low < high, got {output_range!r}")
         checks.integer("safe_code", safe_code, low=0, high=2**dac_bits - 1)
+        self.frame_timeout = None if frame_timeout is None else checks.positive("frame_timeout", frame_timeout)
+        self.after_bad_crc = checks.choice("after_bad_crc", after_bad_crc, RESUME_AFTER_BAD_CRC)
         self.backend = backend
         self.ident = Ident(
             protocol=PROTOCOL_VERSION,
@@ -287,13 +297,14 @@ class FakeFirmware:
 
     # --------------------------------------------------------------- server
     def _serve(self) -> None:
-        reader = FrameReader()
+        reader = FrameReader(self.after_bad_crc)
         last_rx = time.monotonic()
+        idle = self.frame_timeout
         try:
             while not self._stop.is_set():
-                # a partial frame idle for FRAME_IDLE_S is abandoned (a false SOF or a cut request),
-                # as real firmware does, so it cannot swallow the host's next request
-                timeout = FRAME_IDLE_S if reader.buffered else 0.2
+                # a partial frame idle for frame_timeout is abandoned (a false SOF or a cut request), as the
+                # protocol recommends, so it cannot swallow the host's next request; without one it waits for ever
+                timeout = idle if (reader.buffered and idle is not None) else 0.2
                 if self._held_until is not None:
                     timeout = max(0.0, min(timeout, self._held_until - time.monotonic()))
                 ready, _, _ = select.select([self._master, self._wake_r], [], [], timeout)
@@ -302,7 +313,7 @@ class FakeFirmware:
                 if self._held_until is not None and time.monotonic() >= self._held_until:
                     self._release_held()
                 if self._master not in ready:
-                    if reader.buffered and time.monotonic() - last_rx >= FRAME_IDLE_S:
+                    if reader.buffered and idle is not None and time.monotonic() - last_rx >= idle:
                         self.log.append(("ABANDONED_PARTIAL", reader.buffered))
                         reader.reset()
                     continue
@@ -532,6 +543,8 @@ def simulated_serial_daq(
     backoff: float = 0.02,
     max_rows: int | None = None,
     serial: str = "SIM-0001",
+    frame_timeout: float | None = FRAME_IDLE_S,
+    after_bad_crc: str = "rescan",
     **backend_options: Any,
 ) -> SimulatedSerialDAQ:
     """A SerialDAQSystem talking over a pty to a fake firmware around ``backend``.
@@ -544,10 +557,13 @@ def simulated_serial_daq(
     the default leaves a 5 % margin (a pedestal) around the 0..1 of the
     simulators, so a dark camera pixel is not mistaken for a saturated ADC.
     ``faults`` are armed before the first request (``Fault``, kind names or
-    dicts; see :class:`Fault`). Close the system to stop the firmware thread.
+    dicts; see :class:`Fault`), each checked first (a one-line error names a bad
+    one). ``frame_timeout=None`` simulates a board without a frame timeout.
+    Close the system to stop the firmware thread.
     """
     from physnn.core.registry import build_system
 
+    armed = checked_faults(faults, Fault, key="faults")  # before any backend, pty or thread exists
     if isinstance(backend, PhysicalSystem):
         system = backend
     else:
@@ -555,7 +571,6 @@ def simulated_serial_daq(
         if n_outputs is not None:
             opts["n_outputs"] = n_outputs
         system = build_system(backend, n_inputs=n_inputs, seed=seed, device=device, **opts)
-    armed = [_as_fault(f) for f in faults or ()]  # validated before any pty or thread exists
     fw = FakeFirmware(
         system,
         dac_bits=dac_bits,
@@ -564,6 +579,8 @@ def simulated_serial_daq(
         settle_us=settle_us,
         output_range=output_range,
         serial=serial,
+        frame_timeout=frame_timeout,
+        after_bad_crc=after_bad_crc,
         start=False,
     )
     daq = None

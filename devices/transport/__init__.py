@@ -17,7 +17,7 @@ The simulated SCPI bench's in-process transport lives beside the bench it talks 
 (:class:`physnn.devices.sim.bench.BenchTransport`).
 """
 
-from .base import PORT_ERRORS, Transport
+from .base import PORT_ERRORS, Transport, UnfinishedWrite
 from .blocks import DEFAULT_MAX_BLOCK, encode_block, parse_block
 from .scripted import ScriptedTransport
 from .serial_port import SerialTransport
@@ -32,4 +32,5 @@ __all__ = [
     "parse_block",
     "PORT_ERRORS",
     "DEFAULT_MAX_BLOCK",
+    "UnfinishedWrite",
 ]

@@ -19,13 +19,22 @@ Guarantees every implementation gives:
   can never interleave a command with someone else's answer.
 * ``query_binary`` either returns the complete block or raises; a truncated
   or malformed block is a :class:`ProtocolError`, never a short array.
+* A write that does not complete (Ctrl-C, a write timeout, a port that died
+  half-way) is remembered as :attr:`Transport.unfinished_write`: its bytes and
+  how many of them may have left (``sent_min..sent_max``, exact to one
+  :attr:`Transport.write_chunk`). Why: an instrument whose parser holds half a
+  message swallows the next command into it -- the safe-state command
+  included -- so a driver must end that message before it can reach its safe
+  state, and only the bytes written tell it how (see
+  :mod:`physnn.devices.serial_daq` and :mod:`physnn.devices.scpi`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Any, Callable, Iterator, Union
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Iterator, Union
 
 try:  # a dying pty/USB port raises termios.error (not an OSError) from tcdrain/tcflush
     import termios as _termios
@@ -40,7 +49,7 @@ from physnn.core import checks
 from ..errors import ConnectionLost, InstrumentError, InstrumentTimeout, ProtocolError
 from .blocks import DEFAULT_MAX_BLOCK, encode_block
 
-__all__ = ["Transport", "PORT_ERRORS"]
+__all__ = ["Transport", "PORT_ERRORS", "UnfinishedWrite"]
 
 #: What a port that went away raises from the OS or the serial stack (``serial.SerialException`` is an
 #: ``OSError``); mapped to :class:`ConnectionLost` by every public :class:`Transport` method.
@@ -53,6 +62,23 @@ def _as_bytes(message: Union[str, bytes], encoding: str = "ascii") -> bytes:
     if isinstance(message, str):
         return message.encode(encoding)
     raise TypeError(f"expected str or bytes, got {type(message).__name__}")
+
+
+@dataclass(frozen=True)
+class UnfinishedWrite:
+    """A write that did not complete: ``data``, of which ``sent_min..sent_max`` bytes may have left the host.
+
+    Bytes handed to the OS or the bus count as sent (they go out even if the
+    process is interrupted); the uncertainty is the one chunk that was being
+    written when the write was cut.
+    """
+
+    data: bytes
+    sent_min: int
+    sent_max: int
+
+    def __repr__(self) -> str:
+        return f"UnfinishedWrite({self.sent_min}..{self.sent_max} of {len(self.data)} bytes sent)"
 
 
 class Transport:
@@ -69,7 +95,19 @@ class Transport:
             for SCPI instruments).
         encoding: text encoding of commands and replies.
         max_block: largest IEEE block accepted, in bytes.
+
+    Class attributes a backend sets:
+
+    * :attr:`write_chunk` -- bytes per ``_write_bytes`` call (None: one call per
+      write, for buses where a call is a message, such as VISA). Smaller
+      chunks narrow :attr:`unfinished_write`'s uncertainty.
+    * :attr:`clear_resets_device` -- whether :meth:`clear` also resets the
+      instrument's input parser (an IEEE 488.2 device clear), so a half
+      message it holds is dropped.
     """
+
+    write_chunk: ClassVar[int | None] = None
+    clear_resets_device: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -87,10 +125,15 @@ class Transport:
         self.max_block = checks.integer("max_block", max_block, low=1)
         self.lock = threading.RLock()
         self._is_open = False
+        #: the last write that did not complete, until a driver takes it (:meth:`take_unfinished_write`)
+        self.unfinished_write: UnfinishedWrite | None = None
 
     # ----------------------------------------------------------- primitives
     def _write_bytes(self, data: bytes) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _drain(self) -> None:
+        """Wait until written bytes have left the host's buffers (default: nothing to wait for)."""
 
     def _read_exact(self, n: int) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -172,11 +215,35 @@ class Transport:
             raise ConnectionLost("transport is closed", resource=self.resource)
 
     def write_raw(self, data: bytes) -> None:
-        """Write ``data`` verbatim (no termination added)."""
+        """Write ``data`` verbatim (no termination added), in :attr:`write_chunk` pieces.
+
+        If the write does not complete -- whatever ends it, Ctrl-C included --
+        :attr:`unfinished_write` records the data and how much of it may have
+        left, and the exception propagates.
+        """
+        data = _as_bytes(data)
         with self.lock:
             self._check_open()
-            with self._port_errors(f"write of {len(data)} bytes"):
-                self._write_bytes(_as_bytes(data))
+            sent, in_flight = 0, 0
+            try:
+                with self._port_errors(f"write of {len(data)} bytes"):
+                    size = self.write_chunk or max(len(data), 1)
+                    for start in range(0, len(data), size):
+                        chunk = data[start : start + size]
+                        in_flight = len(chunk)
+                        self._write_bytes(chunk)
+                        sent, in_flight = sent + len(chunk), 0
+                    self._drain()
+            except BaseException:
+                if sent < len(data):
+                    self.unfinished_write = UnfinishedWrite(data, sent, sent + in_flight)
+                raise
+
+    def take_unfinished_write(self) -> UnfinishedWrite | None:
+        """The last write that did not complete (None if none), forgotten here: the caller now owns it."""
+        with self.lock:
+            record, self.unfinished_write = self.unfinished_write, None
+            return record
 
     def write(self, command: str) -> None:
         """Write a text command followed by the write termination."""

@@ -52,6 +52,7 @@ class ScriptedTransport(Transport):
         self.clears = 0
         self.reopens = 0
         self._opened_once = False
+        self._arrived = False
         self.open()
 
     def extend(self, script: Iterable[Sequence[Any]]) -> None:
@@ -74,7 +75,19 @@ class ScriptedTransport(Transport):
             return _as_bytes(expect + self.write_termination, self.encoding)
         return _as_bytes(expect)
 
+    def write_raw(self, data: bytes) -> None:
+        """As :meth:`Transport.write_raw`; a write the script answers with an exception still arrived whole."""
+        before = self.unfinished_write
+        self._arrived = False
+        try:
+            super().write_raw(data)
+        except BaseException:
+            if self._arrived:
+                self.unfinished_write = before
+            raise
+
     def _write_bytes(self, data: bytes) -> None:
+        self._arrived = True
         self.written.extend(data)
         self.writes.append(data)
         if self.position >= len(self.steps):

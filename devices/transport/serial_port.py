@@ -16,6 +16,10 @@ __all__ = ["SerialTransport"]
 class SerialTransport(Transport):
     """A serial port through pyserial.
 
+    Writes go out in :attr:`write_chunk`-byte pieces, so after an interrupted
+    write the bytes that reached the port are known to within one piece
+    (:attr:`unfinished_write`); :meth:`clear` discards pending input only.
+
     Args:
         port: a device name (``"/dev/ttyACM0"``, ``"COM3"``), a pyserial URL
             (``"loop://"``, ``"socket://host:port"``) or an already
@@ -27,6 +31,8 @@ class SerialTransport(Transport):
         write_termination / read_termination: default to none, for binary
             protocols; set ``"\\n"`` for a text protocol.
     """
+
+    write_chunk = 256
 
     def __init__(
         self,
@@ -104,7 +110,6 @@ class SerialTransport(Transport):
 
         try:
             n = self._ser.write(data)
-            self._ser.flush()
         except serial.SerialTimeoutException as exc:
             raise InstrumentTimeout(
                 f"write of {len(data)} bytes timed out after {self._timeout:g} s", resource=self.resource
@@ -113,6 +118,14 @@ class SerialTransport(Transport):
             raise ConnectionLost(f"write failed: {exc}", resource=self.resource) from exc
         if n is not None and n != len(data):
             raise InstrumentTimeout(f"short write: {n} of {len(data)} bytes", resource=self.resource)
+
+    def _drain(self) -> None:
+        import serial
+
+        try:
+            self._ser.flush()
+        except (serial.SerialException, OSError, TypeError, AttributeError, *_TERMIOS_ERRORS) as exc:
+            raise ConnectionLost(f"write failed while draining: {exc}", resource=self.resource) from exc
 
     def _read_exact(self, n: int) -> bytes:
         import serial
@@ -158,9 +171,8 @@ class SerialTransport(Transport):
     def _clear(self) -> None:
         import serial
 
-        try:
+        try:  # output already handed to the OS is left to go out: cutting it would cut a frame in half
             self._ser.reset_input_buffer()
-            self._ser.reset_output_buffer()
         except (serial.SerialException, OSError, AttributeError, *_TERMIOS_ERRORS) as exc:
             raise ConnectionLost(f"clear failed: {exc}", resource=self.resource) from exc
 
