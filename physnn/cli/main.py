@@ -19,7 +19,7 @@ from typing import NoReturn, Sequence
 
 from physnn.core import safety
 from physnn.core.safety import Terminated, shutdown_on_signals
-from physnn.run.config import ConfigError, RunConfig
+from physnn.run.config import ConfigError
 
 __all__ = ["main"]
 
