@@ -52,7 +52,11 @@ Why the file is written the way it is
 #   columns.py   append-only columns, byte streams and text logs on disk
 #   reader.py    load(), Run, Checkpoint, last_checkpoint() and the checks on bad files
 #   recovery.py  superblock flags, h5clear-like clearing, recover()
-#   writer.py    RunWriter and the on-disk layout
+#   metric_table.py  /metrics (a column per metric, the epoch key column written last) and /late_metrics
+#   checkpoints.py   /checkpoints: array bytes and their manifests
+#   samples.py       /samples, /probes, /goodness: what the systems measured, buffered off the query path
+#   records.py       /config, /dataset, /systems and the text logs /events, /summary, /confusion
+#   writer.py        RunWriter: composes the parts; the file, its SWMR session, epoch flush, close, resume
 from physnn.runlog._common import (
     FORMAT_NAME,
     FORMAT_VERSION,

@@ -1,12 +1,17 @@
-"""The run-file writer: :class:`RunWriter` creates the on-disk layout, then appends under SWMR."""
+"""The run-file writer: :class:`RunWriter` makes the file, then appends to it under SWMR.
+
+It composes one part per job (each module creates its own objects and appends to them):
+``metric_table`` (``/metrics``, ``/late_metrics``), ``checkpoints`` (``/checkpoints``), ``samples``
+(``/samples``, ``/probes``, ``/goodness``) and ``records`` (``/config``, ``/systems``, ``/events``,
+``/summary``, ``/confusion``). The writer owns what spans them: the file and its SWMR session, the
+lock, the epoch flush that commits an epoch's rows of every part at once, fsync, close and resume.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import json
 import logging
-import math
 import os
 import socket
 import sys
@@ -14,7 +19,6 @@ import threading
 import time
 import traceback
 import warnings
-import zlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -24,19 +28,16 @@ import torch
 
 from physnn.core import checks
 from physnn.runlog._common import (
-    _DATA_CHUNK,
     _HOST_DTYPE,
     _STATUS_DTYPE,
     _TIME_DTYPE,
     FORMAT_NAME,
     FORMAT_VERSION,
     LIBVER,
-    TIME_UNITS,
     RunFileError,
     _attr_str,
     _block_name,
     _check_metric_name,
-    _column_name,
     _git_commit,
     _h5file,
     _iso_now,
@@ -45,30 +46,28 @@ from physnn.runlog._common import (
     _to_float,
     _writer_alive,
     default_metric_names,
-    metric_units,
 )
-from physnn.runlog.codec import _loose_json, _Packer, _strict_json
-from physnn.runlog.columns import (
-    _append_bytes,
-    _create_col,
-    _create_scale,
-    _create_text_log,
-    _describe,
-    _read_text_log,
-    _Rows,
-    _TextLog,
+from physnn.runlog.checkpoints import (
+    CheckpointStore,
+    check_checkpoint_seconds,
+    checkpoint_due,
+    create_checkpoint_store,
+    pack_checkpoint,
+)
+from physnn.runlog.codec import _loose_json, _strict_json
+from physnn.runlog.columns import _Rows
+from physnn.runlog.metric_table import MetricTable, create_metric_table
+from physnn.runlog.records import (
+    RecordLogs,
+    _describe_one,
+    _describe_systems,
+    create_descriptions,
+    create_record_logs,
 )
 from physnn.runlog.recovery import _clear_superblock_flags, _load_for_repair, _superblock_flags
+from physnn.runlog.samples import Measurements, create_measurements
 
 logger = logging.getLogger(__name__)
-
-#: Buffered sample rows per block beyond which log_samples writes before the epoch flush (memory bound).
-_SAMPLE_BUFFER_ROWS = 1 << 16
-
-
-def _spec_of(desc: Mapping[str, Any]) -> Mapping[str, Any]:
-    spec = desc.get("spec")
-    return spec if isinstance(spec, Mapping) else {}
 
 
 # ================================================================= the writer
@@ -148,7 +147,7 @@ class RunWriter:
         max_samples = checks.integer("max_samples", max_samples, low=0)
         goodness_per_call = checks.integer("goodness_per_call", goodness_per_call, low=1)
         durable = checks.boolean("durable", durable)
-        checkpoint_seconds = _check_checkpoint_seconds(checkpoint_seconds)
+        checkpoint_seconds = check_checkpoint_seconds(checkpoint_seconds)
         fsync_seconds = checks.nonnegative("fsync_seconds", fsync_seconds)
         units = {
             checks.string("metric_units key", k): checks.string(f"metric_units[{k!r}]", v)
@@ -232,201 +231,11 @@ class RunWriter:
         a.create("writer_host", np.bytes_(socket.gethostname().encode()[:255]), dtype=_HOST_DTYPE)
         a.create("writer_pid", np.int64(os.getpid()))
 
-        _json_scalar(f, "config", config_json, "resolved run configuration (JSON)")
-        if dataset_json is not None:
-            _json_scalar(f, "dataset", dataset_json, "data set description (JSON)")
-
-        sg = f.create_group("systems")
-        for block, desc in systems.items():
-            g = sg.create_group(block)
-            _json_scalar(
-                g,
-                "describe",
-                json.dumps(desc, indent=1),
-                f"describe() of the {block} system when the run started (JSON)",
-            )
-            if "class" in desc:
-                g.attrs["class"] = str(desc["class"])
-            spec = _spec_of(desc)
-            for key in ("n_inputs", "n_outputs", "low", "high", "levels", "units", "output_units", "name"):
-                if key in spec and spec[key] is not None:
-                    g.attrs[key] = spec[key]
-        _create_text_log(
-            sg,
-            "updates",
-            "describe() of a system, refreshed during or at the end of the run "
-            "(kind = block; the last record per block wins)",
-        )
-
-        mg = f.create_group("metrics")
-        mg.attrs["columns"] = json.dumps(names)
-        epoch = _create_col(
-            mg,
-            "epoch",
-            "i8",
-            checksum=True,
-            units="1",
-            long_name="epoch (one row per log_epoch call; the key column, written last)",
-        )
-        epoch.make_scale("epoch")
-        metric = _create_scale(
-            mg,
-            "metric",
-            np.array([n.encode() for n in names] or [b""], dtype="S64"),
-            "",
-            "metric name of each column of 'logged'",
-        )
-        cols = [
-            _create_col(
-                mg, "time", "f8", checksum=True, units=TIME_UNITS, long_name="time of the log_epoch call (UTC)"
-            ),
-            _create_col(
-                mg,
-                "segment",
-                "i4",
-                checksum=True,
-                units="1",
-                long_name="writer segment: 0, then 1, 2, ... after each resume",
-            ),
-        ]
-        logged = _create_col(
-            mg,
-            "logged",
-            "u1",
-            max(len(names), 1),
-            checksum=True,
-            units="1",
-            long_name="1 where the row logged the metric (even as NaN)",
-        )
-        for name in names:
-            col = _column_name(name)
-            if col in mg:
-                raise ValueError(f"metric names {name!r} and another collide in the file (as {col!r})")
-            unit, long_name = metric_units(name)
-            ds = _create_col(
-                mg, col, "f8", checksum=True, fillvalue=np.nan, units=units.get(name, unit), long_name=long_name
-            )
-            ds.attrs["name"] = name
-            cols.append(ds)
-        for ds in cols + [logged]:
-            ds.dims[0].attach_scale(epoch)
-        logged.dims[1].attach_scale(metric)
-        # a root-level text log: inside /metrics, netCDF readers would put it on the epoch axis
-        _create_text_log(f, "late_metrics", "metrics without a column of their own: {row, epoch, segment, values}")
-
-        cg = f.create_group("checkpoints")
-        _create_text_log(cg, "manifest", "checkpoint manifests (JSON; see docs/run-format.md)")
-        _create_col(
-            cg,
-            "data",
-            "u1",
-            chunk=_DATA_CHUNK,
-            checksum=True,
-            units="",
-            long_name="raw array bytes of all checkpoints, one after another",
-        )
-
-        _create_text_log(f, "events", "events: {kind, fields} (run life cycle, retries, faults, warnings)")
-        _create_text_log(f, "confusion", "confusion matrices: {epoch, split, labels, matrix}")
-        _create_text_log(f, "summary", "final numbers of the run (log_summary; the last record wins)")
-
-        samples, probes, goodness = f.create_group("samples"), f.create_group("probes"), f.create_group("goodness")
-        for block, desc in systems.items():
-            spec = _spec_of(desc)
-            n_in, n_out = spec.get("n_inputs"), spec.get("n_outputs")
-            drive, out = str(spec.get("units") or "a.u."), str(spec.get("output_units") or "a.u.")
-            gg = goodness.create_group(block)
-            ge = _create_col(
-                gg,
-                "epoch",
-                "i8",
-                chunk=4096,
-                checksum=True,
-                units="1",
-                long_name="epoch of each value (-1: before any epoch; the key column)",
-            )
-            ge.make_scale("epoch")
-            for name, dtype, long_name in (
-                ("value", "f4", "goodness"),
-                ("positive", "i1", "1: positive data, 0: negative data"),
-            ):
-                _create_col(
-                    gg,
-                    name,
-                    dtype,
-                    chunk=4096,
-                    checksum=True,
-                    units="a.u." if name == "value" else "1",
-                    long_name=long_name,
-                ).dims[0].attach_scale(ge)
-            if isinstance(n_in, int) and isinstance(n_out, int) and n_in > 0 and n_out > 0:
-                rows = int(min(1024, max(16, (1 << 14) // (4 * max(n_in, n_out)))))
-                s = samples.create_group(block)
-                s.attrs["chunk_rows"] = rows
-                step = _create_col(
-                    s,
-                    "step",
-                    "i8",
-                    chunk=rows,
-                    checksum=True,
-                    units="1",
-                    long_name="training step (or call counter) of the query; the key column",
-                )
-                step.make_scale("step")
-                inp = _create_scale(s, "input", np.arange(n_in, dtype=np.int32), "1", "system input channel")
-                outp = _create_scale(s, "output", np.arange(n_out, dtype=np.int32), "1", "system output channel")
-                for name, width, unit, scale, what in (
-                    ("x", n_in, drive, inp, "drive sent to the system"),
-                    ("y", n_out, out, outp, "output measured by the system"),
-                ):
-                    ds = _create_col(s, name, "f4", width, chunk=rows, checksum=True, units=unit, long_name=what)
-                    ds.dims[0].attach_scale(step)
-                    ds.dims[1].attach_scale(scale)
-                p = probes.create_group(block)
-                pstep = _create_col(
-                    p,
-                    "step",
-                    "i8",
-                    checksum=True,
-                    units="1",
-                    long_name="training step of the re-measurement; the key column",
-                )
-                pstep.make_scale("step")
-                # netCDF readers (xarray) need a scale on every axis: probe and row grow with the data
-                probe = _create_col(p, "probe", "i4", chunk=64, checksum=True, units="1", long_name="probe index")
-                probe.make_scale("probe")
-                row = _create_col(
-                    p, "row", "i8", chunk=256, checksum=True, units="1", long_name="row of y: measurement * P + probe"
-                )
-                row.make_scale("row")
-                pin = _create_scale(p, "input", np.arange(n_in, dtype=np.int32), "1", "system input channel")
-                pout = _create_scale(p, "output", np.arange(n_out, dtype=np.int32), "1", "system output channel")
-                px = _create_col(
-                    p,
-                    "x",
-                    "f4",
-                    n_in,
-                    chunk=64,
-                    checksum=True,
-                    units=drive,
-                    long_name="fixed probe drives [probe, input]",
-                )
-                py = _create_col(
-                    p,
-                    "y",
-                    "f4",
-                    n_out,
-                    chunk=256,
-                    checksum=True,
-                    units=out,
-                    long_name="probe outputs [measurement * P + probe, output]",
-                )
-                for ds, scales in ((px, (probe, pin)), (py, (row, pout))):
-                    for axis, scale in enumerate(scales):
-                        ds.dims[axis].attach_scale(scale)
-                _create_col(
-                    p, "time", "f8", checksum=True, units=TIME_UNITS, long_name="time of the re-measurement (UTC)"
-                ).dims[0].attach_scale(pstep)
+        create_descriptions(f, config_json, dataset_json, systems)
+        create_metric_table(f, names, units)
+        create_checkpoint_store(f)
+        create_record_logs(f)
+        create_measurements(f, systems)
 
     # ----------------------------------------------------------- open/SWMR
     def _open_swmr(self, segment: int) -> None:
@@ -455,46 +264,12 @@ class RunWriter:
         """Open handles on every dataset (SWMR keeps them valid) and read back the running state."""
         self._start_unix = float(f.attrs["start_time_unix"])
         self._blocks = json.loads(_attr_str(f.attrs["blocks"]))
-        m = f["metrics"]
-        self._metric_names = json.loads(_attr_str(m.attrs["columns"]))
-        self._metric_cols = [m[_column_name(n)] for n in self._metric_names]
-        for ds in self._metric_cols + [m["logged"], m["time"], m["segment"], m["epoch"]]:
-            if ds.chunks is None or ds.maxshape[0] is not None:
-                raise TypeError(f"dataset {ds.name!r} is not an extendable chunked column")
-        self._metrics = _Rows(self._metric_cols + [m["logged"], m["time"], m["segment"], m["epoch"]])
-        self._extra = _TextLog(f["late_metrics"])
-        self._extra_seen = {k for _, _, r in _read_text_log(f["late_metrics"]) for k in r.get("values", {})}
-        ck = f["checkpoints"]
-        self._ckpt = _TextLog(ck["manifest"])
-        self._ckpt_data = ck["data"]
-        self._events = _TextLog(f["events"])
-        self._confusion = _TextLog(f["confusion"])
-        self._summary = _TextLog(f["summary"])
-        self._system_updates = _TextLog(f["systems/updates"])
-        self._goodness = {b: _Rows([g["value"], g["positive"], g["epoch"]]) for b, g in f["goodness"].items()}
-        self._samples: dict[str, dict[str, Any]] = {}
-        for b, g in f["samples"].items():
-            rows = _Rows([g["x"], g["y"], g["step"]])
-            n = rows.committed()
-            self._samples[b] = {
-                "rows": rows,
-                "dims": (g["x"].shape[1], g["y"].shape[1]),
-                "buf": [],
-                "buffered": 0,
-                "next_step": int(g["step"][n - 1]) + 1 if n else 0,
-                "full_reported": False,
-            }
-        self._probes: dict[str, dict[str, Any]] = {}
-        for b, g in f["probes"].items():
-            n_probe = g["x"].shape[0]
-            self._probes[b] = {
-                "g": g,
-                "n": n_probe,
-                "buf": [],
-                "rows": _Rows([g["y"], g["row"], g["time"], g["step"]], [max(n_probe, 1), max(n_probe, 1), 1, 1]),
-            }
-        n = self._metrics.committed()
-        self._last_epoch = int(m["epoch"][n - 1]) if n else None
+        self._metrics = MetricTable(f)
+        self._metric_names = self._metrics.names
+        self._checkpoints = CheckpointStore(f)
+        self._records = RecordLogs(f)
+        self._measurements = Measurements(f, self.samples_per_call, self.max_samples, self.goodness_per_call)
+        self._last_epoch = self._metrics.last_epoch
 
     # ----------------------------------------------------------- properties
     @property
@@ -536,6 +311,17 @@ class RunWriter:
                 os.fsync(self._fd)
                 self._last_fsync = now
 
+    def _epoch_flush(self, *staged: _Rows) -> None:
+        """Write the buffered samples and probe measurements with ``staged`` records, commit them all.
+
+        Data columns first, one file flush, then the key columns: a killed writer leaves either a whole
+        epoch (metrics, samples, probes) or none of it.
+        """
+        pending = list(staged) + self._measurements.stage()
+        self._f.flush()
+        for r in pending:
+            r.commit()
+
     # ---------------------------------------------------------------- epoch
     def log_epoch(self, epoch: int, metrics: Mapping[str, Any]) -> None:
         """Append one row of per-epoch metrics and flush: after this the epoch survives any crash.
@@ -558,39 +344,10 @@ class RunWriter:
             values[_check_metric_name(key)] = _to_float(v, f"metric {key!r}")
         with self._lock:
             self._check_open("log_epoch")
-            now = time.time()
-            row = [np.asarray([values.get(n, math.nan)], dtype=np.float64) for n in self._metric_names]
-            logged = np.zeros((1, max(len(self._metric_names), 1)), dtype=np.uint8)
-            logged[0, : len(self._metric_names)] = [n in values for n in self._metric_names]
-            known = set(self._metric_names)
-            extras = {k: v for k, v in values.items() if k not in known}
-            n = self._metrics.committed()
-            if extras:
-                self._extra.append(
-                    {
-                        "row": n,
-                        "epoch": epoch,
-                        "segment": self._segment,
-                        "values": {k: (v if math.isfinite(v) else repr(v)) for k, v in extras.items()},
-                    },
-                    time=now,
-                    epoch=epoch,
-                    kind="values",
-                )
-            self._metrics.stage(
-                row
-                + [
-                    logged,
-                    np.asarray([now]),
-                    np.asarray([self._segment], dtype=np.int32),
-                    np.asarray([epoch], dtype=np.int64),
-                ],
-                1,
-            )
-            self._epoch_flush(self._metrics)
+            late = self._metrics.stage(epoch, values, self._segment, time.time())
+            self._epoch_flush(self._metrics.rows)
             self._last_epoch = epoch
-            new = sorted(set(extras) - self._extra_seen)
-            self._extra_seen.update(new)
+            new = self._metrics.first_seen(late)
             self._sync()
         if new:
             self.event(
@@ -608,7 +365,7 @@ class RunWriter:
         record = {str(k): _loose_json(v) for k, v in values.items()}
         with self._lock:
             self._check_open("log_summary")
-            self._summary.append(record, time=time.time(), epoch=_or_minus1(self._last_epoch), kind="summary")
+            self._records.summary.append(record, time=time.time(), epoch=_or_minus1(self._last_epoch), kind="summary")
             self._sync()
 
     # ----------------------------------------------------------- checkpoint
@@ -621,15 +378,13 @@ class RunWriter:
         at epoch 10 and 10,000, so the wall-clock rule bounds the work a crash
         can lose without paying a checkpoint per millisecond-long epoch.
         """
-        epoch = _nonneg_int(epoch, "epoch")
-        final = checks.boolean("final", final)
-        if every is not None:
-            every = checks.integer("every", every, low=1)
-        if final or (every is not None and epoch % every == 0):
-            return True
-        if self.checkpoint_seconds is None:
-            return False
-        return time.monotonic() - self._last_checkpoint_time >= self.checkpoint_seconds
+        return checkpoint_due(
+            epoch,
+            every=every,
+            final=final,
+            checkpoint_seconds=self.checkpoint_seconds,
+            last_time=self._last_checkpoint_time,
+        )
 
     def checkpoint(
         self,
@@ -651,54 +406,14 @@ class RunWriter:
         checkpoint costs the same whatever the length of the run.
         """
         epoch = _nonneg_int(epoch, "epoch")
-        if not isinstance(model_state, Mapping):
-            raise TypeError(f"model_state must be a state dict (mapping), got {type(model_state).__name__}")
-        packer = _Packer()
-        trees = {
-            "model": packer.pack(model_state, "model_state"),
-            "optim": packer.pack(optim_state, "optim_state"),
-            "rng": packer.pack(rng_state, "rng_state"),
-            "extra": packer.pack(extra, "extra"),
-        }
-        raw = b"".join(packer.chunks)
+        trees, table, raw = pack_checkpoint(model_state, optim_state, rng_state, extra)
         with self._lock:
             self._check_open("checkpoint")
-            now = time.time()
-            offset = _append_bytes(self._ckpt_data, raw)
-            self._epoch_flush()  # the bytes reach the file before the manifest that points to them
-            record = {
-                "epoch": epoch,
-                "time": now,
-                "segment": self._segment,
-                "data_offset": offset,
-                "data_length": len(raw),
-                "crc32": zlib.crc32(raw),
-                "byteorder": sys.byteorder,
-                "arrays": packer.table,
-                **trees,
-            }
-            self._ckpt.append(record, time=now, epoch=epoch, kind="checkpoint")
+            self._checkpoints.write(epoch, self._segment, trees, table, raw, flush=self._epoch_flush)
             self._sync()
             self._last_checkpoint_time = time.monotonic()
 
     # ------------------------------------------------------- samples/probes
-    def _sample_state(self, block: Any, what: str) -> tuple[str, dict[str, Any]]:
-        b = _block_name(block)
-        if b not in self._samples:
-            known = sorted(self._samples)
-            raise ValueError(
-                f"{what}: block {b!r} has no sample/probe datasets in this run file; they are created "
-                f"for the blocks given as systems= with spec n_inputs/n_outputs: {known}"
-            )
-        return b, self._samples[b]
-
-    @staticmethod
-    def _as_2d(a: Any, width: int, what: str) -> np.ndarray:
-        arr = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-        if arr.ndim != 2 or arr.shape[1] != width:
-            raise ValueError(f"{what} must have shape [batch, {width}], got {tuple(arr.shape)}")
-        return arr.astype(np.float32, copy=False)
-
     def log_samples(self, block: str | int, x: Any, y: Any, step: int | None = None) -> None:
         """Keep a subsample of one system query: inputs ``x [B, n_in]`` and outputs ``y [B, n_out]``.
 
@@ -711,74 +426,11 @@ class RunWriter:
         """
         with self._lock:
             self._check_open("log_samples")
-            b, st = self._sample_state(block, "log_samples")
-            n_in, n_out = st["dims"]
-            if (
-                isinstance(x, torch.Tensor)
-                and isinstance(y, torch.Tensor)
-                and x.ndim == 2
-                and y.ndim == 2
-                and x.shape[0] == y.shape[0]
-            ):
-                # pick the rows first: only those are copied off the device and converted
-                pick = _spaced_tensor(x.shape[0], self.samples_per_call)
-                x, y = x.detach()[pick.to(x.device)], y.detach()[pick.to(y.device)]
-            xa = self._as_2d(x, n_in, f"log_samples({b!r}) x")
-            ya = self._as_2d(y, n_out, f"log_samples({b!r}) y")
-            if xa.shape[0] != ya.shape[0]:
-                raise ValueError(f"log_samples({b!r}): x has {xa.shape[0]} rows but y has {ya.shape[0]}")
-            s = st["next_step"] if step is None else _nonneg_int(step, "step")
-            st["next_step"] = s + 1
-            k = min(self.samples_per_call, xa.shape[0])
-            room = self.max_samples - st["rows"].committed() - st["buffered"]
-            if room < k:
-                k = max(room, 0)
-                if not st["full_reported"]:
-                    st["full_reported"] = True
-                    self.event("samples_full", {"block": b, "max_samples": self.max_samples})
-            if k == 0:
-                return
-            if k == xa.shape[0]:  # already picked: one copy (the caller may reuse its buffers)
-                kept = (np.array(xa, dtype=np.float32), np.array(ya, dtype=np.float32))
-            else:
-                idx = _spaced(xa.shape[0], k)
-                kept = (xa[idx], ya[idx])
-            st["buf"].append((*kept, np.full(len(kept[0]), s, dtype=np.int64)))
-            st["buffered"] += len(kept[0])
-            if st["buffered"] >= _SAMPLE_BUFFER_ROWS:  # a very long epoch: bound the memory
+            filled, buffer_full = self._measurements.add_samples(block, x, y, step)
+            if filled:
+                self.event("samples_full", {"block": _block_name(block), "max_samples": self.max_samples})
+            if buffer_full:
                 self._epoch_flush()
-
-    def _epoch_flush(self, *staged: _Rows) -> None:
-        """Write the buffered samples and probe measurements with ``staged`` records, commit them all.
-
-        Data columns first, one file flush, then the key columns: a killed writer leaves either a whole
-        epoch (metrics, samples, probes) or none of it.
-        """
-        pending = list(staged)
-        for st in self._samples.values():
-            if st["buffered"]:
-                st["rows"].stage([np.concatenate([t[i] for t in st["buf"]]) for i in range(3)], st["buffered"])
-                pending.append(st["rows"])
-                st["buf"], st["buffered"] = [], 0
-        for pr in self._probes.values():
-            if pr["buf"]:
-                k, n = len(pr["buf"]), pr["n"]
-                first = pr["rows"].committed()
-                rows = np.arange(first * n, (first + k) * n, dtype=np.int64)
-                pr["rows"].stage(
-                    [
-                        np.concatenate([t[0] for t in pr["buf"]]),
-                        rows,
-                        np.asarray([t[1] for t in pr["buf"]]),
-                        np.asarray([t[2] for t in pr["buf"]], dtype=np.int64),
-                    ],
-                    k,
-                )
-                pending.append(pr["rows"])
-                pr["buf"] = []
-        self._f.flush()
-        for r in pending:
-            r.commit()
 
     def set_probes(self, block: str | int, x: Any) -> None:
         """Store the fixed probe inputs ``x [P, n_in]`` of a block (once per run file).
@@ -788,26 +440,8 @@ class RunWriter:
         """
         with self._lock:
             self._check_open("set_probes")
-            b, st = self._sample_state(block, "set_probes")
-            xa = self._as_2d(x, st["dims"][0], f"set_probes({b!r}) x")
-            if xa.shape[0] == 0:
-                raise ValueError(f"set_probes({b!r}): x has no rows")
-            pr = self._probes[b]
-            if pr["n"]:
-                if pr["n"] == xa.shape[0] and np.array_equal(pr["g"]["x"][:], xa):
-                    return
-                raise ValueError(
-                    f"set_probes({b!r}): this run already has {pr['n']} different probe inputs; "
-                    f"probes are fixed for the whole run"
-                )
-            for ds, values in ((pr["g"]["probe"], np.arange(xa.shape[0], dtype=np.int32)), (pr["g"]["x"], xa)):
-                ds.resize((xa.shape[0],) + ds.shape[1:])
-                ds[:] = values
-                ds.flush()
-            pr["n"] = xa.shape[0]
-            pr["rows"].div[0] = pr["rows"].div[1] = xa.shape[0]
-            pr["rows"].recount()
-            self._f.flush()
+            if self._measurements.set_probes(block, x):
+                self._f.flush()
 
     def log_probe(self, block: str | int, step: int, y: Any) -> None:
         """Append one re-measurement ``y [P, n_out]`` of the block's probes at training ``step``.
@@ -817,14 +451,7 @@ class RunWriter:
         step = _nonneg_int(step, "step")
         with self._lock:
             self._check_open("log_probe")
-            b, st = self._sample_state(block, "log_probe")
-            pr = self._probes[b]
-            if not pr["n"]:
-                raise ValueError(f"log_probe({b!r}): call set_probes({b!r}, x) first")
-            ya = self._as_2d(y, st["dims"][1], f"log_probe({b!r}) y")
-            if ya.shape[0] != pr["n"]:
-                raise ValueError(f"log_probe({b!r}): y has {ya.shape[0]} rows, the block has {pr['n']} probes")
-            pr["buf"].append((ya.copy(), time.time(), step))
+            self._measurements.add_probe(block, step, y)
 
     # ------------------------------------------------ goodness and confusion
     def log_goodness(self, block: str | int, g_pos: Any, g_neg: Any, epoch: int | None = None) -> None:
@@ -835,24 +462,10 @@ class RunWriter:
         """
         with self._lock:
             self._check_open("log_goodness")
-            b = _block_name(block)
-            if b not in self._goodness:
-                raise ValueError(f"log_goodness: block {b!r} is not in this run file; blocks: {sorted(self._goodness)}")
+            b = self._measurements.goodness_block(block)
             e = self._last_epoch if epoch is None else _nonneg_int(epoch, "epoch")
-            e = _or_minus1(e)
-            parts = []
-            for values, positive in ((g_pos, 1), (g_neg, 0)):
-                arr = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
-                arr = arr.astype(np.float32).reshape(-1)
-                if arr.size > self.goodness_per_call:
-                    arr = arr[np.linspace(0, arr.size - 1, self.goodness_per_call).round().astype(np.int64)]
-                parts.append((arr, np.full(arr.size, positive, dtype=np.int8)))
-            v = np.concatenate([p[0] for p in parts])
-            if v.size == 0:
-                return
-            pos = np.concatenate([p[1] for p in parts])
-            self._goodness[b].append([v, pos, np.full(v.size, e, dtype=np.int64)], v.size)
-            self._f.flush()
+            if self._measurements.add_goodness(b, g_pos, g_neg, _or_minus1(e)):
+                self._f.flush()
 
     def log_confusion(
         self, matrix: Any, labels: Sequence[Any] | None = None, *, epoch: int | None = None, split: str = "test"
@@ -869,7 +482,7 @@ class RunWriter:
         with self._lock:
             self._check_open("log_confusion")
             e = _or_minus1(self._last_epoch if epoch is None else _nonneg_int(epoch, "epoch"))
-            self._confusion.append(
+            self._records.confusion.append(
                 {"epoch": e, "split": str(split), "labels": labels, "matrix": m.astype(np.int64).tolist()},
                 time=time.time(),
                 epoch=e,
@@ -903,7 +516,7 @@ class RunWriter:
                 except Exception as exc:  # noqa: BLE001 - a driver's describe() may fail on a dead instrument
                     self.event("describe_failed", {"block": b, "type": type(exc).__name__, "message": str(exc)})
                     continue
-                self._system_updates.append(
+                self._records.system_updates.append(
                     {"block": b, "describe": desc}, time=now, epoch=_or_minus1(self._last_epoch), kind=b
                 )
             self._f.flush()
@@ -925,7 +538,7 @@ class RunWriter:
                     stacklevel=2,
                 )
                 return
-            self._events.append(record, time=time.time(), epoch=_or_minus1(self._last_epoch), kind=kind)
+            self._records.events.append(record, time=time.time(), epoch=_or_minus1(self._last_epoch), kind=kind)
             self._f.flush()
 
     def flush(self) -> None:
@@ -950,7 +563,7 @@ class RunWriter:
                 if systems is not None:
                     self.update_systems(systems)
                 self._epoch_flush()
-                self._events.append(
+                self._records.events.append(
                     {"kind": "run_closed", "fields": {"status": status}},
                     time=time.time(),
                     epoch=_or_minus1(self._last_epoch),
@@ -1015,7 +628,7 @@ class RunWriter:
         path = Path(path)
         durable = checks.boolean("durable", durable)
         force = checks.boolean("force", force)
-        checkpoint_seconds = _check_checkpoint_seconds(checkpoint_seconds)
+        checkpoint_seconds = check_checkpoint_seconds(checkpoint_seconds)
         fsync_seconds = checks.nonnegative("fsync_seconds", fsync_seconds)
         run = _load_for_repair(path, force)
         if run.format_version < FORMAT_VERSION:
@@ -1073,53 +686,8 @@ class RunWriter:
         return self
 
 
-def _json_scalar(g: h5py.Group, name: str, text: str, long_name: str) -> None:
-    """A scalar JSON string. Variable-length strings take no filter, so its CRC-32 goes in an attribute
-    (attributes sit in checksummed object headers) and the reader checks it."""
-    ds = g.create_dataset(name, data=text, dtype=h5py.string_dtype())
-    _describe(ds, "", long_name)
-    ds.attrs["crc32"] = np.int64(zlib.crc32(text.encode("utf-8")))
-
-
-@functools.lru_cache(maxsize=64)
-def _spaced_cached(n: int, k: int) -> np.ndarray:
-    idx = np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(np.int64))
-    idx.setflags(write=False)
-    return idx
-
-
-def _spaced(n: int, k: int) -> np.ndarray:
-    """``k`` row indices evenly spaced through ``n`` rows (cached: the query path calls it every time)."""
-    return _spaced_cached(int(n), int(k))
-
-
-@functools.lru_cache(maxsize=64)
-def _spaced_tensor(n: int, k: int) -> torch.Tensor:
-    return torch.from_numpy(_spaced(n, k).copy())
-
-
 def _or_minus1(epoch: int | None) -> int:
     return -1 if epoch is None else epoch
-
-
-def _check_checkpoint_seconds(value: Any) -> float | None:
-    return None if value is None else checks.positive("checkpoint_seconds", value)
-
-
-def _describe_one(block: str, desc: Any) -> dict[str, Any]:
-    if hasattr(desc, "describe") and callable(desc.describe):
-        desc = desc.describe()
-    if not isinstance(desc, Mapping):
-        raise TypeError(f"systems[{block!r}] must be a describe() dict or a PhysicalSystem, got {type(desc).__name__}")
-    return _loose_json(desc)
-
-
-def _describe_systems(systems: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    if systems is not None and not isinstance(systems, Mapping):
-        raise TypeError(
-            f"systems must be a dict of block -> describe() dict or PhysicalSystem, got {type(systems).__name__}"
-        )
-    return {_block_name(block): _describe_one(_block_name(block), desc) for block, desc in (systems or {}).items()}
 
 
 def _set_root_status(path: Path, status: str, end_time: str = "", version: int = FORMAT_VERSION) -> None:
