@@ -25,8 +25,14 @@ __all__ = ["main"]
 
 # CLI flag -> config key; None means "not given" so the config file's value stands.
 _TRAIN_FLAGS: list[tuple[str, str, type, str]] = [
-    ("--dataset", "dataset", str, "data set: digits, vowels, mnist5k, mnist-idx"),
-    ("--data-path", "data_path", str, "file or folder of the data set (vowels CSV, MNIST IDX folder)"),
+    (
+        "--dataset",
+        "dataset",
+        str,
+        "data set: digits, vowels, mnist5k, mnist-idx, csv, npz or a plug-in (physnn.datasets entry points)",
+    ),
+    ("--data-path", "data_path", str, "file or folder of the data set (your CSV or .npz, an MNIST IDX folder)"),
+    ("--label-column", "label_column", str, "the CSV column holding the labels (default 'label'; --dataset csv)"),
     ("--system", "system", str, "physical system name (see `physnn systems`)"),
     (
         "--method",
@@ -371,6 +377,10 @@ def _one_line(exc: BaseException) -> str:
         text = f"{exc.filename}: {exc.strerror}"
     elif isinstance(exc, (ValueError, OSError, ImportError)):
         text = str(exc)
+        if isinstance(exc, ImportError) and "pip install" not in text:  # say which extra brings the module
+            from physnn.core.registry import install_hint
+
+            text += install_hint(exc)
     else:  # an instrument or remote fault: its class says what kind
         text = f"{type(exc).__name__}: {exc}"
     return " ".join(text.split())

@@ -13,7 +13,7 @@ __all__ = ["add_cli"]
 def _cmd_serve(args: argparse.Namespace) -> int:
     from physnn.scale.serving import serve
 
-    options = dict(parse_option(o, "--option") for o in args.option)
+    options = dict(parse_option(o) for o in args.system_option)
     serve(
         args.system,
         options,
@@ -31,11 +31,13 @@ def add_cli(subparsers: Any) -> None:
     p = subparsers.add_parser("serve", help="offer a bench (a system on this PC) to a Ray cluster")
     p.add_argument("--system", required=True, help="registry name of the system to serve")
     p.add_argument(
-        "--option",
+        "--system-option",
+        "--option",  # the round-2 name, kept as an alias
+        dest="system_option",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="an option of the system (repeatable), as in [system_options]",
+        help="an option of the system (repeatable), as in [system_options] and `physnn train --system-option`",
     )
     p.add_argument("--resource", default=None, help="the resource that names this bench (default bench:SYSTEM)")
     p.add_argument("--address", default=None, help="join this Ray cluster (HOST:PORT); default: start a new one here")

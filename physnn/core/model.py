@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -29,7 +30,26 @@ __all__ = ["Block", "PNN", "seeded_linear", "check_features", "check_labels", "c
 
 
 def check_labels(y, n: int, n_classes: int, name: str = "y") -> torch.Tensor:
-    """Labels as int64 ``[n]`` in ``0..n_classes-1``, or a ValueError naming what is wrong."""
+    """Labels as int64 ``[n]`` in ``0..n_classes-1``, or a ValueError naming what is wrong.
+
+    Names (strings) and fractional numbers are refused with what to do, never passed to torch (whose
+    error says nothing of labels) or truncated; a pandas Series or a read-only array is copied, not viewed.
+    """
+    if isinstance(y, torch.Tensor):
+        if y.is_floating_point() and y.numel() and not bool((y == y.round()).all()):
+            raise ValueError(f"{name} holds fractional values; labels are class indices 0..{n_classes - 1}")
+    else:
+        a = np.asarray(y.to_numpy() if hasattr(y, "to_numpy") else y)
+        if a.dtype.kind not in "biuf":
+            what = "names (strings)" if a.dtype.kind in "USO" else f"values of type {a.dtype}"
+            raise ValueError(
+                f"{name} holds {what}; labels here are class indices 0..{n_classes - 1}: map them first, e.g. "
+                "physnn.data.from_arrays(x, y) (its class_names say which index is which label), or train through "
+                "run_experiment(config, data=(x, y)), which maps them for you"
+            )
+        if a.dtype.kind == "f" and a.size and not np.all(a == np.round(a)):
+            raise ValueError(f"{name} holds fractional values; labels are class indices 0..{n_classes - 1}")
+        y = np.array(a, dtype=np.int64)  # a writable copy: torch warns on a read-only view (pandas)
     y = torch.as_tensor(y, dtype=torch.int64)
     if y.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), got {tuple(y.shape)}")

@@ -132,7 +132,10 @@ def as_batch(x: Any, name: str = "x") -> torch.Tensor:
         t = x.detach()
     else:
         try:
-            t = torch.as_tensor(np.asarray(x))
+            a = np.asarray(x.to_numpy() if hasattr(x, "to_numpy") else x)  # a pandas DataFrame: its values
+            if not a.flags.writeable:  # torch warns on a read-only view (pandas copy-on-write): copy instead
+                a = a.copy()
+            t = torch.as_tensor(a)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name} must be a tensor or array of numbers, got {type(x).__name__}: {exc}") from None
     if t.is_complex():

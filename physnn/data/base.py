@@ -9,11 +9,25 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["Dataset", "split", "make", "check_fraction"]
+__all__ = ["Dataset", "split", "make", "check_fraction", "digest"]
+
+
+def digest(*arrays: Any) -> str:
+    """SHA-256 of arrays (or lists of labels) with their shapes and types: a loader's raw data, before scaling."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if isinstance(a, torch.Tensor):
+            a = a.detach().cpu().numpy()
+        a = np.asarray(a) if not isinstance(a, list) else np.asarray([str(v) for v in a])
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 @dataclass
@@ -33,19 +47,23 @@ class Dataset:
     n_classes: int
     class_names: list[str] = field(default_factory=list)
     info: dict = field(default_factory=dict)
+    #: :func:`digest` of the data as read, before scaling (set by the loaders; part of the fingerprint)
+    source_digest: str = field(default="", repr=False)
 
     @property
     def n_features(self) -> int:
         return int(self.x_train.shape[1])
 
     def fingerprint(self) -> str:
-        """SHA-256 of the arrays as trained on (both splits, after scaling) and the class names.
+        """SHA-256 of the arrays as trained on (both splits, after scaling), the class names and the data as
+        read (:attr:`source_digest`: standardising would hide an offset added to every value).
 
         Why: a run file records it, and ``--resume`` refuses data whose fingerprint differs -- a data file
         edited between a crash and its resume would otherwise continue training on other data unnoticed.
         It changes with the data, the split (seed, test_fraction) and the scaling, never with the path.
         """
         h = hashlib.sha256(b"physnn-dataset-v1")
+        h.update(self.source_digest.encode())
         for t in (self.x_train, self.y_train, self.x_test, self.y_test):
             a = np.ascontiguousarray(t.detach().cpu().numpy())
             h.update(f"{a.dtype.str}{a.shape}".encode())
@@ -100,7 +118,8 @@ def split(
     return x[tr], y[tr], x[te], y[te]
 
 
-def make(name, xtr, ytr, xte, yte, n_classes, class_names, info) -> Dataset:
+def make(name, xtr, ytr, xte, yte, n_classes, class_names, info, source=()) -> Dataset:
+    """A :class:`Dataset` of numpy splits; ``source``: the arrays as read, for the fingerprint."""
     return Dataset(
         name=name,
         x_train=torch.as_tensor(xtr, dtype=torch.float32),
@@ -110,4 +129,5 @@ def make(name, xtr, ytr, xte, yte, n_classes, class_names, info) -> Dataset:
         n_classes=n_classes,
         class_names=class_names,
         info=info,
+        source_digest=digest(*source) if source else "",
     )

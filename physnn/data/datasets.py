@@ -65,7 +65,7 @@ def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     x = d.data.astype(np.float32) / 16.0
     y = d.target.astype(np.int64)
     xtr, ytr, xte, yte = split(x, y, test_fraction, seed)
-    return make("digits", xtr, ytr, xte, yte, 10, [str(i) for i in range(10)], {"scaling": "pixels/16"})
+    return make("digits", xtr, ytr, xte, yte, 10, [str(i) for i in range(10)], {"scaling": "pixels/16"}, (x, y))
 
 
 VOWEL_FEATURES = [f"{f}_{t}" for t in ("steady", "20", "50", "80") for f in ("F1", "F2", "F3")]
@@ -133,7 +133,8 @@ def load_vowels(path: str | os.PathLike | None = None, *, test_fraction: float =
     sd[sd == 0] = 1.0
     xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
     class_names = [vowel_of[c] for c in range(k)]
-    return make("vowels", xtr, ytr, xte, yte, k, class_names, {"path": str(p), "scaling": "standardised on train"})
+    info = {"path": str(p), "scaling": "standardised on train"}
+    return make("vowels", xtr, ytr, xte, yte, k, class_names, info, source=(x, y, names))
 
 
 # ---------------------------------------------------------------- MNIST (IDX)

@@ -27,14 +27,19 @@ from typing import Any, Callable
 
 from physnn.core.registry import install_hint
 from physnn.data.base import Dataset
+from physnn.data.tables import as_dataset
 
 __all__ = [
     "BUILTIN",
     "register_dataset",
     "available_datasets",
+    "known_dataset",
     "dataset_loader",
     "check_dataset",
     "load_dataset",
+    "check_run_data",
+    "load_run_data",
+    "same_data",
     "GROUP",
 ]
 
@@ -82,6 +87,12 @@ def available_datasets() -> list[str]:
     """Every loadable data set name: the built-in ones first, then plug-ins and run-time ones, sorted."""
     extra = sorted((set(_entry_points()) | set(_RUNTIME)) - set(BUILTIN))
     return [*BUILTIN, *extra]
+
+
+def known_dataset(name: str) -> bool:
+    """Whether ``name`` can be loaded (built-in and run-time names first: scanning the entry points takes ~20 ms,
+    and configs are validated often)."""
+    return name in BUILTIN or name in _RUNTIME or name in _entry_points()
 
 
 def _resolve(spec: str) -> Callable[..., Dataset]:
@@ -152,3 +163,44 @@ def load_dataset(
     if not isinstance(data, Dataset):
         raise TypeError(f"the loader of dataset {name!r} returned {type(data).__name__}, not a physnn Dataset")
     return data
+
+
+# ---------------------------------------------------------------- for the runner (any object with the config keys)
+def _options_of(config: Any) -> dict[str, Any]:
+    """The loader options a run's config sets (``label_column``), only where they differ from their defaults."""
+    return {k: getattr(config, k) for k, default in OPTIONS.items() if getattr(config, k, default) != default}
+
+
+def check_run_data(config: Any, given: Any = None) -> None:
+    """Before anything is read: the config's data set name and options (or, for data handed over in Python,
+    that no ``data_path`` competes with it)."""
+    if given is None:
+        check_dataset(config.dataset, path=config.data_path or None, **_options_of(config))
+    elif config.data_path:
+        raise ValueError(f"data_path {config.data_path!r} and data=... both give the data; give one")
+
+
+def load_run_data(config: Any, given: Any = None) -> Dataset:
+    """A run's data: ``given`` (arrays in Python, :func:`~physnn.data.tables.as_dataset`) or the config's
+    ``dataset``, ``data_path``, ``test_fraction``, ``seed`` and loader options."""
+    if given is not None:
+        return as_dataset(given, test_fraction=config.test_fraction, seed=config.seed)
+    return load_dataset(
+        config.dataset,
+        path=config.data_path or None,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+        **_options_of(config),
+    )
+
+
+def same_data(data: Dataset, recorded: dict | None, where: str) -> None:
+    """``--resume`` continues on the data the run trained on: the fingerprint in its run file's dataset record
+    must match ``data``'s (a record without one, from before fingerprints, passes)."""
+    fingerprint = (recorded or {}).get("fingerprint")
+    if fingerprint and fingerprint != data.fingerprint():
+        raise ValueError(
+            f"--resume {where}: the data set {data.name!r} differs from the one this run trained on (fingerprint "
+            f"{data.fingerprint()[:12]}, the run file records {str(fingerprint)[:12]}); resume with the same data, "
+            "or start a new run"
+        )

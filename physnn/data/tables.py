@@ -243,7 +243,7 @@ def load_csv(
         "label_map": _label_map(classes),
         "scaling": "standardised on train" if standardize else "none",
     }
-    return make("csv", xtr, ytr, xte, yte, len(classes), [str(k) for k in classes], info)
+    return make("csv", xtr, ytr, xte, yte, len(classes), [str(k) for k in classes], info, source=(x, keys))
 
 
 _NPZ_KEYS = ("x", "y", "x_test", "y_test")
@@ -367,7 +367,7 @@ def _label_keys(y: Any, n: int, name: str, prefix: str) -> list[Any]:
         bad = np.flatnonzero(~np.isfinite(a) | (a != np.round(a)))
         if bad.size:
             i = int(bad[0])
-            raise ValueError(f"{prefix}{name}[{i}] = {a[i]!r} is not a class label (whole numbers or names)")
+            raise ValueError(f"{prefix}{name}[{i}] = {a[i].item()!r} is not a class label (whole numbers or names)")
         return [int(v) for v in a]
     if a.dtype.kind in "US":
         return [v.decode() if isinstance(v, bytes) else str(v) for v in a.tolist()]
@@ -416,10 +416,9 @@ def from_arrays(
         if xte.shape[1] != xa.shape[1]:
             raise ValueError(f"{prefix}x_test has {xte.shape[1]} features per sample, x has {xa.shape[1]}")
         ytr, classes = index_labels(keys, lambda i: f"{prefix}y[{i}]", min_rows=1)
-        yte = map_test_labels(
-            _label_keys(y_test, xte.shape[0], "y_test", prefix), classes, lambda i: f"{prefix}y_test[{i}]"
-        )
-        xtr, how = xa, "given"
+        test_keys = _label_keys(y_test, xte.shape[0], "y_test", prefix)
+        yte = map_test_labels(test_keys, classes, lambda i: f"{prefix}y_test[{i}]")
+        xtr, xte_raw, how = xa, xte, "given"
     if standardize:
         xtr, xte = _standardised(xtr, xte)
     info: dict[str, Any] = {"label_map": _label_map(classes), "split": how}
@@ -428,7 +427,8 @@ def from_arrays(
         info["path"] = source
     if features is not None:
         info["features"] = features
-    return make(name, xtr, ytr, xte, yte, len(classes), [str(k) for k in classes], info)
+    source = (xa, keys) if x_test is None else (xa, keys, xte_raw, test_keys)
+    return make(name, xtr, ytr, xte, yte, len(classes), [str(k) for k in classes], info, source=source)
 
 
 def as_dataset(data: Any, *, test_fraction: float = 0.2, seed: int = 0) -> Dataset:

@@ -47,6 +47,8 @@ class RunConfig:
 
     dataset: str = "digits"
     data_path: str = ""
+    # the column of a CSV data set (dataset = "csv") that holds the labels; every other column is a feature
+    label_column: str = "label"
     test_fraction: float = 0.2
     val_fraction: float = 0.1
     method: str = "mfff"
@@ -108,12 +110,14 @@ class RunConfig:
     def _validate(self) -> None:
         from physnn.core.encoding import ENCODERS
         from physnn.core.goodness import GOODNESS
-        from physnn.data.datasets import DATASETS
+        from physnn.data.registry import available_datasets, known_dataset
         from physnn.train import METHODS
 
         for key in ("data_path", "device", "output"):
             checks.string(key, getattr(self, key))
-        checks.choice("dataset", self.dataset, DATASETS)
+        if not known_dataset(self.dataset):  # built-in, registered, or a physnn.datasets entry point
+            checks.choice("dataset", self.dataset, available_datasets())
+        checks.string("label_column", self.label_column, empty=False)
         checks.choice("method", self.method, METHODS)
         checks.string("system", self.system, empty=False)
         checks.choice("encoder", self.encoder, ENCODERS)

@@ -41,7 +41,8 @@ from physnn.core.encoding import drive_width
 from physnn.core.evaluation import Accuracy
 from physnn.core.registry import build_system
 from physnn.core.system import PhysicalSystem
-from physnn.data.datasets import Dataset, load_dataset
+from physnn.data import registry as data_registry
+from physnn.data.datasets import Dataset
 from physnn.run import preflight, sinks
 from physnn.run.config import ConfigError, RunConfig
 from physnn.train import trainer_class
@@ -97,10 +98,9 @@ def block_seed(seed: int, block: int) -> int:
     return seed * 1000 + block + 1
 
 
-def load_data(config: RunConfig) -> Dataset:
-    return load_dataset(
-        config.dataset, path=config.data_path or None, test_fraction=config.test_fraction, seed=config.seed
-    )
+def load_data(config: RunConfig, given: Any = None) -> Dataset:
+    """The run's data: ``given`` arrays (``run_experiment(data=...)``), else the config's data set."""
+    return data_registry.load_run_data(config, given)
 
 
 def split_validation(config: RunConfig, data: Dataset) -> tuple[torch.Tensor, torch.Tensor, Any, Any]:
@@ -535,6 +535,7 @@ def run_experiment(
     echo: Callable[[str], None] = print,
     resume: str | Path | None = None,
     systems: Sequence[PhysicalSystem] | None = None,
+    data: Any = None,
 ) -> RunResult:
     """Train and evaluate one configuration, logging everything to an HDF5 run file.
 
@@ -551,12 +552,16 @@ def run_experiment(
     ``completed``. The run file is held by this process alone meanwhile
     (:mod:`physnn.runlog.lock`). Before anything is loaded, opened or
     queried, the whole configuration is checked (:mod:`physnn.run.preflight`).
+    ``data``: arrays in Python instead of ``config.dataset`` (see
+    :func:`physnn.data.tables.as_dataset`); the run file says ``dataset = "arrays"``.
     """
     t0 = time.perf_counter()
     handed = None if systems is None else list(systems)
+    config = config if data is None else config.updated(dataset="arrays")
     with contextlib.ExitStack() as held:
         try:
             preflight.check_config(config, build_systems=handed is None)
+            data_registry.check_run_data(config, data)  # the data set's name and options, before it is read
             plan = None
             if resume is not None:
                 from physnn.runlog import lock
@@ -571,7 +576,7 @@ def run_experiment(
             if handed is not None:
                 _close_systems(handed, None)
             return plan.nothing_left(config, echo, t0)
-        return _run(config, write_file, progress, echo, plan, handed, t0)
+        return _run(config, write_file, progress, echo, plan, handed, t0, data)
 
 
 def _run(
@@ -582,6 +587,7 @@ def _run(
     plan: "_ResumePlan | None",
     systems: list[PhysicalSystem] | None,
     t0: float,
+    given: Any = None,
 ) -> RunResult:
     """The steps of :func:`run_experiment` once the configuration is checked (and a resumed file locked)."""
     resume = None if plan is None else plan.path
@@ -591,7 +597,11 @@ def _run(
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)  # anything that still uses the global RNG is seeded too
     try:
-        data = load_data(config)
+        data = load_data(config, given)
+        if resume is not None:  # --resume continues on the data it trained on (the run file's fingerprint)
+            from physnn import runlog
+
+            data_registry.same_data(data, runlog.load(resume).dataset, str(resume))
         if plan is None:  # the budget against one epoch's queries: needs the data, not the systems
             preflight.check_budget(config, build_trainer(config), split_validation(config, data)[0].shape[0])
     except BaseException:
