@@ -23,15 +23,17 @@ def evaluated(result):
     return [e["eval_samples"] for e in result.history if not math.isnan(e.get("eval_samples", math.nan))]
 
 
-def test_main_job_defaults_spend_at_most_a_tenth_beyond_training(tmp_path):
-    result = run(tmp_path)  # the main job's keys (20 epochs, eval every 5 on 32 samples), a narrow hidden layer
-    assert result.total_queries / result.train_queries <= 1.1
+def test_main_job_defaults_spend_at_most_fifteen_percent_beyond_training(tmp_path):
+    # the main job's keys (20 epochs, every 10th on the whole validation split), a narrow hidden layer
+    result = run(tmp_path)
+    assert result.total_queries / result.train_queries <= 1.15
     assert result.test_accuracy > 0.5
     assert math.isnan(result.train_accuracy)  # MF-FF reports no training-batch accuracy; none was measured
-    assert evaluated(result) == [32, 32, 32, 32]  # a held-out validation split: its subsample to the end
+    n_val = result.history[-1]["val_n"]
+    assert n_val >= 140 and evaluated(result) == [n_val, n_val]  # the whole validation split, twice
     # the test split once, at the end: C L queries per test sample beside training, evaluations and probes
     probes = 8 * L * (2 + 20)
-    assert result.total_queries == result.train_queries + 4 * 32 * C * L + C * L * result.test_n + probes
+    assert result.total_queries == result.train_queries + 2 * n_val * C * L + C * L * result.test_n + probes
 
 
 def test_the_last_epoch_is_the_final_test_and_is_measured_once(tmp_path):
@@ -68,7 +70,7 @@ def test_query_budget_stops_before_the_epoch_that_would_exceed_it(tmp_path):
     one = run(tmp_path, epochs=1).train_queries
     result = run(tmp_path, epochs=10, query_budget=int(2.5 * one))
     assert len(result.history) == 2 and result.train_queries == 2 * one
-    assert result.history[-1]["stopped"] == 1 and result.history[-1]["eval_samples"] == 32
+    assert result.history[-1]["stopped"] == 1 and result.history[-1]["eval_samples"] >= 140
     events = [e for e in runlog.load(result.path).events if e["kind"] == "early_stop"]
     assert len(events) == 1 and events[0]["fields"]["reason"] == "query_budget"
     # a budget that leaves room for no epoch is refused before any system is built (it trained nothing and
