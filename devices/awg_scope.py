@@ -449,8 +449,10 @@ class AWGScopeSystem(BenchSystem):
 
     # ------------------------------------------------------------ lifecycle
     def safe_state(self) -> None:
-        """AWG output off. Idempotent; reopens a dropped AWG connection once to get the command through."""
+        """AWG output off, confirmed by reading it back (:meth:`SCPIAWG.safe_state`; a message cut half-way is
+        ended first). Idempotent; reopens a dropped AWG connection once to get the command through."""
         with self._lock:
+            self.safe_confirmed = False
             try:
                 self.awg.safe_state()
             except ConnectionLost:
@@ -458,6 +460,7 @@ class AWGScopeSystem(BenchSystem):
                 self._configured = False  # the instrument may have rebooted: reconfigure before driving again
                 self.awg.safe_state()
             self._output_on = False
+            self.safe_confirmed = True
 
     def _resync(self) -> None:
         """Clear both instruments and re-align their replies (late answers are dropped, never parsed)."""

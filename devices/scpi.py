@@ -21,6 +21,14 @@ are reproducible and testable.
 The drivers do no range checking of their own beyond what the table needs:
 bench limits are the job of :class:`physnn.devices.awg_scope.BenchLimits`,
 checked before a driver method is ever called.
+
+A message cut half-way (Ctrl-C in the middle of a waveform upload) leaves the
+instrument's parser inside a definite-length block, where it takes the next
+command -- ``OUTP1 OFF`` included -- as block data.
+:meth:`SCPIInstrument.end_cut_message` ends it before the safe state and
+before every resync: a device clear where the bus has one (a VISA INSTR
+resource), else bytes that can only end it in an error (:func:`message_flush`),
+then ``*CLS``. The AWG's safe state is confirmed by reading ``OUTP1?`` back.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from .errors import InstrumentError, InstrumentReportedError, InstrumentTimeout, ProtocolError
-from .transport import Transport
+from .transport import Transport, UnfinishedWrite
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +59,7 @@ __all__ = [
     "Preamble",
     "scpi_number",
     "parse_error_reply",
+    "message_flush",
 ]
 
 #: Keysight 33500B / 33600A, channel 1 (see protocols/scpi-bench.md).
@@ -77,6 +86,7 @@ KEYSIGHT_33500B: dict[str, str] = {
     "trigger_source": "TRIG1:SOUR BUS",
     "output_on": "OUTP1 ON",
     "output_off": "OUTP1 OFF",
+    "output_query": "OUTP1?",
     "trigger": "*TRG",
 }
 
@@ -106,6 +116,26 @@ INFINIIVISION_X: dict[str, str] = {
     "preamble": ":WAV:PRE?",
     "data": ":WAV:DATA?",
 }
+
+
+#: Filler for a cut message: not a character any SCPI token may contain, so whatever the parser was reading
+#: (a header, a number, block data followed by this) ends in a parse error, never in a shorter valid command.
+FLUSH_BYTE = b"\x01"
+
+
+#: what an output-state query answers when the output is off (Keysight: 0; others: OFF)
+_OFF = ("0", "+0", "OFF")
+
+
+def message_flush(cut: UnfinishedWrite) -> bytes:
+    """Bytes that end a message of which ``cut.sent_min..sent_max`` bytes reached the instrument, in an error.
+
+    As many filler bytes as the rest of the message (so a block the parser is
+    inside is completed, whatever number of its bytes arrived) and a newline.
+    A cut number is never completed into a different valid one (``1.5e-05``
+    cut to ``1.5``): the filler makes the command invalid first.
+    """
+    return FLUSH_BYTE * (len(cut.data) - cut.sent_min) + b"\n"
 
 
 @dataclass(frozen=True)
@@ -282,6 +312,33 @@ class SCPIInstrument:
             raise exc
         return errors
 
+    def end_cut_message(self) -> bool:
+        """End a message the instrument holds part of (a write that was cut); True if there was one.
+
+        A device clear if the transport has one that resets the instrument's
+        parser; else :func:`message_flush` then ``*CLS`` (the flush's own
+        parse errors are not the instrument's). If this fails in turn, the cut
+        stays recorded for the next try.
+        """
+        t = self.transport
+        cut = t.take_unfinished_write()
+        if cut is None:
+            return False
+        try:
+            if t.clear_resets_device:
+                t.clear()
+            if not t.clear_resets_device:  # (also when the clear just found that it cannot reset the device)
+                t.write_raw(message_flush(cut))
+                self.send("clear_status")
+        except BaseException:
+            if t.unfinished_write is None or t.unfinished_write.data.startswith(FLUSH_BYTE):
+                t.unfinished_write = cut  # a cut flush is covered by sending the whole flush again
+            raise
+        if self.on_event is not None:
+            how = "device_clear" if t.clear_resets_device else "flush"
+            self.on_event("message_ended", instrument=self.name, cut=repr(cut), how=how)
+        return True
+
     def next_marker(self) -> int:
         """Marker values for :meth:`resync`: 2..255 in a scrambled order (never 0 or 1, the
         commonest stale answers, and never the same twice in a row)."""
@@ -302,6 +359,7 @@ class SCPIInstrument:
         t = self.transport
         dropped = 0
         with t.lock:
+            self.end_cut_message()
             for _ in range(rounds):
                 marker = self.next_marker()
                 t.write(self.command("ese_set", value=marker))
@@ -370,8 +428,25 @@ class SCPIAWG(SCPIInstrument):
         self.send("trigger")
 
     def safe_state(self) -> None:
-        """Output off (idempotent)."""
-        self.send("output_off")
+        """Output off, confirmed: ``OUTP1 OFF``, then ``OUTP1?`` must answer 0 (or OFF) (idempotent).
+
+        A message the AWG holds part of is ended first. A reply other than 0
+        may be a stale answer to an earlier query: the replies are re-aligned
+        (:meth:`resync`) and ``OUTP1?`` asked once more; anything but 0 then
+        is a :class:`ProtocolError` (the output may still be on).
+        """
+        with self.transport.lock:
+            self.end_cut_message()
+            self.send("output_off")
+            state = self.ask("output_query")
+            if state.upper() not in _OFF:
+                self.resync()
+                state = self.ask("output_query")
+            if state.upper() not in _OFF:
+                raise ProtocolError(
+                    f"{self.name}: OUTP1? answered {state!r} after OUTP1 OFF: the output may still be on",
+                    resource=self.transport.resource,
+                )
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ SIM_DIR = Path(__file__).resolve().parents[1] / "devices" / "sim"
 AWG_IDN = "Agilent Technologies,33522B,MY1,1.0"
 SCOPE_IDN = "KEYSIGHT TECHNOLOGIES,DSOX3024T,MY2,1.0"
 NO_ERR = '+0,"No error"'
+#: the AWG's safe state: output off, then read back (OUTP1? must answer 0)
+SAFE = [("OUTP1 OFF", None), ("OUTP1?", "0")]
 
 
 # ------------------------------------------------------------ formatting
@@ -94,8 +96,8 @@ def test_awg_upload_trigger_output_exact_bytes():
             ("SOUR1:FUNC:ARB:SRAT 1000000.0", None),
             ("OUTP1 ON", None),
             ("*TRG", None),
-            ("OUTP1 OFF", None),
-            ("OUTP1 OFF", None),
+            *SAFE,
+            *SAFE,
             ("*RST", None),
             ("*OPC?", "1"),
         ]
@@ -177,8 +179,8 @@ def test_resync_fails_clearly_without_marker():
 
 
 def test_other_model_is_a_new_table():
-    table = dict(KEYSIGHT_33500B, output_off="OUTPut1:STATe OFF")
-    t = ScriptedTransport([("OUTPut1:STATe OFF", None)])
+    table = dict(KEYSIGHT_33500B, output_off="OUTPut1:STATe OFF", output_query="OUTPut1:STATe?")
+    t = ScriptedTransport([("OUTPut1:STATe OFF", None), ("OUTPut1:STATe?", "OFF")])
     SCPIAWG(t, commands=table).safe_state()
     t.close()
 
@@ -393,7 +395,7 @@ def test_system_one_batch_exact_bytes_and_features():
     # window integrals: code * yincrement * xincrement
     np.testing.assert_allclose(y.numpy(), [[0.5e-6, 0.25e-6]], rtol=1e-6)
     assert y.dtype == torch.float32 and sys.stats.samples == 1
-    awg_t.extend([("OUTP1 OFF", None)])
+    awg_t.extend(SAFE)
     sys.close()  # verifies both scripts were used to the last step
     assert sys.closed
 
@@ -406,7 +408,7 @@ def test_system_second_batch_does_not_repeat_output_on_and_maps_mid_codes():
         awg_t.extend(a)
         scope_t.extend(s)
         sys(torch.tensor([x]))
-    awg_t.extend([("OUTP1 OFF", None)])
+    awg_t.extend(SAFE)
     sys.close()
 
 
@@ -433,12 +435,12 @@ def test_out_of_range_drive_writes_nothing():
         with pytest.raises(ValueError):
             sys(torch.tensor(bad))
     assert len(awg_t.written) == n_awg and len(scope_t.written) == n_scope
-    awg_t.extend([("OUTP1 OFF", None)])
+    awg_t.extend(SAFE)
     sys.close()
 
 
 def test_wrong_instrument_is_refused_and_output_forced_off():
-    awg_t = ScriptedTransport([("*IDN?", "RIGOL,DG1022,1,1"), ("OUTP1 OFF", None)])
+    awg_t = ScriptedTransport([("*IDN?", "RIGOL,DG1022,1,1"), *SAFE])
     scope_t = ScriptedTransport([("*IDN?", SCOPE_IDN)])
     with pytest.raises(InstrumentError, match="does not contain '33522B'"):
         _system(awg_t, scope_t, expect_awg_idn="33522B")
@@ -451,14 +453,14 @@ def test_keyboard_interrupt_mid_batch_turns_output_off_and_reraises():
     sys = _system(awg_t, scope_t)
     a, s = _batch_steps([-32767, 32767])
     trg = a.index(("*TRG", None))
-    a = a[:trg] + [("*TRG", KeyboardInterrupt()), ("OUTP1 OFF", None)]
+    a = a[:trg] + [("*TRG", KeyboardInterrupt()), *SAFE]
     awg_t.extend(a)
     scope_t.extend(s[:2])
     with pytest.raises(KeyboardInterrupt):
         sys(torch.tensor([[0.0, 1.0]]))
     awg_t.verify()
     scope_t.verify()
-    awg_t.extend([("OUTP1 OFF", None)])
+    awg_t.extend(SAFE)
     sys.close()
 
 
@@ -467,12 +469,12 @@ def test_instrument_error_after_upload_is_raised_with_output_off():
     sys = _system(awg_t, scope_t)
     a, s = _batch_steps([-32767, 32767])
     a[-1] = ("SYST:ERR?", '-222,"Data out of range"')
-    awg_t.extend(a + [("SYST:ERR?", NO_ERR), ("OUTP1 OFF", None)])
+    awg_t.extend(a + [("SYST:ERR?", NO_ERR), *SAFE])
     scope_t.extend(s)
     with pytest.raises(InstrumentReportedError, match="-222"):
         sys(torch.tensor([[0.0, 1.0]]))
     awg_t.verify()
-    awg_t.extend([("OUTP1 OFF", None)])
+    awg_t.extend(SAFE)
     sys.close()
 
 
@@ -481,7 +483,7 @@ def test_clipped_response_raises_or_flags():
         awg_t, scope_t = _config_scripts()
         sys = _system(awg_t, scope_t, on_clip=mode)
         a, s = _batch_steps([-32767, 32767], trace=_trace(slot=(32767, 10)))
-        awg_t.extend(a + ([("OUTP1 OFF", None)] if mode == "raise" else []))
+        awg_t.extend(a + (SAFE if mode == "raise" else []))
         scope_t.extend(s)
         if mode == "raise":
             with pytest.raises(InstrumentError, match="1 of 1 samples reached the scope's full scale") as info:
@@ -491,7 +493,7 @@ def test_clipped_response_raises_or_flags():
             y = sys(torch.tensor([[0.0, 1.0]]))
             assert sys.last_clipped.tolist() == [True] and y.shape == (1, 2)
         assert sys.stats.counters["clipped_samples"] == 1
-        awg_t.extend([("OUTP1 OFF", None)])
+        awg_t.extend(SAFE)
         sys.close()
 
 
@@ -509,7 +511,7 @@ def test_truncated_block_is_re_requested_once():
     y = sys(torch.tensor([[0.0, 1.0]]))
     np.testing.assert_allclose(y.numpy(), [[0.5e-6, 0.25e-6]], rtol=1e-6)
     assert events == ["truncated_block"]
-    awg_t.extend([("OUTP1 OFF", None)])
+    awg_t.extend(SAFE)
     sys.close()
 
 
@@ -518,22 +520,22 @@ def test_lost_sync_is_a_protocol_error_then_gives_up_with_output_off():
     sys = _system(awg_t, scope_t, retries=0)
     flat = encode_block(np.zeros(23, dtype="<i2").tobytes()) + b"\n"
     a, s = _batch_steps([-32767, 32767], trace=flat)
-    awg_t.extend(a + [("OUTP1 OFF", None)])
+    awg_t.extend(a + SAFE)
     scope_t.extend(s)
     with pytest.raises(ProtocolError, match="sync marker not found"):
         sys(torch.tensor([[0.0, 1.0]]))
     assert sys.stats.counters["gave_up"] == 1
-    awg_t.extend([("OUTP1 OFF", None)])
+    awg_t.extend(SAFE)
     sys.close()
 
 
 def test_safe_state_reconnects_once_if_the_link_dropped():
     awg_t, scope_t = _config_scripts()
     sys = _system(awg_t, scope_t)
-    awg_t.extend([("OUTP1 OFF", ConnectionLost("link down")), ("OUTP1 OFF", None)])
+    awg_t.extend([("OUTP1 OFF", ConnectionLost("link down")), *SAFE])
     sys.safe_state()
     assert awg_t.reopens == 1
-    awg_t.extend([("OUTP1 OFF", None)])
+    awg_t.extend(SAFE)
     sys.close()
 
 

@@ -227,3 +227,54 @@ def test_flush_after_ends_every_cut_frame_with_no_frame_accepted(mode):
     assert flush_after(frame, 0, 0) == b"" and flush_after(frame, len(frame), len(frame)) == b""
     wide = flush_after(frame, 3, 100)  # one flush for every cut in 3..100
     assert len(wide) >= len(frame) - 5 and 0xA5 not in wide  # from a cut after 5 bytes on, LEN is the frame's
+
+
+# ------------------------------------------------------------ the SCPI bench
+def _awg_bench(device_clear: bool):
+    from physnn.devices.sim.scpi_bench import simulated_awg_scope
+
+    return simulated_awg_scope(
+        n_inputs=4, n_outputs=4, noise=False, noise_volts=0.0, timeout=0.1, backoff=0.0, device_clear=device_clear
+    )
+
+
+def _cut_upload(transport, k: int) -> None:
+    """The next waveform upload (``SOUR1:DATA:ARB:DAC name,#<block>``) stops after ``k`` bytes, with a Ctrl-C."""
+    write_chunk = transport._write_bytes
+
+    def chunk(data):
+        if not bytes(data).startswith(b"SOUR1:DATA:ARB:DAC"):
+            return write_chunk(data)
+        del transport._write_bytes
+        if k:
+            write_chunk(data[:k])
+        raise KeyboardInterrupt
+
+    transport._write_bytes = chunk
+
+
+@pytest.mark.fault("unsafe")
+@pytest.mark.parametrize("device_clear", [True, False], ids=["instr", "socket"])
+def test_ctrl_c_inside_a_waveform_block_still_turns_the_awg_output_off_confirmed(device_clear):
+    """The SCPI form of the same class: cut in the middle of the IEEE block of a waveform upload, the AWG would
+    take OUTP1 OFF as block data. It is ended first (device clear, or filler that ends it in an error), and the
+    output is read back off; the cut waveform never becomes a waveform, and the bench measures exactly after."""
+    sys = _awg_bench(device_clear)
+    x = torch.randint(0, 256, (3, 4), generator=torch.Generator().manual_seed(0)).float() / 255  # the optics' levels
+    awg = sys.bench.awg
+    try:
+        y = sys(x)
+        data = 2 * sys.framing.length(3)  # int16 codes of the one waveform for 3 samples
+        size = len(b"SOUR1:DATA:ARB:DAC physnn,#") + 1 + len(str(data)) + data + 1  # header, block, newline
+        offsets = sorted({*range(0, 40), *range(40, size, 37), size - 2, size - 1, size})
+        for k in offsets:
+            _cut_upload(sys.awg.transport, k)
+            with pytest.raises(KeyboardInterrupt):
+                sys(x)
+            assert sys.safe_confirmed is True, k
+            assert awg.output is False and not sys.awg.transport.input, k  # off, and its parser idle again
+            assert awg.errors == [], (k, awg.errors)
+            assert ("physnn" in awg.arbs) == (k == size), k  # only a whole upload is a waveform
+        assert torch.equal(sys(x), y)
+    finally:
+        sys.close()

@@ -70,6 +70,7 @@ class SimAWG(SimInstrument):
         "trigger_source": Param("trigger_source", word(("IMM", "EXT", "BUS", "TIM"))),
         "output_on": _OUTPUT,
         "output_off": _OUTPUT,
+        "output_query": "_output_query",
         "trigger": "_trigger",
     }
 
@@ -121,6 +122,9 @@ class SimAWG(SimInstrument):
         if self.function == "ARB":
             self.function = "SIN"
         return None
+
+    def _output_query(self, args: bytes, now: float) -> Reply:
+        return "1" if self.output else "0"
 
     def _select_arb(self, args: bytes, now: float) -> Reply:
         name = _text(args)

@@ -28,6 +28,19 @@ the instrument reboots to its power-on state: output off, waveforms gone,
 scope disarmed; a ``reopen()`` reconnects). Replies keep their order, and a
 device clear drops only what has already arrived, so a late reply still in
 flight survives ``clear()`` exactly as on a raw socket.
+
+Each instrument reads its input as a byte stream, as a real one does: a
+message ends at a newline that is not inside an IEEE 488.2 definite-length
+block, so a write cut in the middle of a block leaves the instrument waiting
+for the rest, and the next command is swallowed into the block data.
+``device_clear=True`` (the default, a VISA INSTR resource: VXI-11, HiSLIP,
+USBTMC, GPIB) makes ``clear()`` an IEEE 488.2 device clear that also drops
+the instrument's partial input; ``device_clear=False`` models a raw socket,
+where nothing but more bytes can end it.
+
+Fault specs are checked when the bench is built (:func:`~.fault_specs.checked_faults`):
+a spec that is not a fault, lacks its ``command``, or names a command the
+instrument never receives is a one-line error.
 """
 
 from __future__ import annotations
@@ -46,10 +59,11 @@ from physnn.core.registry import build_system
 
 from ..awg_scope import AWGScopeSystem, BenchLimits, Framing
 from ..errors import ConnectionLost, InstrumentTimeout
-from ..scpi import SCPIAWG, SCPIScope
+from ..scpi import INFINIIVISION_X, KEYSIGHT_33500B, SCPIAWG, SCPIScope
 from ..transport import Transport
 from .awg import AWG_IDN, SimAWG
 from .dut import BenchDUT
+from .fault_specs import checked_faults
 from .scope import SCOPE_IDN, SimScope
 from .scpi_instrument import SimInstrument
 
@@ -61,9 +75,12 @@ __all__ = [
     "simulated_awg_scope",
     "AWG_IDN",
     "SCOPE_IDN",
+    "take_messages",
 ]
 
 FAULT_KINDS = ("no_reply", "late_reply", "truncated_block", "connection_lost")
+#: what a missing required fault field looks like, for the one-line error
+_FAULT_HINTS = {"command": "the text of the command it fires on, e.g. '*TRG' or ':WAV:DATA?'"}
 
 
 @dataclass
@@ -90,6 +107,15 @@ class Fault:
     def __post_init__(self) -> None:
         checks.choice("fault kind", self.kind, FAULT_KINDS)
         checks.choice("fault instrument", self.instrument, ("awg", "scope", "any"))
+        self.command = checks.string("fault command", self.command, empty=False)
+        fixed = _command_prefixes(self.instrument)
+        wanted = self.command.strip().lstrip(":").upper()
+        if not any(f.startswith(wanted) or (wanted.startswith(f) and f.endswith(" ")) for f in fixed):
+            shown = ", ".join(sorted({f.split(" ")[0] for f in fixed}))
+            who = "the awg or the scope" if self.instrument == "any" else f"the {self.instrument}"
+            raise checks.ParameterError(
+                f"fault command must start like a command {who} receives ({shown}), got {self.command!r}"
+            )
         checks.integer("fault skip", self.skip, low=0)
         checks.integer("fault times", self.times, low=1)
         checks.positive("fault late_factor", self.late_factor)
@@ -104,6 +130,50 @@ class Fault:
             return False
         self.fired += 1
         return True
+
+
+def _command_prefixes(instrument: str) -> list[str]:
+    """The fixed text of every command an instrument receives (before its first field), upper case, no colon."""
+    tables = {"awg": [KEYSIGHT_33500B], "scope": [INFINIIVISION_X], "any": [KEYSIGHT_33500B, INFINIIVISION_X]}
+    return [t.split("{")[0].lstrip(":").upper() for table in tables[instrument] for t in table.values()]
+
+
+def take_messages(buf: bytearray) -> list[bytes]:
+    """Complete messages at the start of an instrument's input ``buf`` (removed from it, newline stripped).
+
+    A message ends at a newline outside an IEEE 488.2 definite-length block
+    (``#<n><length><data>``: the data may hold newlines). An incomplete
+    message -- a block whose data has not all arrived -- stays in ``buf``.
+    """
+    out: list[bytes] = []
+    i = 0
+    start = 0
+    n = len(buf)
+    while i < n:
+        c = buf[i]
+        if c == 0x0A:  # newline: end of a message
+            out.append(bytes(buf[start:i]))
+            i += 1
+            start = i
+            continue
+        if c == 0x23:  # '#': a definite-length block if a digit 1..9 and that many digits follow
+            if i + 1 >= n:
+                break  # cannot tell yet
+            nd = buf[i + 1]
+            if 0x31 <= nd <= 0x39:
+                digits = nd - 0x30
+                if i + 2 + digits > n:
+                    break
+                field = bytes(buf[i + 2 : i + 2 + digits])
+                if field.isdigit():
+                    end = i + 2 + digits + int(field)
+                    if end > n:
+                        break  # the block's data is still arriving: the message is incomplete
+                    i = end
+                    continue
+        i += 1
+    del buf[:start]
+    return out
 
 
 class SCPIBench:
@@ -137,7 +207,7 @@ class SCPIBench:
         self.noise_volts = checks.nonnegative("noise_volts", noise_volts)
         self.max_latency = checks.integer("max_latency", max_latency, low=0)
         self.acq_delay = checks.nonnegative("acq_delay", acq_delay)
-        self.faults: list[Fault] = [f if isinstance(f, Fault) else Fault(**f) for f in (faults or [])]
+        self.faults: list[Fault] = checked_faults(faults, Fault, key="faults", hints=_FAULT_HINTS)
         self.awg = SimAWG(self, **(awg_options or {}))
         self.scope = SimScope(self, **(scope_options or {}))
         self.link_up = {"awg": True, "scope": True}
@@ -151,7 +221,7 @@ class SCPIBench:
         return {"awg": self.awg, "scope": self.scope}[name]
 
     def add_fault(self, fault: Fault | dict) -> Fault:
-        f = fault if isinstance(fault, Fault) else Fault(**fault)
+        (f,) = checked_faults([fault], Fault, key="fault", hints=_FAULT_HINTS)
         self.faults.append(f)
         return f
 
@@ -200,19 +270,32 @@ class SCPIBench:
 class BenchTransport(Transport):
     """A :class:`Transport` whose far end is one instrument of a :class:`SCPIBench`.
 
-    Each write is one complete message (the drivers send a command, including
-    a binary block, in one write). Replies are queued with the time they
-    become readable; reads wait for them up to the timeout, then raise
-    :class:`InstrumentTimeout` with what had arrived.
+    Written bytes go to the instrument's input stream; every complete message
+    in it is executed (:func:`take_messages`). Replies are queued with the
+    time they become readable; reads wait for them up to the timeout, then
+    raise :class:`InstrumentTimeout` with what had arrived. ``device_clear``:
+    whether :meth:`clear` also drops the instrument's partial input (an IEEE
+    488.2 device clear, as on a VISA INSTR resource) or not (a raw socket).
     """
 
-    def __init__(self, bench: SCPIBench, instrument: str, *, timeout: float = 0.5, resource: str | None = None):
+    def __init__(
+        self,
+        bench: SCPIBench,
+        instrument: str,
+        *,
+        timeout: float = 0.5,
+        resource: str | None = None,
+        device_clear: bool = True,
+    ):
         checks.choice("instrument", instrument, ("awg", "scope"))
-        super().__init__(resource or f"SIM::{instrument.upper()}::INSTR")
+        device_clear = checks.boolean("device_clear", device_clear)
+        super().__init__(resource or f"SIM::{instrument.upper()}::{'INSTR' if device_clear else 'SOCKET'}")
         self.bench = bench
         self.instrument = instrument
+        self.clear_resets_device = device_clear  # type: ignore[misc]
         self._timeout = float(timeout)
         self._queue: list[list[Any]] = []  # [available_at, bytearray]
+        self.input = bytearray()  # what the instrument received of a message it has not executed yet
         self.writes = 0
         self.open()
 
@@ -245,11 +328,20 @@ class BenchTransport(Transport):
         with self.bench.lock:
             self._link_check()
             self.writes += 1
+            self.input.extend(data)
+            for message in take_messages(self.input):
+                self._execute(message)
+
+    def _execute(self, message: bytes) -> None:
+        """One complete message arrived at the instrument: faults, then the instrument, then its reply."""
+        if not message.strip():  # an empty message (a bare newline) is nothing to execute
+            return
+        with self.bench.lock:
             self.bench.transactions[self.instrument] += 1
-            message = data[:-1] if data.endswith(b"\n") else data
             command = message[:64].decode("ascii", errors="replace")
             fault = self.bench.take_fault(self.instrument, command.lstrip())
             if fault is not None and fault.kind == "connection_lost":
+                self.input.clear()
                 self.bench.drop_link(self.instrument)
                 raise ConnectionLost(
                     f"connection lost while sending {command[:32]!r} (simulated)", resource=self.resource
@@ -316,9 +408,13 @@ class BenchTransport(Transport):
             self._link_check()
             now = time.monotonic()
             self._queue = [c for c in self._queue if c[0] > now]
+            if self.clear_resets_device:  # a device clear: the instrument drops a half-received message
+                self.input.clear()
 
     def _open(self) -> None:
         with self.bench.lock:
+            if not self.bench.link_up[self.instrument]:  # it rebooted when the link dropped
+                self.input.clear()
             self.bench.link_up[self.instrument] = True
             self._queue = []
 
@@ -361,6 +457,7 @@ def simulated_awg_scope(
     retries: int = 3,
     backoff: float = 0.01,
     max_backoff: float = 1.0,
+    device_clear: bool = True,
     **backend_options: Any,
 ) -> AWGScopeSystem:
     """An :class:`AWGScopeSystem` on an in-process SCPI bench around a simulator.
@@ -372,7 +469,9 @@ def simulated_awg_scope(
     range; the spec copies the backend's number of levels, so every allowed
     volt level lands exactly on one of the backend's levels. Outputs are V*s
     (``features="integrals"``) or V (``"fft"``). The bench objects are
-    reachable as ``system.bench`` and ``system.backend``.
+    reachable as ``system.bench`` and ``system.backend``. ``device_clear=False``
+    simulates instruments reached over a raw socket (no device clear).
+    ``faults`` are checked before anything is built.
 
     ``max_retries`` and ``retry_backoff`` (the names before the drivers shared
     one vocabulary) are still accepted, with a ``DeprecationWarning``, so that
@@ -386,6 +485,8 @@ def simulated_awg_scope(
                 retries = value
             else:
                 backoff = value
+    faults = checked_faults(faults, Fault, key="faults", hints=_FAULT_HINTS)  # before any system is built
+    checks.boolean("device_clear", device_clear)
     opts = dict(backend_options)
     if n_outputs is not None:
         opts["n_outputs"] = n_outputs
@@ -404,8 +505,8 @@ def simulated_awg_scope(
         )
         channel_range, channel_offset = 4.0, 0.0
     bench = SCPIBench(dut, seed=seed, noise_volts=noise_volts, faults=faults)
-    awg = SCPIAWG(BenchTransport(bench, "awg", timeout=timeout), name="awg")
-    scope = SCPIScope(BenchTransport(bench, "scope", timeout=timeout), name="scope")
+    awg = SCPIAWG(BenchTransport(bench, "awg", timeout=timeout, device_clear=device_clear), name="awg")
+    scope = SCPIScope(BenchTransport(bench, "scope", timeout=timeout, device_clear=device_clear), name="scope")
     limits = BenchLimits(max_vpp=2.0, max_abs_offset=1.0, max_abs_voltage=2.0, max_points=max_points)
     system = AWGScopeSystem(
         awg,

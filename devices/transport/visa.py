@@ -45,6 +45,10 @@ class VisaTransport(Transport):
         self._timeout = 0.0
         self._rm: Any = None
         self._res: Any = None
+        # a device clear resets the instrument's parser on INSTR resources (VXI-11, HiSLIP, USBTMC, GPIB), not on a
+        # raw socket or a serial line; set to False if the backend turns out not to support it
+        name = self.resource.upper()
+        self.clear_resets_device = name.endswith("::INSTR") and not name.startswith("ASRL")  # type: ignore[misc]
         self.timeout = timeout
         if open:
             self.open()
@@ -126,6 +130,7 @@ class VisaTransport(Transport):
                 pyvisa.constants.StatusCode.error_nonsupported_attribute,
             ):
                 raise self._map(exc, "clear") from exc
+            self.clear_resets_device = False  # type: ignore[misc]  # no device clear here: a cut message needs bytes
         except Exception as exc:  # noqa: BLE001
             raise self._map(exc, "clear") from exc
 
