@@ -67,7 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--system", help="a system name from the registry (physnn systems), e.g. optics")
+    p.add_argument(
+        "--system", help="a system name from the registry (physnn systems), e.g. optics, with its recipe's options"
+    )
     p.add_argument(
         "--option",
         action="append",
@@ -116,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.system:
         from physnn.core.registry import build_system
+        from physnn.run.recipes import with_recipe
 
-        options = dict(args.option)
+        # the system's recipe under the given options: the camera, cavity ... physnn train would use
+        options = {**with_recipe({"system": args.system}).get("system_options", {}), **dict(args.option)}
         options.setdefault("seed", args.seed)
         system = build_system(args.system, **options)
     else:

@@ -278,5 +278,127 @@ def test_add_cli_registers_the_subcommand():
 def test_bad_arguments_name_the_value():
     with pytest.raises(ValueError, match="n_fit must be an integer >= 2, got 1"):
         core.characterize(build_system("identity"), n_fit=1)
+    with pytest.raises(ValueError, match=r"n_fit=17 drives cannot fit an affine map of 16 inputs \(17 parameters\)"):
+        core.characterize(build_system("identity"), n_fit=17)
     with pytest.raises(ValueError, match=r"drives must be \[>= 30, 16\]"):
         core.characterize(build_system("identity"), drives=torch.zeros(5, 16), n_fit=20, n_test=10)
+
+
+# ------------------------------------ physnn characterize builds what physnn train builds (issue 19, item 5)
+def _cli(capsys, *argv: str) -> tuple[int, str, str]:
+    from physnn.cli import main
+
+    rc = main(["characterize", *argv])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "system, recipe",
+    [("optics", {"n_outputs": 1024}), ("microwave", {"encoder": "thermometer"})],
+)
+def test_characterize_measures_the_system_train_builds_for_the_same_flags(system, recipe, tmp_path, capsys):
+    import h5py
+
+    from physnn.cli.train_config import config_from_flags
+    from physnn.run.experiment import build_systems, load_data
+
+    rc, out, err = _cli(
+        capsys, "--system", system, "--seed", "3", "--n-fit", "150", "--n-test", "40", "--out", str(tmp_path)
+    )
+    assert rc == 0, err
+    config = config_from_flags(None, {"system": system, "seed": 3})
+    with build_systems(config.updated(blocks=1), load_data(config))[0] as trained:  # what physnn train runs
+        expected = json.loads(json.dumps(trained.describe(), default=str))
+    with h5py.File(tmp_path / "characterize.h5") as f:
+        described = json.loads(f.attrs["system"])
+        assert described.pop("stats")["samples"] == 2 * 2 * 190  # random and network drives, each queried twice
+        expected.pop("stats")
+        assert described == expected
+        settings, cfg = json.loads(f.attrs["settings"]), json.loads(f.attrs["config"])
+    for key, value in recipe.items():
+        assert (expected["spec"] if key == "n_outputs" else cfg)[key] == value
+    assert settings["block_seed"] == 3001 and cfg["dataset"] == "digits" and settings["method"] == "mfff"
+
+
+def test_network_drives_are_the_encoded_training_samples_the_method_sends():
+    from physnn.analysis.characterize import network_drives
+    from physnn.core.encoding import Encoder
+    from physnn.run.config import RunConfig
+    from physnn.run.experiment import build_systems, load_data, split_validation
+
+    for method, width in (("local_ce", 64), ("mfff", 74)):  # local_ce: no label in the drive; MF-FF: 10 slots
+        config = RunConfig(system="identity", method=method, seed=1)
+        data = load_data(config)
+        with build_systems(config.updated(blocks=1), data)[0] as system:
+            assert system.spec.n_inputs == width
+            drives = network_drives(config, data, system.spec, 300, seed=2)
+        assert drives.shape == (300, width)
+        assert torch.equal(drives, network_drives(config, data, system.spec, 300, seed=2))  # seeded
+    x_train, _, x_val, _ = split_validation(config, data)
+    config = RunConfig(system="identity", method="local_ce", seed=1)
+    with build_systems(config.updated(blocks=1), data)[0] as system:
+        drives = network_drives(config, data, system.spec, 300, seed=2)
+        encoded = Encoder(system.spec, "minmax")(x_train)
+    # every drive is one training sample encoded as the network encodes it (none from the validation split)
+    assert all(bool((encoded == d).all(dim=1).any()) for d in drives)
+    assert len(torch.unique(drives, dim=0)) > 250  # drawn from 300 samples, not every label of 30
+
+
+def test_characterize_never_overwrites_without_force_and_checks_before_measuring(tmp_path, capsys, monkeypatch):
+    from physnn.analysis import characterize as analysis
+
+    argv = ("--system", "identity", "--dataset", "none", "--n-fit", "20", "--n-test", "10", "--out", str(tmp_path))
+    assert _cli(capsys, *argv)[0] == 0
+    before = (tmp_path / "characterize.h5").read_bytes()
+    monkeypatch.setattr(analysis, "build_system", lambda *a, **k: pytest.fail("built a system before refusing"))
+    rc, _, err = _cli(capsys, *argv)
+    assert rc == 2
+    assert err.strip() == (
+        f"physnn characterize: error: {tmp_path / 'characterize.h5'} exists; give another --out, or --force to "
+        "overwrite it"
+    )
+    assert (tmp_path / "characterize.h5").read_bytes() == before
+    monkeypatch.undo()
+    assert _cli(capsys, *argv, "--seed", "5", "--force")[0] == 0
+    assert (tmp_path / "characterize.h5").read_bytes() != before
+    (tmp_path / "file").write_text("x")
+    rc, _, err = _cli(capsys, *argv[:-1], str(tmp_path / "file"))
+    assert rc == 2 and "is a file; give a folder" in err
+
+
+def test_characterize_h5_has_units_everywhere_and_an_integer_seed(tmp_path):
+    import h5py
+
+    from physnn.analysis.characterize_output import FIGURE_UNITS
+
+    core.characterize_named("neuromorphic", seed=7, n_fit=150, n_test=30, out=tmp_path)
+    datasets = []
+    with h5py.File(tmp_path / "characterize.h5") as f:
+        f.visititems(
+            lambda name, obj: datasets.append((name, dict(obj.attrs))) if isinstance(obj, h5py.Dataset) else None
+        )
+        seed = f.attrs["seed"]
+        assert isinstance(seed, np.integer) and seed == 7
+        assert set(f["figures"]) == set(FIGURE_UNITS)
+        spikes = f.attrs["output_units"]
+        assert f["noise_std"].attrs["units"] == spikes and f["eigenvalues"].attrs["units"] == f"({spikes})^2"
+        assert f["figures/nonlinear_fraction_encoded"][()] == pytest.approx(f.attrs["nonlinear_fraction_encoded"])
+    assert len(datasets) == len(FIGURE_UNITS) + 5
+    for name, attrs in datasets:
+        assert attrs.get("units") and attrs.get("long_name"), name
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (("--system", "identity", "--data-path", "x.csv"), "data_path 'x.csv' is not used by dataset 'digits'"),
+        (("--system", "identity", "--dataset", "none", "--data-path", "x.csv"), "is not used without a data set"),
+        (("--system", "identity", "--method", "digital"), "method 'digital' queries no physical system"),
+        (("--system", "identity", "--system-option", "n_inputs=3"), "n_inputs"),
+    ],
+)
+def test_characterize_refuses_what_it_would_ignore(argv, message, tmp_path, capsys):
+    rc, _, err = _cli(capsys, *argv, "--out", str(tmp_path))
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "characterize.h5").exists()

@@ -65,6 +65,15 @@ def test_compare_and_ls_interrupted_say_only_that(command, tmp_path, capsys, mon
     assert last == "terminated by SIGTERM"
 
 
+def test_characterize_of_a_simulator_interrupted_names_no_instrument(tmp_path, capsys, monkeypatch):
+    from physnn.analysis import characterize
+
+    monkeypatch.setattr(characterize, "characterize", _sigterm)  # while measuring the open simulator
+    argv = ["characterize", "--system", "identity", "--dataset", "none", "--out", str(tmp_path)]
+    assert _interrupt(capsys, argv) == "terminated by SIGTERM"
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
 def test_train_on_a_simulator_keeps_its_run_file_and_names_no_instrument(tmp_path, capsys, monkeypatch):
     real = RunWriter.log_epoch
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from physnn.analysis.system_measures import Characterization
 
-__all__ = ["format_table", "save_hdf5", "save_figure", "save_bench_plots"]
+__all__ = ["format_table", "save_hdf5", "save_figure", "save_bench_plots", "FIGURE_UNITS"]
 
 
 def format_table(result: Characterization) -> str:
@@ -42,26 +42,79 @@ def format_table(result: Characterization) -> str:
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+#: name -> (units, long_name) of every scalar figure (the arrays' units are in :func:`_array_units`).
+FIGURE_UNITS: dict[str, tuple[str, str]] = {
+    "n_inputs": ("1", "drive channels of the system"),
+    "n_outputs": ("1", "output channels of the system"),
+    "nonlinear_fraction_random": ("1", "1 - R^2 of the best affine map at random valid drives, noise removed"),
+    "nonlinear_fraction_encoded": ("1", "1 - R^2 of the best affine map at the network's drives, noise removed"),
+    "effective_rank": ("1", "participation ratio of the noise-corrected output covariance"),
+    "rank99": ("1", "eigenvalues holding 99 % of the output variance"),
+    "noise_rel": ("1", "rms noise / rms output spread at random drives"),
+    "single_input_share_median": ("1", "median over outputs of the largest R^2 of one input"),
+    "single_input_share_max": ("1", "largest R^2 of one input, over outputs"),
+    "samples_queried": ("1", "samples sent to the system by the characterisation"),
+}
+
+
+def _array_units(result: Characterization) -> dict[str, tuple[str, str]]:
+    out = result.output_units
+    return {
+        "per_output_nonlinear_random": ("1", "nonlinear fraction of each output at random drives"),
+        "per_output_nonlinear_encoded": ("1", "nonlinear fraction of each output at the network's drives"),
+        "eigenvalues": (f"({out})^2", "eigenvalues of the noise-corrected output covariance, largest first"),
+        "single_input_share": ("1", "largest R^2 of one input, per output"),
+        "noise_std": (out, "noise standard deviation of each output at random drives"),
+    }
+
+
 def save_hdf5(result: Characterization, path: str | Path, described: dict[str, Any] | None = None) -> Path:
-    """Scalars as attributes, arrays as data sets, the system's ``describe()`` as a JSON attribute."""
+    """``characterize.h5``: every figure with its units, the settings, the system's ``describe()``.
+
+    Layout (format 2): each scalar figure is a 0-d dataset under ``/figures`` and each per-output array a
+    dataset at the root, all with ``units`` and ``long_name`` attributes (``"1"``: dimensionless or a count);
+    the root's attributes repeat the scalars for a quick ``h5dump -A`` (``units`` / ``output_units`` there are
+    the system's drive and output units), and hold ``seed`` (the run's, an integer), ``settings``, ``config``
+    (the run configuration that was characterised) and ``system`` as JSON. Written for HDF5 1.10 readers.
+    """
     import json
 
     import h5py
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as f:
-        for k, v in result.summary().items():
+    settings = dict(result.settings)
+    config = settings.pop("config", None)
+    with h5py.File(path, "w", libver=("earliest", "v110")) as f:
+        f.attrs["format"] = "physnn characterize"
+        f.attrs["format_version"] = 2
+        scalars = result.summary()
+        for k, v in scalars.items():
             f.attrs[k] = np.nan if v is None else v
-        f.attrs["settings"] = json.dumps(result.settings)
+        seed = settings.get("seed")
+        if isinstance(seed, int):
+            f.attrs["seed"] = np.int64(seed)
+        f.attrs["settings"] = json.dumps(settings, default=str)
+        if config is not None:
+            f.attrs["config"] = json.dumps(config, default=str)
         if described is not None:
             f.attrs["system"] = json.dumps(described, default=str)
-        f["per_output_nonlinear_random"] = result.per_output_nonlinear_random
-        if result.per_output_nonlinear_encoded is not None:
-            f["per_output_nonlinear_encoded"] = result.per_output_nonlinear_encoded
-        f["eigenvalues"] = result.eigenvalues
-        f["single_input_share"] = result.single_input_share
-        f["noise_std"] = result.noise_std
+        figures = f.create_group("figures")
+        for k, (units, long_name) in FIGURE_UNITS.items():
+            v = scalars.get(k)
+            ds = figures.create_dataset(k, data=np.float64(np.nan) if v is None else v)
+            ds.attrs["units"], ds.attrs["long_name"] = units, long_name
+        arrays = {
+            "per_output_nonlinear_random": result.per_output_nonlinear_random,
+            "per_output_nonlinear_encoded": result.per_output_nonlinear_encoded,
+            "eigenvalues": result.eigenvalues,
+            "single_input_share": result.single_input_share,
+            "noise_std": result.noise_std,
+        }
+        for k, (units, long_name) in _array_units(result).items():
+            if arrays[k] is not None:
+                ds = f.create_dataset(k, data=arrays[k])
+                ds.attrs["units"], ds.attrs["long_name"] = units, long_name
     return path
 
 

@@ -219,6 +219,29 @@ class Characterization:
         return {k: v for k, v in asdict(self).items() if not isinstance(v, (np.ndarray, dict))}
 
 
+def _check_fit_size(name: str, n_fit: int, n_inputs: int) -> None:
+    """Refuse a fit with no more drives than the affine map's ``n_inputs + 1`` parameters (its held-out error,
+    hence the nonlinear fraction, would be meaningless: 1 for a linear system); warn where the fit's own
+    variance inflates the held-out error by more than 10 % (about ``1 + p / (n_fit - p - 1)`` for p parameters).
+    """
+    p = n_inputs + 1
+    if n_fit <= p:
+        raise ValueError(
+            f"{name}={n_fit} drives cannot fit an affine map of {n_inputs} inputs ({p} parameters); "
+            f"give at least {10 * p} (the default 2000 suits up to ~200 inputs)"
+        )
+    if n_fit < 11 * p:
+        log.warning(
+            "%s=%d drives for an affine map of %d parameters: the nonlinear fraction is overestimated by up to "
+            "about %.0f %% of its value; give at least %d",
+            name,
+            n_fit,
+            p,
+            100 * p / (n_fit - p - 1) if n_fit > p + 1 else float("inf"),
+            11 * p,
+        )
+
+
 def characterize(
     system: PhysicalSystem,
     *,
@@ -239,6 +262,7 @@ def characterize(
     n_test = checks.integer("n_test", n_test, low=2)
     batch = checks.integer("batch", batch, low=1)
     spec = system.spec
+    _check_fit_size("n_fit", n_fit, spec.n_inputs)
     gen = torch.Generator().manual_seed(checks.integer("seed", seed, low=0))
     samples0 = system.stats.samples
     n = n_fit + n_test
@@ -255,6 +279,7 @@ def characterize(
         e_fit, e_test = (n_fit, n_test) if drives_split is None else drives_split
         e_fit = checks.integer("drives_split[0]", e_fit, low=2)
         e_test = checks.integer("drives_split[1]", e_test, low=2)
+        _check_fit_size("drives_split[0]", e_fit, spec.n_inputs)
         drives = torch.as_tensor(drives, dtype=torch.float32)
         if drives.dim() != 2 or drives.shape[1] != spec.n_inputs or drives.shape[0] < e_fit + e_test:
             raise ValueError(
