@@ -194,6 +194,7 @@ def test_a_board_left_mid_frame_by_someone_else_is_flushed_after_one_timeout():
         bench.close()
 
 
+@pytest.mark.fault("unsafe")
 def test_the_console_and_the_close_error_say_when_safe_was_not_acknowledged():
     """A bench whose SAFE is never answered: close() raises saying the outputs may be driven (the run file's
     close_failed records that text), and safe_confirmed stays False for a script to tell its user."""
@@ -206,6 +207,7 @@ def test_the_console_and_the_close_error_say_when_safe_was_not_acknowledged():
 
 
 # ------------------------------------------------------------ the flush itself
+@pytest.mark.fault("unsafe")
 @pytest.mark.parametrize("mode", RESUME_AFTER_BAD_CRC)
 def test_flush_after_ends_every_cut_frame_with_no_frame_accepted(mode):
     """For every cut of a RUN_BATCH frame (random codes, so SOF bytes inside the payload), a receiver fed the

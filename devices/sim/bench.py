@@ -538,3 +538,14 @@ def simulated_awg_scope(
     system.bench = bench  # type: ignore[attr-defined]
     system.backend = inner  # type: ignore[attr-defined]
     return system
+
+
+def _preflight(options: dict[str, Any]) -> None:
+    """What :func:`simulated_awg_scope` can check of its options before anything is built (the runner's
+    pre-flight pass, ``physnn.run.preflight``): the fault specs and ``device_clear``."""
+    checked_faults(options.get("faults"), Fault, key="faults", hints=_FAULT_HINTS)
+    if "device_clear" in options:
+        checks.boolean("device_clear", options["device_clear"])
+
+
+simulated_awg_scope.preflight = _preflight  # type: ignore[attr-defined]

@@ -619,3 +619,16 @@ def simulated_serial_daq(
         fw.stop()
         raise
     return daq
+
+
+def _preflight(options: dict[str, Any]) -> None:
+    """What :func:`simulated_serial_daq` can check of its options without a pty: the runner's pre-flight pass
+    calls this before any data is loaded or system built (``physnn.run.preflight``)."""
+    checked_faults(options.get("faults"), Fault, key="faults")
+    if options.get("frame_timeout") is not None:
+        checks.positive("frame_timeout", options["frame_timeout"])
+    if "after_bad_crc" in options:
+        checks.choice("after_bad_crc", options["after_bad_crc"], RESUME_AFTER_BAD_CRC)
+
+
+simulated_serial_daq.preflight = _preflight  # type: ignore[attr-defined]
