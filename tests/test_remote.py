@@ -227,3 +227,149 @@ def test_a_restarted_actor_reopens_the_system(cluster):
 def test_serve_refuses_a_public_bind_without_allow_remote():
     with pytest.raises(ValueError, match="--bind 10.1.2.3.*--allow-remote"):
         serving.serve("identity", {}, "bench:x", bind="10.1.2.3", block=False)
+
+
+# ------------------------------------------------------- bounded waits (issue 23)
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_address_where_nothing_listens_is_a_fast_one_line_error(monkeypatch):
+    """It used to retry for more than ten minutes without a word."""
+    from physnn.scale import cluster
+
+    port = _free_port()
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh training process
+    t0 = time.monotonic()
+    with pytest.raises(remote.RemoteSystemError, match=rf"nothing listens at 127.0.0.1:{port} \(connection refused\)"):
+        cluster.connect(f"127.0.0.1:{port}", timeout_s=5)
+    assert time.monotonic() - t0 < 5
+
+
+def test_a_port_that_is_not_a_ray_cluster_is_named_within_the_timeout():
+    """Something answers but never speaks Ray: reported after timeout_s, not waited on."""
+    import socket
+    import threading
+
+    from physnn.scale import cluster
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True).start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(remote.RemoteSystemError, match=rf"127.0.0.1:{port} answers but not as a Ray cluster"):
+            cluster.check_reachable(f"127.0.0.1:{port}", timeout_s=1.5)
+        assert time.monotonic() - t0 < 6
+    finally:
+        for s in held:
+            s.close()
+        server.close()
+
+
+_TOKEN_PROBE = r"""
+import os, sys
+from physnn.scale import cluster
+ray = cluster.require_ray()
+from ray._raylet import AuthenticationTokenLoader, Config
+ray.init(address="local", num_cpus=0, include_dashboard=False, _node_ip_address="127.0.0.1")
+where = ray.get_runtime_context().gcs_address
+def probe(**env):
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+    try:
+        cluster.check_reachable(where, timeout_s=5)
+        print("OK")
+    except cluster.RemoteSystemError as exc:
+        print("ERR", exc)
+right = os.environ["RAY_AUTH_TOKEN"]
+probe(RAY_AUTH_MODE="disabled")
+probe(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="a-token-of-another-cluster-0123456789")
+home = os.environ["HOME"]
+probe(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=None, HOME=os.getcwd())
+probe(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=right, HOME=home)
+os.environ["RAY_AUTH_TOKEN"] = right
+Config.initialize("")
+AuthenticationTokenLoader.instance().reset_cache()
+ray.shutdown()
+"""
+
+
+def test_token_problems_are_told_apart_from_a_missing_cluster(tmp_path):
+    """A missing or wrong Ray token used to read "no Ray cluster ... start one" after 22 s."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay short
+    env = dict(
+        os.environ,
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN="the-right-token-0123456789abcdef",
+        RAY_TMPDIR=tmp,
+        RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", _TOKEN_PROBE], env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith(("OK", "ERR"))]
+    assert out.returncode == 0 and len(lines) == 4, out.stdout + out.stderr[-3000:]
+    assert "requires token authentication and this process sends no token (RAY_AUTH_MODE=disabled" in lines[0]
+    assert "rejected this machine's token" in lines[1]
+    assert "RAY_AUTH_MODE=token but this machine has no Ray token" in lines[2]
+    assert lines[3] == "OK"
+    assert not any("no Ray cluster" in line for line in lines)
+
+
+def test_remote_without_name_is_a_one_line_error_before_anything_starts():
+    from physnn.core.registry import build_system
+    from physnn.run import preflight
+    from physnn.run.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r'system = "remote" needs \[system_options\] name'):
+        preflight.check_config(RunConfig(dataset="digits", system="remote"))
+    with pytest.raises(ConfigError, match="address must be HOST:PORT.*got 'bench-pc'"):
+        preflight.check_config(
+            RunConfig(dataset="digits", system="remote", system_options={"name": "identity", "address": "bench-pc"})
+        )
+    with pytest.raises(ConfigError, match="no option.*'noise_levle'"):  # the hosted system's options, when known here
+        preflight.check_config(
+            RunConfig(
+                dataset="digits", system="remote", system_options={"name": "optics", "options": {"noise_levle": 1}}
+            )
+        )
+    with pytest.raises(ValueError, match=r"needs \[system_options\] name"):  # built directly: the same line
+        build_system("remote")
+
+
+def test_another_cluster_than_the_joined_one_is_refused(cluster):
+    """One process joins one cluster: an address naming another must not silently use the joined one."""
+    with pytest.raises(remote.RemoteSystemError, match="already connected to the Ray cluster at"):
+        remote.RemoteSystem("identity", resource=BENCH, address=f"127.0.0.1:{_free_port()}")
+
+
+def test_a_bench_held_by_another_trainer_times_out_naming_the_cause(cluster):
+    first = remote.RemoteSystem("identity", resource=BENCH, n_inputs=4)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(remote.RemoteSystemError, match="another training process holds the bench bench:sim-a"):
+            # another host for the same bench (max_restarts differs: one process's blocks would share one host)
+            remote.RemoteSystem("identity", resource=BENCH, n_inputs=4, timeout_s=2, max_restarts=0)
+        assert time.monotonic() - t0 < 15  # the unplaced host is dropped at once, not shut down over 60 s
+    finally:
+        first.close()
+    again = remote.RemoteSystem("identity", resource=BENCH, n_inputs=4)  # the bench is free again
+    again.close()

@@ -22,6 +22,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         bind=args.bind,
         allow_remote=args.allow_remote,
         num_cpus=args.num_cpus,
+        echo=print,
     )
     return 0
 

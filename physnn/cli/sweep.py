@@ -23,11 +23,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         address=args.address,
         num_cpus=args.num_cpus,
         max_retries=args.max_retries,
+        echo=print,
     )
     print(summarise(result.folder))
+    n = result.counts
     print(
-        f"\n{len(result.trials) - len(result.failed)}/{len(result.trials)} trials completed in "
-        f"{result.wall_seconds:.1f} s; details in {result.folder / 'sweep.json'}"
+        f"\n{len(result.trials)} trials in {result.wall_seconds:.1f} s: {n['completed']} completed, {n['skipped']} "
+        f"skipped (completed by an earlier run), {n['failed']} failed; details in {result.folder / 'sweep.json'}"
     )
     return 0 if not result.failed else 1
 

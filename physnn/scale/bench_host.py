@@ -203,8 +203,25 @@ def release_host(key: tuple, slot: str) -> None:
         if host.slots:
             return
         del _HOSTS[key]
-    try:
-        ray.get(host.actor.shutdown.remote(), timeout=60)
-    except Exception as exc:  # noqa: BLE001 - the actor is killed below either way
-        logger.warning("host %s did not shut down cleanly: %s", host.label, exc)
+    if _started(ray, host.actor):  # a host still waiting for its bench has opened nothing: no shutdown to wait for
+        try:
+            ray.get(host.actor.shutdown.remote(), timeout=60)
+        except Exception as exc:  # noqa: BLE001 - the actor is killed below either way
+            logger.warning("host %s did not shut down cleanly: %s", host.label, exc)
     ray.kill(host.actor, no_restart=True)  # frees the bench resource for the next trainer
+
+
+def _started(ray: Any, actor: Any) -> bool:
+    """Whether the host actor was ever placed (so it may hold systems), as opposed to still waiting for its bench.
+
+    Why: a host that was never placed (its bench held by another trainer) would make ``shutdown`` wait the
+    full 60 s for a reply that cannot come. Asked of Ray's actor table (not by a call to the actor, which would
+    queue behind a query still running there); when in doubt, the orderly shutdown is asked for.
+    """
+    try:
+        from ray._private import state
+
+        info = state.actors(actor_id=actor._actor_id.hex())
+        return info.get("State") not in ("PENDING_CREATION", "DEPENDENCIES_UNREADY")
+    except Exception:  # noqa: BLE001 - an internal API: when in doubt, ask for the orderly shutdown
+        return True

@@ -67,7 +67,7 @@ import torch
 from physnn.core import checks
 from physnn.core.system import PhysicalSystem, QueryStats, SystemSpec
 from physnn.scale.bench_host import Host, SlotMissing, acquire_host, release_host
-from physnn.scale.cluster import ActorLost, RemoteSystemError, connect, require_ray, use_loopback
+from physnn.scale.cluster import ActorLost, RemoteSystemError, check_address, connect, require_ray, use_loopback
 
 __all__ = [
     "RemoteSystem",
@@ -181,7 +181,7 @@ class RemoteSystem(PhysicalSystem):
         self.remote_options = {"n_inputs": n_inputs, "seed": seed, **self.options}
         self._check_options_locally()
         self.resource = None if resource is None else checks.string("resource", resource, empty=False)
-        self.address = None if address is None else checks.string("address", address, empty=False)
+        self.address = check_address(address)
         self.idempotent = checks.boolean("idempotent", idempotent)
         self.max_restarts = checks.integer("max_restarts", max_restarts, low=0)
         self.timeout_s = checks.positive("timeout_s", timeout_s)
@@ -368,10 +368,7 @@ class RemoteSystem(PhysicalSystem):
                 cause.add_note(f"raised in the bench actor, {where}; remote traceback:\n{tb}")
             raise cause from None
         except rex.GetTimeoutError:
-            raise RemoteSystemError(
-                f"{what} on {where} got no reply within timeout_s={self.timeout_s:g} s; the batch may still reach "
-                f"the device and is not re-sent"
-            ) from None
+            raise RemoteSystemError(self._timeout_text(what, where)) from None
         except (rex.ActorDiedError, rex.ActorUnavailableError, rex.RayActorError) as exc:
             restart = (
                 "Ray restarts it and the next query re-opens the system"
@@ -385,6 +382,22 @@ class RemoteSystem(PhysicalSystem):
             ) from None
         except rex.RayError as exc:
             raise RemoteSystemError(f"{what} on {where} failed in Ray: {exc}") from None
+
+    def _timeout_text(self, what: str, where: str) -> str:
+        """The likely cause of a reply that did not come within ``timeout_s``, by what was waited for."""
+        waited = f"{what} on {where} got no reply within timeout_s={self.timeout_s:g} s"
+        if what in ("open", "re-open"):
+            return (
+                f"{waited}: another training process holds the bench {self.resource or '(any node)'} (one trainer "
+                f"per bench; it is freed when that process closes its systems), or the bench node is too busy to "
+                f"start the host; wait for it or raise timeout_s"
+            )
+        if what == "query":
+            return (
+                f"{waited}: the device or its node is slow or hung, or the network to it is down; the batch may "
+                f"still reach the device and is not re-sent"
+            )
+        return f"{waited}: the bench node is overloaded or the network to it is down"
 
     # ---------------------------------------------------- state and metadata
     def get_rng_state(self) -> dict[str, torch.Tensor]:
@@ -420,7 +433,7 @@ class RemoteSystem(PhysicalSystem):
 
 def remote_system(
     *,
-    name: str,
+    name: str | None = None,
     options: dict[str, Any] | None = None,
     resource: str | None = None,
     address: str | None = None,
@@ -432,8 +445,9 @@ def remote_system(
     device: str = "cpu",
 ) -> RemoteSystem:
     """Registry factory of ``system = "remote"`` (see :class:`RemoteSystem` for the options)."""
+    _require_name(name)
     return RemoteSystem(
-        name,
+        name,  # type: ignore[arg-type] - checked above
         options=options,
         resource=resource,
         address=address,
@@ -444,3 +458,46 @@ def remote_system(
         seed=seed,
         device=device,
     )
+
+
+def _require_name(name: Any) -> str:
+    if name is None:
+        raise checks.ParameterError(
+            'system = "remote" needs [system_options] name, the registry name of the system to build on the '
+            'bench node (e.g. name = "optics"); it has none'
+        )
+    return name
+
+
+def _preflight(options: dict[str, Any]) -> None:
+    """Check ``system = "remote"``'s options without Ray or the network (the runner's pre-flight pass).
+
+    Why: a missing ``name`` or a malformed ``address`` used to surface only once a cluster was joined (a
+    traceback, or a wait of many minutes); everything that can be told from the options alone is told here.
+    """
+    name = _require_name(options.get("name"))
+    checks.string("name", name, empty=False)
+    if name == "remote":
+        raise checks.ParameterError("name must be the system to host, not 'remote' itself, got 'remote'")
+    inner = options.get("options") or {}
+    if not isinstance(inner, dict):
+        raise checks.ParameterError(f"options must be a table of the hosted system's options, got {inner!r}")
+    for key in ("n_inputs", "seed"):
+        if key in inner:
+            raise checks.ParameterError(f"options must not set {key!r} (the run sets it), got {inner!r}")
+    from physnn.core.registry import system_factory
+
+    try:
+        factory = system_factory(name)
+    except (ValueError, ImportError):
+        factory = None  # not installed here: the bench checks it
+    if factory is not None:
+        checks.check_options(factory, inner, f"system {name!r}", reserved=("n_inputs", "seed", "device"))
+    if options.get("resource") is not None:
+        checks.string("resource", options["resource"], empty=False)
+    check_address(options.get("address"))
+    checks.integer("max_restarts", options.get("max_restarts", 1), low=0)
+    checks.positive("timeout_s", options.get("timeout_s", 600.0))
+
+
+remote_system.preflight = _preflight  # type: ignore[attr-defined] - read by physnn.run.preflight

@@ -8,13 +8,27 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from physnn.core import checks
-from physnn.scale.cluster import RemoteSystemError, connect, is_loopback, require_ray, use_loopback
+from physnn.scale.cluster import (
+    RemoteSystemError,
+    check_address,
+    check_reachable,
+    connect,
+    is_loopback,
+    own_children,
+    require_ray,
+    resolve_address,
+    start_local,
+    stop_local,
+    use_loopback,
+)
 from physnn.scale.remote import RemoteSystem
 
 __all__ = ["serve"]
+
+logger = logging.getLogger(__name__)
 
 
 def _check_bind(host: str, allow_remote: bool) -> str:
@@ -35,7 +49,7 @@ def serve(
     bind: str = "127.0.0.1",
     allow_remote: bool = False,
     num_cpus: int = 1,
-    echo: Any = print,
+    echo: Callable[[str], None] = logger.info,
     block: bool = True,
 ) -> dict[str, Any]:
     """Offer a bench to a Ray cluster: ``physnn serve``.
@@ -46,7 +60,9 @@ def serve(
     a host actor placed through that resource, to check it opens and to print
     its spec and node; it is then put in its safe state and closed. Training
     processes create their own host actors there (see :class:`RemoteSystem`).
-    ``block`` keeps the node up until Ctrl-C.
+    ``block`` keeps the node up until Ctrl-C. Every argument is checked, and
+    a cluster to join is reached (bounded waits), before anything starts; an
+    error stops whatever this call started (no Ray process is left behind).
     """
     import subprocess
 
@@ -54,28 +70,25 @@ def serve(
     checks.string("resource", resource, empty=False)
     checks.integer("num_cpus", num_cpus, low=0)
     bind = _check_bind(checks.string("bind", bind, empty=False), allow_remote)
+    check_address(address)
+    if address is not None and is_loopback(bind):
+        raise checks.ParameterError(
+            f"--address {address}: joining a cluster needs the node's own network address (--bind, with "
+            f"--allow-remote); on one machine, run `physnn serve` without --address instead, got bind={bind!r}"
+        )
     if is_loopback(bind):
         use_loopback()
     # Ray's token authentication (Ray >= 2.5x; ignored by older versions): on unless the operator chose otherwise
     os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray = require_ray()
     child = None
+    before = own_children()
+    ok = False
     if address is None:
-        ray.init(
-            address="local",
-            resources={resource: 1},
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            _node_ip_address=bind,
-            logging_level=logging.WARNING,
-        )
+        start_local(num_cpus=num_cpus, resources={resource: 1}, bind=bind)
         cluster = ray.get_runtime_context().gcs_address
     else:
-        if is_loopback(bind):
-            raise checks.ParameterError(
-                f"--address {address}: joining a cluster needs the node's own network address (--bind, with "
-                f"--allow-remote); on one machine, run `physnn serve` without --address instead, got bind={bind!r}"
-            )
+        check_reachable(resolve_address(address))  # before `ray start` is launched: nothing to clean up yet
         cmd = [
             os.path.join(os.path.dirname(sys.executable), "ray"),
             "start",
@@ -87,14 +100,18 @@ def serve(
         ]
         child = subprocess.Popen(cmd)
         cluster = address
-        connect(address)
-        deadline = time.monotonic() + 60
-        while not any(n.get("Alive") and resource in n.get("Resources", {}) for n in ray.nodes()):
-            if child.poll() is not None or time.monotonic() > deadline:
-                child.terminate()
-                raise RemoteSystemError(f"the node offering {resource!r} did not join {address} (ray start failed)")
-            time.sleep(0.5)
     try:
+        if child is not None:
+            connect(address)
+            deadline = time.monotonic() + 60
+            while not any(n.get("Alive") and resource in n.get("Resources", {}) for n in ray.nodes()):
+                if child.poll() is not None or time.monotonic() > deadline:
+                    raise RemoteSystemError(
+                        f"the node offering {resource!r} did not join {address} within 60 s (`ray start` "
+                        f"{'exited with ' + str(child.returncode) if child.poll() is not None else 'still starting'}"
+                        f"; its output above says why)"
+                    )
+                time.sleep(0.5)
         probe = RemoteSystem(
             system,
             options={k: v for k, v in options.items() if k not in ("n_inputs", "seed")},
@@ -138,13 +155,20 @@ def serve(
                     time.sleep(1.0)
             except KeyboardInterrupt:
                 echo("stopping")
+        ok = True
         return served
     finally:
-        if block or child is not None:
-            ray.shutdown()
+        if block or child is not None or not ok:  # an error stops what this call started
+            if child is None:
+                stop_local(before)
+            else:
+                ray.shutdown()
         if child is not None and child.poll() is None:
             child.terminate()
-            child.wait(timeout=60)
+            try:
+                child.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                child.kill()
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
