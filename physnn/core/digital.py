@@ -63,7 +63,8 @@ class DigitalFF(PNN):
     """A forward-forward network of digital layers, trainable by :class:`MFFF`.
 
     Args:
-        n_features, n_classes: as for :class:`PNN` (inputs get ``n_classes`` label slots).
+        n_features: as for :class:`PNN`.
+        n_classes: as for :class:`PNN` (inputs get ``n_classes`` label slots).
         hidden: layer widths (an int per layer, or a list).
         n_layers: number of layers when ``hidden`` is an int.
         goodness: ``"mean_square"`` (Hinton) or ``"cosine"``.
@@ -112,7 +113,8 @@ class DigitalNet(nn.Module):
     """``Linear -> ReLU -> ... -> Linear`` on the raw features; ``hidden=()`` is logistic regression.
 
     Args:
-        n_features, n_classes: data features and classes.
+        n_features: data features.
+        n_classes: data classes.
         hidden: widths of the hidden layers (empty: a linear softmax classifier).
         seed: seeds the weights (PyTorch's default uniform init, from this seed).
     """

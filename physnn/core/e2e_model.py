@@ -121,7 +121,8 @@ class E2ENet(nn.Module):
         n_classes: classes (the width of the last block's output).
         hidden: widths of the blocks before the last (an int or a list of
             ``len(systems) - 1``); default: the next block's system width.
-        skip, encoder: as in :class:`physnn.core.model.PNN`.
+        skip: as in :class:`physnn.core.model.PNN`.
+        encoder: as in :class:`physnn.core.model.PNN`.
         seed: seeds the digital weights.
     """
 
