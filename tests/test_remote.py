@@ -238,6 +238,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.fault("remote")
 def test_an_address_where_nothing_listens_is_a_fast_one_line_error(monkeypatch):
     """It used to retry for more than ten minutes without a word."""
     from physnn.scale import cluster
@@ -250,6 +251,7 @@ def test_an_address_where_nothing_listens_is_a_fast_one_line_error(monkeypatch):
     assert time.monotonic() - t0 < 5
 
 
+@pytest.mark.fault("remote")
 def test_a_port_that_is_not_a_ray_cluster_is_named_within_the_timeout():
     """Something answers but never speaks Ray: reported after timeout_s, not waited on."""
     import socket
@@ -307,6 +309,7 @@ ray.shutdown()
 """
 
 
+@pytest.mark.fault("remote")
 def test_token_problems_are_told_apart_from_a_missing_cluster(tmp_path):
     """A missing or wrong Ray token used to read "no Ray cluster ... start one" after 22 s."""
     import os
@@ -334,6 +337,7 @@ def test_token_problems_are_told_apart_from_a_missing_cluster(tmp_path):
     assert not any("no Ray cluster" in line for line in lines)
 
 
+@pytest.mark.fault("remote")
 def test_remote_without_name_is_a_one_line_error_before_anything_starts():
     from physnn.core.registry import build_system
     from physnn.run import preflight
@@ -355,12 +359,14 @@ def test_remote_without_name_is_a_one_line_error_before_anything_starts():
         build_system("remote")
 
 
+@pytest.mark.fault("remote")
 def test_another_cluster_than_the_joined_one_is_refused(cluster):
     """One process joins one cluster: an address naming another must not silently use the joined one."""
     with pytest.raises(remote.RemoteSystemError, match="already connected to the Ray cluster at"):
         remote.RemoteSystem("identity", resource=BENCH, address=f"127.0.0.1:{_free_port()}")
 
 
+@pytest.mark.fault("remote")
 def test_a_bench_held_by_another_trainer_times_out_naming_the_cause(cluster):
     first = remote.RemoteSystem("identity", resource=BENCH, n_inputs=4)
     try:

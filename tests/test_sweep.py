@@ -79,6 +79,7 @@ def test_physnn_imports_no_ray_and_says_how_to_get_it():
     assert "pip install 'physnn[ray]'" in out.stdout
 
 
+@pytest.mark.fault("sweep")
 def test_absurd_grids_are_refused_at_once_with_the_limit(tmp_path):
     """``--seeds 0-9999999`` used to validate 10^7 trials before printing anything."""
     t0 = time.monotonic()
@@ -90,6 +91,7 @@ def test_absurd_grids_are_refused_at_once_with_the_limit(tmp_path):
     assert len(plan(_base(), {"lr": [0.01, 0.02]}, list(range(MAX_TRIALS // 2)), [], tmp_path)) == MAX_TRIALS
 
 
+@pytest.mark.fault("sweep")
 def test_each_combination_is_checked_whole_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match=r"trial 0 .*system_options.*'noise_levle'"):
         plan(_base(system="optics", system_options={"noise_levle": 1.0}), {}, [0], [], tmp_path)
@@ -100,6 +102,7 @@ def test_each_combination_is_checked_whole_before_anything_runs(tmp_path):
 _NO_CLUSTER = "a cluster was started or joined before every argument was checked"
 
 
+@pytest.mark.fault("sweep")
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -132,6 +135,7 @@ def test_every_sweep_argument_is_checked_before_a_cluster_starts(tmp_path, monke
     assert not (tmp_path / "sweep").exists()
 
 
+@pytest.mark.fault("sweep")
 def test_out_must_be_a_folder(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="is a file, not a folder"):
@@ -170,6 +174,7 @@ print("after failed sweep:", alive_children())
 """
 
 
+@pytest.mark.fault("sweep")
 def test_no_ray_process_is_left_behind_by_an_error(tmp_path):
     """A failed start and a failed sweep each stop every process they started (checked by their parent)."""
     import os
