@@ -14,7 +14,7 @@ current ones (16 membranes, coupling 0.9), measured in one process:
   unweighted; "nonlinear fraction" is 1 - R^2 of the best affine map from the
   drive to the output, pooled over outputs (weighted) and averaged per output.
 
-    python benchmarks/acoustics_speed.py [--threads 1] [--repeats 3] [--drives 3000] [--data ../shared/data]
+    python benchmarks/acoustics_speed.py [--threads 1] [--repeats 3] [--drives 3000] [--data DIR]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from physnn.data import files as data_files
 from physnn.simulators.acoustics import AcousticCavity
 
 BATCHES = (64, 256, 1024)
@@ -75,20 +76,23 @@ def speed_table(repeats: int) -> None:
         print(f"{b:>6} " + " ".join(f"{r:>14,.0f}" for r in rates) + f" {rates[1] / rates[0]:>20.2f}")
 
 
-def figures_table(n_drives: int, data: Path) -> None:
+def figures_table(n_drives: int, data: Path | None) -> None:
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(n_drives, 20, generator=gen)
     rows = []
     for name, kw in CONFIGS.items():
         y = AcousticCavity(noise=False, seed=0, **kw)(x).double().numpy()
         rows.append((name, *mixing(x.double().numpy(), y), *nonlinear_fraction(x.double().numpy(), y)))
-    xs, ys = data / "acoustic_x.csv", data / "acoustic_y.csv"
-    if xs.exists() and ys.exists():
+    try:  # the measured pairs shipped with physnn (or --data: a folder of acoustic_{x,y}.csv[.gz])
+        xs, ys = (data_files.measured_file(f"acoustic_{v}.csv", data) for v in "xy")
+    except FileNotFoundError:
+        xs = ys = None
+    if xs is not None:
         xr = np.loadtxt(xs, delimiter=",")[1 : n_drives + 1]  # row 0 is the all-zero drive
         yr = np.loadtxt(ys, delimiter=",")[1 : n_drives + 1]
         rows.append(("measured cavity (csv)", *mixing(xr, yr), *nonlinear_fraction(xr, yr)))
     else:
-        print(f"(measured cavity data not found under {data}: its row is left out)")
+        print(f"(measured cavity data not found under {data or data_files.data_dir()}: its row is left out)")
     print(f"\nnoise-free, {n_drives} random drives (fit on 2/3, scored on 1/3)")
     print(f"{'system':<24} {'best single input':>22} {'nonlinear fraction':>22}")
     print(f"{'':<24} {'weighted':>11}{'mean':>11} {'pooled':>11}{'mean':>11}")
@@ -101,7 +105,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for the whole run (default 1)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--drives", type=int, default=3000, help="random drives for the mixing figures")
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=None, help="folder of the measured pairs (default: shipped)")
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--skip-figures", action="store_true")
     args = parser.parse_args()

@@ -64,7 +64,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, hidden_default: i
     """The training flags; they map one to one onto :class:`physnn.run.config.RunConfig` keys."""
     t = parser.add_argument_group("training")
     t.add_argument("--dataset", default="vowels", help="vowels (default), digits, mnist5k")
-    t.add_argument("--data-path", help="data file or folder (default: the shared data folder)")
+    t.add_argument("--data-path", help="data file or folder (default: the copy shipped with physnn)")
     t.add_argument("--blocks", type=int, default=2, help="PNN blocks (default 2)")
     t.add_argument("--hidden", type=int, default=hidden_default, help=hidden_help)
     t.add_argument("--epochs", type=int, default=None, help="training epochs (default 10; with --resume: extend to N)")

@@ -6,8 +6,7 @@ anything else is an error that lists the valid keys.
 
 Example ``run.toml``::
 
-    dataset = "vowels"
-    data_path = "../shared/data/vowels.csv"
+    dataset = "vowels"    # shipped with physnn; or dataset = "csv", data_path = "my.csv", label_column = "kind"
     system = "microwave"
     blocks = 2
     epochs = 50
