@@ -43,7 +43,10 @@ as ``crc_error``) with ``what``, ``attempt``, ``of``, ``action``
 (``retry``/``give_up``/``raise``) and ``error``; ``retry`` (with ``backoff_s``)
 before each new attempt; ``reconnected`` after a reopen; ``gave_up`` when the
 retries are spent; ``clipped``; ``safe_state_failed`` and ``close_failed``
-when a cleanup fails (reported, never replacing the error being raised).
+when a cleanup fails (reported, never replacing the error being raised);
+``frame_flushed`` (serial) and ``message_ended`` (SCPI) when a message the
+instrument held part of -- a write cut by Ctrl-C -- was ended before the next
+command.
 """
 
 from __future__ import annotations
