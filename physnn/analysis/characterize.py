@@ -173,6 +173,9 @@ def characterize_config(
             f"method {config.method!r} queries no physical system: nothing to characterize; give a method that "
             "trains through the system (e.g. mfff, local_ce)"
         )
+    if config.threads:  # as the runner: one intra-op thread by default (reproducible, and fast on a busy machine)
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
     data = load_data(config) if with_data else None
     if data is not None:
         system = build_systems(config.updated(blocks=1), data)[0]
