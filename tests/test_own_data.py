@@ -198,6 +198,9 @@ def test_the_python_route_refuses_string_labels_and_takes_dataframes_quietly():
             MFFF(epochs=1, seed=0).fit(pnn, x, labels)
     with pytest.raises(ValueError, match="fractional"):
         MFFF(epochs=1, seed=0).fit(pnn, x, y + 0.5)
+    assert 0.0 <= pnn.score(x, y) <= 1.0
+    with pytest.raises(ValueError, match=r"y holds names \(strings\)"):
+        pnn.score(x, list("abc" * 10))
 
 
 # ---------------------------------------------------------------- MNIST IDX (issue 23)
@@ -407,3 +410,15 @@ def test_serve_takes_system_option_and_keeps_option_as_an_alias():
     p = build_parser()
     a = p.parse_args(["serve", "--system", "identity", "--system-option", "n_inputs=4", "--option", "levels=3"])
     assert a.system_option == ["n_inputs=4", "levels=3"]
+
+
+def test_the_readme_example_of_arrays_in_python_runs(tmp_path):
+    import re
+    import subprocess
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "data=(x, y)" in b)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [p.name.split("-")[0] for p in (tmp_path / "runs").glob("*.h5")] == ["arrays"]

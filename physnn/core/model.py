@@ -279,6 +279,7 @@ class PNN(nn.Module):
         return self.scores(x, batch_size).argmax(dim=1)
 
     def score(self, x, y, batch_size: int = 256) -> float:
-        """Accuracy on ``(x, y)``."""
-        y = torch.as_tensor(y)
+        """Accuracy on ``(x, y)`` (labels checked as in training: names are an error, not a torch one)."""
+        x = self.check_features(x)
+        y = check_labels(y, x.shape[0], self.n_classes)
         return float((self.predict(x, batch_size) == y).float().mean())
