@@ -381,6 +381,14 @@ def test_physnn_train_on_a_csv_with_a_label_column(tmp_path, monkeypatch, capsys
     run = runlog.load(tmp_path / "w.h5")
     assert run.dataset["n_classes"] == 3 and run.dataset["label_column"] == "cultivar"
     assert run.summary["test_accuracy"] > 0.5  # 3 balanced classes: chance is ~0.4
+    # the CSV edited between the run and its resume: refused in one line, before any query
+    frame.loc[5, "alcohol"] += 1.0
+    frame.to_csv(tmp_path / "wine.csv", index=False)
+    capsys.readouterr()
+    assert main(["train", "--resume", "w.h5", "--epochs", "3", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the data set 'csv' differs from the one this run trained on" in err and "\n" not in err
+    assert runlog.load(tmp_path / "w.h5").checkpoints[-1] == 2  # nothing trained on the other data
 
 
 @pytest.mark.fault("bad input")
