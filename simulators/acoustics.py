@@ -414,6 +414,16 @@ class AcousticCavity(PhysicalSystem):
         """
         return {"temperature": self._temperature, "membrane_hz": self._membrane_hz}
 
+    def drift_bounds(self) -> dict[str, tuple[float | None, float | None]]:
+        """Where the physics and the solver hold, parameter units: a drift wrapper clips to them.
+
+        ``temperature``: -50..100 deg C (where c = 331.3 + 0.606 T m/s holds); ``membrane_hz``:
+        1 Hz up to the highest resonance the solver resolves (omega dt <= 0.5 at ``sample_rate``:
+        2546 Hz at 32 kHz), so no drift or step event can make a later query fail.
+        """
+        top = 0.5 * self.sample_rate / (2 * math.pi)
+        return {"temperature": _TEMP_RANGE, "membrane_hz": (1.0, top)}
+
     def drift_scales(self) -> dict[str, float]:
         """The change of each drift parameter that substantially alters the response (about 10 %).
 

@@ -31,27 +31,31 @@ place before each batch, through one of two *charts* (``charts=``):
 * ``"additive"`` (default): :math:`\theta(t) = \mathrm{clip}(\theta_0 + \Delta + \sigma_\theta\,s(t),\ \text{bounds})`
   with :math:`\theta_0` the values when wrapped, :math:`\Delta` the sum of the
   deterministic steps so far (parameter units) and :math:`\sigma_\theta` the
-  scale. Bounds default to the simulator's ``drift_bounds()``; the acoustic
-  cavity's air temperature is bounded to -50..100 deg C (where
-  :math:`c = 331.3 + 0.606\,T` holds) and its membrane resonances to >= 1 Hz
-  even without it. Each clipped batch is
-  counted (``stats.counters["drift_clipped"]``).
+  scale. Bounds default to the simulator's ``drift_bounds()`` (e.g. the acoustic
+  cavity's air temperature -50..100 deg C, where :math:`c = 331.3 + 0.606\,T` holds, and its
+  membrane resonances inside the band its solver resolves; the neuromorphic chip's threshold and
+  leak factors). Each clipped batch is counted (``stats.counters["drift_clipped"]``), and a
+  ``step`` event cannot push a parameter out of its range either: it is clipped the same way.
 * ``"rotation"`` (default for a complex 2-D ``transmission_matrix``, i.e. the
-  optical medium): :math:`T(t) = e^{iH(t)}\,T_0` with the Hermitian generator
-  :math:`H = (A + A^\dagger)/(2\sqrt{N_{out}})`, :math:`A` the complex
-  :math:`N_{out}\times N_{out}` drift state. A unitary acting on the output
-  modes preserves :math:`T^\dagger T`, hence the output power
-  :math:`\sum_k |(TE)_k|^2` for *every* input field: the medium stays passive
-  (the camera never gets brighter on average) while its speckle changes. The
-  :math:`1/\sqrt{N_{out}}` makes one unit of state a relative change
-  :math:`\|\Delta T\|_F/\|T_0\|_F \approx |s|` (rms per element) for small s,
-  so scales mean the same as in the additive chart.
+  optical medium): :math:`T(t) = e^{iH_{out}(t)}\,T_0\,e^{iH_{in}(t)}` with the Hermitian generators
+  :math:`H_{out} = (A + A^\dagger)/(2\sqrt{2N_{out}})` and
+  :math:`H_{in} = (C + C^\dagger)/(2\sqrt{2N_{in}})`, :math:`A` (:math:`N_{out}\times N_{out}`) and
+  :math:`C` (:math:`N_{in}\times N_{in}`) the complex drift state. Unitaries on both sides keep the
+  singular values of :math:`T`: the medium stays exactly as passive (no input field leaves with more
+  power than :math:`\sigma_{max}^2`, a lossless cavity stays lossless), while the speckle changes
+  (output side) and so does how much light each input pattern transmits (input side: :math:`T^\dagger T`
+  is rotated, so :math:`\|TE\|^2` changes pattern by pattern). The :math:`1/\sqrt{2N}` makes one unit of
+  state a relative change :math:`\|\Delta T\|_F/\|T_0\|_F \approx |s|` (rms per element) for small
+  s, so scales mean the same as in the additive chart.
 
 **The output** (``target="output"``; the fallback for a system without
-``drift_parameters``, e.g. the neuromorphic chip or hardware).
+``drift_parameters``, e.g. a measured twin or hardware).
 A per-channel gain and offset: :math:`y' = (1 + s_g(t))\,y + \sigma_o\,s_o(t)`,
 with :math:`\sigma_o` the mean :math:`|y|` of the first measured batch (or
 ``scales["offset"]``) and gain scale 1 (so ``s_g`` is a relative gain change).
+This models an analog readout chain (amplifier gain and offset); it does not keep
+the output's physical domain (a count can become negative or fractional), so every
+simulator here drifts through its parameters instead.
 
 The drift state s(t), dimensionless (in scales), one value per coordinate
 -------------------------------------------------------------------------
@@ -115,7 +119,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 
@@ -129,11 +133,6 @@ _CLOCKS = ("queries", "wall")
 _TARGETS = ("auto", "parameters", "output")
 _CHARTS = ("additive", "rotation")
 EVENT_KINDS = ("jump", "step", "stuck", "swap")
-# Physics validity ranges known here for simulators that do not declare drift_bounds() (parameter units).
-_FALLBACK_BOUNDS: dict[tuple[str, str], tuple[float | None, float | None]] = {
-    ("acoustics", "temperature"): (-50.0, 100.0),  # deg C, where c = 331.3 + 0.606 T m/s holds
-    ("acoustics", "membrane_hz"): (1.0, None),  # Hz: a membrane's resonance stays positive
-}
 
 
 class Drifting(PhysicalSystem):
@@ -171,7 +170,7 @@ class Drifting(PhysicalSystem):
         period: float | None = None,
         sigma: float = 0.0,
         tau: float | None = None,
-        events: Iterable[Any] = (),
+        events: Any = (),
         event_size: float = 0.1,
         clock: str = "queries",
         target: str = "auto",
@@ -191,26 +190,30 @@ class Drifting(PhysicalSystem):
         sigma = checks.nonnegative("sigma", sigma)
         event_size = checks.nonnegative("event_size", event_size)
         if mode != "periodic" and (amplitude != 0 or period is not None):
-            raise ValueError(
+            raise checks.ParameterError(
                 f"amplitude={amplitude:g} and period={period!r} apply to mode='periodic'; "
                 f"mode={mode!r} uses {'rate' if mode == 'random_walk' else 'sigma and tau'}"
             )
         if mode != "random_walk" and rate != 0:
-            raise ValueError(
+            raise checks.ParameterError(
                 f"rate={rate:g} applies to mode='random_walk'; mode={mode!r} uses "
                 f"{'amplitude and period' if mode == 'periodic' else 'sigma and tau'}"
             )
         if mode != "ou" and (sigma != 0 or tau is not None):
-            raise ValueError(f"sigma={sigma:g} and tau={tau!r} apply to mode='ou'")
+            raise checks.ParameterError(f"sigma={sigma:g} and tau={tau!r} apply to mode='ou'; mode={mode!r}")
         if mode == "periodic" and not (_is_number(period) and 0 < period < math.inf):
-            raise ValueError(f"mode='periodic' needs a positive finite period (clock units), got {period!r}")
+            raise checks.ParameterError(
+                f"period must be a positive finite number (clock units) with mode='periodic', got {period!r}"
+            )
         if mode == "ou":
             if tau is None:
-                raise ValueError("mode='ou' needs tau, the correlation time in clock units (queries or seconds)")
+                raise checks.ParameterError(
+                    "mode='ou' needs tau, the correlation time in clock units (queries or seconds), got None"
+                )
             tau = checks.positive("tau", tau)
         has_params = callable(getattr(system, "drift_parameters", None))
         if target == "parameters" and not has_params:
-            raise TypeError(
+            raise checks.ParameterError(
                 f"{type(system).__name__} has no drift_parameters() method; use target='output' "
                 f"(gain/offset drift) or implement drift_parameters() -> dict[str, torch.Tensor]"
             )
@@ -228,6 +231,9 @@ class Drifting(PhysicalSystem):
         self._time_fn = time_fn or time.monotonic
         self._t0 = self._time_fn() if clock == "wall" else 0.0
         self._fired: list[dict[str, Any]] = []
+        for what, table in (("scales", scales), ("bounds", bounds), ("charts", charts)):
+            if table is not None and not isinstance(table, Mapping):
+                raise checks.ParameterError(f"{what} must be a table of parameter name = value, got {table!r:.80}")
         self._user_scales = dict(scales or {})
         self._gen = torch.Generator().manual_seed(self.seed)
         self._t_last = 0.0
@@ -250,7 +256,7 @@ class Drifting(PhysicalSystem):
         for what, table in (("scales", self._user_scales), ("bounds", bounds or {}), ("charts", charts or {})):
             unknown = sorted(set(table) - set(names))
             if unknown:
-                raise ValueError(f"{what} has unknown name(s) {unknown}; drifting parameters are {names}")
+                raise checks.ParameterError(f"{what} has unknown name(s) {unknown}; drifting parameters are {names}")
         self._charts = self._resolve_charts(dict(charts or {}))
         self._bounds = self._resolve_bounds(dict(bounds or {}))
         self._initial = {n: _real(p).detach().to(torch.float64).cpu().clone() for n, p in self._params.items()}
@@ -288,7 +294,7 @@ class Drifting(PhysicalSystem):
             )
             chart = checks.choice(f"charts[{name!r}]", given.get(name, default), _CHARTS)
             if chart == "rotation" and not (self.target == "parameters" and p.is_complex() and p.dim() == 2):
-                raise ValueError(
+                raise checks.ParameterError(
                     f"charts[{name!r}] = 'rotation' needs a complex 2-D parameter (a transmission "
                     f"matrix), got {'a complex' if p.is_complex() else 'a real'} {p.dim()}-D tensor"
                 )
@@ -302,98 +308,121 @@ class Drifting(PhysicalSystem):
             declared = dict(fn()) if callable(fn) else {}
         out: dict[str, tuple[float | None, float | None]] = {}
         for name in self._params:
-            fallback = _FALLBACK_BOUNDS.get((self.spec.name, name)) if self.target == "parameters" else None
-            b = given.get(name, declared.get(name, fallback))
+            b = given.get(name, declared.get(name))
             if b is None:
                 continue
             if self._charts[name] != "additive":
-                raise ValueError(
+                raise checks.ParameterError(
                     f"bounds[{name!r}] apply to the additive chart only (its chart is {self._charts[name]!r})"
                 )
             if not isinstance(b, (tuple, list)) or len(b) != 2:
-                raise ValueError(f"bounds[{name!r}] must be a (low, high) pair (None for open), got {b!r}")
+                raise checks.ParameterError(f"bounds[{name!r}] must be a (low, high) pair (None for open), got {b!r}")
             low = None if b[0] is None else checks.real(f"bounds[{name!r}] low", b[0])
             high = None if b[1] is None else checks.real(f"bounds[{name!r}] high", b[1])
             if low is not None and high is not None and not low < high:
-                raise ValueError(f"bounds[{name!r}] must have low < high, got {tuple(b)!r}")
+                raise checks.ParameterError(f"bounds[{name!r}] must have low < high, got {tuple(b)!r}")
             v = _real(self._params[name]).detach().to(torch.float64)
             if (low is not None and bool((v < low).any())) or (high is not None and bool((v > high).any())):
-                raise ValueError(f"bounds[{name!r}] = {tuple(b)!r} exclude the parameter's initial values")
+                raise checks.ParameterError(f"bounds[{name!r}] = {tuple(b)!r} exclude the parameter's initial values")
             out[name] = (low, high)
         return out
 
     def _state_shape(self, name: str) -> tuple[int, ...]:
         if self._charts[name] == "rotation":
-            n = self._params[name].shape[0]
-            return (n, n, 2)  # the real view of the complex generator state A
+            n_out, n_in = self._params[name].shape
+            return (n_out * n_out + n_in * n_in, 2)  # the real view of the generator states A and C, flattened
         return tuple(self._initial[name].shape)
 
-    def _parse_events(self, events: Iterable[Any], default_size: float) -> list[dict[str, Any]]:
-        if isinstance(events, (str, bytes, Mapping)):
-            raise ValueError(f"events must be a list of events, got {events!r:.80}")
-        parsed = []
-        for item in events:
-            if isinstance(item, Mapping):
-                ev = dict(item)
-                kind = checks.choice("event kind", ev.pop("kind", "jump"), EVENT_KINDS)
-            elif isinstance(item, (tuple, list)):
-                if len(item) != 2:
-                    raise ValueError(f"an event must be a time, a (time, size) pair or a dict, got {item!r}")
-                ev, kind = {"time": item[0], "size": item[1]}, "jump"
-            else:
-                ev, kind = {"time": item}, "jump"
-            if "time" not in ev:
-                raise ValueError(f"event {item!r} has no 'time'")
-            out: dict[str, Any] = {"time": checks.nonnegative("event time", ev.pop("time")), "kind": kind}
-            if kind == "jump":
-                out["size"] = checks.nonnegative("event size", ev.pop("size", default_size))
-                names = ev.pop("parameters", None)
-                if names is not None:
-                    names = [checks.choice("event parameter", n, sorted(self._params)) for n in names]
-                    out["parameters"] = names
-            elif kind == "step":
-                shift = ev.pop("shift", None)
-                if not isinstance(shift, Mapping) or not shift:
-                    raise ValueError(f"a 'step' event needs shift = {{parameter: change}}, got {shift!r}")
-                for n, v in shift.items():
-                    checks.choice("step event parameter", n, sorted(self._params))
-                    if self._charts[n] != "additive":
-                        raise ValueError(
-                            f"a 'step' event shifts additive parameters only; {n!r} is a {self._charts[n]}"
-                        )
-                    checks.real(f"step event shift[{n!r}]", v)
-                out["shift"] = {n: float(v) for n, v in shift.items()}
-            elif kind == "stuck":
-                n_in = self.spec.n_inputs
-                out["channels"] = checks.int_sequence("stuck event channels", ev.pop("channels", None), low=0)
-                bad = [c for c in out["channels"] if c >= n_in]
-                if bad or not out["channels"]:
-                    raise ValueError(
-                        f"stuck event channels must be a non-empty list in 0..{n_in - 1}, got {out['channels']!r}"
-                    )
-                value = checks.real(
-                    "stuck event value", ev.pop("value", self.spec.low), low=self.spec.low, high=self.spec.high
+    def _parse_events(self, events: Any, default_size: float) -> list[dict[str, Any]]:
+        """Every event checked now, before the first query: a bad one is a one-line error naming what is allowed."""
+        if not isinstance(events, (list, tuple)):
+            raise checks.ParameterError(
+                f"events must be a list of events (times, [time, size] pairs or tables with a time), got {events!r:.80}"
+            )
+        return sorted((self._parse_event(i, item, default_size) for i, item in enumerate(events)), key=_time_of)
+
+    def _parse_event(self, i: int, item: Any, default_size: float) -> dict[str, Any]:
+        key = f"events[{i}]"
+        if isinstance(item, Mapping):
+            ev = dict(item)
+            kind = checks.choice(f"{key} kind", ev.pop("kind", "jump"), EVENT_KINDS)
+        elif isinstance(item, (tuple, list)):
+            if len(item) != 2:
+                raise checks.ParameterError(
+                    f"{key} must be a time, a [time, size] pair or a table with a time, got {item!r:.80}"
                 )
-                self.system.validate_input(torch.full((1, n_in), value))  # on a level, within the drive limits
-                out["value"] = value
-            else:  # swap
-                other = ev.pop("system", None)
-                if not isinstance(other, PhysicalSystem):
-                    raise TypeError(f"a 'swap' event needs system = a PhysicalSystem, got {type(other).__name__}")
-                if other.spec != self.spec:
-                    raise ValueError(f"a 'swap' event's system must have the same spec: {other.spec} != {self.spec}")
-                if self.target == "parameters":
-                    got = self._read_parameters(other)
-                    shapes = {n: tuple(p.shape) for n, p in self._params.items()}
-                    if {n: tuple(p.shape) for n, p in got.items()} != shapes:
-                        raise ValueError(
-                            "a 'swap' event's system must have the same drift parameters (names and shapes)"
-                        )
-                out["system"] = other
-            if ev:
-                raise ValueError(f"{kind!r} event has unknown key(s) {sorted(ev)}; see physnn.simulators.drift")
-            parsed.append(out)
-        return sorted(parsed, key=lambda e: e["time"])
+            ev, kind = {"time": item[0], "size": item[1]}, "jump"
+        else:
+            ev, kind = {"time": item}, "jump"
+        if "time" not in ev:
+            raise checks.ParameterError(f"{key} needs a time (clock units, >= 0), got {item!r:.80}")
+        out: dict[str, Any] = {"time": checks.nonnegative(f"{key} time", ev.pop("time")), "kind": kind}
+        names = sorted(self._params)
+        if kind == "jump":
+            out["size"] = checks.nonnegative(f"{key} size", ev.pop("size", default_size))
+            chosen = ev.pop("parameters", None)
+            if chosen is not None:
+                if not isinstance(chosen, (list, tuple)) or not chosen:
+                    raise checks.ParameterError(
+                        f"{key} parameters must be a non-empty list of names from {names}, got {chosen!r:.80}"
+                    )
+                out["parameters"] = [checks.choice(f"{key} parameter", n, names) for n in chosen]
+        elif kind == "step":
+            shift = ev.pop("shift", None)
+            if not isinstance(shift, Mapping) or not shift:
+                raise checks.ParameterError(
+                    f"{key} (a 'step') needs shift = {{parameter = change}} with a parameter from {names}, "
+                    f"got {shift!r:.80}"
+                )
+            for n, v in shift.items():
+                checks.choice(f"{key} shift parameter", n, names)
+                if self._charts[n] != "additive":
+                    raise checks.ParameterError(
+                        f"{key} shift[{n!r}]: a 'step' shifts additive parameters only; {n!r} drifts by {self._charts[n]}"
+                    )
+                checks.real(f"{key} shift[{n!r}]", v)
+            out["shift"] = {n: float(v) for n, v in shift.items()}
+        elif kind == "stuck":
+            n_in = self.spec.n_inputs
+            channels = ev.pop("channels", None)
+            if not isinstance(channels, (list, tuple)) or not channels:
+                raise checks.ParameterError(
+                    f"{key} channels must be a non-empty list in 0..{n_in - 1}, got {channels!r:.80}"
+                )
+            out["channels"] = checks.int_sequence(f"{key} channels", channels, low=0)
+            if max(out["channels"]) >= n_in:
+                raise checks.ParameterError(
+                    f"{key} channels must be a non-empty list in 0..{n_in - 1}, got {out['channels']!r:.80}"
+                )
+            value = checks.real(f"{key} value", ev.pop("value", self.spec.low), low=self.spec.low, high=self.spec.high)
+            self.system.validate_input(torch.full((1, n_in), value))  # on a level, within the drive limits
+            out["value"] = value
+        else:  # swap
+            other = ev.pop("system", None)
+            if not isinstance(other, PhysicalSystem):
+                raise checks.ParameterError(
+                    f"{key} (a 'swap') needs options = {{...}} for the replacement (or system = a PhysicalSystem), "
+                    f"got {other!r:.80}"
+                )
+            if other.spec != self.spec:
+                raise checks.ParameterError(
+                    f"{key}: the swapped-in system must have the same spec: {other.spec} != {self.spec}"
+                )
+            if self.target == "parameters":
+                got = self._read_parameters(other)
+                shapes = {n: tuple(p.shape) for n, p in self._params.items()}
+                if {n: tuple(p.shape) for n, p in got.items()} != shapes:
+                    raise checks.ParameterError(
+                        f"{key}: the swapped-in system must have the same drift parameters (names and shapes)"
+                    )
+            out["system"] = other
+        if ev:
+            allowed = {"jump": "time, size, parameters", "step": "time, shift", "stuck": "time, channels, value"}
+            raise checks.ParameterError(
+                f"{key} (a {kind!r}) has unknown key(s) {sorted(ev)}; allowed: kind, "
+                f"{allowed.get(kind, 'time, options')}"
+            )
+        return out
 
     # ------------------------------------------------------------------ event hook (forwarded)
     @property
@@ -420,7 +449,7 @@ class Drifting(PhysicalSystem):
             mean = float(v.abs().mean()) if v.numel() else 0.0
             value = std if std > 0 else (mean if mean > 0 else 1.0)
         if not (_is_number(value) and math.isfinite(value) and value > 0):
-            raise ValueError(f"drift scale for {name!r} must be a positive finite number, got {value!r}")
+            raise checks.ParameterError(f"scales[{name!r}] must be a positive finite number, got {value!r}")
         return float(value)
 
     # ------------------------------------------------------------------ clock and state
@@ -515,11 +544,11 @@ class Drifting(PhysicalSystem):
         s = self._state(name, t)
         with torch.no_grad():
             if self._charts[name] == "rotation":
-                n = p.shape[0]
+                n_out, n_in = p.shape
                 a = torch.complex(s[..., 0], s[..., 1])
-                h = (a + a.conj().T) / (2 * math.sqrt(n))
-                rot = torch.linalg.matrix_exp(1j * h)
-                value = rot @ torch.view_as_complex(self._initial[name].contiguous())
+                rot_out = _unitary(a[: n_out * n_out].reshape(n_out, n_out))
+                rot_in = _unitary(a[n_out * n_out :].reshape(n_in, n_in))
+                value = rot_out @ torch.view_as_complex(self._initial[name].contiguous()) @ rot_in
                 p.copy_(value.to(device=p.device, dtype=p.dtype))
                 return
             value = self._initial[name] + self._shift[name] + self._scales[name] * s
@@ -674,11 +703,25 @@ def drifting(
     if base == "drifting":
         raise ValueError("base must be a physical system, not 'drifting' itself")
     drift = checks.check_options(Drifting, drift, "system 'drifting'", reserved=("system", "seed", "time_fn"))
+    if base_options is not None and not isinstance(base_options, Mapping):
+        raise checks.ParameterError(
+            f"base_options must be a table of the base system's options, got {base_options!r:.80}"
+        )
+    events_given = drift.pop("events", ())
+    if not isinstance(events_given, (list, tuple)):
+        raise checks.ParameterError(
+            f"events must be a list of events (times, [time, size] pairs or tables with a time), got {events_given!r:.80}"
+        )
+    for i, ev in enumerate(events_given):
+        if isinstance(ev, Mapping) and ev.get("kind") == "swap" and not isinstance(ev.get("options", {}), Mapping):
+            raise checks.ParameterError(
+                f"events[{i}] options must be a table of the base system's options, got {ev['options']!r:.80}"
+            )
     inner = build_system(base, n_inputs=n_inputs, seed=seed, device=device, **(base_options or {}))
     events = []
     built: list[PhysicalSystem] = [inner]
     try:
-        for ev in drift.pop("events", ()):
+        for ev in events_given:
             if isinstance(ev, Mapping) and ev.get("kind") == "swap" and "options" in ev:
                 ev = dict(ev)
                 options = {**(base_options or {}), **ev.pop("options")}
@@ -690,6 +733,16 @@ def drifting(
         for s in built:
             s.close()
         raise
+
+
+def _unitary(a: torch.Tensor) -> torch.Tensor:
+    """exp(iH) with H = (A + A^H) / (2 sqrt(2 n)): one unit of state is an rms relative change of ~1/sqrt(2) per side."""
+    n = a.shape[0]
+    return torch.linalg.matrix_exp(1j * (a + a.conj().T) / (2 * math.sqrt(2 * n)))
+
+
+def _time_of(ev: dict[str, Any]) -> float:
+    return ev["time"]
 
 
 def _event_json(ev: dict[str, Any]) -> dict[str, Any]:

@@ -96,6 +96,24 @@ Relative Gaussian spread ``mismatch`` (default 0.1 = 10 %):
 The same serial always gives the same chip; another serial gives another chip
 programmed with the same network (``seed``).
 
+Drift (``drift_parameters``; what :mod:`physnn.simulators.drift` moves)
+------------------------------------------------------------------------
+The programmed weights are digital and do not drift; the neurons' analog biases do
+(temperature, supply). Two dimensionless per-neuron factors, hidden neurons first
+then output neurons, 1 = as built:
+
+* ``threshold``: the threshold relative to this chip's (mismatched) one; hardware
+  ``theta_i = clip(round(theta_i^0 f_i), 1, 32767)`` LSB, float mode ``theta_i = f_i``;
+* ``leak``: the membrane leak relative to this chip's; hardware
+  ``g_i = clip(round(g_i^0 f_i), 0, g_max)``, float mode ``beta_i = 1 - 2**-dash_mem f_i``.
+
+They act inside the datapath, before the spike check, so a drifted chip still
+counts whole, non-negative spikes (the outputs stay in the readout's domain), and
+``drift_bounds()`` keeps them where the datapath is valid (threshold 0.25..4,
+leak 0..2: a leak above 2 would overshoot zero). All factors 1 reproduce the
+undrifted chip bit for bit. :meth:`NeuromorphicChip.differentiable` stays the
+nominal network: a digital model does not know the drift.
+
 Noise (hardware mode; seeded from ``seed``)
 -------------------------------------------
 Each step adds ``round(noise * theta * N(0, 1))`` LSB to every membrane
@@ -276,6 +294,12 @@ class NeuromorphicChip(PhysicalSystem):
         self._build_network()
         if mode == "hardware":
             self._build_hardware()
+        # the analog biases a drift wrapper moves in place (float64, CPU; read at every query)
+        n_neurons = self.n_hidden + n_out
+        self._drift = {
+            "threshold": torch.ones(n_neurons, dtype=torch.float64),
+            "leak": torch.ones(n_neurons, dtype=torch.float64),
+        }
         # independent streams, so that e.g. turning the noise off leaves the rate code unchanged;
         # differentiable() has its own, so the baseline never shifts the chip's queries
         self._noise_gen = torch.Generator(device=self.device).manual_seed(_stream_seed(self.seed, "noise"))
@@ -460,17 +484,56 @@ class NeuromorphicChip(PhysicalSystem):
     def _run(self, x: torch.Tensor, record: bool) -> SpikeTrace:
         events = self._encode(x)
         if self.mode == "float":
-            return self._run_float(events, record=record, surrogate=False)
+            return self._run_float(events, record=record, surrogate=False, biases=self._float_biases())
         return self._run_hardware(events, record=record)
 
+    # -------------------------------------------------------------- drift
+    def drift_parameters(self) -> dict[str, torch.Tensor]:
+        """Per-neuron threshold and leak factors (dimensionless, 1 = as built; module docstring, Drift)."""
+        return dict(self._drift)
+
+    def drift_bounds(self) -> dict[str, tuple[float | None, float | None]]:
+        """Where the datapath is valid: threshold factor 0.25..4, leak factor 0..2 (2: the leak removes all of v)."""
+        return {"threshold": (0.25, 4.0), "leak": (0.0, 2.0)}
+
+    def drift_scales(self) -> dict[str, float]:
+        """The change of each factor that substantially alters the response.
+
+        Measured on the default chip (noise off, 256 random drives, relative L2 change of
+        the counts): a 0.1 rms threshold change moves them by 28 %, a 0.2 rms leak change by
+        20 % (another serial: 50 %; the default membrane noise alone: 11 % between repeats,
+        and any change of a few LSB already flips marginal spikes by about that much).
+        """
+        return {"threshold": 0.1, "leak": 0.2}
+
+    def _factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden, output) drift factors of ``name``, checked: a value outside the bounds is a caller's bug."""
+        f = self._drift[name]
+        low, high = self.drift_bounds()[name]
+        if not bool(torch.isfinite(f).all()) or float(f.min()) < low or float(f.max()) > high:
+            raise checks.ParameterError(
+                f"neuromorphic drift factor {name} must stay in {low:g}..{high:g}, got "
+                f"{float(f.min()):.4g}..{float(f.max()):.4g}"
+            )
+        return f[: self.n_hidden], f[self.n_hidden :]
+
+    def _float_biases(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Float mode: per-neuron thresholds and membrane decays (hidden, output) at the current drift."""
+        th, to = (t.to(device=self.device, dtype=self.dtype) for t in self._factors("threshold"))
+        lh, lo = (t.to(device=self.device, dtype=self.dtype) for t in self._factors("leak"))
+        step = 2.0**-self.dash_mem
+        return th, to, 1.0 - step * lh, 1.0 - step * lo
+
     # ----------------------------------------------------------- float mode
-    def _run_float(self, events: torch.Tensor, *, record: bool, surrogate: bool) -> SpikeTrace:
+    def _run_float(self, events: torch.Tensor, *, record: bool, surrogate: bool, biases: Any = None) -> SpikeTrace:
+        """Float-mode LIF; ``biases`` = (theta_h, theta_o, beta_h, beta_o) per neuron (None: the nominal 1, beta)."""
         T, B, _ = events.shape
         w_in, w_rec, w_out = self._w["in"], self._w["rec"], self._w["out"]
         dt = w_in.dtype
         events = events.to(dt)
         n_hid, n_out = self.n_hidden, self.spec.n_outputs
-        beta, alpha, theta = self.beta, self.alpha, 1.0
+        alpha = self.alpha
+        theta_h, theta_o, beta_h, beta_o = (1.0, 1.0, self.beta, self.beta) if biases is None else biases
         fire = _SpikeSurrogate.apply if surrogate else _heaviside
         if self.encoding == "current":
             proj0 = F.linear(events[0], w_in)
@@ -489,14 +552,14 @@ class NeuromorphicChip(PhysicalSystem):
                 i_h = alpha * i_h + cur_h
                 cur_h = i_h
             # the reset of step t-1's spike, not decayed (snnTorch Leaky, reset_delay=True)
-            v_h = beta * v_h + cur_h - s_h.detach() * theta
-            s_h = fire(v_h - theta)
+            v_h = beta_h * v_h + cur_h - s_h.detach() * theta_h
+            s_h = fire(v_h - theta_h)
             cur_o = F.linear(s_h, w_out)
             if alpha:
                 i_o = alpha * i_o + cur_o
                 cur_o = i_o
-            v_o = beta * v_o + cur_o - s_o.detach() * theta
-            s_o = fire(v_o - theta)
+            v_o = beta_o * v_o + cur_o - s_o.detach() * theta_o
+            s_o = fire(v_o - theta_o)
             count = count + s_o
             if record:
                 for k, val in (("sh", s_h), ("so", s_o), ("vh", v_h), ("vo", v_o), ("ih", i_h), ("io", i_o)):
@@ -506,7 +569,7 @@ class NeuromorphicChip(PhysicalSystem):
         elif self.readout == "rates":
             out = count / T
         else:  # membrane after the last step with its pending reset applied
-            out = v_o - s_o.detach() * theta
+            out = v_o - s_o.detach() * theta_o
         return self._trace(events, rec, out, record, {})
 
     # -------------------------------------------------------- hardware mode
@@ -518,9 +581,9 @@ class NeuromorphicChip(PhysicalSystem):
         n_hid, n_out = self.n_hidden, self.spec.n_outputs
         sc_in, sc_rec, sc_out = (2.0 ** self.shifts[k] for k in ("in", "rec", "out"))
         w_in, w_rec, w_out = hw["w_in"], hw["w_rec"], hw["w_out"]
-        thr_h, thr_o = hw["thr_h"], hw["thr_o"]
+        thr_h, thr_o, gm_h, gm_o = self._hardware_biases()
         # leak = floor(v g / 2**(dash+8)); g / 2**k is exact, so v * (g / 2**k) is too
-        gm_h, gm_o = (hw[k] / 2.0 ** (self.dash_mem + _GAIN_BITS) for k in ("gm_h", "gm_o"))
+        gm_h, gm_o = (g / 2.0 ** (self.dash_mem + _GAIN_BITS) for g in (gm_h, gm_o))
         gs_h, gs_o = (hw[k] / 2.0 ** (self.dash_syn + _GAIN_BITS) for k in ("gs_h", "gs_o"))
         syn = self.dash_syn > 0
         R = self.refractory
@@ -594,6 +657,19 @@ class NeuromorphicChip(PhysicalSystem):
         else:  # the membrane register after the last step, in units of the nominal threshold
             out = v_o / self.threshold
         return self._trace(events, rec, out.to(torch.float32), record, {k: (v[0], v[1]) for k, v in extremes.items()})
+
+    def _hardware_biases(self) -> tuple[torch.Tensor, ...]:
+        """Integer thresholds and leak gains (hidden, output) at the current drift (as built when all factors are 1)."""
+        hw, dt = self.hw, self.hw_dtype
+        th, to = (f.to(device=self.device, dtype=dt) for f in self._factors("threshold"))
+        lh, lo = (f.to(device=self.device, dtype=dt) for f in self._factors("leak"))
+        g_max = float(min(2 ** (self.dash_mem + _GAIN_BITS), 511))
+        return (
+            torch.clamp(torch.round(hw["thr_h"] * th), 1, INT16_MAX),
+            torch.clamp(torch.round(hw["thr_o"] * to), 1, INT16_MAX),
+            torch.clamp(torch.round(hw["gm_h"] * lh), 0, g_max),
+            torch.clamp(torch.round(hw["gm_o"] * lo), 0, g_max),
+        )
 
     def _trace(self, events, rec, out, record, extremes) -> SpikeTrace:
         empty = out.new_zeros(0)

@@ -34,9 +34,23 @@ The camera (``n_outputs`` pixels, default 128: the camera size is a plain
 option) integrates the intensity. With the SLM field of unit total power, the
 pixel intensity is reported relative to an even spread of the input power over
 the camera, :math:`I_k = N_{out}\,|(T E)_k|^2` (so :math:`\sum_k I_k/N_{out}`
-is the transmitted fraction, <= 1). With ``photons`` the photo-electrons a
-pixel collects at :math:`I_k = 1` (the laser power), the expected signal is
-:math:`S_k = \text{photons}\cdot I_k` (e-).
+is the transmitted fraction, <= 1).
+
+Light budget: ``photons`` is the light of one query (laser power x exposure x
+quantum efficiency), in photo-electrons: what the whole camera would collect if
+all the SLM's light reached it. The expected signal of pixel k is
+:math:`S_k = \text{photons}\cdot|(TE)_k|^2 = \text{photons}\cdot I_k/N_{out}` (e-), so the camera
+collects :math:`\sum_k S_k = \text{photons}\cdot\|TE\|^2 \le \text{photons}\cdot t^2` whatever its
+size: a larger camera divides the same light among more pixels (a bigger camera is more
+features, not more light). It still catches more of a random pattern's light than a small one,
+because a random medium scatters into every output mode: about 0.32 of the SLM power at
+64 -> 128 and 0.62 at 74 -> 1024 (the Marchenko-Pastur edge, see ``"gaussian"``).
+The default (``photons=None``) is the exposure a lab would set: the source gives at most
+:data:`MAX_PHOTONS` = 768 000 e- per query, and a camera with fewer than 128 pixels is exposed
+shorter, so that a pixel at :math:`I_k = 1` collects a fifth of the full well (6000 e- by
+default, about 2000 e- for a typical pixel at 64 -> 128) instead of saturating:
+:math:`\min(768\,000,\ N_{out}\,\text{full\_well}/5)`. So every camera of 128 pixels or more gets the
+same light, and the 128-pixel default is unchanged from the earlier per-pixel setting.
 
 Noise (each draw from the system's own seeded generator)
 --------------------------------------------------------
@@ -60,7 +74,10 @@ import torch
 from physnn.core import checks
 from physnn.core.system import PhysicalSystem, SystemSpec
 
-__all__ = ["OpticalCavity"]
+__all__ = ["OpticalCavity", "MAX_PHOTONS"]
+
+#: The light source's photo-electrons per query at the default exposure (``photons=None``).
+MAX_PHOTONS = 768_000.0
 
 
 class OpticalCavity(PhysicalSystem):
@@ -77,9 +94,10 @@ class OpticalCavity(PhysicalSystem):
             2 pi stroke the lowest and highest drive give the same field, so an encoder that
             uses the whole range would make its extremes (e.g. a label slot) indistinguishable.
         slm_bits: SLM bit depth (levels = 2**slm_bits); None for an analog drive.
-        photons: photo-electrons per pixel at unit intensity (the input power spread evenly
-            over the camera); default 6000, so a 64 -> 128 gaussian medium (transmitting about a
-            third) gives about 2000 e- per pixel on average.
+        photons: light budget of one query, in photo-electrons: what the whole camera would
+            collect if all the SLM's light reached it (shared by the pixels, whatever their number).
+            None (default): min(768 000, n_outputs * full_well / 5), see the module docstring; a
+            64 -> 128 gaussian medium (transmitting about a third) then gets about 2000 e- per pixel.
         read_noise: camera read noise (e- rms).
         full_well: saturation charge (e-).
         adc_bits: ADC depth.
@@ -99,7 +117,7 @@ class OpticalCavity(PhysicalSystem):
         transmission: float = 1.0,
         phase_range: float = 1.0,
         slm_bits: int | None = 8,
-        photons: float = 6000.0,
+        photons: float | None = None,
         read_noise: float = 5.0,
         full_well: float = 30000.0,
         adc_bits: int = 12,
@@ -116,9 +134,12 @@ class OpticalCavity(PhysicalSystem):
         phase_range = checks.positive("phase_range", phase_range)
         if slm_bits is not None:
             slm_bits = checks.integer("slm_bits", slm_bits, low=1, high=16)
-        self.photons = checks.positive("photons", photons)
         self.read_noise = checks.nonnegative("read_noise", read_noise)
         self.full_well = checks.positive("full_well", full_well)
+        self.photons_given = photons is not None
+        self.photons = (
+            min(MAX_PHOTONS, n_out * self.full_well / 5) if photons is None else checks.positive("photons", photons)
+        )
         self.adc_bits = checks.integer("adc_bits", adc_bits, low=1, high=24)
         self.noise = checks.boolean("noise", noise)
         self.seed = checks.integer("seed", seed, low=0)
@@ -177,8 +198,12 @@ class OpticalCavity(PhysicalSystem):
         """Output power over input power, ||T E||^2 / ||E||^2, per sample (<= transmission^2: passive)."""
         return self.intensity(x).sum(dim=1) / self.spec.n_outputs
 
+    def signal(self, x: torch.Tensor) -> torch.Tensor:
+        """Expected photo-electrons per pixel, photons * |T E|^2 (e-): they sum to photons * transmitted fraction."""
+        return (self.photons / self.spec.n_outputs) * self.intensity(x)
+
     def _measure(self, x: torch.Tensor) -> torch.Tensor:
-        signal = self.photons * self.intensity(x)
+        signal = self.signal(x)
         if self.noise:
             charge = torch.poisson(signal, generator=self._noise_gen)
             charge = charge + self.read_noise * torch.randn(
@@ -194,8 +219,12 @@ class OpticalCavity(PhysicalSystem):
         """Live tensors a drift wrapper (:mod:`physnn.simulators.drift`) may change in place.
 
         The transmission matrix drifts as a whole (the medium moves, the cavity
-        warms). For ``matrix="unitary"`` a drifted matrix is no longer exactly
-        unitary; the energy-conservation invariant holds only without drift.
+        warms). The wrapper's default chart for it is a rotation on both sides,
+        :math:`T \to e^{iH_{out}} T e^{iH_{in}}`: the singular values stay, so the
+        gaussian medium stays passive and the ``"unitary"`` cavity lossless
+        (energy conservation holds under drift), while both the speckle and the
+        light each SLM pattern transmits change. The additive chart
+        (``charts={"transmission_matrix": "additive"}``) breaks both.
         """
         return {"transmission_matrix": self._T}
 
@@ -209,8 +238,7 @@ class OpticalCavity(PhysicalSystem):
         Only for the in-silico backprop baseline, which declares that it reads
         the simulator's internals; every other trainer uses ``__call__``.
         """
-        signal = self.photons * self.intensity(x)
-        return torch.clamp(signal, max=self.full_well) / self.full_well
+        return torch.clamp(self.signal(x), max=self.full_well) / self.full_well
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -218,7 +246,8 @@ class OpticalCavity(PhysicalSystem):
             matrix=self.matrix_kind,
             mixing=self.mixing,
             transmission=self.transmission,
-            photons=self.photons,
+            photons_per_query_e=self.photons,
+            photons_setting="given" if self.photons_given else "default exposure",
             read_noise_e=self.read_noise,
             full_well_e=self.full_well,
             adc_bits=self.adc_bits,

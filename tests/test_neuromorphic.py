@@ -441,3 +441,52 @@ def test_balanced_rows_sum_to_zero_and_use_the_spike_nonlinearity() -> None:
     nl = characterize(chip, n_fit=300, n_test=150).nonlinear_fraction_random
     nl_old = characterize(old, n_fit=300, n_test=150).nonlinear_fraction_random
     assert nl > nl_old + 0.1
+
+
+# ------------------------------------------------------------ drift (analog biases, not the output)
+@pytest.mark.parametrize("mode", ["hardware", "float"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_drift_keeps_non_negative_integer_spike_counts(mode: str, seed: int) -> None:
+    """Drift acts on thresholds and leaks inside the datapath: counts stay whole and >= 0 (a gain/offset drift of
+    the output gave 24 % negative and 97.5 % fractional counts at sigma 0.1)."""
+    from physnn.simulators.drift import Drifting
+
+    chip = NeuromorphicChip(**SMALL, mode=mode, seed=seed)
+    wrapped = Drifting(chip, mode="ou", sigma=3.0, tau=40.0, events=[(32, 2.0)], seed=seed)
+    assert wrapped.target == "parameters" and set(wrapped.describe()["drift"]["parameters"]) == {"leak", "threshold"}
+    x = _x(16, 12, seed)
+    first = wrapped(x)
+    outs = [wrapped(x) for _ in range(6)]
+    y = torch.stack(outs)
+    assert torch.equal(y, y.round()) and (y >= 0).all()
+    assert (y <= SMALL["steps"] * (chip.max_spikes if mode == "hardware" else 1)).all()
+    assert not torch.equal(outs[-1], first)  # and it did drift
+    low, high = chip.drift_bounds()["threshold"]
+    f = chip.drift_parameters()["threshold"]
+    assert float(f.min()) >= low and float(f.max()) <= high  # 3 scales rms would leave the range: clipped
+    assert wrapped.stats.counters["drift_clipped"] >= 1
+
+
+def test_drift_factors_of_one_are_the_undrifted_chip_and_move_the_physical_biases() -> None:
+    x = _x(8, 12)
+    chip, plain = NeuromorphicChip(**SMALL, noise=0.0), NeuromorphicChip(**SMALL, noise=0.0)
+    params = chip.drift_parameters()
+    params["threshold"].fill_(1.0)
+    assert torch.equal(chip(x), plain(x))
+    params["threshold"][: chip.n_hidden] = 1.5  # higher hidden thresholds: fewer hidden spikes
+    fewer = chip.trace(x).spikes_hidden.sum()
+    assert fewer < plain.trace(x).spikes_hidden.sum()
+    thr_h = chip._hardware_biases()[0]
+    assert torch.equal(thr_h, torch.clamp(torch.round(chip.hw["thr_h"] * 1.5), 1, INT16_MAX))
+    params["threshold"].fill_(1.0)
+    params["leak"].fill_(0.0)  # no leak: the membrane integrates, more spikes
+    assert chip.trace(x).spikes_hidden.sum() > plain.trace(x).spikes_hidden.sum()
+    params["leak"].fill_(5.0)  # a runaway factor (not through the wrapper) is refused at the next query
+    with pytest.raises(ValueError, match=r"drift factor leak must stay in 0..2, got 5..5"):
+        chip(x)
+    # the differentiable model stays the nominal network whatever the drift
+    params["leak"].fill_(0.5)
+    f = NeuromorphicChip(**SMALL, mode="float", noise=0.0)
+    ref = f.differentiable(x)
+    f.drift_parameters()["threshold"].fill_(2.0)
+    assert torch.equal(f.differentiable(x), ref) and not torch.equal(f(x), ref)

@@ -79,7 +79,7 @@ def test_gaussian_medium_is_passive(n_in, n_out):
 
 
 def test_shot_noise_is_poisson():
-    s = OpticalCavity(16, 64, seed=0, photons=1000.0, read_noise=0.0, full_well=1e6, adc_bits=24)
+    s = OpticalCavity(16, 64, seed=0, photons=64000.0, read_noise=0.0, full_well=1e6, adc_bits=24)
     x = slm(1, 16).repeat(4000, 1)
     charge = s(x) * s.full_well  # back to electrons (ADC step 0.06 e-)
     mean, var = charge.mean(0), charge.var(0)
@@ -88,7 +88,7 @@ def test_shot_noise_is_poisson():
 
 
 def test_saturation_and_adc_quantisation():
-    s = OpticalCavity(8, 32, seed=0, photons=1e6, full_well=1000.0, adc_bits=4)
+    s = OpticalCavity(8, 32, seed=0, photons=3.2e7, full_well=1000.0, adc_bits=4)
     y = s(slm(10, 8))
     assert float(y.max()) == 1.0
     assert torch.allclose(y * 15, torch.round(y * 15))  # only 16 codes
@@ -123,3 +123,40 @@ def test_cuda_matches_cpu():
     cpu = OpticalCavity(8, 16, seed=0, noise=False)(x)
     gpu = OpticalCavity(8, 16, seed=0, noise=False, device="cuda")(x.cuda())
     assert torch.allclose(cpu, gpu.cpu(), atol=1e-3)
+
+
+@pytest.mark.parametrize("n_out", [16, 128, 1024])
+def test_photons_are_a_light_budget_shared_by_the_camera_pixels(n_out):
+    """The expected photo-electrons of all pixels sum to photons x the transmitted fraction (<= photons x t^2),
+    whatever the camera size: a bigger camera divides the light, it does not get more of it."""
+    s = OpticalCavity(32, n_out, seed=1, photons=1e5, transmission=0.8, slm_bits=None, dtype=torch.complex128)
+    x = torch.rand(64, 32, generator=torch.Generator().manual_seed(0))
+    total = s.signal(x).sum(1)
+    assert torch.allclose(total, 1e5 * s.transmitted_fraction(x), rtol=1e-12)
+    assert float(total.max()) <= 1e5 * 0.8**2 * (1 + 1e-12)
+    assert s.describe()["photons_per_query_e"] == 1e5
+
+
+def test_a_bigger_camera_gets_the_same_light_not_more():
+    """Per-pixel photons made the 1024-pixel camera detect 14.4x the photo-electrons of the 128-pixel one; with a
+    budget, only the share of a random medium's light that a larger camera catches differs (Marchenko-Pastur)."""
+    x = slm(200, 74, seed=3)
+    small, big = OpticalCavity(74, 128, seed=0, noise=False), OpticalCavity(74, 1024, seed=0, noise=False)
+    ratio = float(big.signal(x).sum() / small.signal(x).sum())
+    edge = lambda n_out: (1 + (74 / n_out) ** 0.5) ** 2  # noqa: E731 - sigma_max^2 over the mean singular value^2
+    assert ratio == pytest.approx(edge(128) / edge(1024), rel=0.15)  # about 1.9, not 14.4
+    assert ratio < 2.5
+    # the default exposure: 768 000 e- per query for every camera of 128 pixels or more; a smaller one is exposed
+    # shorter (6000 e- at unit intensity, a fifth of the full well) rather than saturated
+    assert small.photons == big.photons == 768000.0 and not big.photons_given
+    assert OpticalCavity(8, 24).photons == 24 * 6000.0 and OpticalCavity(8, 24, full_well=5e4).photons == 24 * 1e4
+    assert big.describe()["photons_setting"] == "default exposure"
+
+
+def test_noisy_measurement_conserves_the_light_budget_on_average():
+    s = OpticalCavity(16, 64, seed=4, photons=2e5, read_noise=0.0, full_well=1e6, adc_bits=24)
+    x = slm(1, 16).repeat(2000, 1)
+    detected = (s(x) * s.full_well).sum(1)  # electrons over the whole camera, per query
+    expected = float(s.signal(x[:1]).sum())
+    assert float(detected.mean()) == pytest.approx(expected, rel=0.01)
+    assert float(detected.var()) == pytest.approx(expected, rel=0.15)  # Poisson: variance = mean, summed over pixels

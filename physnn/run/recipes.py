@@ -20,7 +20,9 @@ __all__ = ["RECIPES", "with_recipe"]
 RECIPES: dict[str, dict[str, Any]] = {
     # a 1024-pixel camera: 8x the speckle features of the 128-pixel default, for the same physical queries; on
     # digits (main job, MF-FF, 2 blocks, 20 epochs, seeds 0-2) 0.966/0.961/- (128 px) -> 0.983/0.981/0.969 (512 px)
-    # -> 0.981/0.992/0.978 (1024 px); a larger camera helps MNIST-5k too (local_ce 0.931 at 1024 and 2048 px)
+    # -> 0.981/0.992/0.978 (1024 px); a larger camera helps MNIST-5k too (local_ce 0.931 at 1024 and 2048 px).
+    # The same light as the 128-pixel default: `photons` is a budget per query shared by the pixels (seed 0: 0.978
+    # at the default 768 000 e- per query, 0.978 at 8x that, the light the earlier per-pixel setting gave 1024 px)
     "optics": {"system_options": {"n_outputs": 1024}},
     # a 1-bit metasurface: the thermometer encoder (features standardised, then on/off at the median) turns on
     # 7.9 of 19 bits where min-max scaling then rounding turned on 2.8; nonlinear fraction at the encoder's drives
