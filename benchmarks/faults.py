@@ -30,7 +30,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 #: The matrix's classes, in the order of docs/reliability.md.
-CLASSES = ["serial", "visa", "remote", "run file", "signals", "unsafe", "disk full", "bad input"]
+CLASSES = [
+    "serial",
+    "visa",
+    "remote",
+    "run file",
+    "signals",
+    "unsafe",
+    "disk full",
+    "bad input",
+    "combination",
+    "resume",
+]
 
 #: Unmarked fault tests: (file, regex on the test name) -> class. First match wins, so put the narrow ones first.
 CLASSIFY: list[tuple[str, str, str]] = [

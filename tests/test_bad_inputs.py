@@ -44,6 +44,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "short_csv": d / "short.csv",
         "binary_csv": d / "binary.csv",
         "tiny_csv": d / "tiny.csv",
+        "label_scale_toml": d / "label_scale.toml",
+        "digital_continual_toml": d / "digital_continual.toml",
+        "continual_typo_toml": d / "continual_typo.toml",
         "missing": d / "missing",
     }
     f["existing_h5"].write_bytes(b"an earlier run")
@@ -56,6 +59,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     f["short_csv"].write_text("\n".join([HEADER, _row("w01", 0), _row("w02", 0), "w03,ae,0,600"]) + "\n")
     f["binary_csv"].write_bytes(bytes(range(256)) * 4)
     f["tiny_csv"].write_text("\n".join([HEADER, _row("w01", 0), _row("w02", 1)]) + "\n")  # one sample per class
+    f["label_scale_toml"].write_text("label_scale = -1\n")
+    f["digital_continual_toml"].write_text('method = "digital"\ncontinual_ticks = 20\n')
+    f["continual_typo_toml"].write_text("continual_ticks = 0\n[continual_options]\nprobe_evry = 5\n")
     return f
 
 
@@ -140,6 +146,28 @@ CASES: list[tuple[str, list[str], str]] = [
         r"MNIST folder not found: .*afile",
     ),
     # the run file
+    # combinations of keys, refused before anything is opened (physnn/run/preflight.py)
+    (
+        "stop-val-on-test-split",
+        [*T, "--stop-on", "val", "--val-fraction", "0", "--epochs", "20"],
+        r"stop_on = 'val' with val_fraction = 0 would choose when to stop on the test split",
+    ),
+    (
+        "budget-below-one-epoch",
+        [*T, "--query-budget", "1"],
+        r"query_budget = 1 is below one epoch's learning queries \(\d+ for method 'mfff'",
+    ),
+    ("label-scale<0", ["train", "--config", "{label_scale_toml}"], r"label_scale .* positive finite number, got -1"),
+    (
+        "digital-continual",
+        ["train", "--config", "{digital_continual_toml}"],
+        r"continual_ticks = 20 with method = 'digital'",
+    ),
+    (
+        "continual-option-typo",
+        ["train", "--config", "{continual_typo_toml}"],
+        r"continual_options: continual has no option\(s\) 'probe_evry'",
+    ),
     ("output-not-h5", [*T, "--output", "{dir}/run.txt"], r"output '.*run.txt' ends in '.txt': give a run file"),
     (
         "data-path-unused",

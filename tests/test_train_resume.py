@@ -154,7 +154,7 @@ SMALL += ["--system-option", "n_outputs=64"]
 
 
 @pytest.mark.slow
-@pytest.mark.fault("run file")
+@pytest.mark.fault("resume")
 def test_a_run_killed_before_its_final_test_is_finished_by_resume(tmp_path):
     """Killed after its last checkpoint, before the test split: --resume measures only that, status completed."""
     ref = tmp_path / "ref.h5"
@@ -221,7 +221,7 @@ def resumed(config, path, lines=None, **keys):
 
 
 @pytest.mark.slow
-@pytest.mark.fault("run file")
+@pytest.mark.fault("resume")
 def test_a_run_stopped_by_its_budget_and_killed_before_the_test_does_not_train_on(tmp_path, monkeypatch):
     one = run(small(tmp_path, "one.h5", epochs=1)).train_queries
     config = small(tmp_path, epochs=10, query_budget=int(2.5 * one))
@@ -238,7 +238,7 @@ def test_a_run_stopped_by_its_budget_and_killed_before_the_test_does_not_train_o
 
 
 @pytest.mark.slow
-@pytest.mark.fault("run file")
+@pytest.mark.fault("resume")
 def test_a_run_killed_after_its_summary_is_marked_completed_without_measuring_again(tmp_path, monkeypatch):
     config = small(tmp_path)
     interrupted_at(monkeypatch, "finish", after=True)
@@ -255,7 +255,7 @@ def test_a_run_killed_after_its_summary_is_marked_completed_without_measuring_ag
 
 
 @pytest.mark.slow
-@pytest.mark.fault("run file")
+@pytest.mark.fault("resume")
 def test_a_run_killed_before_its_first_checkpoint_trains_again_from_the_start(tmp_path, monkeypatch):
     ref = run(small(tmp_path, "ref.h5"))
     config = small(tmp_path)
@@ -276,7 +276,7 @@ def test_a_run_killed_before_its_first_checkpoint_trains_again_from_the_start(tm
 
 
 @pytest.mark.slow
-@pytest.mark.fault("run file")
+@pytest.mark.fault("resume")
 def test_an_extension_killed_half_way_resumes_to_its_new_target(tmp_path, monkeypatch):
     config = small(tmp_path, epochs=1)
     run(config)
@@ -291,7 +291,7 @@ def test_an_extension_killed_half_way_resumes_to_its_new_target(tmp_path, monkey
 
 
 @pytest.mark.slow
-@pytest.mark.fault("run file")
+@pytest.mark.fault("resume")
 def test_a_run_killed_in_its_continual_phase_runs_it_again_and_finishes(tmp_path, monkeypatch):
     config = small(tmp_path, epochs=1, continual_ticks=4, continual_options={"probe_every": 2, "probes": 4})
     interrupted_at(monkeypatch, "continual")
@@ -306,6 +306,7 @@ def test_a_run_killed_in_its_continual_phase_runs_it_again_and_finishes(tmp_path
     assert kinds.index("resumed") < kinds.index("continual_tick")
 
 
+@pytest.mark.fault("resume")
 def test_resume_refuses_fewer_epochs_than_it_has_trained(tmp_path, capsys):
     from physnn.cli import main
     from physnn.runlog import RunWriter

@@ -20,6 +20,7 @@ from physnn.runlog._common import (
     _writer_alive,
 )
 from physnn.runlog.columns import _JsonLog, _TextLog
+from physnn.runlog.lock import hold
 from physnn.runlog.reader import Run, load
 
 
@@ -159,6 +160,11 @@ def recover(path: str | os.PathLike, *, force: bool = False) -> bool:
     the writer is alive on this host; a writer on another host needs ``force``.
     """
     path = Path(path)
+    with hold(path):  # a writer or a resume in another process may not be inside the file meanwhile
+        return _recover(path, force)
+
+
+def _recover(path: Path, force: bool) -> bool:
     run = _load_for_repair(path, force)
     if not _superblock_flags(path):
         return False

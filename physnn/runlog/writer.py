@@ -56,6 +56,8 @@ from physnn.runlog.checkpoints import (
 )
 from physnn.runlog.codec import _loose_json, _strict_json
 from physnn.runlog.columns import _Rows
+from physnn.runlog.lock import acquire as _acquire_lock
+from physnn.runlog.lock import release as _release_lock
 from physnn.runlog.metric_table import MetricTable, create_metric_table
 from physnn.runlog.records import (
     RecordLogs,
@@ -135,11 +137,7 @@ class RunWriter:
     ):
         path = Path(path)
         overwrite = checks.boolean("overwrite", overwrite)
-        if path.exists() and not overwrite:
-            raise FileExistsError(
-                f"run file {str(path)!r} already exists; continue it with RunWriter.resume(path), "
-                f"or pass overwrite=True to replace it"
-            )
+        _refuse_existing(path, overwrite)
         if not isinstance(config, Mapping):
             raise TypeError(f"config must be a dict, got {type(config).__name__}")
         seed = checks.integer("seed", seed)
@@ -172,21 +170,29 @@ class RunWriter:
         self.checkpoint_seconds = checkpoint_seconds
         self.fsync_seconds = fsync_seconds
         path.parent.mkdir(parents=True, exist_ok=True)
-        start_unix = time.time()
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
+        _acquire_lock(path)  # one writer per run file (physnn/runlog/lock.py), let go at close()
         try:
-            with h5py.File(tmp, "w", libver=LIBVER) as f:
-                options = {
-                    "samples_per_call": samples_per_call,
-                    "max_samples": max_samples,
-                    "goodness_per_call": goodness_per_call,
-                }
-                self._create_layout(f, config_json, dataset_json, described, names, units, seed, start_unix, options)
-            os.replace(tmp, path)  # the file appears complete, or not at all
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        self._open_swmr(segment=0)
+            _refuse_existing(path, overwrite)  # again, now that no other writer can be creating it
+            start_unix = time.time()
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.creating")
+            try:
+                with h5py.File(tmp, "w", libver=LIBVER) as f:
+                    options = {
+                        "samples_per_call": samples_per_call,
+                        "max_samples": max_samples,
+                        "goodness_per_call": goodness_per_call,
+                    }
+                    self._create_layout(
+                        f, config_json, dataset_json, described, names, units, seed, start_unix, options
+                    )
+                os.replace(tmp, path)  # the file appears complete, or not at all
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
+            self._open_swmr(segment=0)
+        except BaseException:
+            _release_lock(path)
+            raise
         self.event("run_started", {"pid": os.getpid(), "host": socket.gethostname(), "path": str(path)})
 
     # ------------------------------------------------------------- creation
@@ -576,7 +582,10 @@ class RunWriter:
                     os.close(self._fd)
                     self._fd = None
                 self._closed = True
-            _set_root_status(self.path, status, end_time=_iso_now())
+            try:
+                _set_root_status(self.path, status, end_time=_iso_now())
+            finally:
+                _release_lock(self.path)  # the next writer may open it now
 
     def __enter__(self) -> "RunWriter":
         return self
@@ -623,13 +632,28 @@ class RunWriter:
         previous status and the last checkpoint. Refused while the writer that
         left the file open is still alive on this host; a writer on another
         host cannot be checked, so then ``force=True`` is needed. Files of
-        run-format version 1 are read, not appended to.
+        run-format version 1 are read, not appended to. Another process
+        holding the file's write lock (a writer, a resume) is refused at once
+        with :class:`~physnn.runlog.lock.RunFileLocked` naming it.
         """
         path = Path(path)
         durable = checks.boolean("durable", durable)
         force = checks.boolean("force", force)
         checkpoint_seconds = check_checkpoint_seconds(checkpoint_seconds)
         fsync_seconds = checks.nonnegative("fsync_seconds", fsync_seconds)
+        _acquire_lock(path)  # before the open-for-writing check: two resumes cannot both pass it
+        try:
+            self = cls._reopen(path, durable, force, checkpoint_seconds, fsync_seconds)
+        except BaseException:
+            _release_lock(path)
+            raise
+        return self
+
+    @classmethod
+    def _reopen(
+        cls, path: Path, durable: bool, force: bool, checkpoint_seconds: float | None, fsync_seconds: float
+    ) -> "RunWriter":
+        """:meth:`resume` once the file's write lock is held."""
         run = _load_for_repair(path, force)
         if run.format_version < FORMAT_VERSION:
             raise RunFileError(
@@ -684,6 +708,14 @@ class RunWriter:
         )
         logger.info("resumed %s (segment %d, previous status %s)", path, segment, previous)
         return self
+
+
+def _refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise FileExistsError(
+            f"run file {str(path)!r} already exists; continue it with RunWriter.resume(path), "
+            f"or pass overwrite=True to replace it"
+        )
 
 
 def _or_minus1(epoch: int | None) -> int:
