@@ -32,13 +32,13 @@ def spy(monkeypatch):
     """``system = "spy"``; the data loader counts its calls."""
     registry.register_system("spy", _spy_factory)
     calls = {"data": 0}
-    real = experiment.load_dataset
+    real = experiment.load_data
 
     def load(*args, **kwargs):
         calls["data"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(experiment, "load_dataset", load)
+    monkeypatch.setattr(experiment, "load_data", load)
     yield calls
     registry._RUNTIME.pop("spy", None)
 
