@@ -23,7 +23,7 @@ from physnn.core.checks import check_options
 from physnn.core.safety import track
 from physnn.core.system import PhysicalSystem
 
-__all__ = ["register_system", "available_systems", "build_system", "system_factory", "install_hint"]
+__all__ = ["register_system", "available_systems", "build_system", "system_factory", "install_hint", "load_plugin"]
 
 _RUNTIME: dict[str, Callable[..., PhysicalSystem]] = {}
 
@@ -76,18 +76,29 @@ def install_hint(exc: ImportError) -> str:
     return f"; install it with: pip install {dist}"
 
 
-def system_factory(name: str) -> Callable[..., PhysicalSystem]:
-    if name in _RUNTIME:
-        return _RUNTIME[name]
-    eps = _entry_points()
+def load_plugin(kind: str, name: str, group: str, runtime: dict[str, Callable[..., Any]], available: list[str]) -> Any:
+    """The callable registered as ``name``: a run-time registration, else the entry point of ``group``.
+
+    The one lookup behind every name -> plug-in registry (systems here, data sets in
+    :mod:`physnn.data.registry`): an unknown name lists the ``available`` ones, and a plug-in that cannot be
+    imported says what to install (:func:`install_hint`).
+    """
+    if name in runtime:
+        return runtime[name]
+    eps = {ep.name: ep for ep in entry_points(group=group)}
     if name not in eps:
-        raise ValueError(f"unknown system {name!r}; available systems: {', '.join(available_systems()) or '(none)'}")
+        raise ValueError(f"unknown {kind} {name!r}; available {kind}s: {', '.join(available) or '(none)'}")
     try:
         return eps[name].load()
     except ImportError as exc:
         raise ImportError(
-            f"system {name!r} could not be loaded ({eps[name].value}): {exc}{install_hint(exc)}", name=exc.name
+            f"{kind} {name!r} could not be loaded ({eps[name].value}): {exc}{install_hint(exc)}", name=exc.name
         ) from exc
+
+
+def system_factory(name: str) -> Callable[..., PhysicalSystem]:
+    """The factory registered as ``name`` (imported, not called)."""
+    return load_plugin("system", name, "physnn.systems", _RUNTIME, available_systems())
 
 
 def build_system(name: str, /, **options: Any) -> PhysicalSystem:

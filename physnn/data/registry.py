@@ -25,7 +25,7 @@ from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
-from physnn.core.registry import install_hint
+from physnn.core.registry import load_plugin
 from physnn.data.base import Dataset
 from physnn.data.tables import as_dataset
 
@@ -103,19 +103,9 @@ def _resolve(spec: str) -> Callable[..., Dataset]:
 def dataset_loader(name: str) -> Callable[..., Dataset]:
     """The loader of ``name`` (imported, not called): an unknown name lists the known ones; a plug-in that
     cannot be imported says what to install."""
-    if name in _RUNTIME:
-        return _RUNTIME[name]
-    if name in BUILTIN:
+    if name in BUILTIN and name not in _RUNTIME:
         return _resolve(BUILTIN[name][0])
-    eps = _entry_points()
-    if name not in eps:
-        raise ValueError(f"unknown dataset {name!r}; available datasets: {', '.join(available_datasets())}")
-    try:
-        return eps[name].load()
-    except ImportError as exc:
-        raise ImportError(
-            f"dataset {name!r} could not be loaded ({eps[name].value}): {exc}{install_hint(exc)}", name=exc.name
-        ) from exc
+    return load_plugin("dataset", name, GROUP, _RUNTIME, available_datasets())
 
 
 def _parameters(loader: Callable[..., Any]) -> tuple[set[str], bool]:
