@@ -276,6 +276,15 @@ def test_a_port_that_is_not_a_ray_cluster_is_named_within_the_timeout():
         server.close()
 
 
+@pytest.fixture
+def short_tmp():
+    """A temporary folder with a short path (Ray's socket paths must stay under 108 characters), removed after."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ray", dir="/tmp", ignore_cleanup_errors=True) as folder:
+        yield folder
+
+
 _TOKEN_PROBE = r"""
 import os, sys
 from physnn.scale import cluster
@@ -310,14 +319,13 @@ ray.shutdown()
 
 
 @pytest.mark.fault("remote")
-def test_token_problems_are_told_apart_from_a_missing_cluster(tmp_path):
+def test_token_problems_are_told_apart_from_a_missing_cluster(tmp_path, short_tmp):
     """A missing or wrong Ray token used to read "no Ray cluster ... start one" after 22 s."""
     import os
     import subprocess
     import sys
-    import tempfile
 
-    tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must stay short
+    tmp = short_tmp
     env = dict(
         os.environ,
         RAY_AUTH_MODE="token",

@@ -142,6 +142,15 @@ def test_out_must_be_a_folder(tmp_path):
         run_sweep(_base(), {}, [0], tmp_path / "file", echo=lambda line: None)
 
 
+@pytest.fixture
+def short_tmp():
+    """A temporary folder with a short path (Ray's socket paths must stay under 108 characters), removed after."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="ray", dir="/tmp", ignore_cleanup_errors=True) as folder:
+        yield folder
+
+
 _LEFTOVERS = r"""
 import sys, time
 from physnn.run.config import RunConfig
@@ -175,14 +184,13 @@ print("after failed sweep:", alive_children())
 
 
 @pytest.mark.fault("sweep")
-def test_no_ray_process_is_left_behind_by_an_error(tmp_path):
+def test_no_ray_process_is_left_behind_by_an_error(tmp_path, short_tmp):
     """A failed start and a failed sweep each stop every process they started (checked by their parent)."""
     import os
-    import tempfile
 
     if ray is None:
         pytest.skip("the Ray extra is not installed (pip install 'physnn[ray]')")
-    tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # Ray's socket paths must stay short
+    tmp = short_tmp
     env = dict(os.environ, RAY_TMPDIR=tmp, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     out = subprocess.run(
         [sys.executable, "-c", _LEFTOVERS, str(tmp_path / "sweep")],
@@ -198,7 +206,7 @@ def test_no_ray_process_is_left_behind_by_an_error(tmp_path):
         out.stdout
     )
     assert len(list(Path(tmp, "ray").glob("session_2*"))) == 2  # both clusters did start (the test is not vacuous)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 20  # stop_local has terminated them; let the OS finish
     while (left := _processes_mentioning(tmp)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not left, left

@@ -330,31 +330,44 @@ def own_children() -> set[int]:
         return set()
 
 
-def _stop_new_children(before: set[int], grace_s: float = 5.0) -> None:
-    """Stop the processes this process started since ``before`` was taken (a node that failed half-way up)."""
+def _new_children(before: set[int]) -> list[Any]:
+    """Handles on this process's descendants that were not there when ``before`` was taken.
+
+    Taken *before* a shutdown: a worker whose parent (the raylet) is stopped is re-parented and would no
+    longer show up as a descendant, yet it may outlive the shutdown under load.
+    """
     try:
         import psutil
     except ImportError:
+        return []
+    try:
+        return [c for c in psutil.Process().children(recursive=True) if c.pid not in before]
+    except psutil.Error:
+        return []
+
+
+def _stop(procs: list[Any], grace_s: float = 5.0) -> None:
+    """Terminate the processes still running among ``procs``; kill those that outlive ``grace_s``."""
+    if not procs:
         return
-    procs = []
-    for pid in own_children() - before:
-        try:
-            procs.append(psutil.Process(pid))
-        except psutil.Error:
-            pass
+    import psutil
+
+    alive = []
     for proc in procs:
         try:
-            proc.terminate()
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                proc.terminate()
+                alive.append(proc)
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for proc in alive:
+    _, left = psutil.wait_procs(alive, timeout=grace_s)
+    for proc in left:
         try:
             proc.kill()
         except psutil.Error:
             pass
-    if procs:
-        logger.info("stopped %d Ray process(es) left by a failed start", len(procs))
+    if alive:
+        logger.info("stopped %d Ray process(es) that outlived their cluster", len(alive))
 
 
 def start_local(*, num_cpus: int | None, resources: dict[str, float] | None = None, bind: str = "127.0.0.1") -> Any:
@@ -379,7 +392,7 @@ def start_local(*, num_cpus: int | None, resources: dict[str, float] | None = No
             _node_ip_address=bind,
             logging_level=logging.WARNING,
         )
-    except BaseException:
+    except BaseException:  # Ray keeps no handle on what it started: stop it here
         stop_local(before)
         raise
     return ray
@@ -391,7 +404,8 @@ def stop_local(before: set[int]) -> None:
     ``before``: this process's children before the cluster started (:func:`own_children`), which are left alone.
     """
     ray = require_ray()
+    procs = _new_children(before)
     try:
         ray.shutdown()
     finally:
-        _stop_new_children(before)
+        _stop(procs)
