@@ -19,10 +19,11 @@ The measurements ``y`` are standardised per sample (zero mean, unit variance
 across the camera pixels, microphones ...): they come in arbitrary units and
 drift in gain. The skip path carries *digital* values, which neither drift
 nor have arbitrary units, so it is kept whole (``skip_scaling="data"``, the
-default): block 0's data features are centred and scaled per feature with the
-mean and standard deviation of the *training* split (fitted once, before the
-first epoch, by :meth:`LocalNet.fit_scaling`; scikit-learn's ``StandardScaler``),
-and a deeper block's skip is the previous block's ``z`` unchanged. Then block 0
+default): block 0's data features are centred on the mean of the *training*
+split and divided by one common scale (fitted once, before the first epoch, by
+:meth:`LocalNet.fit_scaling`) -- an affine map of the very features a logistic
+regression control sees -- and a deeper block's skip is the previous block's
+``z`` unchanged. Then block 0
 contains a linear classifier on the data (``head_0(linear_0([y, x]))`` can
 ignore ``y``), and block ``i`` can reproduce block ``i-1``'s logits, so with
 identity systems the stack can do what a logistic regression does.
@@ -58,7 +59,7 @@ SKIP_SCALINGS = ("data", "sample")
 class LocalBlock(E2EBlock):
     """Encoder -> physics -> standardise -> skip -> ``nn.Linear``, with the skip kept whole (module docstring).
 
-    ``scale_input``: True for block 0 (its skip is the data, standardised per feature with the buffers
+    ``scale_input``: True for block 0 (its skip is the data, centred and scaled with the buffers
     ``skip_mean`` / ``skip_std`` fitted on the training split); deeper blocks pass the previous ``z`` as is.
     """
 
@@ -108,8 +109,8 @@ class LocalNet(nn.Module):
         hidden: output width of each block's linear layer (an int or one per block).
         skip: as in :class:`physnn.core.model.PNN`.
         encoder: as in :class:`physnn.core.model.PNN`.
-        skip_scaling: ``"data"`` (default: block 0's skip standardised per feature on the training
-            split, deeper skips unscaled) or ``"sample"`` (round 2: every skip standardised per sample).
+        skip_scaling: ``"data"`` (default: block 0's skip centred and scaled on the training split,
+            deeper skips unscaled) or ``"sample"`` (round 2: every skip standardised per sample).
         seed: seeds the digital weights.
     """
 
@@ -161,15 +162,18 @@ class LocalNet(nn.Module):
 
     @torch.no_grad()
     def fit_scaling(self, x: torch.Tensor) -> None:
-        """Fit block 0's skip standardisation on the training features ``x`` (no query; once, before training).
+        """Fit block 0's skip scaling on the training features ``x`` (no query; once, before training).
 
-        A feature that never varies in ``x`` keeps scale 1 (as scikit-learn's ``StandardScaler``).
+        Each feature is centred on its training mean; all share one scale, the rms of the centred training
+        data (so the skip has unit rms). One scale, not one per feature: a pixel that is lit in a handful of
+        training images would otherwise be multiplied by a hundred, and the linear layer would overfit it.
         """
         x = self.check_features(x)
         block = self.blocks[0]
-        std = x.std(dim=0, unbiased=False)
-        block.skip_mean.copy_(x.mean(dim=0))
-        block.skip_std.copy_(torch.where(std > 1e-8, std, torch.ones_like(std)))
+        mean = x.mean(dim=0)
+        rms = (x - mean).pow(2).mean().sqrt()
+        block.skip_mean.copy_(mean)
+        block.skip_std.fill_(float(rms) if float(rms) > 1e-12 else 1.0)
 
     @torch.no_grad()
     def block_log_probs(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -31,7 +31,7 @@ from torch import nn
 
 from physnn.core import checks
 from physnn.core.e2e_model import black_box
-from physnn.core.local_model import LocalNet
+from physnn.core.local_model import SKIP_SCALINGS, LocalNet
 from physnn.train.base import LR_SCHEDULES, Trainer, scheduled_lr
 
 __all__ = ["LocalCE"]
@@ -44,6 +44,9 @@ class LocalCE(Trainer):
         inner_steps: optimiser steps per batch reusing the same measurements.
         lr_schedule: ``"constant"`` or ``"cosine"`` (each block's learning rate decays to 0 over ``epochs``).
         label_smoothing: cross-entropy label smoothing (a regulariser; 0 = none).
+        skip_scaling: how the network's skip paths are scaled (:class:`~physnn.core.local_model.LocalNet`;
+            ``"data"``, the default, keeps the data whole so the stack contains a linear classifier;
+            ``"sample"`` reproduces round-2 runs).
         Others as :class:`~physnn.train.base.Trainer`.
     """
 
@@ -64,6 +67,7 @@ class LocalCE(Trainer):
         inner_steps: int = 1,
         lr_schedule: str = "cosine",
         label_smoothing: float = 0.0,
+        skip_scaling: str = "data",
     ):
         super().__init__(
             epochs=epochs,
@@ -78,10 +82,11 @@ class LocalCE(Trainer):
         self.inner_steps = checks.integer("inner_steps", inner_steps, low=1)
         self.lr_schedule = checks.choice("lr_schedule", lr_schedule, LR_SCHEDULES)
         self.label_smoothing = checks.real("label_smoothing", label_smoothing, low=0.0, high=1.0, high_open=True)
+        self.skip_scaling = checks.choice("skip_scaling", skip_scaling, SKIP_SCALINGS)
 
     def build_model(self, systems: Sequence[Any], n_features: int, n_classes: int, **options: Any) -> nn.Module:
         keep = {k: v for k, v in options.items() if k in ("hidden", "skip", "encoder", "seed")}
-        return LocalNet(systems, n_features, n_classes, **keep)
+        return LocalNet(systems, n_features, n_classes, skip_scaling=self.skip_scaling, **keep)
 
     def _check_model(self, model: nn.Module) -> None:
         if not isinstance(model, LocalNet):
@@ -91,6 +96,10 @@ class LocalCE(Trainer):
         names = [f"loss/block{i}" for i in range(len(model.blocks))]
         names += [f"train_accuracy/block{i}" for i in range(len(model.blocks))]
         return [*names, "train_accuracy", "lr"]
+
+    def _setup(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Fit block 0's skip standardisation on the training features (digital, no query)."""
+        model.fit_scaling(x)
 
     def _make_optimizers(self, model: nn.Module) -> list[torch.optim.Optimizer]:
         return [
