@@ -15,6 +15,15 @@ What is counted
   A system used by several blocks is counted once.
 * **Device seconds**: time spent inside the systems' ``_measure``, per phase.
 * **Wall seconds**: elapsed time per phase.
+* **Digital FLOPs a query replaces** (``flops_replaced/<phase>``): what a
+  digital computer would spend to compute the same map the physics computed,
+  summed over the samples queried -- "what the physics saves", as a number.
+  A system states its price per sample with a ``digital_flops_per_sample()``
+  method (the digital controls of :mod:`physnn.simulators.controls` do, with
+  :func:`physnn.simulators.controls.speckle_flops` the price of one optical
+  query); :func:`query_flops` reads it, and a system that states none is left
+  out of these metrics (they are absent when no system states one). Like the
+  queries, they are charged to the phase in which the samples were queried.
 * **Digital FLOPs**: :class:`torch.utils.flop_counter.FlopCounterMode`, which
   counts matrix products (mm, addmm, bmm), convolutions and attention, forward
   and backward, at 2 FLOPs per multiply-add; complex products are counted like
@@ -52,7 +61,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from physnn.core.system import PhysicalSystem, SystemSpec
 
-__all__ = ["Accountant", "count_flops", "probe_flops", "StandIn", "with_stand_ins", "FLOP_FORMULAS"]
+__all__ = ["Accountant", "count_flops", "probe_flops", "query_flops", "StandIn", "with_stand_ins", "FLOP_FORMULAS"]
 
 
 # --------------------------------------------------------------- LU solves
@@ -95,6 +104,24 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any,
     with _counter() as fc:
         result = fn(*args, **kwargs)
     return result, int(fc.get_total_flops())
+
+
+def query_flops(system: PhysicalSystem) -> int | None:
+    """Digital FLOPs one sample of ``system``'s map would cost on a digital computer, or None if it states none.
+
+    A system states it with ``digital_flops_per_sample() -> int`` (duck-typed, like ``differentiable``): the
+    noise-free map it computes, priced as a digital computer would compute it. Nothing of the system is read
+    but that one public method.
+    """
+    fn = getattr(system, "digital_flops_per_sample", None)
+    if not callable(fn):
+        return None
+    n = fn()
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(
+            f"system {system.spec.name!r}: digital_flops_per_sample() must return an integer >= 0, got {n!r}"
+        )
+    return n
 
 
 # --------------------------------------------------------------- stand-ins
@@ -163,13 +190,15 @@ class Accountant:
         self._device: dict[str, float] = {}
         self._wall: dict[str, float] = {}
         self._flops: dict[str, int] = {}
+        self._replaced: dict[str, int] = {}  # digital FLOPs the queried samples replace, per phase
         self._memo: dict[str, int] = {}  # repr(key) -> FLOPs, so checkpoints can carry it
         self.memo_hits = 0
         self.memo_misses = 0
         self._phase: str | None = None
         self._flop_depth = 0
-        #: (queries, device seconds) carried over from a checkpoint (:meth:`load_state_dict`)
-        self._offset: tuple[int, float] = (0, 0.0)
+        #: (queries, device seconds, replaced FLOPs) carried over from a checkpoint (:meth:`load_state_dict`)
+        self._offset: tuple[int, float, int] = (0, 0.0, 0)
+        self._per_sample: dict[int, int | None] = {}
         self.add_systems(systems)
 
     # ---------------------------------------------------------- systems
@@ -182,11 +211,18 @@ class Accountant:
             if id(s) not in self._systems:
                 self._systems[id(s)] = s
                 self._base[id(s)] = (s.stats.samples, s.stats.seconds)
+                self._per_sample[id(s)] = query_flops(s)
 
-    def _used(self) -> tuple[int, float]:
+    @property
+    def states_replaced_flops(self) -> bool:
+        """True when some system states what its queries replace (the ``flops_replaced/*`` metrics exist)."""
+        return any(v is not None for v in self._per_sample.values()) or bool(self._offset[2])
+
+    def _used(self) -> tuple[int, float, int]:
         q = sum(s.stats.samples - self._base[k][0] for k, s in self._systems.items())
         d = sum(s.stats.seconds - self._base[k][1] for k, s in self._systems.items())
-        return q + self._offset[0], d + self._offset[1]
+        r = sum((s.stats.samples - self._base[k][0]) * (self._per_sample[k] or 0) for k, s in self._systems.items())
+        return q + self._offset[0], d + self._offset[1], r + self._offset[2]
 
     # ---------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -196,13 +232,14 @@ class Accountant:
         counter that the uninterrupted run ran without it (the counter's
         dispatch can change the last bit of a result, and resume is bit-exact).
         """
-        q, d = self._used()
+        q, d, r = self._used()
         return {
             "queries": dict(self._queries),
             "device": dict(self._device),
             "wall": dict(self._wall),
             "flops": dict(self._flops),
-            "used": [int(q), float(d)],
+            "replaced": dict(self._replaced),
+            "used": [int(q), float(d), int(r)],
             "memo": dict(self._memo),
         }
 
@@ -214,10 +251,11 @@ class Accountant:
         self._device = {str(k): float(v) for k, v in state["device"].items()}
         self._wall = {str(k): float(v) for k, v in state["wall"].items()}
         self._flops = {str(k): int(v) for k, v in state["flops"].items()}
+        self._replaced = {str(k): int(v) for k, v in state.get("replaced", {}).items()}  # absent before round 3
         for k, s in self._systems.items():
             self._base[k] = (s.stats.samples, s.stats.seconds)
         used = state["used"]
-        self._offset = (int(used[0]), float(used[1]))
+        self._offset = (int(used[0]), float(used[1]), int(used[2]) if len(used) > 2 else 0)
         self._memo.update({str(k): int(v) for k, v in state.get("memo", {}).items()})
 
     # ---------------------------------------------------------- phases
@@ -232,16 +270,17 @@ class Accountant:
             raise ValueError(f"phase name must be a non-empty string, got {name!r}")
         if self._phase is not None:
             raise RuntimeError(f"phase {name!r} started inside phase {self._phase!r}; phases do not nest")
-        q0, d0 = self._used()
+        q0, d0, r0 = self._used()
         t0 = time.perf_counter()
         self._phase = name
         try:
             yield
         finally:
             self._phase = None
-            q1, d1 = self._used()
+            q1, d1, r1 = self._used()
             self._queries[name] = self._queries.get(name, 0) + (q1 - q0)
             self._device[name] = self._device.get(name, 0.0) + (d1 - d0)
+            self._replaced[name] = self._replaced.get(name, 0) + (r1 - r0)
             self._wall[name] = self._wall.get(name, 0.0) + (time.perf_counter() - t0)
 
     # ---------------------------------------------------------- FLOPs
@@ -292,10 +331,12 @@ class Accountant:
         Keys: ``queries/<phase>``, ``device_seconds/<phase>``, ``wall_seconds/<phase>``,
         ``flops/<phase>`` for every phase seen, queries made outside any phase as
         ``queries/other``, and ``queries/learning`` = train + twin_fit (what the
-        method spends to learn), ``flops/learning`` likewise, plus ``*/total``.
+        method spends to learn), ``flops/learning`` likewise, plus ``*/total``; and, when a system states
+        its price per sample (:func:`query_flops`), ``flops_replaced/<phase>``, ``flops_replaced/learning``
+        and ``flops_replaced/total``: the digital FLOPs the queried samples replace.
         """
         out: dict[str, float] = {}
-        q_total, d_total = self._used()
+        q_total, d_total, r_total = self._used()
         q_other = q_total - sum(self._queries.values())
         d_other = d_total - sum(self._device.values())
         phases = sorted(set(self._queries) | set(self._flops) | ({"other"} if q_other else set()))
@@ -313,4 +354,10 @@ class Accountant:
         if self.count_flops:
             out["flops/learning"] = float(self._flops.get("train", 0) + self._flops.get("twin_fit", 0))
             out["flops/total"] = float(sum(self._flops.values()))
+        if self.states_replaced_flops:
+            r_other = r_total - sum(self._replaced.values())
+            for p in phases:
+                out[f"flops_replaced/{p}"] = float(self._replaced.get(p, 0) + (r_other if p == "other" else 0))
+            out["flops_replaced/learning"] = float(self._replaced.get("train", 0) + self._replaced.get("twin_fit", 0))
+            out["flops_replaced/total"] = float(r_total)
         return out
