@@ -16,8 +16,22 @@ perturbed device (what a lab would get). ``--perturb 0`` makes the device the
 nominal simulator.
 
 Controls: logistic regression and a 256-unit MLP on the raw features, Hinton's
-FF on a digital stack, and the MF-FF stack with every system replaced by
-identity (does the physics add anything?).
+FF on a digital stack, and the same stack (the method's trainable layers,
+encoder, epochs, learning rate and seeds) with every system replaced by a
+control system (physnn/simulators/controls.py), so that one thing changes at a
+time:
+
+* ``identity`` -- no physics at all (and the data's own width);
+* ``random-linear`` -- a fixed random linear map of the physical system's output
+  width and drive levels: what the physics adds over it is its nonlinearity;
+* ``random-features`` -- a fixed random ReLU feature map of the same width,
+  computed digitally, and on optical pairs ``speckle``: the optical simulator's
+  own equations computed digitally without noise. What the physics adds over
+  these is what a digital computer would not get for the FLOPs the map costs
+  (the *map FLOPs/sample* column; for a physical row, what its queries replace).
+
+The controls use exactly the method's budget; none is tuned better or worse than
+the method it is compared with.
 
 Every run is appended to ``<out>/compare_runs.jsonl`` (one JSON object per
 run, keyed by pair, method, seed and settings; a run already there is not
@@ -52,13 +66,16 @@ from typing import Any
 
 import torch
 
+from physnn.core.evaluation import Accuracy
 from physnn.core.readout import fit_readout
 from physnn.core.registry import build_system
 from physnn.data.datasets import load_dataset
 from physnn.run.config import RunConfig
 from physnn.run.experiment import RunResult, build_systems, load_data, run_experiment
 from physnn.run.recipes import with_recipe
-from physnn.train.accounting import count_flops
+from physnn.simulators.controls import speckle_flops
+from physnn.train import trainer_class
+from physnn.train.accounting import count_flops, query_flops
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -89,13 +106,31 @@ METHODS = (
     "ff-digital",
     "mfff-identity",
     "local_ce-identity",
+    "mfff-linear",
+    "mfff-features",
+    "local_ce-linear",
+    "local_ce-features",
+    "local_ce-speckle",
     "logreg",
     "mlp",
 )
+#: control method -> (its training method, control system, control system options)
+CONTROLS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "mfff-linear": ("mfff", "random-linear", {}),
+    "mfff-features": ("mfff", "random-features", {"kind": "relu"}),
+    "local_ce-linear": ("local_ce", "random-linear", {}),
+    "local_ce-features": ("local_ce", "random-features", {"kind": "relu"}),
+    "local_ce-speckle": ("local_ce", "random-features", {"kind": "speckle"}),
+}
 LABELS = {
     "mfff": "MF-FF (goodness argmax)",
     "local_ce": "local cross-entropy (forward only)",
     "local_ce-identity": "local cross-entropy, systems -> identity (control)",
+    "local_ce-linear": "local cross-entropy, systems -> random linear map, same width (control)",
+    "local_ce-features": "local cross-entropy, systems -> random ReLU features, same width (control)",
+    "local_ce-speckle": "local cross-entropy, systems -> digital speckle (the optics' equations, no noise; control)",
+    "mfff-linear": "MF-FF, systems -> random linear map, same width (control)",
+    "mfff-features": "MF-FF, systems -> random ReLU features, same width (control)",
     "mfff-readout": "MF-FF + one-pass readout",
     "backprop-ideal": "backprop in silico, on the model (ideal)",
     "backprop-device": "backprop in silico, deployed on the device",
@@ -116,7 +151,12 @@ ROW_ORDER = [
     "backprop-device",
     "ff-digital",
     "mfff-identity",
+    "mfff-linear",
+    "mfff-features",
     "local_ce-identity",
+    "local_ce-linear",
+    "local_ce-features",
+    "local_ce-speckle",
     "logreg",
     "mlp",
 ]
@@ -187,6 +227,9 @@ def method_config(method: str, cfg: RunConfig, settings: Settings) -> RunConfig:
         return on_device(cfg.updated(method="local_ce"), settings)
     if method == "local_ce-identity":
         return cfg.updated(method="local_ce", system="identity", system_options={})
+    if method in CONTROLS:
+        trained_by, system, options = CONTROLS[method]
+        return control_config(cfg.updated(method=trained_by), system, options)
     if method == "ff-digital":
         return cfg.updated(method="ff_digital", theta=100.0)
     if method == "pat":
@@ -216,6 +259,50 @@ def method_config(method: str, cfg: RunConfig, settings: Settings) -> RunConfig:
             method_options={"hidden_layers": layers, "lr_schedule": "cosine"},
         )
     raise ValueError(f"unknown method {method!r}; methods: {', '.join(METHODS)}")
+
+
+def control_config(cfg: RunConfig, system: str, options: dict[str, Any]) -> RunConfig:
+    """``cfg`` with its systems replaced by a control of the same output width and drive domain (levels included),
+    built on the nominal physical system's block 0 as the run would build it."""
+    if options.get("kind") == "speckle" and cfg.system != "optics":
+        raise ValueError(f"the speckle control copies the optical simulator; pair system is {cfg.system!r}")
+    spec = physical_spec(cfg)
+    opts = dict(options, n_outputs=spec.n_outputs, low=spec.low, high=spec.high, levels=spec.levels)
+    if options.get("kind") == "speckle":
+        opts["phase_range"] = spec.high - spec.low  # the optical drive is a phase in units of pi
+    return cfg.updated(system=system, system_options=opts)
+
+
+def physical_spec(cfg: RunConfig):
+    """Block 0's :class:`SystemSpec` of the physical system ``cfg`` builds (nominal, closed at once)."""
+    systems = build_systems(cfg, load_data(cfg))
+    try:
+        return systems[0].spec
+    finally:
+        for s in systems:
+            s.close()
+
+
+def map_flops_per_sample(cfg: RunConfig) -> float:
+    """Digital FLOPs of one sample through every block's feature map (all blocks): a control's own price, or
+    for an optical run what its queries replace (the speckle count); NaN where nobody states a price."""
+    if cfg.system in ("identity",) or not trainer_class(cfg.method).uses_systems:
+        return 0.0
+    base = cfg.system_options.get("base") if cfg.system == "drifting" else cfg.system
+    systems = build_systems(cfg, load_data(cfg))
+    try:
+        total = 0
+        for s in systems:
+            n = query_flops(s)
+            if n is None and base == "optics":
+                n = speckle_flops(s.spec.n_inputs, s.spec.n_outputs)
+            if n is None:
+                return float("nan")
+            total += n
+        return float(total)
+    finally:
+        for s in systems:
+            s.close()
 
 
 # ------------------------------------------------------------------ one run
@@ -262,7 +349,7 @@ def one_run(pair_name: str, method: str, seed: int, settings: Settings, command:
     if method == "mfff":
         rows.append(("mfff", res, C * L))
         rows.append(("mfff-readout", readout_row(result, data, seed, res), L))
-    elif method in ("mfff-identity", "local_ce-identity", "ff-digital", "logreg", "mlp"):
+    elif method in ("mfff-identity", "local_ce-identity", "ff-digital", "logreg", "mlp", *CONTROLS):
         rows.append((method, res, 0))
     elif method == "backprop":
         rows.append(("backprop-ideal", res, L))
@@ -290,6 +377,7 @@ def one_run(pair_name: str, method: str, seed: int, settings: Settings, command:
         rows.append((method, res, L))
     total = time.perf_counter() - t0
     perturbation = device_perturbation(cfg) if method in ("mfff", "local_ce", "pat", "zo") else None
+    map_flops = map_flops_per_sample(cfg)
     records = []
     for row, r, q_inf in rows:
         m = r["metrics"]
@@ -309,6 +397,7 @@ def one_run(pair_name: str, method: str, seed: int, settings: Settings, command:
                 "train_seconds": m.get("wall_seconds/train", 0.0) + m.get("wall_seconds/twin_fit", 0.0),
                 "device_seconds": m.get("device_seconds/train", 0.0) + m.get("device_seconds/twin_fit", 0.0),
                 "inference_queries_per_sample": q_inf,
+                "map_flops_per_sample": map_flops,
                 "run_seconds": total,
                 "curve": r["curve"],
                 **({"device_perturbation": perturbation} if perturbation else {}),
@@ -394,6 +483,22 @@ def _fmt_sci(v: float) -> str:
     return f"{v / 10**e:.2f}e{e}"
 
 
+def pooled(rs: list[dict]) -> Accuracy:
+    """The seeds' test predictions pooled: correct answers over test samples (each seed's test split counted)."""
+    return Accuracy(
+        sum(round(r["test_accuracy"] * r["test_n"]) for r in rs if r.get("test_n")),
+        sum(r["test_n"] for r in rs if r.get("test_n")),
+    )
+
+
+def _pooled(rs: list[dict]) -> str:
+    a = pooled(rs)
+    if not a.n:
+        return "n/a"
+    lo, hi = a.interval
+    return f"{a.value:.3f} ({a.correct}/{a.n}, {lo:.3f}-{hi:.3f})"
+
+
 def _ms(vals: list[float], fmt: str = "{:.3f}") -> str:
     vals = [v for v in vals if v == v]
     if not vals:
@@ -461,22 +566,22 @@ def write_report(runs: list[dict], out: Path, command: str, unavailable: dict[st
             f"device perturbation {s['perturb']}, PAT twin {s['twin_samples']} queries x {s['twin_epochs']} "
             f"epochs, SPSA c = {s['zo_perturbation']}, {s['zo_directions']} direction(s); seeds {seeds}.",
             "",
-            "| method | n | test accuracy | learn queries | q to 95 % | learn FLOPs | train s | of which device s "
-            "| inf. q/sample |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| method | seeds | test accuracy | pooled over seeds (95 % CI) | learn queries | q to 95 % | learn FLOPs "
+            "| train s | of which device s | inf. q/sample | map FLOPs/sample |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for m in ROW_ORDER + sorted(set(by_method) - set(ROW_ORDER)):
             rs = by_method.get(m)
             if not rs:
                 continue
             lines.append(
-                f"| {LABELS.get(m, m)} | {len(rs)} | {_ms([r['test_accuracy'] for r in rs])} | "
+                f"| {LABELS.get(m, m)} | {len(rs)} | {_ms([r['test_accuracy'] for r in rs])} | {_pooled(rs)} | "
                 f"{_fmt_sci(statistics.mean(r['learning_queries'] for r in rs))} | "
                 f"{_fmt_sci(statistics.mean(r['queries_to_95'] for r in rs))} | "
                 f"{_fmt_sci(statistics.mean(r['learning_flops'] for r in rs))} | "
                 f"{_ms([r['train_seconds'] for r in rs], '{:.1f}')} | "
                 f"{statistics.mean(r['device_seconds'] for r in rs):.1f} | "
-                f"{rs[0]['inference_queries_per_sample']} |"
+                f"{rs[0]['inference_queries_per_sample']} | {_fmt_sci(rs[0].get('map_flops_per_sample', math.nan))} |"
             )
         extra = []
         pert = sorted({r["device_perturbation"] for rs in by_method.values() for r in rs if "device_perturbation" in r})
@@ -515,9 +620,10 @@ def write_report(runs: list[dict], out: Path, command: str, unavailable: dict[st
     ]
     if (out / "compare_runs_superseded.jsonl").is_file():
         lines.append(
-            "- `compare_runs_superseded.jsonl`: optics runs made before the optical simulator exposed "
-            "drift parameters (the device perturbation was then an output gain/offset error); kept for "
-            "the record, not shown."
+            "- `compare_runs_superseded.jsonl`: runs kept for the record, not shown: optics runs made before "
+            "the optical simulator exposed drift parameters (the device perturbation was then an output "
+            "gain/offset error), and local_ce runs made before its skip path kept the data whole (each "
+            "record says why in its `superseded` field)."
         )
     lines.append("")
     (out / "compare.md").write_text("\n".join(lines))
@@ -555,12 +661,49 @@ def reading(by_method: dict[str, list[dict]]) -> list[str]:
         )
     if mf and lr:
         out.append(f"MF-FF vs logistic regression on the raw features: {cmp(mf, lr)}.")
+    for method in ("local_ce", "mfff"):
+        out += fair_claim(method, by_method)
     ideal, dev = stat("backprop-ideal", "test_accuracy"), stat("backprop-device", "test_accuracy")
     if ideal and dev:
         txt = f"In-silico backprop: {ideal[0]:.3f} on its model, {dev[0]:.3f} deployed on the perturbed device"
         hil = [f"{n} {v[0]:.3f}" for n, v in (("MF-FF", mf), ("PAT", pat)) if v]
         out.append(txt + ("; trained on that device, " + ", ".join(hil) if hil else "") + ".")
     return out
+
+
+def fair_claim(method: str, by_method: dict[str, list[dict]]) -> list[str]:
+    """The method through the physics against its controls of the same width, in points, pooled over seeds (the
+    difference of the pooled accuracies; a difference inside the physics' own 95 % interval is called a tie)."""
+    phys = by_method.get(method)
+    controls = [(c, by_method.get(f"{method}-{c}")) for c in ("identity", "linear", "features", "speckle")]
+    controls = [(c, rs) for c, rs in controls if rs]
+    if not phys or not controls:
+        return []
+    a = pooled(phys)
+    lo, hi = a.interval
+    name = {"local_ce": "local_ce", "mfff": "MF-FF"}[method]
+    words = {
+        "identity": "identity (no physics, the data's width)",
+        "linear": "a random linear map of the same width",
+        "features": "random ReLU features of the same width",
+        "speckle": "the optics' equations computed digitally (no noise)",
+    }
+    parts = []
+    for c, rs in controls:
+        b = pooled(rs)
+        d = 100 * (a.value - b.value)
+        verdict = (
+            "within the 95 % interval: no difference shown"
+            if lo <= b.value <= hi
+            else ("the physics is better" if d > 0 else "the physics is worse")
+        )
+        cost = rs[0].get("map_flops_per_sample", math.nan)
+        price = f", {_fmt_sci(cost)} FLOPs/sample" if c in ("features", "speckle") and cost == cost else ""
+        parts.append(f"{d:+.1f} points over {words[c]} ({b.value:.3f}{price}; {verdict})")
+    return [
+        f"Against its fair controls, {name} through the physics ({a.value:.3f}, {a.correct}/{a.n}, 95 % CI "
+        f"{lo:.3f}-{hi:.3f}): " + "; ".join(parts) + "."
+    ]
 
 
 def plot(groups, path: Path) -> None:
