@@ -73,7 +73,7 @@ from physnn.data.datasets import load_dataset
 from physnn.run.config import RunConfig
 from physnn.run.experiment import RunResult, build_systems, load_data, run_experiment
 from physnn.run.recipes import with_recipe
-from physnn.simulators.controls import speckle_flops
+from physnn.simulators.controls import matching, speckle_flops
 from physnn.train import trainer_class
 from physnn.train.accounting import count_flops, query_flops
 
@@ -114,13 +114,13 @@ METHODS = (
     "logreg",
     "mlp",
 )
-#: control method -> (its training method, control system, control system options)
-CONTROLS: dict[str, tuple[str, str, dict[str, Any]]] = {
-    "mfff-linear": ("mfff", "random-linear", {}),
-    "mfff-features": ("mfff", "random-features", {"kind": "relu"}),
-    "local_ce-linear": ("local_ce", "random-linear", {}),
-    "local_ce-features": ("local_ce", "random-features", {"kind": "relu"}),
-    "local_ce-speckle": ("local_ce", "random-features", {"kind": "speckle"}),
+#: control method -> (its training method, control in physnn.simulators.controls.CONTROLS)
+CONTROL_METHODS: dict[str, tuple[str, str]] = {
+    "mfff-linear": ("mfff", "linear"),
+    "mfff-features": ("mfff", "features"),
+    "local_ce-linear": ("local_ce", "linear"),
+    "local_ce-features": ("local_ce", "features"),
+    "local_ce-speckle": ("local_ce", "speckle"),
 }
 LABELS = {
     "mfff": "MF-FF (goodness argmax)",
@@ -227,9 +227,9 @@ def method_config(method: str, cfg: RunConfig, settings: Settings) -> RunConfig:
         return on_device(cfg.updated(method="local_ce"), settings)
     if method == "local_ce-identity":
         return cfg.updated(method="local_ce", system="identity", system_options={})
-    if method in CONTROLS:
-        trained_by, system, options = CONTROLS[method]
-        return control_config(cfg.updated(method=trained_by), system, options)
+    if method in CONTROL_METHODS:
+        trained_by, control = CONTROL_METHODS[method]
+        return control_config(cfg.updated(method=trained_by), control)
     if method == "ff-digital":
         return cfg.updated(method="ff_digital", theta=100.0)
     if method == "pat":
@@ -261,16 +261,13 @@ def method_config(method: str, cfg: RunConfig, settings: Settings) -> RunConfig:
     raise ValueError(f"unknown method {method!r}; methods: {', '.join(METHODS)}")
 
 
-def control_config(cfg: RunConfig, system: str, options: dict[str, Any]) -> RunConfig:
-    """``cfg`` with its systems replaced by a control of the same output width and drive domain (levels included),
-    built on the nominal physical system's block 0 as the run would build it."""
-    if options.get("kind") == "speckle" and cfg.system != "optics":
+def control_config(cfg: RunConfig, control: str) -> RunConfig:
+    """``cfg`` with its systems replaced by a control of the same output width and drive domain (levels included)
+    as the nominal physical system's block 0, as the run would build it (physnn.simulators.controls.matching)."""
+    if control == "speckle" and cfg.system != "optics":
         raise ValueError(f"the speckle control copies the optical simulator; pair system is {cfg.system!r}")
-    spec = physical_spec(cfg)
-    opts = dict(options, n_outputs=spec.n_outputs, low=spec.low, high=spec.high, levels=spec.levels)
-    if options.get("kind") == "speckle":
-        opts["phase_range"] = spec.high - spec.low  # the optical drive is a phase in units of pi
-    return cfg.updated(system=system, system_options=opts)
+    system, options = matching(physical_spec(cfg), control)
+    return cfg.updated(system=system, system_options=options)
 
 
 def physical_spec(cfg: RunConfig):
@@ -349,7 +346,7 @@ def one_run(pair_name: str, method: str, seed: int, settings: Settings, command:
     if method == "mfff":
         rows.append(("mfff", res, C * L))
         rows.append(("mfff-readout", readout_row(result, data, seed, res), L))
-    elif method in ("mfff-identity", "local_ce-identity", "ff-digital", "logreg", "mlp", *CONTROLS):
+    elif method in ("mfff-identity", "local_ce-identity", "ff-digital", "logreg", "mlp", *CONTROL_METHODS):
         rows.append((method, res, 0))
     elif method == "backprop":
         rows.append(("backprop-ideal", res, L))

@@ -46,9 +46,40 @@ import torch
 from physnn.core import checks
 from physnn.core.system import PhysicalSystem, SystemSpec
 
-__all__ = ["RandomLinear", "RandomFeatures", "linear_flops", "relu_flops", "speckle_flops", "FEATURE_KINDS"]
+__all__ = [
+    "RandomLinear",
+    "RandomFeatures",
+    "CONTROLS",
+    "FEATURE_KINDS",
+    "matching",
+    "linear_flops",
+    "relu_flops",
+    "speckle_flops",
+]
 
 FEATURE_KINDS = ("relu", "speckle")
+
+#: control name -> (registered system, options): what :func:`matching` builds
+CONTROLS: dict[str, tuple[str, dict[str, Any]]] = {
+    "linear": ("random-linear", {}),
+    "features": ("random-features", {"kind": "relu"}),
+    "speckle": ("random-features", {"kind": "speckle"}),
+}
+
+
+def matching(spec: SystemSpec, control: str) -> tuple[str, dict[str, Any]]:
+    """``(system name, options)`` of the control ``control`` (a key of :data:`CONTROLS`) with the output width
+    and drive domain (limits, levels) of a system of ``spec``; ``n_inputs`` and ``seed`` come from the run.
+
+    For ``"speckle"`` the drive range is taken as a phase in units of pi, as the optical simulator's is.
+    """
+    if control not in CONTROLS:
+        raise checks.ParameterError(f"control must be one of {', '.join(map(repr, CONTROLS))}, got {control!r}")
+    name, options = CONTROLS[control]
+    opts = dict(options, n_outputs=spec.n_outputs, low=spec.low, high=spec.high, levels=spec.levels)
+    if control == "speckle":
+        opts["phase_range"] = spec.high - spec.low
+    return name, opts
 
 
 def linear_flops(n_inputs: int, n_outputs: int) -> int:

@@ -160,3 +160,18 @@ def test_query_flops_refuses_a_nonsense_price():
         query_flops(Bad())
     assert query_flops(IdentitySystem(3)) is None
     assert math.isclose(speckle_flops(64, 1024) / (8 * 64 * 1024), 1.0, rel_tol=0.01)
+
+
+def test_matching_builds_a_control_of_the_systems_width_and_drive_domain():
+    from physnn.simulators.controls import matching
+
+    spec = SystemSpec(64, 1024, 0.0, 1.0, 256, name="optics")
+    name, options = matching(spec, "speckle")
+    s = build_system(name, n_inputs=64, seed=1, **options)
+    assert (s.spec.n_outputs, s.spec.low, s.spec.high, s.spec.levels) == (1024, 0.0, 1.0, 256)
+    assert s.describe()["kind"] == "speckle" and s.describe()["phase_range"] == 1.0
+    for control in ("linear", "features"):
+        name, options = matching(spec, control)
+        assert build_system(name, n_inputs=64, **options).spec.n_outputs == 1024
+    with pytest.raises(ValueError, match="control must be one of.*'cosine'"):
+        matching(spec, "cosine")
