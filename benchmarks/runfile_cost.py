@@ -1,27 +1,26 @@
-"""What the HDF5 run file costs a full-batch run: file size against epochs, wall time against no run file.
+"""What a run file costs: its size for the README's runs, and the wall time it adds (issue 20).
 
-Issue 12 measured a run file that grew as epochs^1.6 (each checkpoint re-packed the
-whole history) and made full-batch vowels runs 1.85-2.5x slower than without it
-(a flush of every column on every query, an fsync per epoch and per checkpoint).
-This prints, for ``physnn train``'s own path (``run_experiment``) on full-batch vowels
-through the optics simulator:
+A lab keeps hundreds of run files for years, so a run file must stay small, and writing it must not
+slow the run down. This measures, on ``physnn train``'s own path (``run_experiment``):
 
-* the run-file size after 100/200/400 epochs and the exponent of a log-log fit
-  (goal 1.0: a constant cost per epoch);
-* the wall time with a run file / without one, interleaved in this process
-  (median of ``--repeats``), for a checkpoint every epoch and every 10 epochs,
-  and without the probe re-measurements (physical queries the runner makes only
-  when it writes a run file) and sample logging (goal <= 1.1);
-* the cost of the ``log_samples`` query hook per call, against the simulator's own
-  time per call on the same full batch.
+* **size**: the main job (``physnn train`` defaults: digits through optics, 20 epochs), the same run
+  extended to 25 epochs with ``--resume`` (goal: <= 1.25x), and the README's PAT example (vowels,
+  optics, 50 epochs, ``twin_samples = 1000``); the README's sweep (2 learning rates x 5 seeds of that
+  config) is ``--sweep-runs`` of them measured and scaled to its 10 runs;
+* **cost**: wall time with a run file / without one (``write_file=False``: no file, no probes, no
+  samples, no checkpoints), interleaved in this one process, median of ``--repeats``, for full-batch
+  vowels through optics (``--full-epochs``, 200 by default; goal <= 1.1) and for the main job (goal
+  <= 1.05). Everything the runner does only because it writes a file (probe re-measurements on the
+  device, sample logging, checkpoints) is charged to the file.
 
-    python benchmarks/runfile_cost.py [--epochs 100 200 400] [--wall-epochs 200] [--repeats 3]
+    python benchmarks/runfile_cost.py [--repeats 3] [--full-epochs 200] [--pat-epochs 50] [--out FILE.md]
+
+It prints a short table and writes it to ``benchmarks/results/runfile_cost.md`` (``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import statistics
@@ -29,110 +28,132 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+RESULTS = Path(__file__).resolve().parent / "results" / "runfile_cost.md"
+MiB = 2**20
 
-def _run(config, write_file: bool, folder: Path, tag: str) -> tuple[float, Path]:
+
+def _run(config, write_file: bool, folder: Path, tag: str, resume: Path | None = None) -> tuple[float, Path]:
     from physnn.run.experiment import run_experiment
 
-    path = folder / f"{tag}-{time.monotonic_ns()}.h5"
+    path = resume if resume is not None else folder / f"{tag}-{time.monotonic_ns()}.h5"
     t = time.perf_counter()
-    run_experiment(config.updated(output=str(path)), write_file=write_file, progress=False, echo=lambda s: None)
+    run_experiment(
+        config.updated(output=str(path)),
+        write_file=write_file,
+        progress=False,
+        echo=lambda s: None,
+        resume=resume,
+    )
     return time.perf_counter() - t, path
+
+
+def _interleaved(variants: dict, repeats: int, folder: Path) -> dict[str, list[float]]:
+    walls: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, (config, write) in variants.items():
+            wall, path = _run(config, write, folder, "wall")
+            walls[name].append(wall)
+            if path.exists():
+                path.unlink()
+    return walls
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, nargs="+", default=[100, 200, 400], help="epochs of the size runs")
-    ap.add_argument("--wall-epochs", type=int, default=200, help="epochs of the timed runs")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved repeats of each timed variant")
-    ap.add_argument("--data-path", default="", help="vowels.csv (default: ../shared/data/vowels.csv)")
+    ap.add_argument("--full-epochs", type=int, default=200, help="epochs of the timed full-batch runs")
+    ap.add_argument("--pat-epochs", type=int, default=50, help="epochs of the README's PAT example (0: skip it)")
+    ap.add_argument("--sweep-runs", type=int, default=1, help="PAT runs (lr 0.003/0.01, seeds 0..) measured")
+    ap.add_argument("--out", default=str(RESULTS), help="where the Markdown result goes ('' : print only)")
     args = ap.parse_args()
 
-    from physnn.core.registry import build_system
     from physnn.data.datasets import load_dataset
     from physnn.run.config import RunConfig
-    from physnn.runlog import RunWriter
+    from physnn.run.recipes import with_recipe
 
-    data = load_dataset("vowels", path=args.data_path or None, seed=0)
-    full = int(data.x_train.shape[0])
-    base = RunConfig(dataset="vowels", data_path=args.data_path, system="optics", batch_size=full, seed=0)
+    def config(**keys) -> RunConfig:  # as `physnn train` makes it: the keys given, then the system's recipe
+        return RunConfig.from_dict(with_recipe(keys))
 
+    full = int(load_dataset("vowels", seed=0).x_train.shape[0])
+    main_job = config()
+    full_batch = config(dataset="vowels", system="optics", batch_size=full, seed=0, epochs=args.full_epochs)
+    pat = config(
+        dataset="vowels",
+        system="optics",
+        method="pat",
+        blocks=2,
+        hidden=40,
+        epochs=max(args.pat_epochs, 1),
+        seed=3,
+        system_options={"noise": False},
+        method_options={"twin_samples": 1000},
+    )
+    lines: list[str] = []
+
+    def out(s: str = "") -> None:
+        print(s, flush=True)
+        lines.append(s)
+
+    t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        # ---- size against epochs
-        sizes = []
-        for epochs in args.epochs:
-            _, path = _run(base.updated(epochs=epochs), True, folder, f"size{epochs}")
-            sizes.append(path.stat().st_size)
+        # ---------------------------------------------------------------- sizes
+        _, path = _run(main_job, True, folder, "main")
+        size20 = path.stat().st_size
+        _run(main_job.updated(epochs=25), True, folder, "main", resume=path)
+        size25 = path.stat().st_size
+        path.unlink()
+        pat_sizes = []
+        for i in range(args.sweep_runs if args.pat_epochs else 0):
+            _, path = _run(pat.updated(lr=(0.003, 0.01)[i % 2], seed=i // 2), True, folder, "pat")
+            pat_sizes.append(path.stat().st_size)
             path.unlink()
-        slope = float(np.polyfit(np.log(args.epochs), np.log(sizes), 1)[0])
-        per_epoch = (sizes[-1] - sizes[0]) / (args.epochs[-1] - args.epochs[0])
 
-        # ---- wall time, interleaved
-        every10 = base.updated(checkpoint_every=10)
-        variants = {
-            "no run file": (base, False),
-            "run file, checkpoint every epoch": (base, True),
-            "run file, checkpoint every 10 epochs": (every10, True),
-            "... and no probes re-measured, no samples logged": (every10.updated(probes=0, log_samples=False), True),
-        }
-        walls: dict[str, list[float]] = {name: [] for name in variants}
-        _run(base.updated(epochs=2), True, folder, "warmup")
-        for _ in range(args.repeats):
-            for name, (config, write) in variants.items():
-                wall, path = _run(config.updated(epochs=args.wall_epochs), write, folder, "wall")
-                walls[name].append(wall)
-                if path.exists():
-                    path.unlink()
+        # ---------------------------------------------------------------- cost
+        _run(full_batch.updated(epochs=2), True, folder, "warmup")
+        full_walls = _interleaved(
+            {"no run file": (full_batch, False), "run file": (full_batch, True)}, args.repeats, folder
+        )
+        main_walls = _interleaved(
+            {"no run file": (main_job, False), "run file": (main_job, True)}, args.repeats, folder
+        )
+    minutes = (time.perf_counter() - t_start) / 60
 
-        # ---- the query hook against the simulator's own time per call
-        system = build_system("optics", n_inputs=data.n_features + data.n_classes, seed=0)
-        spec = system.spec
-        levels = torch.randint(0, spec.levels, (full, spec.n_inputs), generator=torch.Generator().manual_seed(0))
-        x = spec.low + levels * ((spec.high - spec.low) / (spec.levels - 1))  # on the allowed drive levels
-        writer = RunWriter(folder / "hook.h5", config={}, seed=0, systems={"block0": system.describe()})
-        hook, sim = [], []
-        for i in range(300):
-            t = time.perf_counter()
-            y = system(x)
-            t1 = time.perf_counter()
-            writer.log_samples("block0", x, y)
-            t2 = time.perf_counter()
-            sim.append(t1 - t)
-            hook.append(t2 - t1)
-            if i % 3 == 2:  # an epoch flush every 3 calls (full batch: 2 blocks + evaluation)
-                writer.log_epoch(i // 3, {"loss": 0.0})
-        writer.close()
-
-    print(
-        f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}; full-batch vowels ({full} training "
-        f"samples), optics x2, hidden {base.hidden}, probes {base.probes}, samples logged"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    out(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads "
+        f"{torch.get_num_threads()}; load average {load:.1f} at the end; {minutes:.1f} min in all"
     )
-    print()
-    print("| epochs | run-file size (MiB) |")
-    print("|---:|---:|")
-    for epochs, size in zip(args.epochs, sizes):
-        print(f"| {epochs} | {size / 2**20:.2f} |")
-    print(
-        f"\nsize exponent (log-log fit over {args.epochs}): **{slope:.3f}** (goal 1.0); "
-        f"{per_epoch / 2**10:.1f} KiB per epoch (one checkpoint per epoch)\n"
-    )
-    ref = statistics.median(walls["no run file"])
-    print(f"| {args.wall_epochs} epochs, median of {args.repeats} interleaved | wall s | / no run file |")
-    print("|---|---:|---:|")
-    for name, values in walls.items():
-        med = statistics.median(values)
-        print(f"| {name} | {med:.2f} | {med / ref:.3f} |")
-    h, s = statistics.median(hook), statistics.median(sim)
-    print(
-        f"\nlog_samples hook: {h * 1e6:.0f} us per call (median of {len(hook)}), the optics simulator "
-        f"{s * 1e6:.0f} us per call on the same batch of {full}: hook / simulator = {h / s:.3f}"
-    )
-    if not math.isfinite(slope):
-        raise SystemExit("size fit failed")
+    out()
+    out("| run file of | size (MiB) | goal |")
+    out("|---|---:|---:|")
+    out(f"| main job, 20 epochs | {size20 / MiB:.2f} | <= 5 |")
+    out(f"| main job, resumed to 25 epochs | {size25 / MiB:.2f} ({size25 / size20:.3f}x) | <= 1.25x |")
+    if pat_sizes:
+        mean = statistics.mean(pat_sizes)
+        out(f"| README PAT example, {args.pat_epochs} epochs | {mean / MiB:.2f} | <= 20 |")
+        out(f"| README sweep (10 such runs; {len(pat_sizes)} measured) | {10 * mean / MiB:.0f} | <= 200 |")
+    out()
+    out(f"| wall time, median of {args.repeats} interleaved | no run file (s) | run file (s) | ratio | goal |")
+    out("|---|---:|---:|---:|---:|")
+    for name, walls, goal in (
+        (f"full-batch vowels ({full} samples), optics, {args.full_epochs} epochs", full_walls, 1.1),
+        ("main job (digits, optics, 20 epochs)", main_walls, 1.05),
+    ):
+        a, b = statistics.median(walls["no run file"]), statistics.median(walls["run file"])
+        out(f"| {name} | {a:.2f} | {b:.2f} | **{b / a:.3f}** | <= {goal} |")
+    if args.out:
+        cmd = "python benchmarks/runfile_cost.py " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"
+        )
+        Path(args.out).write_text(
+            "# Run-file size and cost (issue 20)\n\n"
+            f"Command: `{cmd}`, {time.strftime('%Y-%m-%d')}, on the shared 2-core development VM.\n\n"
+            + "\n".join(lines)
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

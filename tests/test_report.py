@@ -203,14 +203,19 @@ def test_ls_lists_runs_oldest_first_with_bad_files(tmp_path):
         rows = [line.split() for line in report.ls(tmp_path).splitlines()]
     finally:
         live.close()
-    assert rows[0] == ["file", "method", "status", "started", "epochs", "test", "acc", "queries", "note"]
+    header = ["file", "method", "status", "started", "epochs", "test", "acc", "queries", "time", "elapsed", "size"]
+    assert rows[0] == [*header, "note"]
     assert [r[0] for r in rows[2:]] == ["b_first.h5", "a_second.h5", "c_live.h5", "d_notes.h5"]
     assert rows[2][1:3] == ["mfff", "completed"] and rows[2][4:8] == ["2", "87.5", "%", "1,360"]
+    assert rows[2][9] == rows[2][11] == "s" and rows[2][13] == "MiB"  # time, elapsed, size
     assert rows[3][1] == "pat" and rows[3][4:8] == ["1", "25.0", "%", "10"]
-    assert rows[4][2] == "running" and rows[4][4:] == ["0", "-", "-", "no", "epoch", "logged", "yet"]
+    assert (
+        rows[4][2] == "running" and rows[4][4:7] == ["0", "-", "-"] and rows[4][-4:] == ["no", "epoch", "logged", "yet"]
+    )
     assert (
         rows[5][:3] == ["d_notes.h5", "-", "unreadable"]
-        and " ".join(rows[5][7:]) == "is not an HDF5 file (no HDF5 signature)"
+        and rows[5][7:11] == ["-", "-", "0.0", "MiB"]
+        and " ".join(rows[5][11:]) == "is not an HDF5 file (no HDF5 signature)"
     )
     with pytest.raises(FileNotFoundError, match="does not exist"):
         report.ls(tmp_path / "nowhere")

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from physnn import runlog
 from physnn.runlog import RunFileError, RunWriter
+from physnn.runlog.checkpoints import PARTS
 
 HELPER = Path(__file__).parent / "helpers" / "runlog_writer.py"
 _spec = importlib.util.spec_from_file_location("runlog_writer_helper", HELPER)
@@ -46,6 +47,14 @@ SYSTEMS = {
 _spawn, _wait_for, _kill9 = helper.spawn, helper.wait_for, helper.kill9
 
 
+def _last_manifest(path: Path) -> dict:
+    """The last checkpoint manifest of a run file (its arrays' offsets into /checkpoints/data)."""
+    from physnn.runlog.reader import _manifests
+
+    with h5py.File(path, "r", swmr=True, locking=False) as f:
+        return _manifests(f, int(f.attrs["format_version"]))[-1]
+
+
 # ------------------------------------------------------------------ round trip
 def test_round_trip_of_every_group(tmp_path):
     path = tmp_path / "runs" / "a.h5"
@@ -58,6 +67,7 @@ def test_round_trip_of_every_group(tmp_path):
         dataset={"name": "digits", "n_train": 10},
         samples_per_call=4,
         goodness_per_call=3,
+        keep_every=1,  # every checkpoint kept (by default only the last and the best: tests/test_runfile_retention.py)
     ) as w:
         assert w.blocks == ["block0", "block1"] and "loss/block1" in w.metric_names
         w.set_probes("block0", np.arange(10, dtype=np.float32).reshape(2, 5))
@@ -87,7 +97,7 @@ def test_round_trip_of_every_group(tmp_path):
 
     run = runlog.load(path)
     a = run.attrs
-    assert (a["format"], a["format_version"], a["seed"], a["status"]) == ("physnn-run", 2, 7, "completed")
+    assert (a["format"], a["format_version"], a["seed"], a["status"]) == ("physnn-run", 3, 7, "completed")
     assert run.status == "completed" and run.format_version == runlog.FORMAT_VERSION
     import datetime
 
@@ -279,7 +289,7 @@ def test_checkpoint_round_trip_is_bit_exact(tmp_path):
         "unicode": "Ω µm",
         "nested": [[1, [2.5, None]], ()],
     }
-    with RunWriter(tmp_path / "c.h5", config={"k": 1}, seed=0) as w:
+    with RunWriter(tmp_path / "c.h5", config={"k": 1}, seed=0, keep_every=1) as w:
         w.checkpoint(4, model, optim, {"gen": torch.Generator().manual_seed(3).get_state()}, extra={"h": [1.0]})
         w.checkpoint(5, {"w": torch.ones(1)})
     ck = runlog.last_checkpoint(tmp_path / "c.h5", epoch=4)
@@ -359,7 +369,7 @@ def test_kill9_mid_epoch_keeps_completed_epochs_and_resume_equals_uninterrupted(
     run = runlog.load(path)  # ... yet it opens, with every completed epoch
     assert run.status == "aborted" and run.attrs["status"] == "running"
     assert run.metrics["epoch"].tolist() == [0, 1, 2]
-    assert run.checkpoints == [0, 1, 2]
+    assert run.checkpoints == [0, 1, 2] and run.kept_checkpoints == [2]  # the earlier ones' space is reused
     assert [e["kind"] for e in run.events].count("retry") == 3 and run.events[-1]["kind"] == "mid_epoch"
     # samples reach the file at each epoch flush: those of the 3 completed epochs are kept, epoch 3's are lost
     assert run.samples["block0"]["x"].shape == (48, 4) and run.samples["block0"]["step"][-1] == 2
@@ -389,12 +399,14 @@ def test_kill9_mid_epoch_keeps_completed_epochs_and_resume_equals_uninterrupted(
             np.testing.assert_array_equal(a.metrics[key], b.metrics[key], err_msg=key)
     assert _same(a.checkpoint().model_state, b.checkpoint().model_state)
     assert _same(a.checkpoint().optim_state, b.checkpoint().optim_state)
-    assert a.status == "completed" and a.checkpoints == [0, 1, 2, 3, 4, 5]
+    assert a.status == "completed" and a.checkpoints == [0, 1, 2, 3, 4, 5] and a.kept_checkpoints == [5]
     resumed = [e for e in a.events if e["kind"] == "resumed"][0]["fields"]
     assert resumed["previous_status"] == "aborted" and resumed["last_checkpoint"] == 2
     with h5py.File(path, "r") as f:  # flags cleared: any HDF5 program opens it again
         assert f["metrics/segment"][:].tolist() == [0, 0, 0, 1, 1, 1]
-    assert torch.equal(a.checkpoint(0).model_state["0.weight"], b.checkpoint(0).model_state["0.weight"])
+        stream = f["checkpoints/data"].shape[0]
+    # space for the last checkpoint and the one being written: the dropped ones' space was reused
+    assert stream <= 2 * sum(a["nbytes"] for a in _last_manifest(path)["arrays"])
 
 
 def test_kill9_while_writing_leaves_a_consistent_file(tmp_path):
@@ -409,10 +421,15 @@ def test_kill9_while_writing_leaves_a_consistent_file(tmp_path):
     assert n >= 13 and ep.tolist() == list(range(n))
     assert run.metrics["loss"].tolist() == [1.0 / (e + 1) for e in range(n)]
     assert run.metrics["queries_total"].tolist() == [10.0 * e for e in range(n)]
+    # only the last checkpoint is kept, in space that earlier ones used: a kill mid-checkpoint wrote over
+    # free space only, so the last committed one is intact
     assert run.checkpoints == list(range(len(run.checkpoints))) and len(run.checkpoints) >= 13
-    for e in (0, run.checkpoints[-1]):
-        ck = run.checkpoint(e)
-        assert torch.equal(ck.model_state["w"], torch.full((64, 64), float(e))) and ck.optim_state == {"step": e}
+    (e,) = run.kept_checkpoints
+    assert e >= 12 and run.checkpoint_roles == [{"epoch": e, "roles": ["last"], "parts": list(PARTS)}]
+    ck = run.checkpoint()
+    assert torch.equal(ck.model_state["w"], torch.full((64, 64), float(e))) and ck.optim_state == {"step": e}
+    with h5py.File(path, "r", swmr=True, locking=False) as f:
+        assert f["checkpoints/data"].shape[0] <= 3 * 64 * 64 * 4  # at most the last, the new one and a spare
     pr = run.probes["block0"]
     assert pr["y"].shape[0] >= 13 and all(np.all(pr["y"][i] == i) for i in range(pr["y"].shape[0]))
     ticks = [e["fields"]["epoch"] for e in run.events if e["kind"] == "tick"]
@@ -521,7 +538,7 @@ def test_samples_are_capped_and_written_at_the_epoch_flush(tmp_path):
 @pytest.fixture
 def good_file(tmp_path) -> Path:
     path = tmp_path / "good.h5"
-    with RunWriter(path, config={"a": 1}, seed=0) as w:
+    with RunWriter(path, config={"a": 1}, seed=0, keep_every=2) as w:
         for e in range(20):
             w.log_epoch(e, {"loss": 1.0 / (e + 1)})
             w.checkpoint(e, {"w": torch.randn(32, 32)})
@@ -560,20 +577,21 @@ def test_bad_files_get_clear_messages(tmp_path, good_file):
     newer = tmp_path / "newer.h5"
     shutil.copy(good_file, newer)
     with h5py.File(newer, "r+") as f:
-        f.attrs["format_version"] = 3
-    assert msg(newer).startswith("was written in run-format version 3; this physnn")
-    assert "reads versions up to 2 — upgrade physnn" in msg(newer)
-    with pytest.raises(RunFileError, match="version 3"):
+        f.attrs["format_version"] = 4
+    assert msg(newer).startswith("was written in run-format version 4; this physnn")
+    assert "reads versions up to 3 — upgrade physnn" in msg(newer)
+    with pytest.raises(RunFileError, match="version 4"):
         runlog.last_checkpoint(newer)
 
 
 def test_damaged_checkpoint_is_detected(tmp_path, good_file):
+    offset = [a["offset"] for a in _last_manifest(good_file)["arrays"]][0]
     with h5py.File(good_file, "r+") as f:  # flip one byte of the last checkpoint's tensor data
         d = f["checkpoints/data"]
-        d[d.shape[0] - 10] = (int(d[d.shape[0] - 10]) + 1) % 256
-    with pytest.raises(RunFileError, match=r"checkpoint of epoch 19 is corrupt \(CRC32 mismatch\)"):
+        d[offset + 10] = (int(d[offset + 10]) + 1) % 256
+    with pytest.raises(RunFileError, match=r"checkpoint of epoch 19 is corrupt \(CRC32 mismatch in array 0"):
         runlog.last_checkpoint(good_file)
-    assert runlog.last_checkpoint(good_file, epoch=18).epoch == 18
+    assert runlog.last_checkpoint(good_file, epoch=18).epoch == 18  # kept (keep_every=2), in other bytes
     with RunWriter(tmp_path / "none.h5", config={}, seed=0) as w:
         w.log_epoch(0, {})
     with pytest.raises(runlog.NoCheckpointError, match="holds no checkpoint"):

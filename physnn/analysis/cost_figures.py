@@ -46,7 +46,8 @@ def plot_cost(run: Run) -> Figure | str:
         def device(ax: Any) -> None:
             ax.plot(ep, cum("device_seconds"), marker="o", markersize=3, label="inside the physical systems")
             if "wall_seconds" in m:
-                ax.plot(ep, m["wall_seconds"], "k--", lw=1.2, label="wall clock (whole training)")
+                # continuous across resumes (each process counts from 0; the gap between them is left out)
+                ax.plot(ep, run.cumulative("wall_seconds"), "k--", lw=1.2, label="wall clock (whole training)")
             ax.set(ylabel="time (s, cumulative)", title="Device time")
             ax.legend(fontsize=8)
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from physnn.analysis.plotting import method_of
-from physnn.analysis.text import fmt_count, fmt_pct, text_table
+from physnn.analysis.text import fmt_count, fmt_duration, fmt_pct, text_table
 from physnn.runlog import RunFileError, load
 
 __all__ = ["ls"]
@@ -16,7 +16,8 @@ __all__ = ["ls"]
 def ls(folder: str | os.PathLike = "runs") -> str:
     """A table of the run files (``*.h5``, ``*.hdf5``) in ``folder``, oldest first, with their key numbers.
 
-    Files that are not readable runs are listed too, with the reason.
+    ``time`` is the time the run's writers ran (a resumed run: its segments, without the gap between them),
+    ``elapsed`` first start to last record. Files that are not readable runs are listed too, with the reason.
     """
     folder = Path(folder)
     if not folder.exists():
@@ -31,7 +32,8 @@ def ls(folder: str | os.PathLike = "runs") -> str:
         try:
             r = load(p)
         except RunFileError as exc:
-            rows.append((math.inf, [p.name, "-", "unreadable", "-", "-", "-", "-", exc.problem.split(";")[0][:80]]))
+            problem = exc.problem.split(";")[0][:80]
+            rows.append((math.inf, [p.name, "-", "unreadable", "-", "-", "-", "-", "-", "-", _size(p), problem]))
             continue
         k = r.key_numbers()
         note = "" if k["epochs"] else "no epoch logged yet"
@@ -43,12 +45,23 @@ def ls(folder: str | os.PathLike = "runs") -> str:
             str(k["epochs"]),
             fmt_pct(k["test_accuracy"]),
             fmt_count(k["queries"]),
+            fmt_duration(k["wall_seconds"]),  # the writers' own time, without gaps between a stop and its resume
+            fmt_duration(k["elapsed_seconds"]),  # first start to last record, gaps included
+            _size(p),
             note,
         ]
         rows.append((float(r.attrs.get("start_time_unix", 0.0)), cells))
     rows.sort(key=lambda t: t[0])
     return text_table(
-        ["file", "method", "status", "started", "epochs", "test acc", "queries", "note"],
+        ["file", "method", "status", "started", "epochs", "test acc", "queries", "time", "elapsed", "size", "note"],
         [r for _, r in rows],
-        right=(4, 5, 6),
+        right=(4, 5, 6, 7, 8, 9),
     )
+
+
+def _size(path: Path) -> str:
+    """A file's size in MiB (a lab keeps hundreds of run files: what each takes matters)."""
+    try:
+        return f"{path.stat().st_size / 2**20:.1f} MiB"
+    except OSError:
+        return "-"

@@ -80,9 +80,14 @@ class RunConfig:
     continual_options: dict[str, Any] = field(default_factory=dict)
     checkpoint_every: int = 1
     checkpoint_seconds: float = 0.0
+    # the run file keeps the last checkpoint (for --resume) and the best by validation (its model); with N > 0
+    # also every N-th epoch's checkpoint, whole (docs/run-format.md, "Checkpoints")
+    keep_checkpoints: int = 0
     probes: int = 8
     threads: int = 1
     log_samples: bool = True
+    # byte budget of the raw query samples in the run file (all blocks), spread evenly over the epochs
+    sample_log_bytes: int = 524_288
     # scheduled evaluations on the whole validation split by default (0), so every printed validation accuracy
     # carries a usable interval (143 samples on digits: +-3 points; 32 samples gave +-8-10); a positive value is a
     # fixed seeded subsample, allowed only where its 95 % interval stays usable (see preflight). No on-device
@@ -138,6 +143,8 @@ class RunConfig:
         checks.integer("probes", self.probes, low=0, high=10_000)
         checks.integer("threads", self.threads, low=0, high=1024)
         checks.boolean("log_samples", self.log_samples)
+        checks.integer("keep_checkpoints", self.keep_checkpoints, low=0)
+        checks.integer("sample_log_bytes", self.sample_log_bytes, low=0, high=2**40)
         checks.integer("eval_samples", self.eval_samples, low=0)
         checks.boolean("measure_train_accuracy", self.measure_train_accuracy)
         checks.integer("query_budget", self.query_budget, low=0)

@@ -260,7 +260,9 @@ def open_run_file(
     from physnn import runlog
 
     if resume is not None:
-        return runlog.RunWriter.resume(resume, checkpoint_seconds=config.checkpoint_seconds or None)
+        return runlog.RunWriter.resume(
+            resume, checkpoint_seconds=config.checkpoint_seconds or None, planned_epochs=config.epochs or None
+        )
     if not write_file:
         return _no_file()
     path = run_path(config)
@@ -277,6 +279,11 @@ def open_run_file(
         dataset=data.describe(),
         metric_names=metric_names,
         checkpoint_seconds=config.checkpoint_seconds or None,
+        keep_every=config.keep_checkpoints,
+        # the best checkpoint by validation only: choosing by the test split would select on the test set
+        best_metric="val_accuracy" if "val_accuracy" in metric_names else None,
+        max_sample_bytes=config.sample_log_bytes,
+        planned_epochs=config.epochs or None,
     )
 
 

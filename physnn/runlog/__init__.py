@@ -66,7 +66,7 @@ from physnn.runlog._common import (
     default_metric_names,
 )
 from physnn.runlog.codec import _dumps, _Packer, _unpack, capture_rng, restore_rng
-from physnn.runlog.reader import Checkpoint, Run, last_checkpoint, load
+from physnn.runlog.reader import Checkpoint, Run, best_checkpoint, last_checkpoint, load
 from physnn.runlog.recovery import _lookup3, recover
 from physnn.runlog.writer import RunWriter
 
@@ -85,6 +85,7 @@ __all__ = [
     "Checkpoint",
     "load",
     "last_checkpoint",
+    "best_checkpoint",
     "recover",
     "capture_rng",
     "restore_rng",

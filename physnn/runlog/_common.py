@@ -22,8 +22,9 @@ FORMAT_NAME = "physnn-run"
 #: Version of the layout described in docs/run-format.md. Readers refuse newer versions.
 #: 1: JSON in uint8 byte streams, written with libver="latest" (read, never appended to).
 #: 2: bounded libver, fletcher32 on every raw dataset, units/long_name, dimension scales, text logs.
-FORMAT_VERSION = 2
-#: HDF5 file-format bounds of version-2 files: the lowest that keeps SWMR (superblock v3) and the
+#: 3: checkpoints retained (last, best, every N-th) in a reused arena, arrays stored once; a sample byte budget.
+FORMAT_VERSION = 3
+#: HDF5 file-format bounds of version-2 and -3 files: the lowest that keeps SWMR (superblock v3) and the
 #: same as the highest, so that HDF5 1.10 tools (Debian's hdf5-tools, MATLAB R2021+) read every object.
 LIBVER = ("v110", "v110")
 #: Values of the root ``status`` attribute. ``aborted``: the writer died without closing the run.

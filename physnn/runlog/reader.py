@@ -30,6 +30,7 @@ from physnn.runlog._common import (
     _LeftOpenError,
     _writer_alive,
 )
+from physnn.runlog.checkpoints import PARTS, retained_arrays
 from physnn.runlog.codec import _unpack
 from physnn.runlog.columns import _parse_text_rows, _read_json_log
 
@@ -37,7 +38,12 @@ from physnn.runlog.columns import _parse_text_rows, _read_json_log
 # ================================================================= the reader
 @dataclass(frozen=True)
 class Checkpoint:
-    """One checkpoint; unpacks as ``epoch, model_state, optim_state, rng_state, config``."""
+    """One checkpoint; unpacks as ``epoch, model_state, optim_state, rng_state, config``.
+
+    ``roles``: why the file keeps it (``last``, ``best``, ``kept``; format 3). ``complete`` is False for a
+    checkpoint kept as the best by validation only: it has its model, and ``optim_state``, ``rng_state``
+    and ``extra`` are None (deploy it; resume from the last one).
+    """
 
     epoch: int
     model_state: dict[str, Any]
@@ -46,6 +52,8 @@ class Checkpoint:
     config: dict[str, Any]
     extra: Any = None
     time: float = math.nan
+    roles: tuple[str, ...] = ()
+    complete: bool = True
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.epoch, self.model_state, self.optim_state, self.rng_state, self.config))
@@ -218,7 +226,7 @@ def _plain_attrs(attrs: h5py.AttributeManager) -> dict[str, Any]:
     return out
 
 
-def _read_metrics(g: h5py.Group, version: int) -> tuple[dict[str, np.ndarray], list[dict[str, float]]]:
+def _read_metrics(g: h5py.Group, version: int) -> tuple[dict[str, np.ndarray], list[dict[str, float]], np.ndarray]:
     names = json.loads(_attr_str(g.attrs["columns"]))
     cols = {n: g[_column_name(n)] for n in names}
     n = min(
@@ -263,7 +271,7 @@ def _read_metrics(g: h5py.Group, version: int) -> tuple[dict[str, np.ndarray], l
         if any(name in merged[e] for e in keys):  # columns never logged are left out
             metrics[name] = np.asarray([merged[e].get(name, math.nan) for e in keys], dtype=np.float64)
     rows = [{"epoch": e, **{k: v for k, v in merged[e].items() if k != "time"}} for e in keys]
-    return metrics, rows
+    return metrics, rows, np.asarray([latest_segment[e] for e in keys], dtype=np.int64)
 
 
 def _derive_status(attrs: Mapping[str, Any], events: list[dict[str, Any]], live: bool) -> str:
@@ -299,7 +307,10 @@ class Run:
             NaN where not logged), one entry per epoch; rows superseded by a
             resume are dropped. ``epoch_rows``: the same as a list of dicts.
         events: ``[{"time", "kind", "fields"}]`` in order.
-        checkpoints: the epochs that have a checkpoint.
+        checkpoints: the epochs a checkpoint was written for, in order (format 3 keeps only some of them).
+        checkpoint_roles: ``[{"epoch", "roles", "parts"}]`` of the checkpoints the file keeps, oldest first:
+            ``last`` (complete: what ``--resume`` needs), ``best`` (by validation; the model only unless it
+            is also the last or kept), ``kept`` (``keep_checkpoints``). Formats 1 and 2 keep every one.
         probes: ``{block: {"x": [P,n_in], "y": [N,P,n_out], "step": [N], "time": [N]}}``.
         goodness: ``{block: {"epoch", "positive", "value"}}`` (long format).
         confusion: ``[{"epoch", "split", "labels", "matrix"}]``.
@@ -323,7 +334,15 @@ class Run:
     summary: dict[str, Any]
     live: bool = False
     systems_start: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checkpoint_roles: list[dict[str, Any]] = field(default_factory=list)
+    #: the writer segment (0, then 1, 2, ... after each resume) of each row of ``metrics``
+    epoch_segments: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     _samples: dict[str, dict[str, np.ndarray]] | None = field(default=None, repr=False)
+
+    @property
+    def kept_checkpoints(self) -> list[int]:
+        """The epochs whose checkpoint can still be read (:meth:`checkpoint`)."""
+        return [c["epoch"] for c in self.checkpoint_roles]
 
     @property
     def format_version(self) -> int:
@@ -376,11 +395,45 @@ class Run:
             }
         )
 
-    def checkpoint(self, epoch: int | None = None) -> Checkpoint:
-        """The checkpoint of ``epoch`` (default: the last one), tensors bit for bit as written."""
+    def checkpoint(self, epoch: int | None = None, *, role: str | None = None) -> Checkpoint:
+        """The checkpoint of ``epoch``, or the one kept as ``role`` (``"last"``, ``"best"``); default: the last.
+
+        Tensors come back bit for bit as written.
+        """
+        if role is not None:
+            role = checks.choice("role", role, ("last", "best", "kept"))
         return _with_file(
-            self.path, lambda f, live, version: _read_checkpoint(f, self.path, epoch, self.config, version)
+            self.path, lambda f, live, version: _read_checkpoint(f, self.path, epoch, self.config, version, role)
         )
+
+    def cumulative(self, name: str) -> np.ndarray:
+        """A per-segment running total (e.g. the trainer's ``wall_seconds``, which restarts in each process)
+        made continuous across resumes: each resumed segment continues from the value at the epoch it resumed
+        from. NaN where the metric was not logged."""
+        values = np.asarray(self.metrics.get(name, np.full(self.metrics["epoch"].size, math.nan)), dtype=np.float64)
+        out = values.copy()
+        offset, carried, seg = 0.0, 0.0, None
+        for i, s in enumerate(self.epoch_segments.tolist()):
+            if s != seg:  # a new segment: it counts from 0 again, after the last row before it
+                offset, seg = carried, s
+            if math.isfinite(values[i]):
+                out[i] = values[i] + offset
+                carried = out[i]
+        return out
+
+    def segment_times(self) -> list[tuple[float, float]]:
+        """(start, end) Unix times of each writer segment: from its ``run_started``/``resumed`` event to its
+        last record (the ``run_closed`` event, or the last event or metric row of a segment that died)."""
+        starts = [e["time"] for e in self.events if e["kind"] in ("run_started", "resumed")]
+        if not starts:
+            starts = [float(self.attrs.get("start_time_unix", math.nan))]
+        times = sorted([e["time"] for e in self.events] + [float(t) for t in self.metrics["time"]])
+        out = []
+        for i, start in enumerate(starts):
+            stop = starts[i + 1] if i + 1 < len(starts) else math.inf
+            inside = [t for t in times if start <= t < stop]
+            out.append((start, max(inside, default=start)))
+        return out
 
     def final(self, name: str) -> tuple[int | None, float]:
         """(epoch, value) of the last finite value of a metric; (None, nan) if never logged."""
@@ -399,6 +452,7 @@ class Run:
             "status": self.status,
             "start_time": self.attrs.get("start_time", ""),
             "epochs": int(m["epoch"].size),
+            "segments": max(1, len(self.segment_times())),
             "checkpoints": len(self.checkpoints),
             "events": len(self.events),
         }
@@ -418,9 +472,12 @@ class Run:
         else:
             out["queries"] = math.nan
         out["device_seconds"] = float(np.nansum(m["device_seconds"])) if "device_seconds" in m else math.nan
-        # the whole run: start to close (or to the last record of a run still going / aborted)
-        last = max([e["time"] for e in self.events] + [float(t) for t in m["time"][-1:]], default=math.nan)
-        out["wall_seconds"] = last - float(self.attrs.get("start_time_unix", math.nan))
+        # active: the writers' own time (each segment from its start to its last record), without the gaps
+        # between a run that stopped and its resume; elapsed: first start to last record, gaps included
+        segments = self.segment_times()
+        out["wall_seconds"] = float(sum(end - start for start, end in segments))
+        out["elapsed_seconds"] = segments[-1][1] - float(self.attrs.get("start_time_unix", segments[0][0]))
+        out["size_bytes"] = self.path.stat().st_size if self.path.exists() else 0
         return out
 
 
@@ -468,42 +525,118 @@ def _manifests(f: h5py.File, version: int) -> list[dict[str, Any]]:
     return records
 
 
-def _read_checkpoint(f: h5py.File, path: Path, epoch: int | None, config: dict[str, Any], version: int) -> Checkpoint:
-    with _Reading("/checkpoints"):
-        records = _manifests(f, version)
-    if not records:
-        raise NoCheckpointError(path, "holds no checkpoint (the run stopped before its first one)")
-    if epoch is None:
-        i = len(records) - 1
-    else:
-        hits = [i for i, r in enumerate(records) if r["epoch"] == epoch]
+def _kept(records: list[dict[str, Any]], version: int) -> list[dict[str, Any]]:
+    """The checkpoints a file keeps, oldest first: ``{"epoch", "roles", "parts", "record"}``.
+
+    Format 3: those named by the last manifest's ``retained`` list (the space of the others is reused).
+    Formats 1 and 2 kept every checkpoint; the last one is the ``last``.
+    """
+    if version >= 3:
+        if not records:
+            return []
+        by_id = {int(r["id"]): r for r in records}
+        entries = sorted(records[-1]["retained"], key=lambda e: int(e["id"]))
+        return [
+            {
+                "epoch": int(e["epoch"]),
+                "roles": list(e["roles"]),
+                "parts": list(e["parts"]),
+                "record": by_id[int(e["id"])],
+            }
+            for e in entries
+        ]
+    return [
+        {
+            "epoch": int(r["epoch"]),
+            "roles": ["last"] if i == len(records) - 1 else [],
+            "parts": list(PARTS),
+            "record": r,
+        }
+        for i, r in enumerate(records)
+    ]
+
+
+def _pick(kept: list[dict[str, Any]], path: Path, epoch: int | None, role: str | None) -> dict[str, Any]:
+    have = [k["epoch"] for k in kept]
+    if role is not None:
+        hits = [k for k in kept if role in k["roles"]]
         if not hits:
-            raise NoCheckpointError(path, f"has no checkpoint of epoch {epoch}; it has {[r['epoch'] for r in records]}")
-        i = hits[-1]
-    r = records[i]
+            roles = {k["epoch"]: k["roles"] for k in kept}
+            raise NoCheckpointError(path, f"keeps no {role!r} checkpoint; it keeps (epoch: roles) {roles}")
+    elif epoch is None:
+        hits = [k for k in kept if "last" in k["roles"]] or kept[-1:]
+    else:
+        hits = [k for k in kept if k["epoch"] == epoch]
+        if not hits:
+            raise NoCheckpointError(path, f"has no checkpoint of epoch {epoch}; it has {have}")
+    complete = [k for k in hits if len(k["parts"]) == len(PARTS)]
+    return (complete or hits)[-1]
+
+
+def _checkpoint_bytes(f: h5py.File, path: Path, chosen: dict[str, Any], others: list[int]) -> tuple[list, bytes]:
+    """(table, data) of the arrays a kept checkpoint still has, each checked against its CRC-32 (format 3)."""
+    r, ds = chosen["record"], f["checkpoints/data"]
+    table, buf = list(r["arrays"]), bytearray()
+    for i in retained_arrays(r, chosen["parts"]):
+        a = r["arrays"][i]
+        start, n = int(a["offset"]), int(a["nbytes"])
+        with _Reading(f"/checkpoints/data of epoch {r['epoch']}"):
+            if start + n > ds.shape[0]:
+                raise ValueError(f"needs bytes {start}..{start + n} but the data stream has {ds.shape[0]}")
+            raw = _arr(ds, slice(start, start + n)).tobytes() if n else b""
+        if zlib.crc32(raw) != int(a["crc32"]):
+            raise RunFileError(
+                path,
+                f"checkpoint of epoch {r['epoch']} is corrupt (CRC32 mismatch in array {i}, bytes "
+                f"{start}..{start + n}); other checkpoints: {others}",
+            )
+        table[i] = {**a, "offset": len(buf)}
+        buf += raw
+    return table, bytes(buf)
+
+
+def _read_checkpoint(
+    f: h5py.File, path: Path, epoch: int | None, config: dict[str, Any], version: int, role: str | None = None
+) -> Checkpoint:
+    with _Reading("/checkpoints"):
+        kept = _kept(_manifests(f, version), version)
+    if not kept:
+        raise NoCheckpointError(path, "holds no checkpoint (the run stopped before its first one)")
+    chosen = _pick(kept, path, epoch, role)
+    r = chosen["record"]
+    others = [k["epoch"] for k in kept if k is not chosen]
     if r.get("byteorder", sys.byteorder) != sys.byteorder:
         raise RunFileError(path, f"checkpoint of epoch {r['epoch']} was written on a {r['byteorder']}-endian machine")
-    with _Reading(f"/checkpoints/data of epoch {r['epoch']}"):
-        start, length = int(r["data_offset"]), int(r["data_length"])
-        ds = f["checkpoints/data"]
-        if start + length > ds.shape[0]:
-            raise ValueError(f"needs bytes {start}..{start + length} but the data stream has {ds.shape[0]}")
-        data = _arr(ds, slice(start, start + length)).tobytes() if length else b""
-    if zlib.crc32(data) != int(r["crc32"]):
-        others = [rr["epoch"] for rr in records if rr is not r]
-        raise RunFileError(
-            path, f"checkpoint of epoch {r['epoch']} is corrupt (CRC32 mismatch); other checkpoints: {others}"
-        )
-    with _Reading(f"checkpoint of epoch {r['epoch']}"):
+    if version >= 3:
+        table, data = _checkpoint_bytes(f, path, chosen, others)
+    else:
+        with _Reading(f"/checkpoints/data of epoch {r['epoch']}"):
+            start, length = int(r["data_offset"]), int(r["data_length"])
+            ds = f["checkpoints/data"]
+            if start + length > ds.shape[0]:
+                raise ValueError(f"needs bytes {start}..{start + length} but the data stream has {ds.shape[0]}")
+            data = _arr(ds, slice(start, start + length)).tobytes() if length else b""
+        if zlib.crc32(data) != int(r["crc32"]):
+            raise RunFileError(
+                path, f"checkpoint of epoch {r['epoch']} is corrupt (CRC32 mismatch); other checkpoints: {others}"
+            )
         table = r["arrays"]
+    parts = set(chosen["parts"])
+    with _Reading(f"checkpoint of epoch {r['epoch']}"):
+
+        def part(name: str) -> Any:
+            return _unpack(r.get(name), table, data) if name in parts else None
+
         return Checkpoint(
             epoch=int(r["epoch"]),
-            model_state=_unpack(r["model"], table, data),
-            optim_state=_unpack(r["optim"], table, data),
-            rng_state=_unpack(r["rng"], table, data),
+            model_state=part("model"),
+            optim_state=part("optim"),
+            rng_state=part("rng"),
             config=config,
-            extra=_unpack(r.get("extra"), table, data),
+            extra=part("extra"),
             time=float(r["time"]),
+            roles=tuple(chosen["roles"]),
+            complete=len(parts) == len(PARTS),
         )
 
 
@@ -535,7 +668,7 @@ def _read_run(f: h5py.File, path: Path, live: bool, version: int) -> Run:
             for *_, record in _text_records(f["systems/updates"]):
                 systems[record["block"]] = record["describe"]  # in order: the last record of a block wins
     with _Reading("/metrics"):
-        metrics, rows_ = _read_metrics(f["metrics"], version)
+        metrics, rows_, segments = _read_metrics(f["metrics"], version)
     with _Reading("/events"):
         if version >= 2:
             events = [
@@ -545,8 +678,10 @@ def _read_run(f: h5py.File, path: Path, live: bool, version: int) -> Run:
             recs, cols = _read_json_log(f["events"], ("time",))
             events = [{"time": float(t), "kind": r["kind"], "fields": r["fields"]} for r, t in zip(recs, cols["time"])]
     with _Reading("/checkpoints"):
+        manifests = _manifests(f, version)
+        roles = [{"epoch": k["epoch"], "roles": k["roles"], "parts": k["parts"]} for k in _kept(manifests, version)]
         if version >= 2:
-            checkpoints = [int(r["epoch"]) for r in _manifests(f, version)]
+            checkpoints = [int(r["epoch"]) for r in manifests]
         else:
             n = min(f["checkpoints/epoch"].shape[0], f["checkpoints/index"].shape[0], f["checkpoints/time"].shape[0])
             checkpoints = [int(e) for e in f["checkpoints/epoch"][:n]]
@@ -607,6 +742,8 @@ def _read_run(f: h5py.File, path: Path, live: bool, version: int) -> Run:
         summary=summary,
         live=live,
         systems_start=systems_start,
+        checkpoint_roles=roles,
+        epoch_segments=segments,
     )
 
 
@@ -630,3 +767,13 @@ def last_checkpoint(path: str | os.PathLike, epoch: int | None = None) -> Checkp
     """
     run = load(path)
     return run.checkpoint(epoch)
+
+
+def best_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """The checkpoint kept as the best by validation (format 3): what to deploy.
+
+    Its ``model_state`` is complete; ``optim_state``, ``rng_state`` and ``extra`` are None unless it is also
+    the last (or a kept) checkpoint. Raises :class:`NoCheckpointError` when the run kept none (no validation
+    metric was logged at a checkpoint, or the file is older than format 3).
+    """
+    return load(path).checkpoint(role="best")

@@ -1,16 +1,29 @@
-"""The run's free-form records: ``/config``, ``/dataset`` and ``/systems`` (JSON written once at creation),
+"""The run's free-form records: the root attributes, ``/config``, ``/dataset`` and ``/systems`` (written once),
 and the text logs appended as the run goes (``/events``, ``/summary``, ``/confusion``, ``/systems/updates``)."""
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
+import os
+import socket
+import sys
 import zlib
 from typing import Any, Mapping
 
 import h5py
 import numpy as np
+import torch
 
-from physnn.runlog._common import _block_name
+from physnn.runlog._common import (
+    _HOST_DTYPE,
+    _STATUS_DTYPE,
+    _TIME_DTYPE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    _block_name,
+    _git_commit,
+)
 from physnn.runlog.codec import _loose_json
 from physnn.runlog.columns import _create_text_log, _describe, _TextLog
 
@@ -42,6 +55,40 @@ def _describe_systems(systems: Mapping[str, Any] | None) -> dict[str, dict[str, 
             f"systems must be a dict of block -> describe() dict or PhysicalSystem, got {type(systems).__name__}"
         )
     return {_block_name(block): _describe_one(_block_name(block), desc) for block, desc in (systems or {}).items()}
+
+
+def create_root_attrs(
+    f: h5py.File, systems: dict[str, dict[str, Any]], seed: int, start_unix: float, options: dict[str, Any]
+) -> None:
+    """The root attributes: what ran where, with which versions; status and writer fields fixed-size."""
+    import physnn
+
+    a = f.attrs
+    a["format"] = FORMAT_NAME
+    a["format_version"] = np.int64(FORMAT_VERSION)
+    a["physnn_version"] = physnn.__version__
+    a["git_commit"] = _git_commit()
+    a["start_time"] = _dt.datetime.fromtimestamp(start_unix).astimezone().isoformat(timespec="seconds")
+    a["start_time_unix"] = np.float64(start_unix)
+    a["host"] = socket.gethostname()
+    a["pid"] = np.int64(os.getpid())
+    a["seed"] = np.int64(seed)
+    a["blocks"] = json.dumps(list(systems))
+    a["writer_options"] = json.dumps(options)
+    a["versions"] = json.dumps(
+        {
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "h5py": h5py.version.version,
+            "hdf5": h5py.version.hdf5_version,
+        }
+    )
+    # fixed-size so that close()/resume() can update them in place
+    a.create("status", np.bytes_(b"running"), dtype=_STATUS_DTYPE)
+    a.create("end_time", np.bytes_(b""), dtype=_TIME_DTYPE)
+    a.create("writer_host", np.bytes_(socket.gethostname().encode()[:255]), dtype=_HOST_DTYPE)
+    a.create("writer_pid", np.int64(os.getpid()))
 
 
 def create_descriptions(

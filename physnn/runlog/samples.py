@@ -117,7 +117,7 @@ def _create_probes(p: h5py.Group, n_in: int, n_out: int, drive: str, out: str) -
         "y",
         "f4",
         n_out,
-        chunk=256,
+        chunk=max(16, min(256, (1 << 16) // (4 * n_out))),  # about 64 KiB: a wide camera's chunk stays small
         checksum=True,
         units=out,
         long_name="probe outputs [measurement * P + probe, output]",
@@ -160,7 +160,14 @@ class Measurements:
     Not thread-safe by itself: the :class:`RunWriter` calls it under its lock.
     """
 
-    def __init__(self, f: h5py.File, samples_per_call: int, max_samples: int, goodness_per_call: int):
+    def __init__(
+        self,
+        f: h5py.File,
+        samples_per_call: int,
+        max_samples: int,
+        goodness_per_call: int,
+        max_sample_bytes: int | None = None,
+    ):
         self.samples_per_call = samples_per_call
         self.max_samples = max_samples
         self.goodness_per_call = goodness_per_call
@@ -169,9 +176,16 @@ class Measurements:
         for b, g in f["samples"].items():
             rows = _Rows([g["x"], g["y"], g["step"]])
             n = rows.committed()
+            n_in, n_out = g["x"].shape[1], g["y"].shape[1]
+            limit = max_samples
+            if max_sample_bytes is not None:  # the byte budget, shared evenly by the blocks
+                row_bytes = 4 * (n_in + n_out) + 8
+                limit = min(limit, int(max_sample_bytes) // len(f["samples"]) // row_bytes)
             self.samples[b] = {
                 "rows": rows,
-                "dims": (g["x"].shape[1], g["y"].shape[1]),
+                "dims": (n_in, n_out),
+                "limit": limit,
+                "quota": None,  # rows still allowed in this epoch (None: no per-epoch share)
                 "buf": [],
                 "buffered": 0,
                 "next_step": int(g["step"][n - 1]) + 1 if n else 0,
@@ -197,6 +211,20 @@ class Measurements:
             )
         return b, self.samples[b]
 
+    def new_epoch(self, epochs_done: int | None, planned_epochs: int | None) -> None:
+        """Share what is left of each block's sample budget evenly over the epochs still planned.
+
+        Without a plan the budget is filled by the first queries; with one, every epoch gets its share, so
+        the sample log covers the whole run (and an extension of it: the rest is shared again).
+        """
+        remaining = None if planned_epochs is None else max(1, planned_epochs - (epochs_done or 0))
+        for st in self.samples.values():
+            if remaining is None:
+                st["quota"] = None
+            else:
+                room = max(st["limit"] - st["rows"].committed() - st["buffered"], 0)
+                st["quota"] = -(-room // remaining)
+
     def add_samples(self, block: Any, x: Any, y: Any, step: int | None) -> tuple[bool, bool]:
         """Keep a subsample of one query in memory. Returns (the block just filled up, the buffer is full)."""
         b, st = self.sample_state(block, "log_samples")
@@ -218,12 +246,16 @@ class Measurements:
         s = st["next_step"] if step is None else _nonneg_int(step, "step")
         st["next_step"] = s + 1
         k = min(self.samples_per_call, xa.shape[0])
-        room = self.max_samples - st["rows"].committed() - st["buffered"]
+        if st["quota"] is not None:  # this epoch's share of the budget
+            k = min(k, st["quota"])
+        room = st["limit"] - st["rows"].committed() - st["buffered"]
         filled = False
         if room < k:
             k = max(room, 0)
             if not st["full_reported"]:
                 st["full_reported"] = filled = True
+        if st["quota"] is not None:
+            st["quota"] -= k
         if k == 0:
             return filled, False
         if k == xa.shape[0]:  # already picked: one copy (the caller may reuse its buffers)

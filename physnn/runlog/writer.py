@@ -9,12 +9,11 @@ lock, the epoch flush that commits an epoch's rows of every part at once, fsync,
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import logging
+import math
 import os
 import socket
-import sys
 import threading
 import time
 import traceback
@@ -28,17 +27,12 @@ import torch
 
 from physnn.core import checks
 from physnn.runlog._common import (
-    _HOST_DTYPE,
-    _STATUS_DTYPE,
-    _TIME_DTYPE,
-    FORMAT_NAME,
     FORMAT_VERSION,
     LIBVER,
     RunFileError,
     _attr_str,
     _block_name,
     _check_metric_name,
-    _git_commit,
     _h5file,
     _iso_now,
     _libver,
@@ -65,6 +59,7 @@ from physnn.runlog.records import (
     _describe_systems,
     create_descriptions,
     create_record_logs,
+    create_root_attrs,
 )
 from physnn.runlog.recovery import _clear_superblock_flags, _load_for_repair, _superblock_flags
 from physnn.runlog.samples import Measurements, create_measurements
@@ -108,6 +103,19 @@ class RunWriter:
         checkpoint_seconds: with it, :meth:`should_checkpoint` also says yes
             once this many seconds have passed since the last checkpoint (a
             wall-clock checkpoint interval for runs whose epochs are short).
+        keep_every: besides the last checkpoint and the best one, keep the
+            checkpoint of every epoch divisible by this (0: none). Nothing else
+            is kept: the space of older checkpoints is reused (physnn/runlog/checkpoints.py).
+        best_metric: the validation metric that picks the best checkpoint (its
+            model is kept); ``None``: keep no best. Only a checkpoint of an
+            epoch that logged it is a candidate. Never a test metric: choosing
+            by the test split would be model selection on the test set.
+        best_mode: ``"max"`` (an accuracy) or ``"min"`` (a loss).
+        max_sample_bytes: the byte budget of ``/samples`` (all blocks together);
+            rows beyond it are not kept (one ``samples_full`` event per block).
+        planned_epochs: the epochs the run will log (the runner's ``epochs``):
+            with it, the sample budget is spread evenly over them instead of
+            being filled by the first queries.
 
     Use it as a context manager: leaving the block normally closes the run as
     ``completed``, Ctrl-C as ``interrupted``, any other exception as
@@ -134,6 +142,11 @@ class RunWriter:
         durable: bool = True,
         checkpoint_seconds: float | None = None,
         fsync_seconds: float = 1.0,
+        keep_every: int = 0,
+        best_metric: str | None = "val_accuracy",
+        best_mode: str = "max",
+        max_sample_bytes: int = 1 << 19,
+        planned_epochs: int | None = None,
     ):
         path = Path(path)
         overwrite = checks.boolean("overwrite", overwrite)
@@ -147,6 +160,12 @@ class RunWriter:
         durable = checks.boolean("durable", durable)
         checkpoint_seconds = check_checkpoint_seconds(checkpoint_seconds)
         fsync_seconds = checks.nonnegative("fsync_seconds", fsync_seconds)
+        keep_every = checks.integer("keep_every", keep_every, low=0)
+        if best_metric is not None:
+            _check_metric_name(best_metric)
+        best_mode = checks.choice("best_mode", best_mode, ("max", "min"))
+        max_sample_bytes = checks.integer("max_sample_bytes", max_sample_bytes, low=0)
+        self.planned_epochs = _check_planned(planned_epochs)
         units = {
             checks.string("metric_units key", k): checks.string(f"metric_units[{k!r}]", v)
             for k, v in (metric_units or {}).items()
@@ -181,6 +200,10 @@ class RunWriter:
                         "samples_per_call": samples_per_call,
                         "max_samples": max_samples,
                         "goodness_per_call": goodness_per_call,
+                        "max_sample_bytes": max_sample_bytes,
+                        "keep_every": keep_every,
+                        "best_metric": best_metric,
+                        "best_mode": best_mode,
                     }
                     self._create_layout(
                         f, config_json, dataset_json, described, names, units, seed, start_unix, options
@@ -206,37 +229,9 @@ class RunWriter:
         units: Mapping[str, str],
         seed: int,
         start_unix: float,
-        options: dict[str, int],
+        options: dict[str, Any],
     ) -> None:
-        import physnn
-
-        a = f.attrs
-        a["format"] = FORMAT_NAME
-        a["format_version"] = np.int64(FORMAT_VERSION)
-        a["physnn_version"] = physnn.__version__
-        a["git_commit"] = _git_commit()
-        a["start_time"] = _dt.datetime.fromtimestamp(start_unix).astimezone().isoformat(timespec="seconds")
-        a["start_time_unix"] = np.float64(start_unix)
-        a["host"] = socket.gethostname()
-        a["pid"] = np.int64(os.getpid())
-        a["seed"] = np.int64(seed)
-        a["blocks"] = json.dumps(list(systems))
-        a["writer_options"] = json.dumps(options)
-        a["versions"] = json.dumps(
-            {
-                "python": sys.version.split()[0],
-                "torch": torch.__version__,
-                "numpy": np.__version__,
-                "h5py": h5py.version.version,
-                "hdf5": h5py.version.hdf5_version,
-            }
-        )
-        # fixed-size so that close()/resume() can update them in place
-        a.create("status", np.bytes_(b"running"), dtype=_STATUS_DTYPE)
-        a.create("end_time", np.bytes_(b""), dtype=_TIME_DTYPE)
-        a.create("writer_host", np.bytes_(socket.gethostname().encode()[:255]), dtype=_HOST_DTYPE)
-        a.create("writer_pid", np.int64(os.getpid()))
-
+        create_root_attrs(f, systems, seed, start_unix, options)
         create_descriptions(f, config_json, dataset_json, systems)
         create_metric_table(f, names, units)
         create_checkpoint_store(f)
@@ -270,12 +265,27 @@ class RunWriter:
         """Open handles on every dataset (SWMR keeps them valid) and read back the running state."""
         self._start_unix = float(f.attrs["start_time_unix"])
         self._blocks = json.loads(_attr_str(f.attrs["blocks"]))
+        self._version = int(f.attrs["format_version"])
+        options = json.loads(_attr_str(f.attrs.get("writer_options", "{}")))
+        self.samples_per_call = int(options.get("samples_per_call", 16))
+        self.max_samples = int(options.get("max_samples", 100_000))
+        self.goodness_per_call = int(options.get("goodness_per_call", 2000))
+        # format 2 files: no byte budget, no best, every checkpoint kept (as they were written)
+        self.max_sample_bytes = options.get("max_sample_bytes")
+        self.best_metric = options.get("best_metric")
         self._metrics = MetricTable(f)
         self._metric_names = self._metrics.names
-        self._checkpoints = CheckpointStore(f)
+        self._checkpoints = CheckpointStore(
+            f, self._version, keep_every=int(options.get("keep_every", 0)), best_mode=options.get("best_mode", "max")
+        )
         self._records = RecordLogs(f)
-        self._measurements = Measurements(f, self.samples_per_call, self.max_samples, self.goodness_per_call)
+        self._measurements = Measurements(
+            f, self.samples_per_call, self.max_samples, self.goodness_per_call, self.max_sample_bytes
+        )
         self._last_epoch = self._metrics.last_epoch
+        self._measurements.new_epoch(self._last_epoch, self.planned_epochs)
+        #: (epoch, value) of the best_metric in the last logged row that had it
+        self._scored: tuple[int, float] | None = None
 
     # ----------------------------------------------------------- properties
     @property
@@ -354,6 +364,10 @@ class RunWriter:
             self._epoch_flush(self._metrics.rows)
             self._last_epoch = epoch
             new = self._metrics.first_seen(late)
+            score = values.get(self.best_metric) if self.best_metric else None
+            if score is not None and math.isfinite(score):
+                self._scored = (epoch, score)
+            self._measurements.new_epoch(epoch, self.planned_epochs)
             self._sync()
         if new:
             self.event(
@@ -412,10 +426,12 @@ class RunWriter:
         checkpoint costs the same whatever the length of the run.
         """
         epoch = _nonneg_int(epoch, "epoch")
-        trees, table, raw = pack_checkpoint(model_state, optim_state, rng_state, extra)
+        trees, table, chunks = pack_checkpoint(model_state, optim_state, rng_state, extra)
         with self._lock:
             self._check_open("checkpoint")
-            self._checkpoints.write(epoch, self._segment, trees, table, raw, flush=self._epoch_flush)
+            scored = self._scored
+            best = (self.best_metric, scored[1]) if scored is not None and scored[0] == epoch else None
+            self._checkpoints.write(epoch, self._segment, trees, table, chunks, flush=self._epoch_flush, best=best)
             self._sync()
             self._last_checkpoint_time = time.monotonic()
 
@@ -434,7 +450,11 @@ class RunWriter:
             self._check_open("log_samples")
             filled, buffer_full = self._measurements.add_samples(block, x, y, step)
             if filled:
-                self.event("samples_full", {"block": _block_name(block), "max_samples": self.max_samples})
+                b = _block_name(block)
+                limit = self._measurements.samples[b]["limit"]
+                self.event(
+                    "samples_full", {"block": b, "max_samples": limit, "max_sample_bytes": self.max_sample_bytes}
+                )
             if buffer_full:
                 self._epoch_flush()
 
@@ -625,6 +645,7 @@ class RunWriter:
         force: bool = False,
         checkpoint_seconds: float | None = None,
         fsync_seconds: float = 1.0,
+        planned_epochs: int | None = None,
     ) -> "RunWriter":
         """Reopen a run file to append to it (after a crash, Ctrl-C or a finished run).
 
@@ -632,7 +653,10 @@ class RunWriter:
         previous status and the last checkpoint. Refused while the writer that
         left the file open is still alive on this host; a writer on another
         host cannot be checked, so then ``force=True`` is needed. Files of
-        run-format version 1 are read, not appended to. Another process
+        run-format version 1 are read, not appended to; version-2 files are
+        appended to as version 2 (every checkpoint kept whole). ``planned_epochs``:
+        the epochs the run will have in all (spreads what is left of the sample
+        budget over the epochs to come). Another process
         holding the file's write lock (a writer, a resume) is refused at once
         with :class:`~physnn.runlog.lock.RunFileLocked` naming it.
         """
@@ -641,9 +665,10 @@ class RunWriter:
         force = checks.boolean("force", force)
         checkpoint_seconds = check_checkpoint_seconds(checkpoint_seconds)
         fsync_seconds = checks.nonnegative("fsync_seconds", fsync_seconds)
+        planned_epochs = _check_planned(planned_epochs)
         _acquire_lock(path)  # before the open-for-writing check: two resumes cannot both pass it
         try:
-            self = cls._reopen(path, durable, force, checkpoint_seconds, fsync_seconds)
+            self = cls._reopen(path, durable, force, checkpoint_seconds, fsync_seconds, planned_epochs)
         except BaseException:
             _release_lock(path)
             raise
@@ -651,11 +676,17 @@ class RunWriter:
 
     @classmethod
     def _reopen(
-        cls, path: Path, durable: bool, force: bool, checkpoint_seconds: float | None, fsync_seconds: float
+        cls,
+        path: Path,
+        durable: bool,
+        force: bool,
+        checkpoint_seconds: float | None,
+        fsync_seconds: float,
+        planned_epochs: int | None = None,
     ) -> "RunWriter":
         """:meth:`resume` once the file's write lock is held."""
         run = _load_for_repair(path, force)
-        if run.format_version < FORMAT_VERSION:
+        if run.format_version < 2:
             raise RunFileError(
                 path,
                 f"is in run-format version {run.format_version}, which this physnn reads but "
@@ -681,7 +712,7 @@ class RunWriter:
                 )
             _clear_superblock_flags(path)
         segment = max(1, sum(1 for e in run.events if e["kind"] in ("run_started", "resumed")))
-        with _h5file(path, "r+", libver=LIBVER) as f:
+        with _h5file(path, "r+", libver=_libver(run.format_version)) as f:
             f.attrs.modify("status", np.bytes_(b"running"))
             f.attrs.modify("end_time", np.bytes_(b""))
             f.attrs.modify("writer_host", np.bytes_(socket.gethostname().encode()[:255]))
@@ -691,11 +722,8 @@ class RunWriter:
         self.durable = durable
         self.checkpoint_seconds = checkpoint_seconds
         self.fsync_seconds = fsync_seconds
-        options = json.loads(run.attrs.get("writer_options", "{}"))
-        self.samples_per_call = int(options.get("samples_per_call", 16))
-        self.max_samples = int(options.get("max_samples", 100_000))
-        self.goodness_per_call = int(options.get("goodness_per_call", 2000))
-        self._open_swmr(segment=segment)
+        self.planned_epochs = planned_epochs
+        self._open_swmr(segment=segment)  # reads the writer options back from the file
         self.event(
             "resumed",
             {
@@ -716,6 +744,10 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
             f"run file {str(path)!r} already exists; continue it with RunWriter.resume(path), "
             f"or pass overwrite=True to replace it"
         )
+
+
+def _check_planned(value: Any) -> int | None:
+    return None if value is None else checks.integer("planned_epochs", value, low=1)
 
 
 def _or_minus1(epoch: int | None) -> int:
