@@ -1,9 +1,13 @@
-"""MF-FF through every simulator: accuracy, queries, simulator speed, and the identity control.
+"""MF-FF through every simulator: accuracy, queries, simulator speed, and controls that isolate the physics.
 
-For each (data set, system) pair: MF-FF test accuracy (mean ± std over seeds),
-training queries per run, the simulator's own throughput (samples/s on a
-batch of valid random drives), and the same MF-FF stack with the system
-replaced by identity (does the physics add anything?).
+For each (data set, system) pair: MF-FF test accuracy (mean ± std over seeds, and
+pooled over seeds with its 95 % interval), training queries per run, the
+simulator's own throughput (samples/s on a batch of valid random drives), and
+the same MF-FF stack (recipe, layers, epochs, seeds) with the system replaced by
+a control (physnn/simulators/controls.py): identity (no physics, the data's
+width), a random linear map of the system's output width and drive levels
+(isolates the nonlinearity) and random ReLU features of that width (a digital
+nonlinear map; its price in FLOPs per sample, both blocks, is printed).
 
     python benchmarks/systems.py                      # all pairs, the default seeds
     python benchmarks/systems.py --pairs vowels/acoustic-twin --seeds 10
@@ -21,10 +25,13 @@ import time
 
 import torch
 
+from physnn.core.evaluation import Accuracy
 from physnn.core.registry import build_system
 from physnn.run.config import RunConfig
-from physnn.run.experiment import run_experiment
+from physnn.run.experiment import build_systems, load_data, run_experiment
 from physnn.run.recipes import RECIPES, with_recipe
+from physnn.simulators.controls import matching
+from physnn.train.accounting import query_flops
 
 # The run per pair, on top of the system's recipe (physnn/run/recipes.py). Vowels/twin: the published recipe
 # (2 blocks, full batch, 200 epochs).
@@ -73,18 +80,33 @@ def run_pair(label: str, recipe: dict, seeds: list[int], quick: bool) -> dict:
     cfg = RunConfig.from_dict(with_recipe(recipe))
     if quick:
         cfg = cfg.updated(epochs=max(2, cfg.epochs // 10))
-    accs, ident, queries, walls = [], [], [], []
+    accs, queries, walls = [], [], []
+    controls: dict[str, list[Accuracy]] = {"identity": [], "linear": [], "features": []}
+    relu_flops = 0.0
     for seed in seeds:
         c = cfg.updated(seed=seed)
         t = time.perf_counter()
         r = run_experiment(c, write_file=False, progress=False, echo=lambda m: None)
         walls.append(time.perf_counter() - t)
-        accs.append(r.test_accuracy)
+        accs.append(Accuracy(round(r.test_accuracy * r.test_n), r.test_n))
         queries.append(r.train_queries)
-        ri = run_experiment(
-            c.updated(system="identity", system_options={}), write_file=False, progress=False, echo=lambda m: None
-        )
-        ident.append(ri.test_accuracy)
+        systems = build_systems(c, load_data(c))
+        spec = systems[0].spec
+        for s in systems:
+            s.close()
+        for control in controls:
+            if control == "identity":
+                cc = c.updated(system="identity", system_options={})
+            else:
+                system, options = matching(spec, control)
+                cc = c.updated(system=system, system_options=options)
+            rc = run_experiment(cc, write_file=False, progress=False, echo=lambda m: None)
+            controls[control].append(Accuracy(round(rc.test_accuracy * rc.test_n), rc.test_n))
+            if control == "features":
+                built = build_systems(cc, load_data(cc))
+                relu_flops = float(sum(query_flops(s) or 0 for s in built))
+                for s in built:
+                    s.close()
     from physnn.data.datasets import load_dataset
 
     d = load_dataset(cfg.dataset, test_fraction=cfg.test_fraction, seed=0)
@@ -93,7 +115,9 @@ def run_pair(label: str, recipe: dict, seeds: list[int], quick: bool) -> dict:
     return dict(
         label=label,
         accs=accs,
-        ident=ident,
+        controls=controls,
+        relu_flops=relu_flops,
+        width=spec.n_outputs,
         queries=statistics.mean(queries),
         wall=statistics.mean(walls),
         sps=sps,
@@ -103,10 +127,16 @@ def run_pair(label: str, recipe: dict, seeds: list[int], quick: bool) -> dict:
     )
 
 
-def fmt(v: list[float]) -> str:
-    if len(v) == 1:
-        return f"{v[0]:.3f}"
-    return f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}"
+def fmt(v: list[Accuracy]) -> str:
+    """Mean ± std over seeds."""
+    vals = [a.value for a in v]
+    if len(vals) == 1:
+        return f"{vals[0]:.3f}"
+    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
+
+
+def pooled(v: list[Accuracy]) -> Accuracy:
+    return Accuracy(sum(a.correct for a in v), sum(a.n for a in v))
 
 
 def main() -> None:
@@ -135,8 +165,9 @@ def main() -> None:
         f"{args.threads} thread(s); command: python benchmarks/{os.path.basename(__file__)} {' '.join(sys.argv[1:])}"
     )
     head = (
-        f"{'data/system':22s} {'seeds':>5s} {'epochs':>6s} {'MF-FF test acc':>15s} {'identity ctrl':>15s} "
-        f"{'n test':>6s} {'train queries':>13s} {'sim samples/s':>13s} {'wall s/run':>10s}  recipe"
+        f"{'data/system':22s} {'seeds':>5s} {'epochs':>6s} {'width':>5s} {'MF-FF test acc':>15s} {'identity':>13s} "
+        f"{'random linear':>13s} {'random ReLU':>13s} {'ReLU FLOPs/s.':>13s} {'n test':>6s} {'train queries':>13s} "
+        f"{'sim samples/s':>13s} {'wall s/run':>10s}  recipe"
     )
     print(head)
     print("-" * len(head))
@@ -144,10 +175,24 @@ def main() -> None:
         if "error" in r:
             print(f"{r['label']:22s} unavailable: {r['error']}")
             continue
+        c = r["controls"]
         print(
-            f"{r['label']:22s} {len(r['accs']):5d} {r['epochs']:6d} {fmt(r['accs']):>15s} {fmt(r['ident']):>15s} "
+            f"{r['label']:22s} {len(r['accs']):5d} {r['epochs']:6d} {r['width']:5d} {fmt(r['accs']):>15s} "
+            f"{fmt(c['identity']):>13s} {fmt(c['linear']):>13s} {fmt(c['features']):>13s} {r['relu_flops']:13.3g} "
             f"{r['n_test']:6d} {r['queries']:13.0f} {r['sps']:13.0f} {r['wall']:10.1f}  {r['recipe']}"
         )
+    print("\npooled over seeds: correct/n (95 % CI); the physics minus each control, in points")
+    for r in rows:
+        if "error" in r:
+            continue
+        p = pooled(r["accs"])
+        lo, hi = p.interval
+        parts = []
+        for name, accs in r["controls"].items():
+            q = pooled(accs)
+            tie = " (inside the CI)" if lo <= q.value <= hi else ""
+            parts.append(f"{name} {q.value:.3f} {100 * (p.value - q.value):+.1f}{tie}")
+        print(f"{r['label']:22s} MF-FF {p}; " + "; ".join(parts))
 
 
 if __name__ == "__main__":
