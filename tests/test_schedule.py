@@ -77,6 +77,15 @@ def test_pipelined_keeps_each_noisy_devices_call_sequence():
     assert same(ref, got)
 
 
+def test_pipelined_equals_serial_with_block0_grouped_on_a_noisy_device():
+    """Grouped on both sides, the devices get the same calls in the same order: the noise draws agree too."""
+    ref, _ = train(optics(noise=True))
+    got, _ = train(optics(noise=True), schedule="pipelined")
+    assert same(ref, got)
+    ungrouped, _ = train(optics(noise=True), group_block0=False)
+    assert not same(ref, ungrouped)  # grouping changes the noise draws (the comparison can fail)
+
+
 def test_shared_device_mode_gives_the_same_weights():
     def shared():
         s = Toy(9, 8, 1)  # one system serves both blocks (its width fits block 1's input too)

@@ -13,6 +13,7 @@ into preprocessing.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import logging
 import math
 import os
@@ -59,13 +60,31 @@ def load_digits(*, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
     Pixels (0..16) are divided by 16 so features lie in [0, 1]; no statistics
     are fitted, so there is nothing to leak.
     """
+    raw = _digits_csv()
+    x = raw[:, :-1].astype(np.float32) / 16.0
+    y = raw[:, -1].astype(np.int64)
+    xtr, ytr, xte, yte = split(x, y, test_fraction, seed)
+    return make("digits", xtr, ytr, xte, yte, 10, [str(i) for i in range(10)], {"scaling": "pixels/16"}, (x, y))
+
+
+def _digits_csv() -> np.ndarray:
+    """scikit-learn's ``digits.csv.gz`` as a float64 ``[1797, 65]`` array (64 pixels, then the label).
+
+    Why not ``sklearn.datasets.load_digits``: importing it pulls in scipy.stats and pandas (about 1.6 s on a
+    quiet machine, before a run's first query). The file is read where the installed scikit-learn keeps it,
+    found without importing scikit-learn, and parsed as its loader does (``np.loadtxt``, comma separated), so
+    the arrays are identical (``tests/test_data.py``); without the file, scikit-learn's loader is used.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    for root in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            with gzip.open(path, "rt", encoding="utf-8") as f:
+                return np.loadtxt(f, delimiter=",")
     from sklearn.datasets import load_digits as _sk_digits
 
     d = _sk_digits()
-    x = d.data.astype(np.float32) / 16.0
-    y = d.target.astype(np.int64)
-    xtr, ytr, xte, yte = split(x, y, test_fraction, seed)
-    return make("digits", xtr, ytr, xte, yte, 10, [str(i) for i in range(10)], {"scaling": "pixels/16"}, (x, y))
+    return np.column_stack([d.data, d.target])
 
 
 VOWEL_FEATURES = [f"{f}_{t}" for t in ("steady", "20", "50", "80") for f in ("F1", "F2", "F3")]

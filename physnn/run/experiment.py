@@ -46,7 +46,7 @@ from physnn.data.datasets import Dataset
 from physnn.run import preflight, sinks
 from physnn.run.config import ConfigError, RunConfig
 from physnn.train import trainer_class
-from physnn.train.base import Trainer
+from physnn.train.base import Trainer, warm_optimizer_imports
 
 __all__ = [
     "RunResult",
@@ -646,7 +646,9 @@ def _run(
 
                 for i, s in enumerate(systems):
                     stack.enter_context(s.hooks(query_hook=lambda x, y, name=f"block{i}": log_samples(x, y, name)))
-        trainer.prepare(model)  # accounting starts before the first query (probes included)
+        # accounting starts before the first query (probes included); the optimisers are built by fit, and the
+        # one-off torch._dynamo import they need runs in the background while the device answers the probes
+        trainer.prepare(model, optimizers=False)
         run = _Run(config, data, systems, model, trainer, writer, echo)
         if writer is not None and config.metric_sinks:  # beside the run file, named by its stem
             run.sinks = sinks.make_sinks(
@@ -655,6 +657,7 @@ def _run(
             stack.push(lambda et, *_: sinks.close_sinks(run.sinks, sinks.run_status(et)))
         if plan is not None:
             plan.restore(run)
+        warm_optimizer_imports()
         run.set_probes(fresh=plan is None or not plan.epochs_done)
         run.train()
         run.continual()

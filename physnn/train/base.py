@@ -60,9 +60,12 @@ stopping epoch is evaluated like a last epoch; it sets
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import math
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Sequence
@@ -75,7 +78,7 @@ from physnn.core.evaluation import Accuracy
 from physnn.core.model import check_labels
 from physnn.train.accounting import Accountant
 
-__all__ = ["Trainer", "History", "EpochCallback", "PHASE_METRICS", "STOP_RULES"]
+__all__ = ["Trainer", "History", "EpochCallback", "PHASE_METRICS", "STOP_RULES", "warm_optimizer_imports"]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,38 @@ class History:
 
     def metric(self, name: str) -> list[float]:
         return [e.get(name, float("nan")) for e in self.epochs]
+
+
+#: What torch imports on a run's first optimiser and first training step (the optimiser wrappers; the
+#: FLOP counter's first use imports ``torch.profiler``).
+_FIRST_STEP_IMPORTS = ("torch._dynamo", "torch.profiler", "torch.profiler._cupti_monitor")
+
+
+def warm_optimizer_imports() -> threading.Thread | None:
+    """Import ``torch._dynamo`` (and ``torch.profiler``) on a background thread; returns the thread
+    (``None``: already imported).
+
+    Why: torch wraps ``Optimizer.add_param_group`` (and ``step``) in ``torch._disable_dynamo``, which
+    imports ``torch._dynamo`` on its first call -- about 1.7 s on a quiet machine, paid when the first
+    optimiser is built. The runner starts this just before its first query, so the import runs while the
+    device answers (an instrument's wait releases the GIL); building an optimiser later waits on Python's
+    import lock until it is done, so nothing is skipped or imported twice. The thread is not a daemon: a
+    run that ends early waits for the import to finish instead of interrupting it at shutdown.
+    """
+    names = [m for m in _FIRST_STEP_IMPORTS if m not in sys.modules]
+    if not names:
+        return None
+
+    def work() -> None:
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception:  # the first step's own import reports it, on the main thread
+                log.debug("background import of %s failed", name, exc_info=True)
+
+    thread = threading.Thread(target=work, name="physnn-warm-imports")
+    thread.start()
+    return thread
 
 
 class Trainer:
@@ -335,15 +370,19 @@ class Trainer:
         """One Adam over every trainable parameter (MF-FF overrides: one per block)."""
         return [torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=self.weight_decay)]
 
-    def prepare(self, model: nn.Module) -> None:
+    def prepare(self, model: nn.Module, optimizers: bool = True) -> None:
         """Start accounting for ``model``'s systems and build the optimisers (idempotent).
 
         The runner calls it before anything is queried, so probes and every
-        other query of the run are counted in ``queries/total``.
+        other query of the run are counted in ``queries/total``. It passes
+        ``optimizers=False`` there: building the first torch optimiser imports
+        ``torch._dynamo`` (about 1.7 s), which :func:`warm_optimizer_imports`
+        does in the background while the device answers the probes; :meth:`fit`
+        builds the optimisers before its first step.
         """
         if self.accountant is None:
             self.accountant = Accountant(getattr(model, "systems", []), count_flops=self.count_flops)
-        if not self.optimizers:
+        if optimizers and not self.optimizers:
             self.optimizers = self._make_optimizers(model)
 
     def state_dict(self) -> dict[str, Any]:

@@ -23,6 +23,24 @@ How it keeps the serial schedule's result:
 * nothing random is drawn inside the schedule: the trainer draws its
   shuffling and negative labels for the whole epoch before it starts.
 
+Which methods and schedules give which weights (issue 22 item 2):
+
+* MF-FF, ``"pipelined"`` against ``"serial"``: **bit-identical** weights, with
+  or without block-0 grouping on both sides (``tests/test_schedule.py``);
+  the next batch's queries are in flight while the current batch's digital
+  layers update, with no staleness at all, because block ``i`` never needs
+  block ``i + 1``'s weights.
+* MF-FF, block-0 grouping on against off: bit-identical on a system whose
+  rows do not interact and that draws no noise; a noisy simulator draws its
+  noise per call, so grouping changes the draws (the same distribution, not
+  the same numbers).
+* ``local_ce`` is layer-local too and could use this schedule; it runs
+  serially today. PAT (backprop through a twin of every block), zeroth-order
+  (every query needs the weights just updated) and in-silico backprop have
+  no overlap without changing the weights, so they are serial only. No
+  method offers a one-step-stale pipeline: none is implemented, so none
+  changes weights for speed.
+
 Shutdown: whatever ends the epoch -- an exception in a measurement or an
 update, Ctrl-C -- the pending measurements are cancelled and the call waits
 for the one in flight on each device to return, so no thread is left querying
