@@ -50,6 +50,7 @@ def _run(config, write_file: bool, folder: Path, tag: str, resume: Path | None =
 
 
 def _interleaved(variants: dict, repeats: int, folder: Path) -> dict[str, list[float]]:
+    """Wall times of each variant, run in turn ``repeats`` times (a load change hits every variant alike)."""
     walls: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
         for name, (config, write) in variants.items():
@@ -66,6 +67,7 @@ def main() -> None:
     ap.add_argument("--full-epochs", type=int, default=200, help="epochs of the timed full-batch runs")
     ap.add_argument("--pat-epochs", type=int, default=50, help="epochs of the README's PAT example (0: skip it)")
     ap.add_argument("--sweep-runs", type=int, default=1, help="PAT runs (lr 0.003/0.01, seeds 0..) measured")
+    ap.add_argument("--parts", nargs="+", choices=("sizes", "cost"), default=["sizes", "cost"], help="what to measure")
     ap.add_argument("--out", default=str(RESULTS), help="where the Markdown result goes ('' : print only)")
     args = ap.parse_args()
 
@@ -97,28 +99,35 @@ def main() -> None:
         lines.append(s)
 
     t_start = time.perf_counter()
+    sizes: dict[str, float] = {}
+    pat_sizes: list[int] = []
+    walls: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        # ---------------------------------------------------------------- sizes
-        _, path = _run(main_job, True, folder, "main")
-        size20 = path.stat().st_size
-        _run(main_job.updated(epochs=25), True, folder, "main", resume=path)
-        size25 = path.stat().st_size
-        path.unlink()
-        pat_sizes = []
-        for i in range(args.sweep_runs if args.pat_epochs else 0):
-            _, path = _run(pat.updated(lr=(0.003, 0.01)[i % 2], seed=i // 2), True, folder, "pat")
-            pat_sizes.append(path.stat().st_size)
+        if "sizes" in args.parts:
+            _, path = _run(main_job, True, folder, "main")
+            sizes[20] = path.stat().st_size
+            _run(main_job.updated(epochs=25), True, folder, "main", resume=path)
+            sizes[25] = path.stat().st_size
             path.unlink()
-
-        # ---------------------------------------------------------------- cost
-        _run(full_batch.updated(epochs=2), True, folder, "warmup")
-        full_walls = _interleaved(
-            {"no run file": (full_batch, False), "run file": (full_batch, True)}, args.repeats, folder
-        )
-        main_walls = _interleaved(
-            {"no run file": (main_job, False), "run file": (main_job, True)}, args.repeats, folder
-        )
+            for i in range(args.sweep_runs if args.pat_epochs else 0):
+                _, path = _run(pat.updated(lr=(0.003, 0.01)[i % 2], seed=i // 2), True, folder, "pat")
+                pat_sizes.append(path.stat().st_size)
+                path.unlink()
+        if "cost" in args.parts:
+            _run(full_batch.updated(epochs=2), True, folder, "warmup")
+            walls["full"] = _interleaved(
+                {
+                    "no run file": (full_batch, False),
+                    "run file": (full_batch, True),
+                    "run file, a checkpoint every 10 epochs": (full_batch.updated(checkpoint_every=10), True),
+                },
+                args.repeats,
+                folder,
+            )
+            walls["main"] = _interleaved(
+                {"no run file": (main_job, False), "run file": (main_job, True)}, args.repeats, folder
+            )
     minutes = (time.perf_counter() - t_start) / 60
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -126,27 +135,34 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, threads "
         f"{torch.get_num_threads()}; load average {load:.1f} at the end; {minutes:.1f} min in all"
     )
-    out()
-    out("| run file of | size (MiB) | goal |")
-    out("|---|---:|---:|")
-    out(f"| main job, 20 epochs | {size20 / MiB:.2f} | <= 5 |")
-    out(f"| main job, resumed to 25 epochs | {size25 / MiB:.2f} ({size25 / size20:.3f}x) | <= 1.25x |")
+    if sizes:
+        out()
+        out("| run file of | size (MiB) | goal |")
+        out("|---|---:|---:|")
+        out(f"| main job, 20 epochs | {sizes[20] / MiB:.2f} | <= 5 |")
+        out(f"| main job, resumed to 25 epochs | {sizes[25] / MiB:.2f} ({sizes[25] / sizes[20]:.3f}x) | <= 1.25x |")
     if pat_sizes:
         mean = statistics.mean(pat_sizes)
         out(f"| README PAT example, {args.pat_epochs} epochs | {mean / MiB:.2f} | <= 20 |")
         out(f"| README sweep (10 such runs; {len(pat_sizes)} measured) | {10 * mean / MiB:.0f} | <= 200 |")
-    out()
-    out(f"| wall time, median of {args.repeats} interleaved | no run file (s) | run file (s) | ratio | goal |")
-    out("|---|---:|---:|---:|---:|")
-    for name, walls, goal in (
-        (f"full-batch vowels ({full} samples), optics, {args.full_epochs} epochs", full_walls, 1.1),
-        ("main job (digits, optics, 20 epochs)", main_walls, 1.05),
-    ):
-        a, b = statistics.median(walls["no run file"]), statistics.median(walls["run file"])
-        out(f"| {name} | {a:.2f} | {b:.2f} | **{b / a:.3f}** | <= {goal} |")
+    if walls:
+        out()
+        out(f"| wall time, median of {args.repeats} interleaved | wall (s) | / no run file | goal |")
+        out("|---|---:|---:|---:|")
+        for key, name, goal in (
+            ("full", f"full-batch vowels ({full} samples), optics, {args.full_epochs} epochs", 1.1),
+            ("main", "main job (digits, optics, 20 epochs)", 1.05),
+        ):
+            ref = statistics.median(walls[key]["no run file"])
+            for variant, values in walls[key].items():
+                med = statistics.median(values)
+                ratio = "1" if variant == "no run file" else f"**{med / ref:.3f}**"
+                out(f"| {name}: {variant} | {med:.2f} | {ratio} | {'' if variant == 'no run file' else f'<= {goal}'} |")
     if args.out:
         cmd = "python benchmarks/runfile_cost.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"
+            f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}"
+            for k, v in vars(args).items()
+            if k != "out"
         )
         Path(args.out).write_text(
             "# Run-file size and cost (issue 20)\n\n"

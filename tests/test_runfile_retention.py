@@ -187,3 +187,26 @@ def test_the_run_file_size_stays_flat_as_epochs_grow(tmp_path):
         sizes[epochs] = path.stat().st_size
         assert len(runlog.load(path).kept_checkpoints) <= 2
     assert sizes[10] / sizes[5] < 1.25, sizes
+
+
+def test_totals_across_a_resume_keep_the_gap_apart(tmp_path):
+    """Active time (the writers' segments) and elapsed time (gaps included) are reported apart; a per-process
+    counter such as the trainers' wall_seconds continues across the resume instead of dropping to zero."""
+    import time
+
+    path = tmp_path / "t.h5"
+    with RunWriter(path, config={}, seed=0, durable=False) as w:
+        for e in (1, 2):
+            w.log_epoch(e, {"wall_seconds": 10.0 * e})
+    time.sleep(1.0)  # the gap between the run and its resume
+    w = RunWriter.resume(path, durable=False)
+    for e in (3, 4):
+        w.log_epoch(e, {"wall_seconds": 10.0 * (e - 2)})  # a new process counts from 0 again
+    w.close()
+    run = runlog.load(path)
+    k = run.key_numbers()
+    assert k["epochs"] == 4 and k["segments"] == 2
+    assert k["elapsed_seconds"] - k["wall_seconds"] >= 1.0 and k["wall_seconds"] < 1.0
+    assert k["size_bytes"] == path.stat().st_size
+    assert run.metrics["wall_seconds"].tolist() == [10.0, 20.0, 10.0, 20.0]  # as logged
+    assert run.cumulative("wall_seconds").tolist() == [10.0, 20.0, 30.0, 40.0]  # continuous

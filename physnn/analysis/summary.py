@@ -37,7 +37,9 @@ def summary_markdown(run: Run, made: list[tuple[str, str]], skipped: dict[str, s
         ("final train accuracy", fmt_pct(k["train_accuracy"])),
         ("physical queries", f"{fmt_count(k['queries'])} samples"),
         ("device time", fmt_duration(k["device_seconds"])),
+        # the writers' own time, and first start to last record with the gaps between a stop and its resume
         ("wall time", fmt_duration(k["wall_seconds"])),
+        ("elapsed", f"{fmt_duration(k['elapsed_seconds'])} ({k['segments']} writer segment(s), gaps included)"),
     ]
     lines = [f"# Run report: {run.name}", "", markdown_table(["", ""], rows), ""]
     if run.systems:

@@ -23,7 +23,6 @@ Format-2 files are appended to as format 2: every checkpoint whole, one after an
 
 from __future__ import annotations
 
-import bisect
 import sys
 import time
 import zlib
@@ -79,8 +78,10 @@ def checkpoint_due(
 
 def pack_checkpoint(
     model_state: Mapping[str, Any], optim_state: Any, rng_state: Any, extra: Any
-) -> tuple[dict[str, Any], list[dict[str, Any]], list[bytes]]:
-    """The trees (JSON), the array table and each array's raw bytes of one checkpoint (nothing is pickled)."""
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[Any]]:
+    """The trees (JSON), the array table and each array's raw bytes of one checkpoint (nothing is pickled).
+
+    The bytes of a tensor are a view of its memory: write them before the tensor changes."""
     if not isinstance(model_state, Mapping):
         raise TypeError(f"model_state must be a state dict (mapping), got {type(model_state).__name__}")
     packer = _Packer()
@@ -114,40 +115,27 @@ def retained_arrays(record: Mapping[str, Any], parts: Iterable[str]) -> list[int
 
 
 class _Space:
-    """Free-space bookkeeping of the arena: the extents in use, sorted by offset."""
+    """Free space of the arena: the gaps between the extents in use, below the end of the stream."""
 
     def __init__(self, used: Iterable[tuple[int, int]], end: int):
-        self.used = sorted((o, o + n) for o, n in used if n > 0)
         self.end = end
-
-    def gaps(self) -> list[list[int]]:
-        """The free ``[start, stop)`` ranges below the end of the stream, in order."""
-        gaps, at = [], 0
-        for start, stop in self.used:
+        self.gaps, at = [], 0
+        for start, stop in sorted((o, o + n) for o, n in used if n > 0):
             if start > at:
-                gaps.append([at, start])
+                self.gaps.append([at, start])
             at = max(at, stop)
-        if self.end > at:
-            gaps.append([at, self.end])
-        return gaps
+        if end > at:
+            self.gaps.append([at, end])
 
     def allocate(self, sizes: list[int]) -> list[int]:
-        """An offset for each size: first fit in a free gap (largest arrays first), else at the end."""
-        gaps = self.gaps()
+        """An offset for each size: first fit in a gap (largest arrays first), else at the end of the stream."""
         out = [0] * len(sizes)
         for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
-            n = sizes[i]
-            for g in gaps:
-                if g[1] - g[0] >= n:
-                    out[i], g[0] = g[0], g[0] + n
-                    break
+            gap = next((g for g in self.gaps if g[1] - g[0] >= sizes[i]), None)
+            if gap is None:
+                out[i], self.end = self.end, self.end + sizes[i]
             else:
-                top = max([self.end] + [stop for _, stop in self.used])
-                out[i] = top
-                self.used.append((top, top + n))
-                self.end = top + n
-                continue
-            bisect.insort(self.used, (out[i], out[i] + n))
+                out[i], gap[0] = gap[0], gap[0] + sizes[i]
         return out
 
 
@@ -173,7 +161,7 @@ class CheckpointStore:
             self.retained = [dict(e) for e in last["retained"]]
             self._records = {int(e["id"]): by_id[int(e["id"])] for e in self.retained}
             self.best = last.get("best")
-        self._next_id = max(self._records, default=-1) + 1 if not records else int(records[-1].get("id", -1)) + 1
+        self._next_id = int(records[-1].get("id", -1)) + 1 if records else 0
 
     # ------------------------------------------------------------ retention
     def _live(self) -> tuple[list[tuple[int, int]], dict[tuple[Any, ...], tuple[int, int]]]:
@@ -213,7 +201,7 @@ class CheckpointStore:
         segment: int,
         trees: dict[str, Any],
         table: list[dict[str, Any]],
-        chunks: list[bytes],
+        chunks: list[Any],
         flush: Callable[[], None],
         best: tuple[str, float] | None = None,
     ) -> None:
@@ -260,11 +248,11 @@ class CheckpointStore:
         self.retained, self.best = retained, record["best"]
         self._next_id, self.count = cid + 1, self.count + 1
 
-    def _stored_equal(self, offset: int, raw: bytes) -> bool:
+    def _stored_equal(self, offset: int, raw: Any) -> bool:
         """Whether the arena holds exactly ``raw`` at ``offset`` (a CRC match is confirmed byte for byte)."""
-        return self._data[offset : offset + len(raw)].tobytes() == raw
+        return np.array_equal(self._data[offset : offset + len(raw)], np.frombuffer(raw, dtype=np.uint8))
 
-    def _write_runs(self, pieces: list[tuple[int, bytes]]) -> None:
+    def _write_runs(self, pieces: list[tuple[int, Any]]) -> None:
         """Write the pieces, those that follow each other as one write."""
         pieces.sort(key=lambda p: p[0])
         i = 0
@@ -284,7 +272,7 @@ class CheckpointStore:
         segment: int,
         trees: dict[str, Any],
         table: list[dict[str, Any]],
-        chunks: list[bytes],
+        chunks: list[Any],
         flush: Callable[[], None],
     ) -> None:
         """Format 2: every checkpoint whole, appended after the ones before (kept for files of that format)."""
