@@ -104,9 +104,29 @@ def test_deterministic_with_a_seed() -> None:
     assert not torch.equal(a(x), ya)  # the noise stream moves on between queries
     q = AcousticCavity(seed=5, noise=False)
     assert torch.equal(q(x), q(x))
-    # a row's answer does not depend on the rest of the batch (beyond float rounding)
-    alone = q(x[2:3])
-    assert torch.allclose(q(x)[2:3], alone, rtol=1e-4, atol=2e-6)  # ADC codes may flip by one LSB
+    assert torch.equal(q(x)[2:3], q(x[2:3]))  # a row's answer does not depend on the rest of its batch
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_a_row_is_the_same_alone_or_in_a_batch_and_smooth_in_its_drive(seed: int) -> None:
+    """Batch independence (bit for bit: the batch is padded to whole row tiles) and no hidden sensitivity at the
+    calibrated drive level: a 1e-6 change of the drive moves a negligible share of the output variance.
+
+    On main, cavity seed 1 gave 18.6 % (median relative L2) alone vs in a batch of 400, and a 1e-6 change moved
+    11.7 % of the output variance: the old drive level was chaotic and the ragged rows rounded differently.
+    """
+    sim = AcousticCavity(seed=seed, noise=False)
+    x = _rand(400, seed=20 + seed)
+    batch = sim(x)
+    rows = [0, 1, 203, 399]
+    alone = torch.cat([sim(x[i : i + 1]) for i in rows])
+    assert torch.equal(alone, batch[rows])  # through the ADC too: not one code differs
+    field = sim.field(x[:8]).abs()
+    assert torch.equal(torch.cat([sim.field(x[i : i + 1]).abs() for i in (0, 5)]), field[[0, 5]])
+    # smooth: the output moves like its derivative, nowhere near the 11.7 % of the chaotic old default
+    y0, y1 = sim.field(x[:48]).abs(), sim.field(x[:48] * (1 + 1e-6)).abs()
+    moved = float(((y1 - y0) ** 2).sum() / ((y0 - y0.mean(0)) ** 2).sum())
+    assert moved < 1e-8, moved  # measured <= 6e-11 (float32 rounding of the drive included)
 
 
 def test_zero_drive_gives_the_noise_floor() -> None:
@@ -194,9 +214,9 @@ def test_superposition_fails_because_of_the_membranes() -> None:
 
     nonlinear = violation(AcousticCavity(noise=False))
     linear = violation(AcousticCavity(noise=False, nonlinear_pa=None))
-    # the field at the output bins is far from additive; with linear membranes the same cavity is
-    # additive to float rounding
-    assert nonlinear > 0.3, nonlinear
+    # the field at the output bins is far from additive (measured 0.21); with linear membranes the same cavity
+    # is additive to float rounding
+    assert nonlinear > 0.15, nonlinear
     assert linear < 1e-4, linear
 
 
@@ -206,26 +226,39 @@ def _r2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (xc.T @ yc) ** 2 / ((xc**2).sum(0)[:, None] * (yc**2).sum(0)[None] + 1e-300)
 
 
-def test_outputs_mix_the_inputs_about_as_much_as_the_measured_cavity(random_response) -> None:
+def test_outputs_mix_the_inputs_less_than_the_measured_cavity(random_response) -> None:
     """Share of each output's variance explained by its best single input, weighted by the output variance.
 
-    Measured: 0.61 here, 0.52 for the real cavity (acoustic_x/y.csv), 0.96 for the earlier
-    defaults where each bin was a fixed gain on its own tone.
+    Measured at the calibrated drive level: 0.97 (0.64 unweighted) here, 0.52 (0.42) for the real cavity
+    (acoustic_x/y.csv); the old, chaotic drive level gave 0.62 (module docstring, "Mixing and nonlinearity").
     """
     x, y = random_response
     var = y.var(0)
-    mixing = float((_r2(x, y).max(0).values * var).sum() / var.sum())
-    assert 0.35 < mixing < 0.75, mixing
+    best = _r2(x, y).max(0).values
+    mixing = float((best * var).sum() / var.sum())
+    assert 0.9 < mixing < 0.995, mixing
+    assert 0.5 < float(best.mean()) < 0.8  # the weak (intermodulation) bins do mix several inputs
 
 
-def test_outputs_are_nonlinear_at_random_drives(random_response) -> None:
-    """1 - R^2 of the best affine map (noise-free; fit on 1000 drives, scored on 500 held out). Measured 0.31."""
-    x, y = random_response
+def _nonlinear_fraction(x: torch.Tensor, y: torch.Tensor, n_fit: int) -> float:
+    """1 - R^2 of the best affine map, fit on the first n_fit rows and scored on the rest (pooled over outputs)."""
     a = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
-    w = torch.linalg.lstsq(a[:1000], y[:1000]).solution
-    resid = y[1000:] - a[1000:] @ w
-    fraction = float((resid**2).sum() / ((y[1000:] - y[1000:].mean(0)) ** 2).sum())
-    assert fraction > 0.2, fraction
+    w = torch.linalg.lstsq(a[:n_fit], y[:n_fit]).solution
+    resid = y[n_fit:] - a[n_fit:] @ w
+    return float((resid**2).sum() / ((y[n_fit:] - y[n_fit:].mean(0)) ** 2).sum())
+
+
+def test_outputs_are_as_nonlinear_as_the_calibration_says(random_response) -> None:
+    """1 - R^2 of the best affine map (noise-free; fit on 1000 drives, scored on 500 held out).
+
+    Calibrated against the measured cavity (0.040 on its 10 000 drives, noise included): seed 0 gives 0.014 at
+    the default 8e-6 m^3/s (seeds 0-4: 0.015 0.098 0.014 0.004 0.076, mean 0.041); the drive level moves it.
+    """
+    x, y = random_response
+    fraction = _nonlinear_fraction(x, y, 1000)
+    assert 0.007 < fraction < 0.03, fraction
+    quieter = AcousticCavity(noise=False, volume_velocity=4e-6)(x[:600].float()).double()
+    assert _nonlinear_fraction(x[:600], quieter, 400) < fraction / 3  # the drive level sets the regime
 
 
 def test_every_input_reaches_the_outputs(quiet: AcousticCavity) -> None:
@@ -237,11 +270,11 @@ def test_every_input_reaches_the_outputs(quiet: AcousticCavity) -> None:
     y_hi = quiet(hi.reshape(-1, 20)).reshape(20, 8, -1)
     y_lo = quiet(lo.reshape(-1, 20)).reshape(20, 8, -1)
     reach = (y_hi - y_lo).pow(2).mean((1, 2)).sqrt() / y_hi.pow(2).mean().sqrt()
-    assert reach.min() > 0.12, reach  # measured 0.18-1.0
+    assert reach.min() > 0.03, reach  # measured 0.048-1.19
     # including the six tones that fall between output bins: only the membranes carry them to the mic
     between = [k for k, b in enumerate(quiet.tone_bins) if b not in quiet.output_bins]
     assert between == [2, 5, 8, 11, 14, 17]
-    assert reach[between].min() > 0.12  # 5-14 % with the earlier 8 membranes at coupling 0.5
+    assert reach[between].min() > 0.03  # measured 0.048-0.10 at the calibrated drive level
 
 
 def test_temperature_moves_resonances_up() -> None:
