@@ -27,6 +27,7 @@ ALLOWED = {
     "event_hook",
     "validate_input",
     "report_event",
+    "digital_flops_per_sample",  # the public statement of what a query replaces
 }
 
 

@@ -24,6 +24,7 @@ PUBLIC = {
     "validate_input",
     "report_event",
     "hooks",
+    "digital_flops_per_sample",
 }
 #: Small, fast options per method (PAT's twin is tiny).
 OPTIONS = {"pat": dict(twin_samples=64, twin_epochs=2, twin_hidden=(8,), refit_steps=2)}

@@ -288,6 +288,16 @@ class PhysicalSystem:
         return y32
 
     # --------------------------------------------------------------- metadata
+    def digital_flops_per_sample(self) -> int | None:
+        """Digital FLOPs a digital computer would spend on one sample of this system's noise-free map, or
+        None (the default) when the system does not state it.
+
+        Part of the public contract, like :attr:`spec`: the accounting reads it to say what a physical query
+        replaces (the controls of :mod:`physnn.simulators.controls` state theirs). A real bench usually
+        states none.
+        """
+        return None
+
     def describe(self) -> dict[str, Any]:
         """JSON-able metadata for run files: the class, the spec, the stats.
 

@@ -109,14 +109,13 @@ def count_flops(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any,
 def query_flops(system: PhysicalSystem) -> int | None:
     """Digital FLOPs one sample of ``system``'s map would cost on a digital computer, or None if it states none.
 
-    A system states it with ``digital_flops_per_sample() -> int`` (duck-typed, like ``differentiable``): the
+    A system states it with :meth:`PhysicalSystem.digital_flops_per_sample` (part of its public contract): the
     noise-free map it computes, priced as a digital computer would compute it. Nothing of the system is read
     but that one public method.
     """
-    fn = getattr(system, "digital_flops_per_sample", None)
-    if not callable(fn):
+    n = system.digital_flops_per_sample()
+    if n is None:
         return None
-    n = fn()
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(
             f"system {system.spec.name!r}: digital_flops_per_sample() must return an integer >= 0, got {n!r}"
