@@ -307,6 +307,9 @@ def test_disk_full_ends_in_one_line_and_a_readable_run_file(tmp_path):
         assert run.status in ("failed", "aborted")
         # every epoch the console announced (it prints an epoch once it is on disk) is in the file
         announced = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
-        assert len(announced) >= 1 and run.metrics["epoch"].tolist() == list(range(1, len(announced) + 1))
+        # (the disk may fill after an epoch's metrics are written and before it is announced: one more at most)
+        stored = run.metrics["epoch"].tolist()
+        assert len(announced) >= 1 and stored[: len(announced)] == list(range(1, len(announced) + 1))
+        assert len(stored) - len(announced) in (0, 1)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
