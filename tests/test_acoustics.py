@@ -60,8 +60,13 @@ def test_shape_spec_and_drive_limits(quiet: AcousticCavity) -> None:
         (dict(ramp_s=0.2), r"ramp_s must be a finite number in 0..0.1, got 0.2"),
         (dict(membrane_hz=(900.0, 300.0)), r"membrane_hz must be \(low, high\) with 0 < low <= high"),
         (dict(dtype=torch.float16), r"dtype must be one of torch.float32, torch.float64, got torch.float16"),
-        (dict(sample_rate=8000.0), r"sample_rate=8000 Hz is too low for the highest resonance"),
-        (dict(bin_hz=30.0), r"sample_rate / bin_hz must be an integer"),
+        (dict(sample_rate=4000.0), r"sample_rate=4000 Hz is too low for the highest membrane resonance"),
+        (
+            dict(sample_rate=8000.0, integrator="euler"),
+            r"highest cavity mode 1333.1 Hz \(omega\*dt = 1.047 > 0.5 for the euler integrator\)",
+        ),
+        (dict(integrator="rk4"), r"integrator must be one of 'leapfrog', 'euler', got 'rk4'"),
+        (dict(bin_hz=35.0), r"sample_rate / bin_hz must be an integer"),
         (dict(temperature=150.0), r"temperature 150 deg C is outside -50..100"),
         (dict(tone_bins=[20] * 20), r"tone_bins must be 20 distinct"),
         (dict(output_bins=[10] * 19), r"output_bins must be a list of integers >= 0 of length 20"),
@@ -126,7 +131,7 @@ def test_a_row_is_the_same_alone_or_in_a_batch_and_smooth_in_its_drive(seed: int
     # smooth: the output moves like its derivative, nowhere near the 11.7 % of the chaotic old default
     y0, y1 = sim.field(x[:48]).abs(), sim.field(x[:48] * (1 + 1e-6)).abs()
     moved = float(((y1 - y0) ** 2).sum() / ((y0 - y0.mean(0)) ** 2).sum())
-    assert moved < 1e-8, moved  # measured <= 6e-11 (float32 rounding of the drive included)
+    assert moved < 1e-6, moved  # measured 4e-12..2e-8 (seed 1 is the steepest; float32 rounding included)
 
 
 def test_zero_drive_gives_the_noise_floor() -> None:
@@ -185,24 +190,46 @@ def _exact_linear_spectrum(sim: AcousticCavity, x: torch.Tensor) -> torch.Tensor
 
 
 def test_integrator_matches_the_exact_steady_state_with_linear_membranes() -> None:
-    """Solver agreement: symplectic Euler vs the frequency-domain solution of the same equations.
+    """Solver agreement with the frequency-domain solution of the same (linear) equations.
 
-    Measured 4-7 % at 32 kHz and half that at 64 kHz: the step is first order in dt for the damped,
-    coupled system (pre-warping makes only the uncoupled, undamped frequencies exact).
+    The leapfrog's tone gains make the discrete steady state at the microphone exact at any step (what is
+    left is the switch-on transient, ~1e-6); the previous Euler scheme was 4-7 % off at 32 kHz (first order).
     """
     x = _rand(6, seed=3, dtype=torch.float64)
-    errors = []
-    for rate in (32000.0, 64000.0):
+    for rate in (8000.0, 16000.0):
         sim = AcousticCavity(noise=False, nonlinear_pa=None, dtype=torch.float64, sample_rate=rate)
         exact = _exact_linear_spectrum(sim, x)
         y = sim.field(x).abs()
-        errors.append((y - exact).norm(dim=1) / exact.norm(dim=1))
+        assert ((y - exact).norm(dim=1) / exact.norm(dim=1)).max() < 1e-4
         # off the tone bins a linear cavity is silent: no tone leaks into another bin
         tone = torch.tensor([b in sim.tone_bins for b in sim.output_bins])
         assert y[:, ~tone].max() < 1e-5 * y.max()  # what is left of the switch-on transient
-    assert errors[0].max() < 0.08, errors[0]
-    order = errors[1] / errors[0]
-    assert ((order > 0.4) & (order < 0.6)).all(), order  # halving dt halves the error: it converges to the exact
+    old = AcousticCavity(noise=False, nonlinear_pa=None, dtype=torch.float64, sample_rate=32000.0, integrator="euler")
+    err = (old.field(x).abs() - exact).norm(dim=1) / exact.norm(dim=1)
+    assert ((err > 0.03) & (err < 0.08)).all(), err
+
+
+def test_leapfrog_is_second_order_on_the_nonlinear_cavity() -> None:
+    """With the membranes' cubic force the leapfrog carries its second-order error: doubling the rate quarters
+    the distance to a 4x finer run (the scipy reference comparison is in benchmarks/acoustics_speed.py)."""
+    x = _rand(3, seed=5, dtype=torch.float64)
+    runs = {
+        r: AcousticCavity(noise=False, dtype=torch.float64, sample_rate=r).field(x).abs() for r in (8e3, 16e3, 64e3)
+    }
+    fine = runs[64e3]
+    e8, e16 = ((runs[r] - fine).norm(dim=1) / fine.norm(dim=1) for r in (8e3, 16e3))
+    assert (e8 < 0.03).all(), e8  # measured 1.0-1.7 % (seed 0)
+    assert ((e8 / e16 > 3.0) & (e8 / e16 < 5.5)).all(), e8 / e16
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_full_drive_stays_stable_at_the_default_rate(seed: int) -> None:
+    """The leapfrog is stable while the hardened membranes stay below 2/dt: full drive on every tone, at the
+    default 12 kHz and at the faster 8 kHz the docstring offers."""
+    for rate in (12000.0, 8000.0):
+        sim = AcousticCavity(seed=seed, noise=False, sample_rate=rate)
+        y = sim(torch.cat([torch.ones(1, 20), _rand(15, seed=seed)]))
+        assert torch.isfinite(y).all() and float(y.max()) < sim.full_scale_pa
 
 
 def test_superposition_fails_because_of_the_membranes() -> None:
@@ -378,7 +405,9 @@ def test_differentiable_matches_finite_differences() -> None:
 def test_describe_is_complete(quiet: AcousticCavity) -> None:
     d = quiet.describe()
     assert d["temperature_c"] == 20.0 and d["speed_of_sound_m_s"] == pytest.approx(343.42)
-    assert d["steps"] == 4800 and d["tone_hz"][0] == 400.0 and len(d["output_hz"]) == 20
+    assert d["steps"] == 1800 and d["tone_hz"][0] == 400.0 and len(d["output_hz"]) == 20
+    assert d["integrator"] == "leapfrog" and d["sample_rate_hz"] == 12000.0
+    assert d["mic_noise_pa"] == pytest.approx(2e-3 * math.sqrt(12 / 32))  # the earlier noise density
     assert d["n_membranes"] == 16 and d["coupling"] == 0.9
     assert d["class"] == "physnn.simulators.acoustics.AcousticCavity"
     assert d["spec"]["output_units"] == "Pa"
