@@ -24,10 +24,11 @@ in :class:`physnn.simulators.drift.Drifting` with a single sudden event at
 time 0 of size ``strength``: from its first query on, the device's internal
 drift parameters (for simulators that expose ``drift_parameters()``: the
 optical transmission matrix, clutter positions and element detuning of the
-microwave cavity, the acoustic cavity's parameters) are moved by ``strength``
+microwave cavity, the acoustic cavity's temperature and membranes, the
+neuromorphic chip's threshold and leak factors) are moved by ``strength``
 times their natural scale (``drift_scales()``; rms, seeded by
-``seed + 1``); for systems without drift parameters (the measured twin,
-the neuromorphic chip) a per-channel gain and offset error of ``strength``
+``seed + 1``); for systems without drift parameters (the measured twin)
+a per-channel gain and offset error of ``strength``
 (relative gain, and offset in units of the mean output) is applied to the
 outputs instead. The nominal instance the network was trained on is left
 untouched.
