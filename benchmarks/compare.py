@@ -66,7 +66,7 @@ from typing import Any
 
 import torch
 
-from physnn.core.evaluation import Accuracy
+from physnn.core.evaluation import Accuracy, difference_interval
 from physnn.core.readout import fit_readout
 from physnn.core.registry import build_system
 from physnn.data.datasets import load_dataset
@@ -529,7 +529,8 @@ def write_report(runs: list[dict], out: Path, command: str, unavailable: dict[st
         "Machine(s): " + "; ".join(sorted({r.get("machine", "?") for r in runs})) + ". Wall times are noisy: "
         "the machine was shared with other agents' jobs.",
         "",
-        "Columns: test accuracy mean ± std over seeds, the test split measured once at the end of each run "
+        "Columns: test accuracy mean ± std over seeds, the test split measured once at the end of each run, and "
+        "the seeds' test answers pooled (correct/n with its 95 % Wilson interval) "
         "(n = 359 on digits, 1000 on MNIST-5k, 49 on vowels per seed; a 10 % validation split of the training "
         "data carries every evaluation during training, and the controls' learning rate is chosen on it); "
         "*learn queries*: physical samples queried to learn "
@@ -539,7 +540,11 @@ def write_report(runs: list[dict], out: Path, command: str, unavailable: dict[st
         "*learn FLOPs*: digital FLOPs to learn (matrix products, forward and backward; physics inside queries "
         "excluded; simulators' differentiable models included; see physnn/train/accounting.py); *train s*: wall "
         "seconds of training and twin fitting (evaluation excluded); *inf. q/sample*: queries to classify one "
-        "test sample.",
+        "test sample; *map FLOPs/sample*: digital FLOPs of one sample through every block's feature map -- a "
+        "control's price (physnn/simulators/controls.py) or, for an optical row, what its queries replace (a "
+        "complex matrix-vector product and |.|^2 per block); n/a where no price is stated. The claims under each "
+        "table compare pooled accuracies with the 95 % interval of the difference (Newcombe); an interval "
+        "holding 0 shows no difference.",
         "",
         "Device: hardware-in-the-loop methods (MF-FF, PAT, zeroth-order) train on a *perturbed* instance of the "
         'simulator (system = "drifting" around it: a Drifting wrapper with one event of size '
@@ -615,6 +620,12 @@ def write_report(runs: list[dict], out: Path, command: str, unavailable: dict[st
         "- Wall times are single-thread and were taken while other jobs shared the 2 cores; differences "
         "below about a factor 1.5 are not meaningful.",
     ]
+    lines.append(
+        "- Code of the stored rows: the local_ce rows, every control row and MF-FF on digits-optics were run on "
+        "2026-12-07 with the round-3 local_ce and the optical simulator's shared light budget (commit 6e2fb4e); "
+        "the other rows (MF-FF elsewhere, PAT, zeroth-order, backprop, the digital controls) on 2026-12-01, on "
+        "optical pairs with the earlier per-pixel light."
+    )
     if (out / "compare_runs_superseded.jsonl").is_file():
         lines.append(
             "- `compare_runs_superseded.jsonl`: runs kept for the record, not shown: optics runs made before "
@@ -669,8 +680,8 @@ def reading(by_method: dict[str, list[dict]]) -> list[str]:
 
 
 def fair_claim(method: str, by_method: dict[str, list[dict]]) -> list[str]:
-    """The method through the physics against its controls of the same width, in points, pooled over seeds (the
-    difference of the pooled accuracies; a difference inside the physics' own 95 % interval is called a tie)."""
+    """The method through the physics against its controls, in points, pooled over seeds, with the 95 % interval
+    of the difference (physnn.core.evaluation.difference_interval); an interval that holds 0 shows no difference."""
     phys = by_method.get(method)
     controls = [(c, by_method.get(f"{method}-{c}")) for c in ("identity", "linear", "features", "speckle")]
     controls = [(c, rs) for c, rs in controls if rs]
@@ -688,18 +699,21 @@ def fair_claim(method: str, by_method: dict[str, list[dict]]) -> list[str]:
     parts = []
     for c, rs in controls:
         b = pooled(rs)
-        d = 100 * (a.value - b.value)
+        dlo, dhi = difference_interval(a, b)
         verdict = (
-            "within the 95 % interval: no difference shown"
-            if lo <= b.value <= hi
-            else ("the physics is better" if d > 0 else "the physics is worse")
+            "no difference shown"
+            if dlo <= 0 <= dhi
+            else ("the physics is better" if dlo > 0 else "the physics is worse")
         )
         cost = rs[0].get("map_flops_per_sample", math.nan)
         price = f", {_fmt_sci(cost)} FLOPs/sample" if c in ("features", "speckle") and cost == cost else ""
-        parts.append(f"{d:+.1f} points over {words[c]} ({b.value:.3f}{price}; {verdict})")
+        parts.append(
+            f"{100 * (a.value - b.value):+.1f} points (95 % CI {100 * dlo:+.1f} to {100 * dhi:+.1f}) over {words[c]} "
+            f"({b.value:.3f}{price}): {verdict}"
+        )
     return [
         f"Against its fair controls, {name} through the physics ({a.value:.3f}, {a.correct}/{a.n}, 95 % CI "
-        f"{lo:.3f}-{hi:.3f}): " + "; ".join(parts) + "."
+        f"{lo:.3f}-{hi:.3f}, seeds pooled): " + "; ".join(parts) + "."
     ]
 
 

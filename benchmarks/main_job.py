@@ -32,7 +32,7 @@ import time
 
 import torch
 
-from physnn.core.evaluation import Accuracy
+from physnn.core.evaluation import Accuracy, difference_interval
 
 MAIN = "MF-FF, optics x2 (main job)"
 SYSTEM_CONTROLS = (
@@ -149,14 +149,16 @@ def main() -> None:
         )
     main_acc = pooled.get(MAIN)
     if main_acc is not None and len(pooled) > 1:
-        lo, hi = main_acc.interval
-        print("\nthe physics against each control (pooled; inside the main job's 95 % CI: no difference shown)")
+        print("\nthe physics against each control (pooled; 95 % interval of the difference, Newcombe)")
         for name, acc in pooled.items():
             if name == MAIN:
                 continue
-            d = 100 * (main_acc.value - acc.value)
-            verdict = "no difference shown" if lo <= acc.value <= hi else ("better" if d > 0 else "worse")
-            print(f"  {d:+5.1f} points over {name}: {verdict}")
+            lo, hi = difference_interval(main_acc, acc)
+            verdict = "no difference shown" if lo <= 0 <= hi else ("better" if lo > 0 else "worse")
+            print(
+                f"  {100 * (main_acc.value - acc.value):+5.1f} points ({100 * lo:+.1f} to {100 * hi:+.1f}) "
+                f"over {name}: {verdict}"
+            )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from physnn.core.evaluation import Accuracy
+from physnn.core.evaluation import Accuracy, difference_interval
 from physnn.core.registry import build_system
 from physnn.run.config import RunConfig
 from physnn.run.experiment import build_systems, load_data, run_experiment
@@ -181,17 +181,19 @@ def main() -> None:
             f"{fmt(c['identity']):>13s} {fmt(c['linear']):>13s} {fmt(c['features']):>13s} {r['relu_flops']:13.3g} "
             f"{r['n_test']:6d} {r['queries']:13.0f} {r['sps']:13.0f} {r['wall']:10.1f}  {r['recipe']}"
         )
-    print("\npooled over seeds: correct/n (95 % CI); the physics minus each control, in points")
+    print("\npooled over seeds: correct/n (95 % CI); the physics minus each control in points (95 % CI, Newcombe)")
     for r in rows:
         if "error" in r:
             continue
         p = pooled(r["accs"])
-        lo, hi = p.interval
         parts = []
         for name, accs in r["controls"].items():
             q = pooled(accs)
-            tie = " (inside the CI)" if lo <= q.value <= hi else ""
-            parts.append(f"{name} {q.value:.3f} {100 * (p.value - q.value):+.1f}{tie}")
+            lo, hi = difference_interval(p, q)
+            verdict = "no difference shown" if lo <= 0 <= hi else ("better" if lo > 0 else "worse")
+            parts.append(
+                f"{name} {q.value:.3f}: {100 * (p.value - q.value):+.1f} ({100 * lo:+.1f} to {100 * hi:+.1f}) {verdict}"
+            )
         print(f"{r['label']:22s} MF-FF {p}; " + "; ".join(parts))
 
 

@@ -175,3 +175,14 @@ def test_matching_builds_a_control_of_the_systems_width_and_drive_domain():
         assert build_system(name, n_inputs=64, **options).spec.n_outputs == 1024
     with pytest.raises(ValueError, match="control must be one of.*'cosine'"):
         matching(spec, "cosine")
+
+
+def test_difference_interval_is_newcombes_and_says_tie_for_one_sample():
+    from physnn.core.evaluation import Accuracy, difference_interval
+
+    # Newcombe (1998), Statistics in Medicine 17:873, table II example (56/70 vs 48/80): 0.0524 to 0.3339
+    lo, hi = difference_interval(Accuracy(56, 70), Accuracy(48, 80))
+    assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
+    # one vowel of 147 is no evidence of a difference, though 147/147 lies outside 146/147's own interval
+    lo, hi = difference_interval(Accuracy(146, 147), Accuracy(147, 147))
+    assert lo < 0 < hi
