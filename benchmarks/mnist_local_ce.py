@@ -66,11 +66,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--no-control", action="store_true", help="skip the identity control")
+    ap.add_argument(
+        "--skip-scaling",
+        default="data",
+        choices=["data", "sample"],
+        help="local_ce's skip path ('sample': round 2's per-sample standardisation, for attribution)",
+    )
     ap.add_argument("--controls", nargs="*", default=[], choices=list(CONTROLS), help="same-width controls to run")
     args = ap.parse_args()
     rows = []
     for seed in args.seeds:
-        cfg = RunConfig(seed=seed, **RECIPE)
+        options = dict(RECIPE["method_options"], skip_scaling=args.skip_scaling)
+        cfg = RunConfig(seed=seed, **{**RECIPE, "method_options": options})
         runs = [("local_ce, optics 4096 px", cfg)]
         if not args.no_control:
             runs.append(("local_ce, identity (control)", cfg.updated(system="identity", system_options={})))
