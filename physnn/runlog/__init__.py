@@ -31,6 +31,11 @@ Why the file is written the way it is
   count only rows present in every column. A crash mid-record leaves at most an
   uncommitted partial row, which the next writer overwrites; committed data is
   never rewritten.
+* **Bounded: a file a lab can keep.** Only the last checkpoint, the best by
+  validation (its model) and every ``keep_every``-th are kept; a new checkpoint
+  is written over the space of dropped ones (never over a kept one) before the
+  manifest that names what is kept, and arrays a kept checkpoint already has are
+  stored once (``checkpoints.py``). Raw query samples have a byte budget.
 * **Off the query path.** ``log_samples`` (a system's ``query_hook``) only copies
   the kept rows into memory; samples and probes are written with the epoch's
   metrics, and ``fsync`` runs at most once per ``fsync_seconds``.

@@ -99,13 +99,14 @@ def _create_text_log(g: h5py.Group, name: str, long_name: str) -> h5py.Dataset:
     return ds
 
 
-def _put(ds: h5py.Dataset, start: int, values: Any) -> int:
+def _put(ds: h5py.Dataset, start: int, values: Any, dtype: np.dtype | None = None) -> int:
     """Write ``values`` (rows) at row ``start``, growing the dataset as needed; returns the end row.
 
     Low-level h5py calls: the high-level ``resize``/``__setitem__``/``shape`` cost about 90 us per
     column, which is most of an epoch's run-file time when a run logs 25 metric columns per epoch.
+    ``dtype``: the dataset's (``ds.dtype`` asks HDF5 each time; callers that write often pass it).
     """
-    arr = np.ascontiguousarray(values, dtype=ds.dtype)
+    arr = np.ascontiguousarray(values, dtype=ds.dtype if dtype is None else dtype)
     dsid = ds.id
     shape = dsid.shape
     if arr.ndim != len(shape):
@@ -131,6 +132,7 @@ class _Rows:
 
     def __init__(self, cols: Sequence[h5py.Dataset], div: Sequence[int] | None = None):
         self.cols = list(cols)
+        self.dtypes = [c.dtype for c in self.cols]
         self.div = list(div) if div is not None else [1] * len(self.cols)
         self._fid = self.cols[0].file.id
         self._pending: tuple[Any, int] | None = None
@@ -149,13 +151,13 @@ class _Rows:
         Staging several record types, one flush, then committing them all makes an epoch's samples,
         probes and metrics cost one flush instead of one each.
         """
-        for c, d, v in zip(self.cols[:-1], self.div, values):
-            _put(c, self.n * d, v)
+        for c, d, t, v in zip(self.cols[:-1], self.div, self.dtypes, values):
+            _put(c, self.n * d, v, t)
         self._pending = (values[-1], k)
 
     def commit(self) -> None:
         key, k = self._pending
-        _put(self.cols[-1], self.n * self.div[-1], key)
+        _put(self.cols[-1], self.n * self.div[-1], key, self.dtypes[-1])
         self.n += k
         self._pending = None
 

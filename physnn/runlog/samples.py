@@ -236,6 +236,9 @@ class Measurements:
             and y.ndim == 2
             and x.shape[0] == y.shape[0]
         ):
+            if st["quota"] == 0 and x.shape[1] == n_in and y.shape[1] == n_out:  # this epoch's share is used
+                st["next_step"] = (st["next_step"] if step is None else _nonneg_int(step, "step")) + 1
+                return False, False
             # pick the rows first: only those are copied off the device and converted
             pick = _spaced_tensor(x.shape[0], self.samples_per_call)
             x, y = x.detach()[pick.to(x.device)], y.detach()[pick.to(y.device)]
