@@ -89,6 +89,7 @@ def test_state_that_does_not_change_is_stored_once(tmp_path):
     assert torch.equal(ck.optim_state["buffer"][7], fixed[:64] * 7)
 
 
+@pytest.mark.fault("run file")
 def test_a_checkpoint_cut_short_leaves_the_last_one_intact(tmp_path, monkeypatch):
     """The new checkpoint is written over free space only: dying in the middle of it loses nothing committed."""
     import physnn.runlog.checkpoints as store
@@ -142,6 +143,7 @@ def test_the_sample_log_keeps_to_its_byte_budget_spread_over_the_planned_epochs(
     assert full == {"block": "block0", "max_samples": 40, "max_sample_bytes": 40 * row}
 
 
+@pytest.mark.fault("run file")
 def test_a_format_2_file_is_read_and_appended_to_as_format_2(tmp_path):
     """tests/data/run_v2.h5 was written by physnn at commit ade1634 (format 2), closed as interrupted."""
     run = runlog.load(V2_FILE)
